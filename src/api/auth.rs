@@ -1,0 +1,189 @@
+//! Credentials checks: the webhook accepts a bearer token and/or basic auth, as Alertmanager's
+//! `http_config` sends them; the REST API needs its own bearer token. Compared in constant time;
+//! the Authorization header is never logged.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::config::AuthSettings;
+
+/// The credentials the service accepts.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    webhook_token: Option<SecretString>,
+    webhook_basic: Option<(String, SecretString)>,
+    api_token: Option<SecretString>,
+    insecure: bool,
+}
+
+fn non_empty(s: &SecretString) -> Option<SecretString> {
+    (!s.expose_secret().is_empty()).then(|| s.clone())
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+impl Auth {
+    pub fn from_settings(s: &AuthSettings) -> Self {
+        let basic = non_empty(&s.webhook_basic_password)
+            .filter(|_| !s.webhook_basic_user.is_empty())
+            .map(|p| (s.webhook_basic_user.clone(), p));
+        Self {
+            webhook_token: non_empty(&s.webhook_token),
+            webhook_basic: basic,
+            api_token: non_empty(&s.api_token),
+            insecure: s.insecure_no_auth,
+        }
+    }
+
+    fn open(&self) -> bool {
+        self.insecure && self.webhook_token.is_none() && self.webhook_basic.is_none()
+    }
+
+    /// Accepts the configured bearer token or basic credentials.
+    pub fn check_webhook(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if self.open() {
+            return Ok(());
+        }
+        let denied = ApiError::Unauthorized {
+            challenge: "Bearer realm=\"backup-remediator\"",
+        };
+        let Some(value) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Err(denied);
+        };
+        if let (Some(token), Some(given)) = (&self.webhook_token, bearer(value)) {
+            if ct_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
+                return Ok(());
+            }
+        }
+        if let (Some((user, pass)), Some((u, p))) = (&self.webhook_basic, basic(value)) {
+            // Both compared, always, so timing does not tell which part was wrong.
+            let ok_user = ct_eq(u.as_bytes(), user.as_bytes());
+            let ok_pass = ct_eq(p.as_bytes(), pass.expose_secret().as_bytes());
+            if ok_user & ok_pass {
+                return Ok(());
+            }
+        }
+        Err(denied)
+    }
+
+    /// Accepts the API bearer token.
+    pub fn check_api(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &self.api_token else {
+            return if self.insecure {
+                Ok(())
+            } else {
+                Err(ApiError::Unauthorized {
+                    challenge: "Bearer realm=\"backup-remediator\"",
+                })
+            };
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer);
+        match given {
+            Some(g) if ct_eq(g.as_bytes(), token.expose_secret().as_bytes()) => Ok(()),
+            _ => Err(ApiError::Unauthorized {
+                challenge: "Bearer realm=\"backup-remediator\"",
+            }),
+        }
+    }
+}
+
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+fn basic(value: &str) -> Option<(String, String)> {
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+/// Proof that the request carries webhook credentials; extract it before the body.
+pub struct WebhookCaller;
+
+impl FromRequestParts<AppState> for WebhookCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.auth.check_webhook(&parts.headers).map(|()| WebhookCaller).inspect_err(|_| {
+            metrics::counter!("backup_remediator_webhook_requests_total", "outcome" => "unauthorized").increment(1);
+        })
+    }
+}
+
+/// Proof that the request carries the API token.
+pub struct ApiCaller;
+
+impl FromRequestParts<AppState> for ApiCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.auth.check_api(&parts.headers).map(|()| ApiCaller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn auth() -> Auth {
+        Auth {
+            webhook_token: Some("hook-token".to_owned().into()),
+            webhook_basic: Some(("am".to_owned(), "pa:ss".to_owned().into())),
+            api_token: Some("api-token".to_owned().into()),
+            insecure: false,
+        }
+    }
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn webhook_accepts_the_token_or_basic_and_nothing_else() {
+        let a = auth();
+        assert!(a.check_webhook(&with("Bearer hook-token")).is_ok());
+        assert!(a.check_webhook(&with("bearer hook-token")).is_ok());
+        let basic_ok = base64::engine::general_purpose::STANDARD.encode("am:pa:ss");
+        assert!(a.check_webhook(&with(&format!("Basic {basic_ok}"))).is_ok());
+        let basic_bad = base64::engine::general_purpose::STANDARD.encode("am:pass");
+        assert!(a
+            .check_webhook(&with(&format!("Basic {basic_bad}")))
+            .is_err());
+        assert!(a.check_webhook(&with("Bearer api-token")).is_err());
+        assert!(a.check_webhook(&with("Bearer hook-token2")).is_err());
+        assert!(a.check_webhook(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn api_accepts_only_its_own_token() {
+        let a = auth();
+        assert!(a.check_api(&with("Bearer api-token")).is_ok());
+        assert!(a.check_api(&with("Bearer hook-token")).is_err());
+        assert!(a.check_api(&HeaderMap::new()).is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! The HTTP interface: the Alertmanager webhook, the REST API under `/api/v1`, operations
+//! endpoints, and the OpenAPI document generated from the same route definitions.
+
+mod auth;
+mod error;
+mod health;
+mod incidents;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use auth::Auth;
+pub use error::{ApiError, ErrorBody};
+
+use crate::incident::Incident;
+use crate::intake::Intake;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub intake: Arc<Intake>,
+    pub auth: Arc<Auth>,
+    pub metrics: PrometheusHandle,
+    pub body_limit: usize,
+}
+
+impl AppState {
+    /// Adds the re-sends counted in memory and not yet written, so the API is exact at once.
+    fn with_pending(&self, incident: &mut Incident) {
+        if let Some(p) = self.intake.pending(incident.id) {
+            incident.renotified_count += p.count;
+            incident.last_seen_at = incident.last_seen_at.max(p.last_seen_at);
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "backup-remediator",
+        description = "Diagnoses and safely remediates failed PostgreSQL backups from Alertmanager alerts."
+    ),
+    modifiers(&SecuritySchemes)
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        c.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+    }
+}
+
+/// The path of the OpenAPI document.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+fn openapi_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(webhook::router())
+        .merge(incidents::router())
+        .merge(health::router())
+}
+
+/// The OpenAPI document of every route, generated from the same definitions `app` serves.
+pub fn openapi() -> OpenApiDoc {
+    let mut doc = openapi_router().into_openapi();
+    doc.paths
+        .paths
+        .insert(OPENAPI_PATH.to_owned(), openapi_path_item());
+    doc
+}
+
+fn openapi_path_item() -> utoipa::openapi::PathItem {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder};
+    use utoipa::openapi::ResponseBuilder;
+    utoipa::openapi::PathItem::new(
+        HttpMethod::Get,
+        OperationBuilder::new()
+            .summary(Some("This OpenAPI document"))
+            .tag("operations")
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("OpenAPI 3 document")
+                    .build(),
+            ),
+    )
+}
+
+/// The whole application: routes, auth, limits, metrics and request tracing.
+pub fn app(state: AppState) -> Router {
+    let (router, _) = openapi_router().split_for_parts();
+    let doc = Arc::new(openapi());
+    let body_limit = state.body_limit;
+    router
+        .route(
+            OPENAPI_PATH,
+            get(move || async move { Json(doc.as_ref().clone()) }),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(track))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(|p| p.as_str().to_owned());
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        route = route.as_deref().unwrap_or("unmatched"),
+                        status = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(|resp: &Response, latency: Duration, span: &Span| {
+                    span.record("status", resp.status().as_u16());
+                    tracing::debug!(latency_ms = latency.as_secs_f64() * 1e3, "answered");
+                })
+                .on_failure(()),
+        )
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+/// Counts requests and their latency by route template (never by raw path: bounded labels).
+async fn track(req: Request, next: Next) -> impl IntoResponse {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("backup_remediator_http_requests_total", &labels).increment(1);
+    metrics::histogram!("backup_remediator_http_request_duration_seconds", &labels)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}

@@ -1,0 +1,304 @@
+//! Typed settings, layered: compiled-in defaults (`config/default.toml`) → an optional config
+//! file → environment variables → command-line overrides. Secrets are [`SecretString`]s, so
+//! `Debug` never prints them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The defaults shipped with the binary; the same file documents every key.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
+
+/// Everything the service can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub alerts: AlertSettings,
+    pub dedupe: DedupeSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Empty means the embedded SQLite file. May hold a password, hence secret.
+    pub url: SecretString,
+    pub sqlite_path: PathBuf,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub webhook_token: SecretString,
+    pub webhook_basic_user: String,
+    pub webhook_basic_password: SecretString,
+    pub api_token: SecretString,
+    pub insecure_no_auth: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    pub handled: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeSettings {
+    pub flush_interval_ms: u64,
+    pub cache_capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// What went wrong while reading the configuration. The message names the key and its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+/// Command-line values that win over every other layer (only those given).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    pub insecure_no_auth: bool,
+}
+
+impl serde::Serialize for LogFormat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+impl Settings {
+    /// Reads the layers from the real environment.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(file, overrides)?)
+    }
+
+    /// The layered sources, exposed so tests can add their own layer (e.g. `Figment::join`).
+    pub fn figment(file: Option<&Path>, overrides: &Overrides) -> Result<Figment, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_CONFIG));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig
+            .merge(
+                Env::prefixed("BR_")
+                    .split("__")
+                    .filter(|k| k.as_str().contains("__")),
+            )
+            .merge(Env::raw().only(&["BR_WEBHOOK_TOKEN", "BR_API_TOKEN"]).map(
+                |k| match k.as_str() {
+                    "BR_WEBHOOK_TOKEN" => "auth.webhook_token".into(),
+                    _ => "auth.api_token".into(),
+                },
+            ))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            );
+        let mut cli = serde_json::Map::new();
+        let mut put = |section: &str, key: &str, value: serde_json::Value| {
+            let entry = cli
+                .entry(section.to_owned())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if let Some(obj) = entry.as_object_mut() {
+                obj.insert(key.to_owned(), value);
+            }
+        };
+        if let Some(listen) = overrides.listen {
+            put("server", "listen", listen.to_string().into());
+        }
+        if let Some(url) = &overrides.database_url {
+            put("database", "url", url.clone().into());
+        }
+        if let Some(format) = overrides.log_format {
+            put(
+                "log",
+                "format",
+                serde_json::to_value(format).unwrap_or_default(),
+            );
+        }
+        if overrides.insecure_no_auth {
+            put("auth", "insecure_no_auth", true.into());
+        }
+        Ok(fig.merge(Serialized::defaults(serde_json::Value::Object(cli))))
+    }
+
+    /// Extracts and checks the settings.
+    pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = fig.extract().map_err(|e| {
+            // figment's error names the key and the source that set it; keep every error.
+            ConfigError::Invalid(
+                e.into_iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The checks only `serve` needs: credentials must be configured unless explicitly waived.
+    pub fn check_serving(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        let a = &self.auth;
+        let user = !a.webhook_basic_user.is_empty();
+        let pass = !a.webhook_basic_password.expose_secret().is_empty();
+        if user != pass {
+            return bad(
+                "auth.webhook_basic_user",
+                "webhook_basic_user and webhook_basic_password go together",
+            );
+        }
+        if !a.insecure_no_auth {
+            if a.webhook_token.expose_secret().is_empty() && !user {
+                return bad(
+                    "auth.webhook_token",
+                    "no webhook credentials configured; set BR_WEBHOOK_TOKEN (or basic auth), \
+                     or start with --insecure-no-auth on a machine nobody else can reach",
+                );
+            }
+            if a.api_token.expose_secret().is_empty() {
+                return bad(
+                    "auth.api_token",
+                    "no API token configured; set BR_API_TOKEN, or start with --insecure-no-auth",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if self.server.body_limit_bytes < 1024 {
+            return bad("server.body_limit_bytes", "must be at least 1024");
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1");
+        }
+        if self.dedupe.flush_interval_ms == 0 {
+            return bad("dedupe.flush_interval_ms", "must be at least 1");
+        }
+        if self.dedupe.cache_capacity == 0 {
+            return bad("dedupe.cache_capacity", "must be at least 1");
+        }
+        if self.alerts.handled.is_empty() {
+            return bad("alerts.handled", "must name at least one alert");
+        }
+        let url = self.database.url.expose_secret();
+        if !(url.is_empty()
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            return bad(
+                "database.url",
+                "must start with postgres://, postgresql:// or sqlite:",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(toml: &str) -> Result<Settings, ConfigError> {
+        let fig = Figment::from(Toml::string(DEFAULT_CONFIG)).merge(Toml::string(toml));
+        Settings::from_figment(fig)
+    }
+
+    #[test]
+    fn defaults_refuse_to_serve_without_credentials() {
+        let err = with("").unwrap().check_serving().unwrap_err().to_string();
+        assert!(err.contains("auth.webhook_token"), "{err}");
+    }
+
+    #[test]
+    fn insecure_no_auth_starts_with_the_defaults() {
+        let s = with("[auth]\ninsecure_no_auth = true").unwrap();
+        s.check_serving().unwrap();
+        assert_eq!(s.server.listen.port(), 9095);
+        assert_eq!(s.server.body_limit_bytes, 1024 * 1024);
+        assert_eq!(s.alerts.handled, vec!["PostgreSQLBackupFailed".to_string()]);
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let err = with("[server]\nbody_limit_bytes = \"big\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("body_limit_bytes"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        let err = with("[server]\nlisten_adress = \"1.2.3.4:1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_adress"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_token() {
+        let s =
+            with("[auth]\nwebhook_token = \"canary-7f3a\"\napi_token = \"canary-9b1c\"").unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("canary"), "{shown}");
+    }
+
+    #[test]
+    fn half_configured_basic_auth_is_refused() {
+        let s = with("[auth]\napi_token=\"a\"\nwebhook_basic_user = \"am\"").unwrap();
+        let err = s.check_serving().unwrap_err().to_string();
+        assert!(err.contains("webhook_basic"), "{err}");
+    }
+}

@@ -1,0 +1,313 @@
+//! Turning validated alerts into incidents: open, join (de-duplicate) or resolve.
+//!
+//! The first delivery of an alert (fingerprint + startsAt) is written durably before the webhook
+//! answers. Re-sends are the common case (Alertmanager repeats a group every `repeat_interval`
+//! and on every change), so they cost no durable write each: a bounded in-memory map remembers
+//! which incident an alert belongs to, concurrent first deliveries of the same alert wait for one
+//! insert (single flight), and re-send counts are added up in memory and written in one batch
+//! every `flush_interval`. Across replicas the store's unique constraint decides.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch, OnceCell};
+use utoipa::ToSchema;
+
+use crate::alert::{Alert, AlertKey, AlertStatus, Notification};
+use crate::incident::NewIncident;
+use crate::store::{Opened, Renotified, Resolution, Store, StoreError};
+
+/// What happened to one alert of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A new incident was opened.
+    Opened,
+    /// The alert belongs to an incident already open: counted as a re-send.
+    Renotified,
+    /// The incident was marked resolved.
+    Resolved,
+    /// The incident was already resolved.
+    AlreadyResolved,
+    /// A resolved alert for which no incident exists.
+    ResolvedUnknown,
+    /// Not an alert this service handles: acknowledged and counted only.
+    Ignored,
+}
+
+/// One alert's result, as the webhook reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AlertResult {
+    pub alertname: String,
+    pub fingerprint: String,
+    pub outcome: Outcome,
+    pub incident_id: Option<i64>,
+}
+
+struct Entry {
+    id: OnceCell<i64>,
+    resolved: AtomicBool,
+}
+
+struct Known {
+    map: HashMap<AlertKey, Arc<Entry>>,
+    order: VecDeque<AlertKey>,
+    capacity: usize,
+}
+
+impl Known {
+    fn entry(&mut self, key: &AlertKey) -> Arc<Entry> {
+        if let Some(e) = self.map.get(key) {
+            return e.clone();
+        }
+        while self.map.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        let e = Arc::new(Entry {
+            id: OnceCell::new(),
+            resolved: AtomicBool::new(false),
+        });
+        self.map.insert(key.clone(), e.clone());
+        self.order.push_back(key.clone());
+        e
+    }
+}
+
+/// Re-sends counted since the last flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    pub count: i64,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// Receives alerts; owns de-duplication and the re-send counter.
+pub struct Intake {
+    store: Store,
+    handled: HashSet<String>,
+    known: Mutex<Known>,
+    pending: Mutex<HashMap<i64, Pending>>,
+    opened_tx: Option<mpsc::Sender<i64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent (plain map updates).
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn to_json(map: &BTreeMap<String, String>) -> serde_json::Value {
+    serde_json::to_value(map).unwrap_or_default()
+}
+
+impl Intake {
+    /// `handled`: the alert names that open incidents. `cache_capacity`: alerts remembered.
+    pub fn new(store: Store, handled: &[String], cache_capacity: usize) -> Self {
+        Self {
+            store,
+            handled: handled.iter().cloned().collect(),
+            known: Mutex::new(Known {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                capacity: cache_capacity.max(1),
+            }),
+            pending: Mutex::new(HashMap::new()),
+            opened_tx: None,
+        }
+    }
+
+    /// Every newly opened incident id is sent here, for the work that follows (diagnosis).
+    /// The send never blocks the webhook: a full queue drops the id with a warning (work is
+    /// recovered from the store).
+    pub fn with_opened_queue(mut self, tx: mpsc::Sender<i64>) -> Self {
+        self.opened_tx = Some(tx);
+        self
+    }
+
+    /// Applies every alert of a delivery. Stops at the first store failure (the caller answers
+    /// 503 and Alertmanager retries the whole delivery; what was stored is joined, not duplicated).
+    pub async fn accept(&self, n: &Notification) -> Result<Vec<AlertResult>, StoreError> {
+        let mut out = Vec::with_capacity(n.alerts.len());
+        for alert in &n.alerts {
+            let (outcome, incident_id) = self.accept_one(n, alert).await?;
+            metrics::counter!("backup_remediator_alerts_total", "outcome" => outcome_label(outcome)).increment(1);
+            out.push(AlertResult {
+                alertname: alert.name.clone(),
+                fingerprint: alert.fingerprint.clone(),
+                outcome,
+                incident_id,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn accept_one(
+        &self,
+        n: &Notification,
+        alert: &Alert,
+    ) -> Result<(Outcome, Option<i64>), StoreError> {
+        if !self.handled.contains(&alert.name) {
+            metrics::counter!("backup_remediator_alerts_ignored_total", "alertname" => alert.name.clone()).increment(1);
+            return Ok((Outcome::Ignored, None));
+        }
+        match alert.status {
+            AlertStatus::Firing => self.firing(n, alert).await,
+            AlertStatus::Resolved => self.resolved(alert).await,
+        }
+    }
+
+    async fn firing(
+        &self,
+        n: &Notification,
+        alert: &Alert,
+    ) -> Result<(Outcome, Option<i64>), StoreError> {
+        let entry = lock(&self.known).entry(&alert.key());
+        let created = AtomicBool::new(false);
+        let id = *entry
+            .id
+            .get_or_try_init(|| async {
+                let now = Utc::now();
+                let new = NewIncident {
+                    fingerprint: alert.fingerprint.clone(),
+                    alertname: alert.name.clone(),
+                    starts_at: alert.starts_at,
+                    severity: alert.severity().to_owned(),
+                    labels: to_json(&alert.labels),
+                    annotations: to_json(&alert.annotations),
+                    generator_url: alert.generator_url.clone(),
+                    opened_at: now,
+                    detail: serde_json::json!({
+                        "receiver": n.receiver,
+                        "group_key": n.group_key,
+                        "external_url": n.external_url,
+                        "starts_at": alert.starts_at,
+                    }),
+                };
+                let opened = self.store.open_incident(&new).await?;
+                created.store(matches!(opened, Opened::Created(_)), Ordering::Relaxed);
+                Ok::<_, StoreError>(opened.id())
+            })
+            .await?;
+        if created.load(Ordering::Relaxed) {
+            metrics::counter!("backup_remediator_incidents_opened_total").increment(1);
+            tracing::info!(incident_id = id, fingerprint = %alert.fingerprint, "incident opened");
+            if let Some(tx) = &self.opened_tx {
+                if tx.try_send(id).is_err() {
+                    tracing::warn!(
+                        incident_id = id,
+                        "work queue full; the incident waits in the store"
+                    );
+                }
+            }
+            Ok((Outcome::Opened, Some(id)))
+        } else {
+            metrics::counter!("backup_remediator_incidents_deduplicated_total").increment(1);
+            let mut pending = lock(&self.pending);
+            let p = pending.entry(id).or_insert(Pending {
+                count: 0,
+                last_seen_at: Utc::now(),
+            });
+            p.count += 1;
+            p.last_seen_at = p.last_seen_at.max(Utc::now());
+            Ok((Outcome::Renotified, Some(id)))
+        }
+    }
+
+    async fn resolved(&self, alert: &Alert) -> Result<(Outcome, Option<i64>), StoreError> {
+        let entry = lock(&self.known).entry(&alert.key());
+        if entry.resolved.load(Ordering::Relaxed) {
+            return Ok((Outcome::AlreadyResolved, entry.id.get().copied()));
+        }
+        let at = alert.ends_at.unwrap_or_else(Utc::now);
+        let detail = serde_json::json!({ "source": "alertmanager", "ends_at": at });
+        let res = self
+            .store
+            .resolve_by_alert(&alert.fingerprint, alert.starts_at, at, &detail)
+            .await?;
+        let (outcome, id) = match res {
+            Resolution::Resolved(id) => {
+                metrics::counter!("backup_remediator_incidents_resolved_total").increment(1);
+                tracing::info!(incident_id = id, fingerprint = %alert.fingerprint, "incident resolved by Alertmanager");
+                (Outcome::Resolved, Some(id))
+            }
+            Resolution::AlreadyResolved(id) => (Outcome::AlreadyResolved, Some(id)),
+            Resolution::Unknown => (Outcome::ResolvedUnknown, None),
+        };
+        if id.is_some() {
+            entry.resolved.store(true, Ordering::Relaxed);
+        }
+        Ok((outcome, id))
+    }
+
+    /// Re-sends of `incident_id` counted here and not yet written.
+    pub fn pending(&self, incident_id: i64) -> Option<Pending> {
+        lock(&self.pending).get(&incident_id).copied()
+    }
+
+    /// Writes the counted re-sends in one batch. On failure they are kept for the next flush.
+    pub async fn flush(&self) -> Result<usize, StoreError> {
+        let taken: HashMap<i64, Pending> = std::mem::take(&mut *lock(&self.pending));
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let batch: Vec<Renotified> = taken
+            .iter()
+            .map(|(&incident_id, p)| Renotified {
+                incident_id,
+                count: p.count,
+                last_seen_at: p.last_seen_at,
+            })
+            .collect();
+        match self.store.record_renotifications(&batch).await {
+            Ok(()) => Ok(batch.len()),
+            Err(e) => {
+                let mut pending = lock(&self.pending);
+                for (id, p) in taken {
+                    let cur = pending.entry(id).or_insert(Pending {
+                        count: 0,
+                        last_seen_at: p.last_seen_at,
+                    });
+                    cur.count += p.count;
+                    cur.last_seen_at = cur.last_seen_at.max(p.last_seen_at);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes every `interval` until `stop` turns true, then once more.
+    pub async fn run_flusher(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            if let Err(e) = self.flush().await {
+                tracing::warn!(error = %e, "could not write re-send counts; will retry");
+            }
+        }
+        if let Err(e) = self.flush().await {
+            tracing::error!(error = %e, "re-send counts lost at shutdown");
+        }
+    }
+}
+
+fn outcome_label(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Opened => "opened",
+        Outcome::Renotified => "renotified",
+        Outcome::Resolved => "resolved",
+        Outcome::AlreadyResolved => "already_resolved",
+        Outcome::ResolvedUnknown => "resolved_unknown",
+        Outcome::Ignored => "ignored",
+    }
+}

@@ -1,0 +1,189 @@
+//! The `backup-remediator` command: serve, migrate, and read incidents from the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use backup_remediator::config::{LogFormat, Overrides, Settings};
+use backup_remediator::incident::{Incident, IncidentStatus};
+use backup_remediator::startup::{self, Application};
+use backup_remediator::store::IncidentFilter;
+use backup_remediator::telemetry;
+use clap::{Parser, Subcommand};
+
+/// Diagnoses and safely remediates failed PostgreSQL backups from Alertmanager alerts.
+#[derive(Debug, Parser)]
+#[command(name = "backup-remediator", version, about)]
+struct Cli {
+    /// A TOML config file layered over the built-in defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Incident store: postgres://… or sqlite:PATH. Default: DATABASE_URL, then ./data/*.sqlite.
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: webhook receiver, REST API, metrics.
+    Serve {
+        /// Address to listen on (default 0.0.0.0:9095).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Start without webhook and API credentials. For a laptop only.
+        #[arg(long)]
+        insecure_no_auth: bool,
+    },
+    /// Apply the store's migrations and exit.
+    Migrate,
+    /// Read incidents from the store.
+    Incidents {
+        #[command(subcommand)]
+        command: IncidentsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IncidentsCommand {
+    /// List incidents, newest first.
+    List {
+        /// open, resolved or escalated.
+        #[arg(long)]
+        status: Option<IncidentStatus>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one incident with its timeline.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (listen, insecure) = match &cli.command {
+        Command::Serve {
+            listen,
+            insecure_no_auth,
+        } => (*listen, *insecure_no_auth),
+        _ => (None, false),
+    };
+    let overrides = Overrides {
+        listen,
+        database_url: cli.database_url.clone(),
+        log_format: cli.log_format,
+        insecure_no_auth: insecure,
+    };
+    let settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    telemetry::init_tracing(settings.log.format, &settings.log.level);
+
+    match cli.command {
+        Command::Serve { .. } => {
+            settings.check_serving()?;
+            if settings.auth.insecure_no_auth {
+                tracing::warn!("running with --insecure-no-auth: anyone who reaches this port can post alerts and read incidents");
+            }
+            let app = Application::build(settings).await?;
+            app.run_until(startup::shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let store = startup::open_store(&settings)
+                .await
+                .context("migrating the incident store")?;
+            println!("migrations applied ({})", store.backend());
+            store.close().await;
+        }
+        Command::Incidents { command } => {
+            let store = startup::open_store(&settings)
+                .await
+                .context("opening the incident store")?;
+            match command {
+                IncidentsCommand::List {
+                    status,
+                    limit,
+                    json,
+                } => {
+                    let filter = IncidentFilter {
+                        status,
+                        limit: limit.clamp(1, 10_000),
+                        ..Default::default()
+                    };
+                    let list = store
+                        .list_incidents(&filter)
+                        .await
+                        .context("listing incidents")?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&list)?);
+                    } else {
+                        print_table(&list);
+                    }
+                }
+                IncidentsCommand::Show { id, json } => {
+                    let incident = store
+                        .get_incident(id)
+                        .await
+                        .context("reading the incident")?
+                        .with_context(|| format!("no incident with id {id}"))?;
+                    let timeline = store.timeline(id).await.context("reading the timeline")?;
+                    if json {
+                        let mut v = serde_json::to_value(&incident)?;
+                        v["timeline"] = serde_json::to_value(&timeline)?;
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        print_table(std::slice::from_ref(&incident));
+                        println!();
+                        for e in timeline {
+                            println!(
+                                "{}  {:<12} {}",
+                                e.at.format("%Y-%m-%d %H:%M:%S%.3fZ"),
+                                e.kind,
+                                e.detail
+                            );
+                        }
+                    }
+                }
+            }
+            store.close().await;
+        }
+    }
+    Ok(())
+}
+
+fn print_table(list: &[Incident]) {
+    println!(
+        "{:>6}  {:<9}  {:<26}  {:<9}  {:<20}  {:>10}",
+        "ID", "STATUS", "ALERT", "SEVERITY", "OPENED", "RE-SENDS"
+    );
+    for i in list {
+        println!(
+            "{:>6}  {:<9}  {:<26}  {:<9}  {:<20}  {:>10}",
+            i.id,
+            i.status.as_str(),
+            i.alertname,
+            i.severity,
+            i.opened_at.format("%Y-%m-%d %H:%M:%S"),
+            i.renotified_count
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! The incident store: one interface, a PostgreSQL implementation for production and an embedded
+//! SQLite one for a bare machine. SQL lives in this module and nowhere else.
+
+mod postgres;
+mod sqlite;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::incident::{Incident, IncidentStatus, NewIncident, TimelineEvent};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// A store failure. [`StoreError::is_unavailable`] tells a caller whether retrying later can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the incident store is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("an incident store query failed: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("applying migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    #[error("the store holds a value this version cannot read: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True when the store could not be reached or is overloaded: the caller should answer 503.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Sorts a sqlx error into "the store is down" and "this query failed".
+pub(crate) fn classify(err: sqlx::Error) -> StoreError {
+    use sqlx::Error as E;
+    let down = match &err {
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
+        E::Protocol(_) => true,
+        E::Database(db) => match db.code().as_deref() {
+            // Connection exceptions, shutdown, too many connections, database gone (PostgreSQL);
+            // SQLITE_BUSY / SQLITE_LOCKED (5, 6) and SQLITE_CANTOPEN (14) for SQLite.
+            Some(code) => {
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+                    || code == "3D000"
+                    || code == "5"
+                    || code == "6"
+                    || code == "14"
+            }
+            None => false,
+        },
+        _ => false,
+    };
+    if down {
+        StoreError::Unavailable(err)
+    } else {
+        StoreError::Query(err)
+    }
+}
+
+/// Outcome of [`Store::open_incident`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// This call created the incident (and its `opened` event).
+    Created(i64),
+    /// The incident already existed (another request or replica created it).
+    Existing(i64),
+}
+
+impl Opened {
+    pub fn id(self) -> i64 {
+        match self {
+            Opened::Created(id) | Opened::Existing(id) => id,
+        }
+    }
+}
+
+/// Outcome of [`Store::resolve_by_alert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Resolved(i64),
+    AlreadyResolved(i64),
+    Unknown,
+}
+
+/// Re-sends of one incident counted in memory, written in one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renotified {
+    pub incident_id: i64,
+    pub count: i64,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// Filters and page for [`Store::list_incidents`]. Newest first; `before_id` is the cursor.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub status: Option<IncidentStatus>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// How to reach the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+/// The incident store, on PostgreSQL or SQLite.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Postgres($s) => $call,
+            Store::Sqlite($s) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Connects to `url` (`postgres://…` or `sqlite:…`), or to the SQLite file at `sqlite_path`
+    /// when `url` is empty. Does not migrate.
+    pub async fn connect(
+        url: &str,
+        sqlite_path: &Path,
+        opts: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::connect(url, opts).await?))
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            Ok(Store::Sqlite(
+                SqliteStore::open(Path::new(path), opts).await?,
+            ))
+        } else if url.is_empty() {
+            Ok(Store::Sqlite(SqliteStore::open(sqlite_path, opts).await?))
+        } else {
+            Err(StoreError::Url(
+                "expected postgres://, postgresql:// or sqlite:".into(),
+            ))
+        }
+    }
+
+    /// Which backend, for logs and metrics.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Applies the pending migrations of this backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.migrate().await)
+    }
+
+    /// Cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    /// Inserts the incident and its `opened` event in one transaction, or finds the existing one
+    /// for the same fingerprint and start (the `incidents_alert_key` constraint decides).
+    pub async fn open_incident(&self, new: &NewIncident) -> Result<Opened, StoreError> {
+        dispatch!(self, s => s.open_incident(new).await)
+    }
+
+    /// Marks the incident of this alert resolved at `at`, with a `resolved` event, once.
+    pub async fn resolve_by_alert(
+        &self,
+        fingerprint: &str,
+        starts_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+        detail: &serde_json::Value,
+    ) -> Result<Resolution, StoreError> {
+        dispatch!(self, s => s.resolve_by_alert(fingerprint, starts_at, at, detail).await)
+    }
+
+    /// Adds counted re-sends in one transaction.
+    pub async fn record_renotifications(&self, batch: &[Renotified]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, s => s.record_renotifications(batch).await)
+    }
+
+    pub async fn get_incident(&self, id: i64) -> Result<Option<Incident>, StoreError> {
+        dispatch!(self, s => s.get_incident(id).await)
+    }
+
+    /// The incident's timeline, oldest first.
+    pub async fn timeline(&self, id: i64) -> Result<Vec<TimelineEvent>, StoreError> {
+        dispatch!(self, s => s.timeline(id).await)
+    }
+
+    /// Up to `filter.limit` incidents, newest first.
+    pub async fn list_incidents(
+        &self,
+        filter: &IncidentFilter,
+    ) -> Result<Vec<Incident>, StoreError> {
+        dispatch!(self, s => s.list_incidents(filter).await)
+    }
+
+    /// Appends one event to an incident's timeline.
+    pub async fn append_event(
+        &self,
+        incident_id: i64,
+        at: DateTime<Utc>,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.append_event(incident_id, at, kind, detail).await)
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+}
+
+/// The columns every incident query selects, in [`Incident`] order.
+pub(crate) const INCIDENT_COLUMNS: &str = "id, status, alertname, fingerprint, severity, labels, \
+    annotations, generator_url, starts_at, opened_at, updated_at, resolved_at, last_seen_at, \
+    renotified_count";
+
+pub(crate) fn parse_status(s: &str) -> Result<IncidentStatus, StoreError> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+/// Adds the filter's WHERE clauses, order and limit to a query builder of either backend.
+pub(crate) fn push_filter<'a, DB, T>(
+    qb: &mut sqlx::QueryBuilder<'a, DB>,
+    filter: &IncidentFilter,
+    time: impl Fn(DateTime<Utc>) -> T,
+) where
+    DB: sqlx::Database,
+    T: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB> + Send,
+    i64: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    qb.push(" WHERE 1 = 1");
+    if let Some(st) = filter.status {
+        qb.push(" AND status = ").push_bind(st.as_str());
+    }
+    if let Some(since) = filter.since {
+        qb.push(" AND opened_at >= ").push_bind(time(since));
+    }
+    if let Some(until) = filter.until {
+        qb.push(" AND opened_at < ").push_bind(time(until));
+    }
+    if let Some(before) = filter.before_id {
+        qb.push(" AND id < ").push_bind(before);
+    }
+    qb.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(filter.limit));
+}

@@ -1,0 +1,257 @@
+//! The PostgreSQL store: production, and the one several replicas share.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{QueryBuilder, Row};
+
+use super::{
+    classify, parse_status, push_filter, IncidentFilter, Opened, Renotified, Resolution,
+    StoreError, StoreOptions, INCIDENT_COLUMNS,
+};
+use crate::incident::{Incident, NewIncident, TimelineEvent};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Incidents in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let connect: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Url(e.to_string()))?;
+        let connect = connect.application_name("backup-remediator");
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(classify)?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool (tests, tools).
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(super) async fn open_incident(&self, new: &NewIncident) -> Result<Opened, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let created: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO incidents (fingerprint, alertname, starts_at, status, severity, labels, \
+             annotations, generator_url, opened_at, updated_at, last_seen_at) \
+             VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $8, $8) \
+             ON CONFLICT ON CONSTRAINT incidents_alert_key DO NOTHING RETURNING id",
+        )
+        .bind(&new.fingerprint)
+        .bind(&new.alertname)
+        .bind(new.starts_at)
+        .bind(&new.severity)
+        .bind(Json(&new.labels))
+        .bind(Json(&new.annotations))
+        .bind(&new.generator_url)
+        .bind(new.opened_at)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let opened = match created {
+            Some(id) => {
+                sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES ($1, $2, 'opened', $3)")
+                    .bind(id)
+                    .bind(new.opened_at)
+                    .bind(Json(&new.detail))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                Opened::Created(id)
+            }
+            None => {
+                let id: i64 = sqlx::query_scalar(
+                    "SELECT id FROM incidents WHERE fingerprint = $1 AND starts_at = $2",
+                )
+                .bind(&new.fingerprint)
+                .bind(new.starts_at)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
+                Opened::Existing(id)
+            }
+        };
+        tx.commit().await.map_err(classify)?;
+        Ok(opened)
+    }
+
+    pub(super) async fn resolve_by_alert(
+        &self,
+        fingerprint: &str,
+        starts_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+        detail: &serde_json::Value,
+    ) -> Result<Resolution, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let updated: Option<i64> = sqlx::query_scalar(
+            "UPDATE incidents SET status = 'resolved', resolved_at = $3, updated_at = now() \
+             WHERE fingerprint = $1 AND starts_at = $2 AND status <> 'resolved' RETURNING id",
+        )
+        .bind(fingerprint)
+        .bind(starts_at)
+        .bind(at)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let outcome = match updated {
+            Some(id) => {
+                sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES ($1, now(), 'resolved', $2)")
+                    .bind(id)
+                    .bind(Json(detail))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                Resolution::Resolved(id)
+            }
+            None => sqlx::query_scalar(
+                "SELECT id FROM incidents WHERE fingerprint = $1 AND starts_at = $2",
+            )
+            .bind(fingerprint)
+            .bind(starts_at)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .map_or(Resolution::Unknown, Resolution::AlreadyResolved),
+        };
+        tx.commit().await.map_err(classify)?;
+        Ok(outcome)
+    }
+
+    pub(super) async fn record_renotifications(
+        &self,
+        batch: &[Renotified],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<i64> = batch.iter().map(|r| r.incident_id).collect();
+        let counts: Vec<i64> = batch.iter().map(|r| r.count).collect();
+        let seen: Vec<DateTime<Utc>> = batch.iter().map(|r| r.last_seen_at).collect();
+        sqlx::query(
+            "UPDATE incidents AS i SET renotified_count = i.renotified_count + b.count, \
+             last_seen_at = GREATEST(i.last_seen_at, b.seen) \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::timestamptz[]) AS b(id, count, seen) \
+             WHERE i.id = b.id",
+        )
+        .bind(ids)
+        .bind(counts)
+        .bind(seen)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(super) async fn get_incident(&self, id: i64) -> Result<Option<Incident>, StoreError> {
+        let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.map(|r| incident(&r)).transpose()
+    }
+
+    pub(super) async fn timeline(&self, id: i64) -> Result<Vec<TimelineEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, detail FROM incident_events WHERE incident_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok(TimelineEvent {
+                    id: r.try_get("id").map_err(classify)?,
+                    at: r.try_get("at").map_err(classify)?,
+                    kind: r.try_get("kind").map_err(classify)?,
+                    detail: r
+                        .try_get::<Json<serde_json::Value>, _>("detail")
+                        .map_err(classify)?
+                        .0,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn list_incidents(
+        &self,
+        filter: &IncidentFilter,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let mut qb = QueryBuilder::new(format!("SELECT {INCIDENT_COLUMNS} FROM incidents"));
+        push_filter(&mut qb, filter, |t| t);
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(classify)?;
+        rows.iter().map(incident).collect()
+    }
+
+    pub(super) async fn append_event(
+        &self,
+        incident_id: i64,
+        at: DateTime<Utc>,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        sqlx::query_scalar("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES ($1, $2, $3, $4) RETURNING id")
+            .bind(incident_id)
+            .bind(at)
+            .bind(kind)
+            .bind(Json(detail))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn incident(r: &PgRow) -> Result<Incident, StoreError> {
+    Ok(Incident {
+        id: r.try_get("id").map_err(classify)?,
+        status: parse_status(r.try_get("status").map_err(classify)?)?,
+        alertname: r.try_get("alertname").map_err(classify)?,
+        fingerprint: r.try_get("fingerprint").map_err(classify)?,
+        severity: r.try_get("severity").map_err(classify)?,
+        labels: r
+            .try_get::<Json<serde_json::Value>, _>("labels")
+            .map_err(classify)?
+            .0,
+        annotations: r
+            .try_get::<Json<serde_json::Value>, _>("annotations")
+            .map_err(classify)?
+            .0,
+        generator_url: r.try_get("generator_url").map_err(classify)?,
+        starts_at: r.try_get("starts_at").map_err(classify)?,
+        opened_at: r.try_get("opened_at").map_err(classify)?,
+        updated_at: r.try_get("updated_at").map_err(classify)?,
+        resolved_at: r.try_get("resolved_at").map_err(classify)?,
+        last_seen_at: r.try_get("last_seen_at").map_err(classify)?,
+        renotified_count: r.try_get("renotified_count").map_err(classify)?,
+    })
+}

@@ -1,0 +1,290 @@
+//! The embedded SQLite store: the default on a bare machine, one process at a time.
+//!
+//! Times are stored as fixed-width RFC 3339 text (microseconds, `Z`), so that comparing text
+//! compares times and the `(fingerprint, starts_at)` constraint sees equal times as equal.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row};
+
+use super::{
+    classify, parse_status, push_filter, IncidentFilter, Opened, Renotified, Resolution,
+    StoreError, StoreOptions, INCIDENT_COLUMNS,
+};
+use crate::incident::{Incident, NewIncident, TimelineEvent};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Incidents in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// The stored form of a time.
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("time {s:?}: {e}")))
+}
+
+fn json(s: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("JSON column: {e}")))
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) the database file at `path`.
+    pub async fn open(path: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| classify(sqlx::Error::Io(e)))?;
+        }
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(classify)?;
+        Ok(Self { pool })
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(super) async fn open_incident(&self, new: &NewIncident) -> Result<Opened, StoreError> {
+        // BEGIN IMMEDIATE would be ideal; the unique constraint keeps this correct either way.
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let opened_at = ts(new.opened_at);
+        let created: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO incidents (fingerprint, alertname, starts_at, status, severity, labels, \
+             annotations, generator_url, opened_at, updated_at, last_seen_at) \
+             VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?8, ?8) \
+             ON CONFLICT (fingerprint, starts_at) DO NOTHING RETURNING id",
+        )
+        .bind(&new.fingerprint)
+        .bind(&new.alertname)
+        .bind(ts(new.starts_at))
+        .bind(&new.severity)
+        .bind(new.labels.to_string())
+        .bind(new.annotations.to_string())
+        .bind(&new.generator_url)
+        .bind(&opened_at)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let opened = match created {
+            Some(id) => {
+                sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, 'opened', ?3)")
+                    .bind(id)
+                    .bind(&opened_at)
+                    .bind(new.detail.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                Opened::Created(id)
+            }
+            None => {
+                let id: i64 = sqlx::query_scalar(
+                    "SELECT id FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2",
+                )
+                .bind(&new.fingerprint)
+                .bind(ts(new.starts_at))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
+                Opened::Existing(id)
+            }
+        };
+        tx.commit().await.map_err(classify)?;
+        Ok(opened)
+    }
+
+    pub(super) async fn resolve_by_alert(
+        &self,
+        fingerprint: &str,
+        starts_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+        detail: &serde_json::Value,
+    ) -> Result<Resolution, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let now = ts(Utc::now());
+        let updated: Option<i64> = sqlx::query_scalar(
+            "UPDATE incidents SET status = 'resolved', resolved_at = ?3, updated_at = ?4 \
+             WHERE fingerprint = ?1 AND starts_at = ?2 AND status <> 'resolved' RETURNING id",
+        )
+        .bind(fingerprint)
+        .bind(ts(starts_at))
+        .bind(ts(at))
+        .bind(&now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let outcome = match updated {
+            Some(id) => {
+                sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, 'resolved', ?3)")
+                    .bind(id)
+                    .bind(&now)
+                    .bind(detail.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                Resolution::Resolved(id)
+            }
+            None => sqlx::query_scalar(
+                "SELECT id FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2",
+            )
+            .bind(fingerprint)
+            .bind(ts(starts_at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+            .map_or(Resolution::Unknown, Resolution::AlreadyResolved),
+        };
+        tx.commit().await.map_err(classify)?;
+        Ok(outcome)
+    }
+
+    pub(super) async fn record_renotifications(
+        &self,
+        batch: &[Renotified],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        for r in batch {
+            sqlx::query(
+                "UPDATE incidents SET renotified_count = renotified_count + ?2, \
+                 last_seen_at = MAX(last_seen_at, ?3) WHERE id = ?1",
+            )
+            .bind(r.incident_id)
+            .bind(r.count)
+            .bind(ts(r.last_seen_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    pub(super) async fn get_incident(&self, id: i64) -> Result<Option<Incident>, StoreError> {
+        let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.map(|r| incident(&r)).transpose()
+    }
+
+    pub(super) async fn timeline(&self, id: i64) -> Result<Vec<TimelineEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, detail FROM incident_events WHERE incident_id = ?1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok(TimelineEvent {
+                    id: r.try_get("id").map_err(classify)?,
+                    at: parse_ts(r.try_get("at").map_err(classify)?)?,
+                    kind: r.try_get("kind").map_err(classify)?,
+                    detail: json(r.try_get("detail").map_err(classify)?)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn list_incidents(
+        &self,
+        filter: &IncidentFilter,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let mut qb = QueryBuilder::new(format!("SELECT {INCIDENT_COLUMNS} FROM incidents"));
+        push_filter(&mut qb, filter, ts);
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(classify)?;
+        rows.iter().map(incident).collect()
+    }
+
+    pub(super) async fn append_event(
+        &self,
+        incident_id: i64,
+        at: DateTime<Utc>,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        sqlx::query_scalar("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4) RETURNING id")
+            .bind(incident_id)
+            .bind(ts(at))
+            .bind(kind)
+            .bind(detail.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn incident(r: &SqliteRow) -> Result<Incident, StoreError> {
+    let resolved: Option<String> = r.try_get("resolved_at").map_err(classify)?;
+    Ok(Incident {
+        id: r.try_get("id").map_err(classify)?,
+        status: parse_status(r.try_get("status").map_err(classify)?)?,
+        alertname: r.try_get("alertname").map_err(classify)?,
+        fingerprint: r.try_get("fingerprint").map_err(classify)?,
+        severity: r.try_get("severity").map_err(classify)?,
+        labels: json(r.try_get("labels").map_err(classify)?)?,
+        annotations: json(r.try_get("annotations").map_err(classify)?)?,
+        generator_url: r.try_get("generator_url").map_err(classify)?,
+        starts_at: parse_ts(r.try_get("starts_at").map_err(classify)?)?,
+        opened_at: parse_ts(r.try_get("opened_at").map_err(classify)?)?,
+        updated_at: parse_ts(r.try_get("updated_at").map_err(classify)?)?,
+        resolved_at: resolved.as_deref().map(parse_ts).transpose()?,
+        last_seen_at: parse_ts(r.try_get("last_seen_at").map_err(classify)?)?,
+        renotified_count: r.try_get("renotified_count").map_err(classify)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_times_sort_as_text_in_time_order() {
+        let a = DateTime::parse_from_rfc3339("2026-01-01T00:00:00.9Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let b = DateTime::parse_from_rfc3339("2026-01-01T00:00:01Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert!(ts(a) < ts(b), "{} < {}", ts(a), ts(b));
+        assert_eq!(parse_ts(&ts(a)).unwrap(), a);
+    }
+}
