@@ -132,6 +132,12 @@ fn field(path: impl Into<String>, message: impl Into<String>) -> DecodeError {
 
 /// Decodes and validates a webhook body.
 pub fn decode(body: &[u8]) -> Result<Notification, DecodeError> {
+    // serde would read a struct from a JSON array too; Alertmanager only ever sends an object.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) => return Err(field("payload", "must be a JSON object")),
+        None => return Err(DecodeError::Json("empty body".into())),
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let raw: WebhookPayload = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -276,6 +282,10 @@ mod tests {
             Err(DecodeError::Json(_))
         ));
         assert!(matches!(decode(b""), Err(DecodeError::Json(_))));
+        assert_eq!(
+            decode(b" [1]").unwrap_err().to_string(),
+            "payload: must be a JSON object"
+        );
         assert!(matches!(
             decode(format!("{REAL} trailing").as_bytes()),
             Err(DecodeError::Json(_))

@@ -1,0 +1,25 @@
+//! Integration tests: the real application over HTTP, on real PostgreSQL and SQLite stores.
+
+/// Runs an `async fn(Backend)` test once on PostgreSQL and once on SQLite.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::helpers::Backend;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(Backend::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await
+            }
+        }
+    )*};
+}
+
+mod alertmanager;
+mod health;
+mod helpers;
+mod incidents;
+mod openapi;
+mod webhook;

@@ -1,0 +1,68 @@
+//! The OpenAPI document is generated from the routes and must stay in step with them.
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_every_listed_route_exists() {
+    let app = spawn_app(Backend::Sqlite).await;
+
+    let resp = app.get("/api/v1/openapi.json").await;
+    assert_eq!(resp.status(), 200);
+    let doc: Value = resp.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    let mut listed: Vec<(String, String)> = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            listed.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    listed.sort();
+    let expected = [
+        ("GET", "/api/v1/incidents"),
+        ("GET", "/api/v1/incidents/{id}"),
+        ("GET", "/api/v1/openapi.json"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/readyz"),
+        ("POST", "/webhook/alertmanager"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        listed, expected,
+        "the document lists exactly the served routes"
+    );
+
+    // Every documented operation is served (no 404/405 from the router).
+    for (method, path) in &listed {
+        let url = format!("{}{}", app.address, path.replace("{id}", "1"));
+        let resp = app
+            .client
+            .request(method.parse().unwrap(), url)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status() != 405 && !(resp.status() == 404 && !path.contains("{id}")),
+            "{method} {path} answered {}",
+            resp.status()
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+#[test]
+fn the_generated_document_matches_the_served_one() {
+    let doc = serde_json::to_value(backup_remediator::api::openapi()).unwrap();
+    assert!(doc["paths"]["/webhook/alertmanager"]["post"]["requestBody"].is_object());
+    assert!(doc["components"]["schemas"]["WebhookPayload"].is_object());
+    assert!(doc["components"]["schemas"]["Incident"].is_object());
+}
