@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, set-up included, on a Debian machine with the Rust toolchain:
+# installs what the tests need and is missing (PostgreSQL, Prometheus, Alertmanager), starts
+# PostgreSQL when it is down, then runs `cargo test`. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root to run: $*"; exit 1
+  fi
+}
+
+missing=()
+command -v pg_ctlcluster >/dev/null || missing+=(postgresql postgresql-contrib)
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# PostgreSQL on 127.0.0.1:5432; the tests create and drop a database each.
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  log "starting PostgreSQL $version"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+fi
+if [ -z "${TEST_DATABASE_URL:-}" ]; then
+  if psql -h 127.0.0.1 -U postgres -d postgres -Atc 'SELECT 1' >/dev/null 2>&1; then
+    export TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
+  else
+    # A fresh Debian install asks for a password over TCP: give the superuser a local test one.
+    log "setting a password for the local postgres superuser (tests only)"
+    as_root su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\""
+    export TEST_DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres
+  fi
+fi
+
+log "cargo test (store: $TEST_DATABASE_URL)"
+exec cargo test --locked "$@"
