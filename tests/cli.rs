@@ -1,0 +1,157 @@
+//! The real binary as an operator runs it: start-up checks, logs without secrets, SIGTERM, and
+//! the `migrate` / `incidents` commands over the same store.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_backup-remediator");
+const CANARY_HOOK: &str = "canary-hook-4f9e1c";
+const CANARY_API: &str = "canary-api-7d2b0a";
+
+fn command(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("BR_WEBHOOK_TOKEN")
+        .env_remove("BR_API_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    command(dir).args(args).output().expect("run the binary")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_refuses_to_start_without_credentials_and_says_which_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("auth.webhook_token") && err.contains("--insecure-no-auth"), "{err}");
+}
+
+#[test]
+fn a_bad_config_file_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "[server]\nbody_limit_bytes = \"lots\"\n").unwrap();
+    let out = run(dir.path(), &["--config", "bad.toml", "serve", "--insecure-no-auth"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("body_limit_bytes"), "{err}");
+
+    let out = run(dir.path(), &["--config", "missing.toml", "migrate"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn the_service_logs_no_secret_stops_cleanly_on_sigterm_and_the_cli_reads_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = command(dir.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+        .env("BR_WEBHOOK_TOKEN", CANARY_HOOK)
+        .env("BR_API_TOKEN", CANARY_API)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    let pid = child.id();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while client.get(format!("{base}/readyz")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let body = serde_json::json!({
+            "version": "4", "status": "firing", "receiver": "r", "groupKey": "{}:{}",
+            "alerts": [{
+                "status": "firing",
+                "labels": {"alertname": "PostgreSQLBackupFailed", "severity": "critical"},
+                "annotations": {}, "startsAt": "2026-11-25T01:02:03.456Z",
+                "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": "0123456789abcdef"
+            }]
+        });
+        let ok = client.post(format!("{base}/webhook/alertmanager")).bearer_auth(CANARY_HOOK).json(&body).send().await.unwrap();
+        assert_eq!(ok.status(), 202);
+        let wrong = client
+            .post(format!("{base}/webhook/alertmanager"))
+            .bearer_auth(format!("{CANARY_HOOK}-wrong"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401);
+        let list = client.get(format!("{base}/api/v1/incidents")).bearer_auth(CANARY_API).send().await.unwrap();
+        let text = list.text().await.unwrap();
+        assert!(text.contains("0123456789abcdef") && !text.contains("canary"), "{text}");
+    });
+
+    let kill = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(kill.success());
+    let mut server = server;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let mut logs = String::new();
+    stderr.read_to_string(&mut logs).unwrap();
+    stdout.read_to_string(&mut logs).unwrap();
+    assert!(logs.contains("\"stopped\""), "graceful shutdown is logged:\n{logs}");
+    assert!(logs.contains("incident opened"), "JSON logs carry the events:\n{logs}");
+    assert!(!logs.contains("canary"), "a token reached the logs:\n{logs}");
+    assert!(!logs.to_lowercase().contains("authorization"), "a header reached the logs");
+
+    // The CLI reads the same embedded store the service wrote (./data under the working dir).
+    let list = run(dir.path(), &["incidents", "list"]);
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    let table = String::from_utf8_lossy(&list.stdout);
+    assert!(table.contains("PostgreSQLBackupFailed") && table.contains("open"), "{table}");
+    let show = run(dir.path(), &["incidents", "show", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).expect("show --json prints JSON");
+    assert_eq!(v["fingerprint"], "0123456789abcdef");
+    assert_eq!(v["timeline"][0]["kind"], "opened");
+    let missing = run(dir.path(), &["incidents", "show", "42"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no incident with id 42"));
+}
+
+#[test]
+fn migrate_creates_the_embedded_store_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = run(dir.path(), &["migrate"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied (sqlite)"));
+    }
+    assert!(dir.path().join("data/backup-remediator.sqlite").is_file());
+}
