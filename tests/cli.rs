@@ -26,7 +26,11 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server(Child);
@@ -44,14 +48,24 @@ fn serve_refuses_to_start_without_credentials_and_says_which_key() {
     let out = run(dir.path(), &["serve", "--listen", "127.0.0.1:0"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("auth.webhook_token") && err.contains("--insecure-no-auth"), "{err}");
+    assert!(
+        err.contains("auth.webhook_token") && err.contains("--insecure-no-auth"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_bad_config_file_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.toml"), "[server]\nbody_limit_bytes = \"lots\"\n").unwrap();
-    let out = run(dir.path(), &["--config", "bad.toml", "serve", "--insecure-no-auth"]);
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[server]\nbody_limit_bytes = \"lots\"\n",
+    )
+    .unwrap();
+    let out = run(
+        dir.path(),
+        &["--config", "bad.toml", "serve", "--insecure-no-auth"],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("body_limit_bytes"), "{err}");
@@ -65,7 +79,13 @@ fn the_service_logs_no_secret_stops_cleanly_on_sigterm_and_the_cli_reads_its_sto
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = command(dir.path())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
         .env("BR_WEBHOOK_TOKEN", CANARY_HOOK)
         .env("BR_API_TOKEN", CANARY_API)
         .env("RUST_LOG", "trace")
@@ -78,7 +98,10 @@ fn the_service_logs_no_secret_stops_cleanly_on_sigterm_and_the_cli_reads_its_sto
     let mut stdout = child.stdout.take().unwrap();
     let server = Server(child);
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
@@ -111,7 +134,10 @@ fn the_service_logs_no_secret_stops_cleanly_on_sigterm_and_the_cli_reads_its_sto
         assert!(text.contains("0123456789abcdef") && !text.contains("canary"), "{text}");
     });
 
-    let kill = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let mut server = server;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -126,18 +152,38 @@ fn the_service_logs_no_secret_stops_cleanly_on_sigterm_and_the_cli_reads_its_sto
     let mut logs = String::new();
     stderr.read_to_string(&mut logs).unwrap();
     stdout.read_to_string(&mut logs).unwrap();
-    assert!(logs.contains("\"stopped\""), "graceful shutdown is logged:\n{logs}");
-    assert!(logs.contains("incident opened"), "JSON logs carry the events:\n{logs}");
-    assert!(!logs.contains("canary"), "a token reached the logs:\n{logs}");
-    assert!(!logs.to_lowercase().contains("authorization"), "a header reached the logs");
+    assert!(
+        logs.contains("\"stopped\""),
+        "graceful shutdown is logged:\n{logs}"
+    );
+    assert!(
+        logs.contains("incident opened"),
+        "JSON logs carry the events:\n{logs}"
+    );
+    assert!(
+        !logs.contains("canary"),
+        "a token reached the logs:\n{logs}"
+    );
+    assert!(
+        !logs.to_lowercase().contains("authorization"),
+        "a header reached the logs"
+    );
 
     // The CLI reads the same embedded store the service wrote (./data under the working dir).
     let list = run(dir.path(), &["incidents", "list"]);
-    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     let table = String::from_utf8_lossy(&list.stdout);
-    assert!(table.contains("PostgreSQLBackupFailed") && table.contains("open"), "{table}");
+    assert!(
+        table.contains("PostgreSQLBackupFailed") && table.contains("open"),
+        "{table}"
+    );
     let show = run(dir.path(), &["incidents", "show", "1", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&show.stdout).expect("show --json prints JSON");
+    let v: serde_json::Value =
+        serde_json::from_slice(&show.stdout).expect("show --json prints JSON");
     assert_eq!(v["fingerprint"], "0123456789abcdef");
     assert_eq!(v["timeline"][0]["kind"], "opened");
     let missing = run(dir.path(), &["incidents", "show", "42"]);
@@ -150,7 +196,11 @@ fn migrate_creates_the_embedded_store_and_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     for _ in 0..2 {
         let out = run(dir.path(), &["migrate"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied (sqlite)"));
     }
     assert!(dir.path().join("data/backup-remediator.sqlite").is_file());

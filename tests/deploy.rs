@@ -17,7 +17,10 @@ fn check(tool: &str, args: &[&str]) {
 
 #[test]
 fn the_alert_rules_pass_promtool() {
-    check("promtool", &["check", "rules", "deploy/prometheus-rules.yml"]);
+    check(
+        "promtool",
+        &["check", "rules", "deploy/prometheus-rules.yml"],
+    );
 }
 
 #[test]

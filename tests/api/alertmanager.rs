@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
 use crate::helpers::*;
+use axum::routing::get;
 
 /// A child process killed (and reaped) when the test ends, pass or fail.
 struct Daemon {
@@ -38,7 +38,11 @@ fn require(binary: &str) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(name: &'static str, args: &[String], dir: &Path) -> Daemon {
@@ -57,7 +61,12 @@ fn start(name: &'static str, args: &[String], dir: &Path) -> Daemon {
 async fn wait_ready(d: &mut Daemon, url: &str, dir: &Path) {
     let client = reqwest::Client::new();
     let ready = eventually(Duration::from_secs(20), || async {
-        client.get(url).send().await.map(|r| r.status().is_success()).unwrap_or(false)
+        client
+            .get(url)
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
     })
     .await;
     if !ready || d.child.try_wait().ok().flatten().is_some() {
@@ -167,7 +176,12 @@ scrape_configs:
         ],
         dir.path(),
     );
-    wait_ready(&mut am, &format!("http://127.0.0.1:{am_port}/-/ready"), dir.path()).await;
+    wait_ready(
+        &mut am,
+        &format!("http://127.0.0.1:{am_port}/-/ready"),
+        dir.path(),
+    )
+    .await;
     let mut prom = start(
         "prometheus",
         &[
@@ -178,10 +192,22 @@ scrape_configs:
         ],
         dir.path(),
     );
-    wait_ready(&mut prom, &format!("http://127.0.0.1:{prom_port}/-/ready"), dir.path()).await;
+    wait_ready(
+        &mut prom,
+        &format!("http://127.0.0.1:{prom_port}/-/ready"),
+        dir.path(),
+    )
+    .await;
 
-    let arrived = eventually(Duration::from_secs(60), || async { !app.incidents().await.is_empty() }).await;
-    assert!(arrived, "no incident 60 s after Prometheus started; logs in {:?}", dir.keep());
+    let arrived = eventually(Duration::from_secs(60), || async {
+        !app.incidents().await.is_empty()
+    })
+    .await;
+    assert!(
+        arrived,
+        "no incident 60 s after Prometheus started; logs in {:?}",
+        dir.keep()
+    );
     let list = app.incidents().await;
     assert_eq!(list.len(), 1, "{list:?}");
     let id = list[0]["id"].as_i64().unwrap();
@@ -191,13 +217,29 @@ scrape_configs:
     assert_eq!(incident["severity"], "critical");
     assert_eq!(incident["labels"]["job"], "postgres-backup");
     assert_eq!(incident["fingerprint"].as_str().unwrap().len(), 16);
-    assert!(incident["generator_url"].as_str().unwrap().contains(&format!(":{prom_port}/graph")));
-    assert_eq!(incident["timeline"][0]["detail"]["receiver"], "backup-remediator");
+    assert!(incident["generator_url"]
+        .as_str()
+        .unwrap()
+        .contains(&format!(":{prom_port}/graph")));
+    assert_eq!(
+        incident["timeline"][0]["detail"]["receiver"],
+        "backup-remediator"
+    );
 
     // The backup succeeds again: the rule stops firing and Alertmanager sends the resolution.
     last_success.store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
-    let resolved = eventually(Duration::from_secs(60), || async { app.incident(id).await["status"] == "resolved" }).await;
-    assert!(resolved, "the incident was not resolved 60 s after the backup recovered");
+    let resolved = eventually(Duration::from_secs(60), || async {
+        app.incident(id).await["status"] == "resolved"
+    })
+    .await;
+    assert!(
+        resolved,
+        "the incident was not resolved 60 s after the backup recovered"
+    );
     assert!(app.incident(id).await["resolved_at"].is_string());
-    assert_eq!(app.incidents().await.len(), 1, "the resolution opened nothing new");
+    assert_eq!(
+        app.incidents().await.len(),
+        1,
+        "the resolution opened nothing new"
+    );
 }

@@ -324,9 +324,7 @@ async fn a_store_outage_gets_503_with_a_json_reason_so_alertmanager_retries() {
 }
 
 /// Awaits all futures concurrently (no extra dependency for one helper).
-pub async fn futures_join_all<F>(
-    futs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output>
+pub async fn futures_join_all<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
