@@ -95,6 +95,14 @@ impl Alert {
         }
     }
 
+    /// `firing` or `resolved`.
+    pub fn status_str(&self) -> &'static str {
+        match self.status {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+
     /// The alert's `severity` label, or `unknown`.
     pub fn severity(&self) -> &str {
         self.labels

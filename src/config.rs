@@ -23,6 +23,81 @@ pub struct Settings {
     pub alerts: AlertSettings,
     pub dedupe: DedupeSettings,
     pub log: LogSettings,
+    pub probes: ProbeSettings,
+    pub prometheus: PrometheusSettings,
+    pub kubernetes: KubeSettings,
+    pub target: TargetSettings,
+    pub disk: DiskSettings,
+    pub s3: S3Settings,
+    pub iam: IamSettings,
+    pub encryption: EncryptionSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSettings {
+    pub deadline_ms: u64,
+    pub enabled: Vec<String>,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSettings {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeSettings {
+    pub namespace: String,
+    pub backup_job_selector: String,
+    pub backup_cronjob: String,
+    pub backup_secret: String,
+    pub primary_statefulset: String,
+    pub primary_service: String,
+    pub primary_pvc: String,
+    pub api_url: String,
+    pub log_lines: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSettings {
+    pub host: String,
+    pub port: u16,
+    pub databases: Vec<String>,
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSettings {
+    pub threshold_percent: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    pub endpoint: String,
+    pub force_path_style: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IamSettings {
+    pub user: String,
+    pub policy: String,
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionSettings {
+    pub min_key_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +245,11 @@ impl Settings {
         Ok(fig.merge(Serialized::defaults(serde_json::Value::Object(cli))))
     }
 
+    /// The built-in defaults with `extra` TOML laid over them; no environment. For tests and tools.
+    pub fn from_toml(extra: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_CONFIG)).merge(Toml::string(extra)))
+    }
+
     /// Extracts and checks the settings.
     pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
         let settings: Settings = fig.extract().map_err(|e| {
@@ -228,6 +308,26 @@ impl Settings {
         }
         if self.dedupe.cache_capacity == 0 {
             return bad("dedupe.cache_capacity", "must be at least 1");
+        }
+        if self.probes.deadline_ms == 0 {
+            return bad("probes.deadline_ms", "must be at least 1");
+        }
+        if self.probes.concurrency == 0 {
+            return bad("probes.concurrency", "must be at least 1");
+        }
+        for name in &self.probes.enabled {
+            if !crate::probes::NAMES.contains(&name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "probes.enabled: unknown probe {name:?}; known: {}",
+                    crate::probes::NAMES.join(", ")
+                )));
+            }
+        }
+        if !(0.0..=100.0).contains(&self.disk.threshold_percent) {
+            return bad("disk.threshold_percent", "must be between 0 and 100");
+        }
+        if self.target.databases.is_empty() {
+            return bad("target.databases", "must name at least one database");
         }
         if self.alerts.handled.is_empty() {
             return bad("alerts.handled", "must name at least one alert");

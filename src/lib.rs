@@ -4,9 +4,17 @@
 
 pub mod alert;
 pub mod api;
+pub mod aws;
 pub mod config;
+pub mod crypto;
+pub mod diagnosis;
+pub mod engine;
 pub mod incident;
 pub mod intake;
+pub mod kube_client;
+pub mod probes;
+pub mod prometheus;
+pub mod report;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
@@ -35,6 +43,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Installs ring as the process's rustls crypto provider. kube, reqwest, sqlx and the AWS SDK all
+/// use rustls; with one provider installed explicitly none of them has to guess. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Result with the crate's [`Error`].

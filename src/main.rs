@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use backup_remediator::config::{LogFormat, Overrides, Settings};
 use backup_remediator::incident::{Incident, IncidentStatus};
+use backup_remediator::report;
 use backup_remediator::startup::{self, Application};
 use backup_remediator::store::IncidentFilter;
 use backup_remediator::telemetry;
@@ -42,6 +43,21 @@ enum Command {
     },
     /// Apply the store's migrations and exit.
     Migrate,
+    /// Run every probe and the diagnosis for an alert, print the report, change nothing.
+    Replay {
+        /// An Alertmanager webhook payload (JSON), e.g. saved from a real notification.
+        alert: PathBuf,
+        /// Print JSON instead of a report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one probe and print its finding.
+    Probe {
+        /// backup_metrics, backup_job, secret, database, primary, disk, s3, iam or encryption.
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read incidents from the store.
     Incidents {
         #[command(subcommand)]
@@ -107,6 +123,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = Application::build(settings).await?;
             app.run_until(startup::shutdown_signal()).await?;
         }
+        Command::Replay { alert, json } => {
+            let body =
+                std::fs::read(&alert).with_context(|| format!("reading {}", alert.display()))?;
+            let notification = backup_remediator::alert::decode(&body)
+                .with_context(|| format!("{} is not an Alertmanager payload", alert.display()))?;
+            let examiner = startup::examiner(&settings).await;
+            let report = examiner.examine(examiner.context()).await;
+            if json {
+                let v = serde_json::json!({ "diagnosis": report.diagnosis, "findings": report.findings });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for a in &notification.alerts {
+                    println!(
+                        "alert    {} ({}) fingerprint {} since {}",
+                        a.name,
+                        a.status_str(),
+                        a.fingerprint,
+                        a.starts_at
+                    );
+                }
+                print!(
+                    "{}",
+                    report::render(&report.findings, Some(&report.diagnosis))
+                );
+            }
+        }
+        Command::Probe { name, json } => {
+            anyhow::ensure!(
+                backup_remediator::probes::NAMES.contains(&name.as_str()),
+                "unknown probe {name:?}; known: {}",
+                backup_remediator::probes::NAMES.join(", ")
+            );
+            let mut one = settings.clone();
+            one.probes.enabled = vec![name];
+            let examiner = startup::examiner(&one).await;
+            let report = examiner.examine(examiner.context()).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.findings)?);
+            } else {
+                print!("{}", report::render(&report.findings, None));
+            }
+        }
         Command::Migrate => {
             let store = startup::open_store(&settings)
                 .await
@@ -148,10 +206,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let timeline = store.timeline(id).await.context("reading the timeline")?;
                     if json {
                         let mut v = serde_json::to_value(&incident)?;
+                        v["diagnosis"] = serde_json::to_value(store.diagnosis(id).await?)?;
+                        v["findings"] = serde_json::to_value(store.findings(id).await?)?;
                         v["timeline"] = serde_json::to_value(&timeline)?;
                         println!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
                         print_table(std::slice::from_ref(&incident));
+                        println!();
+                        let findings = store.findings(id).await.context("reading the findings")?;
+                        let diagnosis =
+                            store.diagnosis(id).await.context("reading the diagnosis")?;
+                        print!("{}", report::render(&findings, diagnosis.as_ref()));
                         println!();
                         for e in timeline {
                             println!(

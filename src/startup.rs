@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, AppState, Auth};
 use crate::config::Settings;
+use crate::engine::{Engine, Examiner};
 use crate::intake::Intake;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::telemetry;
@@ -28,16 +29,58 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StoreError> {
     Ok(store)
 }
 
+/// The Kubernetes client from the settings, or `None` (with a warning) when there is no cluster:
+/// the probes that need it are then skipped rather than failing.
+pub async fn kube_client(settings: &Settings) -> Option<kube::Client> {
+    let k = &settings.kubernetes;
+    let config = if k.api_url.is_empty() {
+        match kube::Config::infer().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(reason = %e, "no Kubernetes configuration (in-cluster or KUBECONFIG): Kubernetes probes are skipped");
+                return None;
+            }
+        }
+    } else {
+        match k.api_url.parse() {
+            Ok(url) => kube::Config::new(url),
+            Err(e) => {
+                tracing::warn!(error = %e, "kubernetes.api_url is not a URL: Kubernetes probes are skipped");
+                return None;
+            }
+        }
+    };
+    match kube::Client::try_from(config) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "Kubernetes client could not be built: Kubernetes probes are skipped");
+            None
+        }
+    }
+}
+
+/// Builds the probes and diagnosis for `settings`.
+pub async fn examiner(settings: &Settings) -> Examiner {
+    crate::install_crypto_provider();
+    Examiner::new(Arc::new(settings.clone()), kube_client(settings).await)
+}
+
+/// How many opened incidents may wait for the engine before the webhook stops handing them over
+/// (they are then picked up from the store at the next start).
+const WORK_QUEUE: usize = 1024;
+
 /// A bound, ready-to-run service.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
     settings: Settings,
+    engine: Option<(Arc<Engine>, mpsc::Receiver<i64>)>,
 }
 
 impl Application {
     /// Opens and migrates the store, and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, Error> {
+        crate::install_crypto_provider();
         let store = open_store(&settings).await.map_err(|source| Error::Store {
             doing: "opening the incident store",
             source,
@@ -48,11 +91,20 @@ impl Application {
                 addr: settings.server.listen,
                 source,
             })?;
-        let intake = Intake::new(
+        let mut intake = Intake::new(
             store.clone(),
             &settings.alerts.handled,
             settings.dedupe.cache_capacity,
         );
+        let engine = if settings.probes.enabled.is_empty() {
+            tracing::warn!("probes.enabled is empty: incidents are recorded but not diagnosed");
+            None
+        } else {
+            let (tx, rx) = mpsc::channel(WORK_QUEUE);
+            intake = intake.with_opened_queue(tx);
+            let examiner = examiner(&settings).await;
+            Some((Arc::new(Engine::new(store.clone(), examiner)), rx))
+        };
         let state = AppState {
             store,
             intake: Arc::new(intake),
@@ -64,6 +116,7 @@ impl Application {
             listener,
             state,
             settings,
+            engine,
         })
     }
 
@@ -88,8 +141,11 @@ impl Application {
             listener,
             state,
             settings,
+            engine,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let engine_task =
+            engine.map(|(engine, queue)| tokio::spawn(engine.run(queue, stop_rx.clone())));
         let flusher = tokio::spawn(state.intake.clone().run_flusher(
             Duration::from_millis(settings.dedupe.flush_interval_ms),
             stop_rx,
@@ -121,6 +177,9 @@ impl Application {
         };
         let _ = stop_tx.send(true);
         let _ = flusher.await;
+        if let Some(task) = engine_task {
+            let _ = task.await;
+        }
         store.close().await;
         tracing::info!("stopped");
         result

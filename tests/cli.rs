@@ -77,9 +77,14 @@ fn a_bad_config_file_stops_start_up_naming_the_key() {
 #[test]
 fn the_service_logs_no_secret_stops_cleanly_on_sigterm_and_the_cli_reads_its_store() {
     let dir = tempfile::tempdir().unwrap();
+    // Probes would look for the production Prometheus, cluster and database; this test is about
+    // the process, so it records incidents without diagnosing them.
+    std::fs::write(dir.path().join("quiet.toml"), "[probes]\nenabled = []\n").unwrap();
     let port = free_port();
     let mut child = command(dir.path())
         .args([
+            "--config",
+            "quiet.toml",
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),

@@ -12,7 +12,9 @@ use utoipa_axum::routes;
 use super::auth::ApiCaller;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::diagnosis::Diagnosis;
 use crate::incident::{Incident, IncidentStatus, TimelineEvent};
+use crate::probes::Finding;
 use crate::store::IncidentFilter;
 
 const DEFAULT_LIMIT: u32 = 50;
@@ -49,11 +51,15 @@ pub struct IncidentPage {
     pub next_cursor: Option<String>,
 }
 
-/// An incident with its timeline.
+/// An incident with its diagnosis, the probes' findings and its timeline.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IncidentDetail {
     #[serde(flatten)]
     pub incident: Incident,
+    /// The scenario that explains the failure; absent until the probes have answered.
+    pub diagnosis: Option<Diagnosis>,
+    /// What each probe found.
+    pub findings: Vec<Finding>,
     pub timeline: Vec<TimelineEvent>,
 }
 
@@ -150,6 +156,15 @@ pub async fn show(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no incident with id {id}")))?;
     state.with_pending(&mut incident);
-    let timeline = state.store.timeline(id).await?;
-    Ok(Json(IncidentDetail { incident, timeline }))
+    let (diagnosis, findings, timeline) = tokio::try_join!(
+        state.store.diagnosis(id),
+        state.store.findings(id),
+        state.store.timeline(id)
+    )?;
+    Ok(Json(IncidentDetail {
+        incident,
+        diagnosis,
+        findings,
+        timeline,
+    }))
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::diagnosis::Diagnosis;
 use crate::incident::{Incident, IncidentStatus, NewIncident, TimelineEvent};
+use crate::probes::Finding;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -226,6 +228,34 @@ impl Store {
         dispatch!(self, s => s.append_event(incident_id, at, kind, detail).await)
     }
 
+    /// Stores the findings and diagnosis of an incident, with a `probe_finished` event per probe
+    /// and a `diagnosed` event, in one transaction. Returns false (and writes nothing) when the
+    /// incident already has a diagnosis (another replica got there first).
+    pub async fn save_diagnosis(
+        &self,
+        incident_id: i64,
+        findings: &[Finding],
+        diagnosis: &Diagnosis,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.save_diagnosis(incident_id, findings, diagnosis, at).await)
+    }
+
+    /// The incident's findings, in probe order.
+    pub async fn findings(&self, incident_id: i64) -> Result<Vec<Finding>, StoreError> {
+        dispatch!(self, s => s.findings(incident_id).await)
+    }
+
+    /// The incident's diagnosis, once made.
+    pub async fn diagnosis(&self, incident_id: i64) -> Result<Option<Diagnosis>, StoreError> {
+        dispatch!(self, s => s.diagnosis(incident_id).await)
+    }
+
+    /// Open incidents without a diagnosis, oldest first (work left by a stopped process).
+    pub async fn undiagnosed(&self, limit: i64) -> Result<Vec<i64>, StoreError> {
+        dispatch!(self, s => s.undiagnosed(limit).await)
+    }
+
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
@@ -267,4 +297,24 @@ pub(crate) fn push_filter<'a, DB, T>(
     }
     qb.push(" ORDER BY id DESC LIMIT ")
         .push_bind(i64::from(filter.limit));
+}
+
+/// The `probe_finished` timeline detail of a finding.
+pub(crate) fn probe_event(f: &Finding) -> (DateTime<Utc>, serde_json::Value) {
+    let at = f.started_at
+        + chrono::Duration::milliseconds(i64::try_from(f.duration_ms).unwrap_or(i64::MAX));
+    let detail = serde_json::json!({
+        "probe": f.probe, "status": f.status, "summary": f.summary,
+        "started_at": f.started_at, "duration_ms": f.duration_ms,
+    });
+    (at, detail)
+}
+
+/// The `diagnosed` timeline detail.
+pub(crate) fn diagnosed_event(d: &Diagnosis) -> serde_json::Value {
+    serde_json::json!({ "scenario": d.scenario, "confidence": d.confidence, "summary": d.summary })
+}
+
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
 }

@@ -6,10 +6,12 @@ use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    classify, parse_status, push_filter, IncidentFilter, Opened, Renotified, Resolution,
-    StoreError, StoreOptions, INCIDENT_COLUMNS,
+    classify, corrupt, diagnosed_event, parse_status, probe_event, push_filter, IncidentFilter,
+    Opened, Renotified, Resolution, StoreError, StoreOptions, INCIDENT_COLUMNS,
 };
+use crate::diagnosis::Diagnosis;
 use crate::incident::{Incident, NewIncident, TimelineEvent};
+use crate::probes::Finding;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -224,6 +226,130 @@ impl PgStore {
             .fetch_one(&self.pool)
             .await
             .map_err(classify)
+    }
+
+    pub(super) async fn save_diagnosis(
+        &self,
+        incident_id: i64,
+        findings: &[Finding],
+        d: &Diagnosis,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let inserted = sqlx::query(
+            "INSERT INTO diagnoses (incident_id, scenario, confidence, summary, detail, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (incident_id) DO NOTHING",
+        )
+        .bind(incident_id)
+        .bind(d.scenario.as_str())
+        .bind(d.confidence)
+        .bind(&d.summary)
+        .bind(Json(d))
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        for f in findings {
+            sqlx::query(
+                "INSERT INTO findings (incident_id, probe, status, summary, evidence, signals, started_at, duration_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(incident_id)
+            .bind(&f.probe)
+            .bind(f.status.as_str())
+            .bind(&f.summary)
+            .bind(Json(&f.evidence))
+            .bind(Json(&f.signals))
+            .bind(f.started_at)
+            .bind(i64::try_from(f.duration_ms).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            let (at, detail) = probe_event(f);
+            sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES ($1, $2, 'probe_finished', $3)")
+                .bind(incident_id)
+                .bind(at)
+                .bind(Json(detail))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES ($1, $2, 'diagnosed', $3)")
+            .bind(incident_id)
+            .bind(at)
+            .bind(Json(diagnosed_event(d)))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(true)
+    }
+
+    pub(super) async fn findings(&self, incident_id: i64) -> Result<Vec<Finding>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT probe, status, summary, evidence, signals, started_at, duration_ms FROM findings \
+             WHERE incident_id = $1 ORDER BY id",
+        )
+        .bind(incident_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status").map_err(classify)?;
+                Ok(Finding {
+                    probe: r.try_get("probe").map_err(classify)?,
+                    status: serde_json::from_value(serde_json::Value::String(status))
+                        .map_err(|e| corrupt("finding status", e))?,
+                    summary: r.try_get("summary").map_err(classify)?,
+                    evidence: r
+                        .try_get::<Json<serde_json::Value>, _>("evidence")
+                        .map_err(classify)?
+                        .0,
+                    signals: serde_json::from_value(
+                        r.try_get::<Json<serde_json::Value>, _>("signals")
+                            .map_err(classify)?
+                            .0,
+                    )
+                    .map_err(|e| corrupt("finding signals", e))?,
+                    started_at: r.try_get("started_at").map_err(classify)?,
+                    duration_ms: u64::try_from(
+                        r.try_get::<i64, _>("duration_ms").map_err(classify)?,
+                    )
+                    .unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn diagnosis(
+        &self,
+        incident_id: i64,
+    ) -> Result<Option<Diagnosis>, StoreError> {
+        let detail: Option<Json<serde_json::Value>> =
+            sqlx::query_scalar("SELECT detail FROM diagnoses WHERE incident_id = $1")
+                .bind(incident_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+        detail
+            .map(|d| serde_json::from_value(d.0).map_err(|e| corrupt("diagnosis", e)))
+            .transpose()
+    }
+
+    pub(super) async fn undiagnosed(&self, limit: i64) -> Result<Vec<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT id FROM incidents i WHERE status = 'open' \
+             AND NOT EXISTS (SELECT 1 FROM diagnoses d WHERE d.incident_id = i.id) ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)
     }
 
     pub(super) async fn close(&self) {

@@ -14,10 +14,12 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    classify, parse_status, push_filter, IncidentFilter, Opened, Renotified, Resolution,
-    StoreError, StoreOptions, INCIDENT_COLUMNS,
+    classify, corrupt, diagnosed_event, parse_status, probe_event, push_filter, IncidentFilter,
+    Opened, Renotified, Resolution, StoreError, StoreOptions, INCIDENT_COLUMNS,
 };
+use crate::diagnosis::Diagnosis;
 use crate::incident::{Incident, NewIncident, TimelineEvent};
+use crate::probes::Finding;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -245,6 +247,125 @@ impl SqliteStore {
             .fetch_one(&self.pool)
             .await
             .map_err(classify)
+    }
+
+    pub(super) async fn save_diagnosis(
+        &self,
+        incident_id: i64,
+        findings: &[Finding],
+        d: &Diagnosis,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let detail = serde_json::to_string(d).map_err(|e| corrupt("diagnosis", e))?;
+        let inserted = sqlx::query(
+            "INSERT INTO diagnoses (incident_id, scenario, confidence, summary, detail, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (incident_id) DO NOTHING",
+        )
+        .bind(incident_id)
+        .bind(d.scenario.as_str())
+        .bind(d.confidence)
+        .bind(&d.summary)
+        .bind(detail)
+        .bind(ts(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        for f in findings {
+            sqlx::query(
+                "INSERT INTO findings (incident_id, probe, status, summary, evidence, signals, started_at, duration_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .bind(incident_id)
+            .bind(&f.probe)
+            .bind(f.status.as_str())
+            .bind(&f.summary)
+            .bind(f.evidence.to_string())
+            .bind(serde_json::to_string(&f.signals).map_err(|e| corrupt("signals", e))?)
+            .bind(ts(f.started_at))
+            .bind(i64::try_from(f.duration_ms).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            let (at, detail) = probe_event(f);
+            sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, 'probe_finished', ?3)")
+                .bind(incident_id)
+                .bind(ts(at))
+                .bind(detail.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, 'diagnosed', ?3)")
+            .bind(incident_id)
+            .bind(ts(at))
+            .bind(diagnosed_event(d).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(true)
+    }
+
+    pub(super) async fn findings(&self, incident_id: i64) -> Result<Vec<Finding>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT probe, status, summary, evidence, signals, started_at, duration_ms FROM findings \
+             WHERE incident_id = ?1 ORDER BY id",
+        )
+        .bind(incident_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status").map_err(classify)?;
+                let signals: String = r.try_get("signals").map_err(classify)?;
+                Ok(Finding {
+                    probe: r.try_get("probe").map_err(classify)?,
+                    status: serde_json::from_value(serde_json::Value::String(status))
+                        .map_err(|e| corrupt("finding status", e))?,
+                    summary: r.try_get("summary").map_err(classify)?,
+                    evidence: json(r.try_get("evidence").map_err(classify)?)?,
+                    signals: serde_json::from_str(&signals)
+                        .map_err(|e| corrupt("finding signals", e))?,
+                    started_at: parse_ts(r.try_get("started_at").map_err(classify)?)?,
+                    duration_ms: u64::try_from(
+                        r.try_get::<i64, _>("duration_ms").map_err(classify)?,
+                    )
+                    .unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn diagnosis(
+        &self,
+        incident_id: i64,
+    ) -> Result<Option<Diagnosis>, StoreError> {
+        let detail: Option<String> =
+            sqlx::query_scalar("SELECT detail FROM diagnoses WHERE incident_id = ?1")
+                .bind(incident_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+        detail
+            .map(|d| serde_json::from_str(&d).map_err(|e| corrupt("diagnosis", e)))
+            .transpose()
+    }
+
+    pub(super) async fn undiagnosed(&self, limit: i64) -> Result<Vec<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT id FROM incidents i WHERE status = 'open' \
+             AND NOT EXISTS (SELECT 1 FROM diagnoses d WHERE d.incident_id = i.id) ORDER BY id LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)
     }
 
     pub(super) async fn close(&self) {

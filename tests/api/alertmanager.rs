@@ -4,76 +4,13 @@
 //! through the REST API; when the backup succeeds again, the resolved notification closes it.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::helpers::*;
+use crate::procs::{free_port, require, start, wait_ready};
 use axum::routing::get;
-
-/// A child process killed (and reaped) when the test ends, pass or fail.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn require(binary: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(binary).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{binary} is not installed: run scripts/test.sh, or apt-get install -y --no-install-recommends \
-         prometheus prometheus-alertmanager"
-    );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(name: &'static str, args: &[String], dir: &Path) -> Daemon {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let child = Command::new(name)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-    Daemon { name, child }
-}
-
-async fn wait_ready(d: &mut Daemon, url: &str, dir: &Path) {
-    let client = reqwest::Client::new();
-    let ready = eventually(Duration::from_secs(20), || async {
-        client
-            .get(url)
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false)
-    })
-    .await;
-    if !ready || d.child.try_wait().ok().flatten().is_some() {
-        let log = std::fs::read_to_string(dir.join(format!("{}.log", d.name))).unwrap_or_default();
-        panic!("{} did not become ready at {url}:\n{log}", d.name);
-    }
-}
 
 /// Serves `postgres_backup_*` series for Prometheus to scrape.
 async fn backup_exporter(last_success: Arc<AtomicI64>) -> SocketAddr {

@@ -140,6 +140,8 @@ pub fn test_settings(db_url: &str, extra: &str) -> Settings {
         api_token = "{API_TOKEN}"
         [dedupe]
         flush_interval_ms = 50
+        [probes]
+        enabled = []
         "#
     );
     let fig = Figment::from(Toml::string(DEFAULT_CONFIG))

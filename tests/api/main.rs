@@ -22,4 +22,6 @@ mod health;
 mod helpers;
 mod incidents;
 mod openapi;
+#[path = "../support/procs.rs"]
+mod procs;
 mod webhook;

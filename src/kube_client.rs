@@ -1,0 +1,1 @@
+//! PLACEHOLDER — being written; must not land as is.

@@ -1,0 +1,416 @@
+//! Probes: each asks one system one question of the runbook and returns a [`Finding`]. All the
+//! probes of an incident start together ([`run_all`]); each has a deadline, and a probe that
+//! fails, hangs or panics becomes a finding with status `error` — never an aborted incident.
+//!
+//! A probe never puts a secret value in a finding, a log line or an error message: only its
+//! presence, its length, or a short fingerprint ([`fingerprint`]).
+
+pub mod backup_job;
+pub mod backup_metrics;
+pub mod database;
+pub mod disk;
+pub mod encryption;
+pub mod iam;
+pub mod patterns;
+pub mod primary;
+pub mod s3;
+pub mod secret;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use tokio::sync::OnceCell;
+use utoipa::ToSchema;
+
+use crate::config::Settings;
+pub use patterns::LogPattern;
+pub use secret::{BackupSecret, SecretUnavailable};
+
+/// Every probe's name, in the order findings are shown.
+pub const NAMES: &[&str] = &[
+    "backup_metrics",
+    "backup_job",
+    "secret",
+    "database",
+    "primary",
+    "disk",
+    "s3",
+    "iam",
+    "encryption",
+];
+
+/// What a probe concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The system looked healthy for this question.
+    Ok,
+    /// The probe found something wrong (see the signals).
+    Problem,
+    /// The probe could not get an answer (unreachable, timed out, not allowed).
+    Error,
+    /// The probe did not run (disabled, or something it needs is unavailable).
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Problem => "problem",
+            Status::Error => "error",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+/// How a connection attempt failed (the pg_isready distinctions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectFailure {
+    Refused,
+    Timeout,
+    Dns,
+    Unreachable,
+    Other,
+}
+
+/// A fact a probe established, in the runbook's vocabulary. Diagnosis reads only these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "signal", rename_all = "snake_case")]
+pub enum Signal {
+    // backup_metrics
+    /// `postgres_backup_last_success_timestamp` has no series: the job never reported.
+    BackupNeverReported,
+    /// The last successful backup is older than 24 h.
+    LastSuccessStale { age_seconds: i64 },
+    /// `postgres_backup_errors_total` increased over 24 h.
+    BackupErrors { increase: f64 },
+    // backup_job
+    /// No Job matches the backup selector.
+    NoBackupJob,
+    /// The newest backup Job failed.
+    JobFailed { job: String, reason: String },
+    /// A pod of the backup Job ended abnormally (Evicted, OOMKilled, ImagePullBackOff…).
+    PodFailed {
+        pod: String,
+        reason: String,
+        message: String,
+    },
+    /// A log line of the backup pod matches a runbook error pattern.
+    LogMatch { pattern: LogPattern, line: String },
+    // secret
+    /// The backup Secret does not exist.
+    SecretMissing { name: String },
+    /// The backup Secret lacks a key the job needs (or it is empty).
+    SecretKeyMissing { key: String },
+    // database
+    /// The primary did not accept a connection.
+    DatabaseUnreachable {
+        failure: ConnectFailure,
+        detail: String,
+    },
+    /// The backup user's password was refused.
+    AuthenticationFailed { role: String },
+    /// The backup role does not exist.
+    RoleMissing { role: String },
+    /// A configured database does not exist.
+    DatabaseMissing { database: String },
+    /// The backup role lacks CONNECT on a database.
+    NoConnectPrivilege { database: String },
+    /// The backup role cannot read tables pg_dump must read.
+    NoReadAccess {
+        database: String,
+        tables: Vec<String>,
+    },
+    // primary
+    /// The primary StatefulSet / pod is not ready, or the Service has no endpoints.
+    PrimaryNotReady { detail: String },
+    // disk
+    /// The primary's data volume is fuller than the threshold.
+    VolumeOverThreshold {
+        pvc: String,
+        percent: f64,
+        threshold: f64,
+    },
+    /// A backup pod was evicted for lack of ephemeral storage.
+    EphemeralStorageExhausted { pod: String },
+    // s3
+    /// The bucket does not exist.
+    BucketMissing { bucket: String },
+    /// The job's credentials are unknown or its signature is refused.
+    S3InvalidCredentials { code: String },
+    /// An S3 operation was denied to the job's credentials.
+    S3AccessDenied { operation: String },
+    // iam
+    /// The backup user's policy does not allow an action the backup needs.
+    IamActionDenied { action: String, resource: String },
+    // encryption
+    /// The encryption key is absent or empty.
+    KeyMissing,
+    /// The encryption key is shorter than the minimum.
+    KeyTooShort { length: usize, minimum: usize },
+    /// The newest backup does not decrypt to a pg_dump archive with the current key.
+    KeyMismatch { object: String },
+    /// Encrypting and decrypting a test block in process failed.
+    RoundTripFailed { detail: String },
+}
+
+/// What one probe found, with timing. Stored with the incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Finding {
+    pub probe: String,
+    pub status: Status,
+    /// One sentence a person reads first.
+    pub summary: String,
+    /// Structured details (never secret values).
+    #[schema(value_type = Object)]
+    pub evidence: serde_json::Value,
+    pub signals: Vec<Signal>,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+}
+
+/// What a probe returns; the runner adds its name and timing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeOutput {
+    pub status: Status,
+    pub summary: String,
+    pub evidence: serde_json::Value,
+    pub signals: Vec<Signal>,
+}
+
+impl ProbeOutput {
+    fn new(status: Status, summary: impl Into<String>) -> Self {
+        Self {
+            status,
+            summary: summary.into(),
+            evidence: serde_json::json!({}),
+            signals: Vec::new(),
+        }
+    }
+    pub fn ok(summary: impl Into<String>) -> Self {
+        Self::new(Status::Ok, summary)
+    }
+    pub fn problem(summary: impl Into<String>, signals: Vec<Signal>) -> Self {
+        Self {
+            signals,
+            ..Self::new(Status::Problem, summary)
+        }
+    }
+    pub fn error(summary: impl Into<String>) -> Self {
+        Self::new(Status::Error, summary)
+    }
+    pub fn skipped(summary: impl Into<String>) -> Self {
+        Self::new(Status::Skipped, summary)
+    }
+    pub fn with_evidence(mut self, evidence: serde_json::Value) -> Self {
+        self.evidence = evidence;
+        self
+    }
+    pub fn with_signals(mut self, signals: Vec<Signal>) -> Self {
+        self.signals = signals;
+        self
+    }
+}
+
+/// One question to one system.
+pub trait Probe: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn run(&self, ctx: Arc<ProbeContext>) -> BoxFuture<'static, ProbeOutput>;
+}
+
+/// What probes share for one diagnosis: settings, clients, and the backup Secret (read once).
+pub struct ProbeContext {
+    pub settings: Arc<Settings>,
+    /// `None` when no Kubernetes API is configured or reachable: kube probes are skipped.
+    pub kube: Option<kube::Client>,
+    pub http: reqwest::Client,
+    secret: OnceCell<Result<BackupSecret, SecretUnavailable>>,
+}
+
+impl ProbeContext {
+    pub fn new(settings: Arc<Settings>, kube: Option<kube::Client>, http: reqwest::Client) -> Self {
+        Self {
+            settings,
+            kube,
+            http,
+            secret: OnceCell::new(),
+        }
+    }
+
+    /// A context whose backup Secret is already known (tests, `replay` without a cluster).
+    pub fn with_secret(self, secret: Result<BackupSecret, SecretUnavailable>) -> Self {
+        let cell = OnceCell::new();
+        let _ = cell.set(secret);
+        Self {
+            secret: cell,
+            ..self
+        }
+    }
+
+    /// The backup Secret, read from Kubernetes on first use and shared by every probe.
+    pub async fn backup_secret(&self) -> Result<&BackupSecret, SecretUnavailable> {
+        let k = &self.settings.kubernetes;
+        self.secret
+            .get_or_init(|| secret::load(self.kube.as_ref(), &k.namespace, &k.backup_secret))
+            .await
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// A short, non-reversible fingerprint of a secret value, for evidence ("same key as before?").
+pub fn fingerprint(secret: &[u8]) -> String {
+    let digest = sha2::Sha256::digest(secret);
+    format!("sha256:{}", hex::encode(&digest[..6]))
+}
+
+/// Builds the enabled probes, in [`NAMES`] order.
+pub fn enabled(settings: &Settings) -> Vec<Arc<dyn Probe>> {
+    let all: Vec<Arc<dyn Probe>> = vec![
+        Arc::new(backup_metrics::BackupMetrics),
+        Arc::new(backup_job::BackupJob),
+        Arc::new(secret::SecretProbe),
+        Arc::new(database::Database),
+        Arc::new(primary::Primary),
+        Arc::new(disk::Disk),
+        Arc::new(s3::S3),
+        Arc::new(iam::Iam),
+        Arc::new(encryption::Encryption),
+    ];
+    all.into_iter()
+        .filter(|p| settings.probes.enabled.iter().any(|n| n == p.name()))
+        .collect()
+}
+
+/// Starts every probe at once and waits for each to finish or reach `deadline`. Findings come
+/// back in the order of `probes`; total time is that of the slowest probe (or the deadline).
+pub async fn run_all(
+    probes: &[Arc<dyn Probe>],
+    ctx: Arc<ProbeContext>,
+    deadline: Duration,
+) -> Vec<Finding> {
+    let started: Vec<_> = probes
+        .iter()
+        .map(|p| {
+            let (probe, ctx) = (p.clone(), ctx.clone());
+            let started_at = Utc::now();
+            let clock = Instant::now();
+            let task =
+                tokio::spawn(async move { tokio::time::timeout(deadline, probe.run(ctx)).await });
+            (p.name(), started_at, clock, task)
+        })
+        .collect();
+    let mut findings = Vec::with_capacity(started.len());
+    for (name, started_at, clock, task) in started {
+        let out = match task.await {
+            Ok(Ok(out)) => out,
+            Ok(Err(_)) => {
+                ProbeOutput::error(format!("timed out after {} ms", deadline.as_millis()))
+            }
+            Err(e) if e.is_panic() => {
+                ProbeOutput::error("the probe crashed (a bug: see the service log)")
+            }
+            Err(_) => ProbeOutput::error("the probe was cancelled"),
+        };
+        let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        metrics::histogram!("backup_remediator_probe_duration_seconds", "probe" => name)
+            .record(duration_ms as f64 / 1e3);
+        metrics::counter!("backup_remediator_probe_results_total", "probe" => name, "status" => out.status.as_str())
+            .increment(1);
+        findings.push(Finding {
+            probe: name.to_owned(),
+            status: out.status,
+            summary: out.summary,
+            evidence: out.evidence,
+            signals: out.signals,
+            started_at,
+            duration_ms,
+        });
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Sleepy(&'static str, u64);
+
+    impl Probe for Sleepy {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn run(&self, _ctx: Arc<ProbeContext>) -> BoxFuture<'static, ProbeOutput> {
+            let ms = self.1;
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                ProbeOutput::ok(format!("slept {ms} ms"))
+            })
+        }
+    }
+
+    struct Panics;
+
+    impl Probe for Panics {
+        fn name(&self) -> &'static str {
+            "panics"
+        }
+        fn run(&self, _ctx: Arc<ProbeContext>) -> BoxFuture<'static, ProbeOutput> {
+            Box::pin(async { panic!("boom") })
+        }
+    }
+
+    pub(crate) fn test_ctx() -> Arc<ProbeContext> {
+        let settings = Settings::from_toml("").unwrap();
+        Arc::new(ProbeContext::new(
+            Arc::new(settings),
+            None,
+            reqwest::Client::new(),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_run_together_and_a_hung_one_times_out_without_blocking_the_others() {
+        let probes: Vec<Arc<dyn Probe>> = vec![
+            Arc::new(Sleepy("fast", 100)),
+            Arc::new(Sleepy("hangs", 60_000)),
+            Arc::new(Panics),
+            Arc::new(Sleepy("slow", 900)),
+        ];
+        let start = tokio::time::Instant::now();
+
+        let findings = run_all(&probes, test_ctx(), Duration::from_secs(1)).await;
+
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1),
+            "the deadline, not the sum"
+        );
+        let by = |n: &str| findings.iter().find(|f| f.probe == n).unwrap().clone();
+        assert_eq!(by("fast").status, Status::Ok);
+        assert_eq!(by("slow").status, Status::Ok);
+        assert_eq!(by("hangs").status, Status::Error);
+        assert_eq!(by("hangs").summary, "timed out after 1000 ms");
+        assert_eq!(by("panics").status, Status::Error);
+        assert_eq!(
+            findings
+                .iter()
+                .map(|f| f.probe.as_str())
+                .collect::<Vec<_>>(),
+            ["fast", "hangs", "panics", "slow"]
+        );
+    }
+
+    #[test]
+    fn a_fingerprint_does_not_reveal_the_secret() {
+        let f = fingerprint(b"correct horse battery staple");
+        assert!(f.starts_with("sha256:") && f.len() == 19 && !f.contains("horse"));
+        assert_eq!(f, fingerprint(b"correct horse battery staple"));
+    }
+}
