@@ -5,7 +5,8 @@
 //! queue and never waits. At start-up, open incidents left without a diagnosis (by a crash or a
 //! full queue) are picked up again; probes are read-only, so re-running them is safe.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -30,6 +31,9 @@ pub struct Engine {
     store: Store,
     examiner: Examiner,
     permits: Arc<Semaphore>,
+    /// Incidents being diagnosed by this process: the queue and the resume pass can name the
+    /// same one.
+    in_flight: Mutex<HashSet<i64>>,
 }
 
 /// What one diagnosis produced.
@@ -43,9 +47,9 @@ impl Examiner {
     /// The enabled probes. `kube`: the Kubernetes client, if there is a cluster.
     pub fn new(settings: Arc<Settings>, kube: Option<kube::Client>) -> Self {
         let probes = probes::enabled(&settings);
+        // No total timeout here: the probe deadline (in `run_all`) is the one authority on time.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(settings.probes.deadline_ms))
-            .timeout(Duration::from_millis(settings.probes.deadline_ms))
             .build()
             .unwrap_or_default();
         Self {
@@ -93,6 +97,7 @@ impl Engine {
             store,
             examiner,
             permits,
+            in_flight: Mutex::new(HashSet::new()),
         }
     }
 
@@ -131,10 +136,29 @@ impl Engine {
     }
 
     async fn diagnose_logged(self: Arc<Self>, incident_id: i64) {
-        let Ok(_permit) = self.permits.clone().acquire_owned().await else {
+        if !self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(incident_id)
+        {
             return;
-        };
-        if let Err(e) = self.diagnose(incident_id).await {
+        }
+        let result = async {
+            let _permit = self.permits.clone().acquire_owned().await.ok()?;
+            match self.store.diagnosis(incident_id).await {
+                Ok(Some(_)) => return Some(Ok(None)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            Some(self.diagnose(incident_id).await)
+        }
+        .await;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&incident_id);
+        if let Some(Err(e)) = result {
             // Left undiagnosed: the next start-up (or resume pass) picks it up again.
             tracing::error!(incident_id, error = %e, "diagnosis could not be stored");
         }

@@ -17,7 +17,9 @@ pub mod s3;
 pub mod secret;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
@@ -301,24 +303,33 @@ pub async fn run_all(
             let (probe, ctx) = (p.clone(), ctx.clone());
             let started_at = Utc::now();
             let clock = Instant::now();
-            let task =
-                tokio::spawn(async move { tokio::time::timeout(deadline, probe.run(ctx)).await });
+            // The probe's own duration is measured in its task: findings are collected in order,
+            // so measuring at collection would charge a fast probe for a slow one before it.
+            let task = tokio::spawn(async move {
+                let out = tokio::time::timeout(deadline, probe.run(ctx)).await;
+                (out, clock.elapsed())
+            });
             (p.name(), started_at, clock, task)
         })
         .collect();
     let mut findings = Vec::with_capacity(started.len());
     for (name, started_at, clock, task) in started {
-        let out = match task.await {
-            Ok(Ok(out)) => out,
-            Ok(Err(_)) => {
-                ProbeOutput::error(format!("timed out after {} ms", deadline.as_millis()))
-            }
-            Err(e) if e.is_panic() => {
-                ProbeOutput::error("the probe crashed (a bug: see the service log)")
-            }
-            Err(_) => ProbeOutput::error("the probe was cancelled"),
+        let (out, elapsed) = match task.await {
+            Ok((Ok(out), elapsed)) => (out, elapsed),
+            Ok((Err(_), elapsed)) => (
+                ProbeOutput::error(format!("timed out after {} ms", deadline.as_millis())),
+                elapsed,
+            ),
+            Err(e) if e.is_panic() => (
+                ProbeOutput::error("the probe crashed (a bug: see the service log)"),
+                clock.elapsed(),
+            ),
+            Err(_) => (
+                ProbeOutput::error("the probe was cancelled"),
+                clock.elapsed(),
+            ),
         };
-        let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         metrics::histogram!("backup_remediator_probe_duration_seconds", "probe" => name)
             .record(duration_ms as f64 / 1e3);
         metrics::counter!("backup_remediator_probe_results_total", "probe" => name, "status" => out.status.as_str())
@@ -394,6 +405,12 @@ mod tests {
         );
         let by = |n: &str| findings.iter().find(|f| f.probe == n).unwrap().clone();
         assert_eq!(by("fast").status, Status::Ok);
+        assert_eq!(
+            by("fast").duration_ms,
+            100,
+            "measured in its own task, not at collection"
+        );
+        assert_eq!(by("slow").duration_ms, 900);
         assert_eq!(by("slow").status, Status::Ok);
         assert_eq!(by("hangs").status, Status::Error);
         assert_eq!(by("hangs").summary, "timed out after 1000 ms");
