@@ -18,10 +18,28 @@ command -v pg_ctlcluster >/dev/null || missing+=(postgresql postgresql-contrib)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v python3 >/dev/null || missing+=(python3 python3-venv)
+command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# moto's server stands in for S3 and IAM: from PATH, or installed once into a venv.
+if [ -z "${MOTO_SERVER:-}" ]; then
+  if command -v moto_server >/dev/null; then
+    MOTO_SERVER=$(command -v moto_server)
+  else
+    venv="${XDG_CACHE_HOME:-$HOME/.cache}/backup-remediator/moto-venv"
+    if [ ! -x "$venv/bin/moto_server" ]; then
+      log "installing moto[server] into $venv"
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install -q 'moto[server]'
+    fi
+    MOTO_SERVER="$venv/bin/moto_server"
+  fi
+  export MOTO_SERVER
 fi
 
 # PostgreSQL on 127.0.0.1:5432; the tests create and drop a database each.

@@ -137,7 +137,7 @@ impl Intake {
         let mut out = Vec::with_capacity(n.alerts.len());
         for alert in &n.alerts {
             let (outcome, incident_id) = self.accept_one(n, alert).await?;
-            metrics::counter!("backup_remediator_alerts_total", "outcome" => outcome_label(outcome)).increment(1);
+            alerts_counter(outcome).increment(1);
             out.push(AlertResult {
                 alertname: alert.name.clone(),
                 fingerprint: alert.fingerprint.clone(),
@@ -196,7 +196,7 @@ impl Intake {
             })
             .await?;
         if created.load(Ordering::Relaxed) {
-            metrics::counter!("backup_remediator_incidents_opened_total").increment(1);
+            crate::static_counter!("backup_remediator_incidents_opened_total").increment(1);
             tracing::info!(incident_id = id, fingerprint = %alert.fingerprint, "incident opened");
             if let Some(tx) = &self.opened_tx {
                 if tx.try_send(id).is_err() {
@@ -208,7 +208,7 @@ impl Intake {
             }
             Ok((Outcome::Opened, Some(id)))
         } else {
-            metrics::counter!("backup_remediator_incidents_deduplicated_total").increment(1);
+            crate::static_counter!("backup_remediator_incidents_deduplicated_total").increment(1);
             let mut pending = lock(&self.pending);
             let p = pending.entry(id).or_insert(Pending {
                 count: 0,
@@ -233,7 +233,7 @@ impl Intake {
             .await?;
         let (outcome, id) = match res {
             Resolution::Resolved(id) => {
-                metrics::counter!("backup_remediator_incidents_resolved_total").increment(1);
+                crate::static_counter!("backup_remediator_incidents_resolved_total").increment(1);
                 tracing::info!(incident_id = id, fingerprint = %alert.fingerprint, "incident resolved by Alertmanager");
                 (Outcome::Resolved, Some(id))
             }
@@ -301,13 +301,18 @@ impl Intake {
     }
 }
 
-fn outcome_label(o: Outcome) -> &'static str {
+fn alerts_counter(o: Outcome) -> &'static metrics::Counter {
+    use crate::static_counter as c;
     match o {
-        Outcome::Opened => "opened",
-        Outcome::Renotified => "renotified",
-        Outcome::Resolved => "resolved",
-        Outcome::AlreadyResolved => "already_resolved",
-        Outcome::ResolvedUnknown => "resolved_unknown",
-        Outcome::Ignored => "ignored",
+        Outcome::Opened => c!("backup_remediator_alerts_total", "outcome" => "opened"),
+        Outcome::Renotified => c!("backup_remediator_alerts_total", "outcome" => "renotified"),
+        Outcome::Resolved => c!("backup_remediator_alerts_total", "outcome" => "resolved"),
+        Outcome::AlreadyResolved => {
+            c!("backup_remediator_alerts_total", "outcome" => "already_resolved")
+        }
+        Outcome::ResolvedUnknown => {
+            c!("backup_remediator_alerts_total", "outcome" => "resolved_unknown")
+        }
+        Outcome::Ignored => c!("backup_remediator_alerts_total", "outcome" => "ignored"),
     }
 }

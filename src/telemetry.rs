@@ -52,3 +52,14 @@ pub fn metrics_handle() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// A counter with fixed labels, registered once and then only incremented: no registry lookup
+/// per event on the hot paths (webhook, intake). The recorder is installed before the server
+/// starts, so the cached handle is the real one.
+#[macro_export]
+macro_rules! static_counter {
+    ($name:literal $(, $k:literal => $v:literal)* $(,)?) => {{
+        static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+        COUNTER.get_or_init(|| metrics::counter!($name $(, $k => $v)*))
+    }};
+}

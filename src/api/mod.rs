@@ -167,7 +167,7 @@ async fn track(req: Request, next: Next) -> impl IntoResponse {
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("backup_remediator_http_requests_total", &labels).increment(1);
+    // The histogram's `_count` is the request counter; one metric per request, not two.
     metrics::histogram!("backup_remediator_http_request_duration_seconds", &labels)
         .record(start.elapsed().as_secs_f64());
     resp

@@ -27,8 +27,23 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 fn count(outcome: &'static str) {
-    metrics::counter!("backup_remediator_webhook_requests_total", "outcome" => outcome)
-        .increment(1);
+    use crate::static_counter as c;
+    const NAME: &str = "backup_remediator_webhook_requests_total";
+    let counter = match outcome {
+        "accepted" => c!("backup_remediator_webhook_requests_total", "outcome" => "accepted"),
+        "bad_request" => c!("backup_remediator_webhook_requests_total", "outcome" => "bad_request"),
+        "payload_too_large" => {
+            c!("backup_remediator_webhook_requests_total", "outcome" => "payload_too_large")
+        }
+        "store_unavailable" => {
+            c!("backup_remediator_webhook_requests_total", "outcome" => "store_unavailable")
+        }
+        _ => {
+            metrics::counter!(NAME, "outcome" => outcome).increment(1);
+            return;
+        }
+    };
+    counter.increment(1);
 }
 
 /// Receive an Alertmanager notification (webhook payload version 4).

@@ -390,35 +390,28 @@ async fn check(job: &JobS3) -> ProbeOutput {
 /// The signals and problem sentences of the steps: refused credentials (once), a missing
 /// bucket (once), and each denied operation the backup job needs.
 fn signals_of(bucket: &str, steps: &[Step]) -> (Vec<Signal>, Vec<String>) {
-    let mut signals = Vec::new();
+    let mut signals: Vec<Signal> = Vec::new();
     let mut problems = Vec::new();
     for step in steps {
         let Some(f) = &step.failure else { continue };
+        let seen = |want: fn(&Signal) -> bool| signals.iter().any(want);
         match f.kind {
-            FailureKind::InvalidAccessKeyId | FailureKind::SignatureDoesNotMatch => {
-                if !signals
-                    .iter()
-                    .any(|s| matches!(s, Signal::S3InvalidCredentials { .. }))
-                {
-                    signals.push(Signal::S3InvalidCredentials {
-                        code: f.code.clone(),
-                    });
-                    problems.push(format!(
-                        "S3 refuses the backup job's credentials ({})",
-                        f.words
-                    ));
-                }
+            FailureKind::InvalidAccessKeyId | FailureKind::SignatureDoesNotMatch
+                if !seen(|s| matches!(s, Signal::S3InvalidCredentials { .. })) =>
+            {
+                signals.push(Signal::S3InvalidCredentials {
+                    code: f.code.clone(),
+                });
+                problems.push(format!(
+                    "S3 refuses the backup job's credentials ({})",
+                    f.words
+                ));
             }
-            FailureKind::NoSuchBucket => {
-                if !signals
-                    .iter()
-                    .any(|s| matches!(s, Signal::BucketMissing { .. }))
-                {
-                    signals.push(Signal::BucketMissing {
-                        bucket: bucket.to_owned(),
-                    });
-                    problems.push("the bucket does not exist".to_owned());
-                }
+            FailureKind::NoSuchBucket if !seen(|s| matches!(s, Signal::BucketMissing { .. })) => {
+                signals.push(Signal::BucketMissing {
+                    bucket: bucket.to_owned(),
+                });
+                problems.push("the bucket does not exist".to_owned());
             }
             // The backup job never deletes, so a denied delete of the probe object is a note.
             FailureKind::AccessDenied | FailureKind::Forbidden

@@ -13,6 +13,16 @@ use crate::diagnosis::Diagnosis;
 use crate::incident::{Incident, NewIncident, TimelineEvent};
 use crate::probes::Finding;
 
+/// Opens an incident with its `opened` event in one atomic statement; no row when the alert's
+/// incident already exists. The load benchmark runs this same statement through pgbench.
+pub const OPEN_INCIDENT: &str = "WITH i AS (\
+     INSERT INTO incidents (fingerprint, alertname, starts_at, status, severity, labels, \
+     annotations, generator_url, opened_at, updated_at, last_seen_at) \
+     VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $8, $8) \
+     ON CONFLICT ON CONSTRAINT incidents_alert_key DO NOTHING RETURNING id) \
+     INSERT INTO incident_events (incident_id, at, kind, detail) \
+     SELECT id, $8, 'opened', $9 FROM i RETURNING incident_id";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Incidents in PostgreSQL.
@@ -59,49 +69,34 @@ impl PgStore {
     }
 
     pub(super) async fn open_incident(&self, new: &NewIncident) -> Result<Opened, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let created: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO incidents (fingerprint, alertname, starts_at, status, severity, labels, \
-             annotations, generator_url, opened_at, updated_at, last_seen_at) \
-             VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $8, $8) \
-             ON CONFLICT ON CONSTRAINT incidents_alert_key DO NOTHING RETURNING id",
-        )
-        .bind(&new.fingerprint)
-        .bind(&new.alertname)
-        .bind(new.starts_at)
-        .bind(&new.severity)
-        .bind(Json(&new.labels))
-        .bind(Json(&new.annotations))
-        .bind(&new.generator_url)
-        .bind(new.opened_at)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(classify)?;
-        let opened = match created {
-            Some(id) => {
-                sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES ($1, $2, 'opened', $3)")
-                    .bind(id)
-                    .bind(new.opened_at)
-                    .bind(Json(&new.detail))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                Opened::Created(id)
-            }
-            None => {
-                let id: i64 = sqlx::query_scalar(
-                    "SELECT id FROM incidents WHERE fingerprint = $1 AND starts_at = $2",
-                )
-                .bind(&new.fingerprint)
-                .bind(new.starts_at)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(classify)?;
-                Opened::Existing(id)
-            }
-        };
-        tx.commit().await.map_err(classify)?;
-        Ok(opened)
+        // One statement, so one round trip: the incident and its `opened` event are inserted
+        // together or not at all (a statement is atomic), and a conflicting insert adds neither.
+        let created: Option<i64> = sqlx::query_scalar(OPEN_INCIDENT)
+            .bind(&new.fingerprint)
+            .bind(&new.alertname)
+            .bind(new.starts_at)
+            .bind(&new.severity)
+            .bind(Json(&new.labels))
+            .bind(Json(&new.annotations))
+            .bind(&new.generator_url)
+            .bind(new.opened_at)
+            .bind(Json(&new.detail))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        match created {
+            Some(id) => Ok(Opened::Created(id)),
+            // Another request or replica inserted it; its row is committed (ON CONFLICT waited).
+            None => sqlx::query_scalar(
+                "SELECT id FROM incidents WHERE fingerprint = $1 AND starts_at = $2",
+            )
+            .bind(&new.fingerprint)
+            .bind(new.starts_at)
+            .fetch_one(&self.pool)
+            .await
+            .map(Opened::Existing)
+            .map_err(classify),
+        }
     }
 
     pub(super) async fn resolve_by_alert(
