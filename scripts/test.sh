@@ -57,6 +57,7 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
     log "setting a password for the local postgres superuser (tests only)"
     as_root su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\""
     export TEST_DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres
+    export PGPASSWORD=postgres  # for pg_dump / psql run by tests
   fi
 fi
 

@@ -92,6 +92,10 @@ pub struct IamSettings {
     pub user: String,
     pub policy: String,
     pub endpoint: String,
+    /// The service's own credentials for reading IAM; empty = the default AWS chain
+    /// (environment, web identity / IRSA, profile, instance metadata).
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]

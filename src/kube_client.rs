@@ -1,1 +1,70 @@
-//! PLACEHOLDER — being written; must not land as is.
+//! The Kubernetes client, and the one list of every Kubernetes API call the service makes (the
+//! RBAC Role in deploy/ is checked against it: a new call must be added here).
+
+use std::time::Duration;
+
+use crate::config::KubeSettings;
+
+/// One Kubernetes API call: verb, API group ("" = core), resource (with subresource).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiCall {
+    pub verb: &'static str,
+    pub group: &'static str,
+    pub resource: &'static str,
+}
+
+const fn call(verb: &'static str, group: &'static str, resource: &'static str) -> ApiCall {
+    ApiCall {
+        verb,
+        group,
+        resource,
+    }
+}
+
+/// Every call the probes make, namespaced to `kubernetes.namespace` except StorageClasses.
+pub const KUBE_API_CALLS: &[ApiCall] = &[
+    call("get", "", "secrets"),
+    call("list", "batch", "jobs"),
+    call("list", "", "pods"),
+    call("get", "", "pods/log"),
+    call("get", "apps", "statefulsets"),
+    call("get", "", "endpoints"),
+    call("get", "", "persistentvolumeclaims"),
+    call("get", "storage.k8s.io", "storageclasses"),
+];
+
+/// Why no client could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeClientError {
+    #[error("kubernetes.api_url {url:?} is not a URL: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("building the Kubernetes client failed: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// The client for `settings`: `api_url` when set, else in-cluster or `$KUBECONFIG`. `Ok(None)`
+/// when there is no cluster configuration at all (a laptop): Kubernetes probes are then skipped.
+pub async fn connect(settings: &KubeSettings) -> Result<Option<kube::Client>, KubeClientError> {
+    let mut config = if settings.api_url.is_empty() {
+        match kube::Config::infer().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(reason = %e, "no Kubernetes configuration found");
+                return Ok(None);
+            }
+        }
+    } else {
+        let url = settings
+            .api_url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| KubeClientError::BadUrl {
+                url: settings.api_url.clone(),
+                reason: e.to_string(),
+            })?;
+        kube::Config::new(url)
+    };
+    config.default_namespace = settings.namespace.clone();
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(15));
+    Ok(Some(kube::Client::try_from(config)?))
+}

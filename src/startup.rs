@@ -32,28 +32,14 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StoreError> {
 /// The Kubernetes client from the settings, or `None` (with a warning) when there is no cluster:
 /// the probes that need it are then skipped rather than failing.
 pub async fn kube_client(settings: &Settings) -> Option<kube::Client> {
-    let k = &settings.kubernetes;
-    let config = if k.api_url.is_empty() {
-        match kube::Config::infer().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(reason = %e, "no Kubernetes configuration (in-cluster or KUBECONFIG): Kubernetes probes are skipped");
-                return None;
-            }
+    match crate::kube_client::connect(&settings.kubernetes).await {
+        Ok(Some(c)) => Some(c),
+        Ok(None) => {
+            tracing::warn!("no Kubernetes configuration (in-cluster or KUBECONFIG): Kubernetes probes are skipped");
+            None
         }
-    } else {
-        match k.api_url.parse() {
-            Ok(url) => kube::Config::new(url),
-            Err(e) => {
-                tracing::warn!(error = %e, "kubernetes.api_url is not a URL: Kubernetes probes are skipped");
-                return None;
-            }
-        }
-    };
-    match kube::Client::try_from(config) {
-        Ok(c) => Some(c),
         Err(e) => {
-            tracing::warn!(error = %e, "Kubernetes client could not be built: Kubernetes probes are skipped");
+            tracing::warn!(error = %e, "Kubernetes probes are skipped");
             None
         }
     }

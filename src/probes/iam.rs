@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -260,7 +261,16 @@ impl Probe for Iam {
                 }
             };
             let limits = Limits::for_deadline(Duration::from_millis(settings.probes.deadline_ms));
-            let client = aws::iam_client(&settings.iam, &settings.s3.region, None, limits).await;
+            let own = (!settings.iam.access_key_id.is_empty()).then(|| {
+                aws_credential_types::Credentials::new(
+                    settings.iam.access_key_id.clone(),
+                    settings.iam.secret_access_key.expose_secret().to_owned(),
+                    None,
+                    None,
+                    "backup-remediator-config",
+                )
+            });
+            let client = aws::iam_client(&settings.iam, &settings.s3.region, own, limits).await;
             check(
                 &client,
                 &settings.iam.user,

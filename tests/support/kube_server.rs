@@ -1,0 +1,431 @@
+//! A stand-in Kubernetes API server for tests: it serves the real API paths and object JSON
+//! (GET, LIST with label selectors, POST, merge PATCH, DELETE, pod logs), so kube-rs builds and
+//! parses real requests; it records every request, and a test changes its state at will.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+/// One request the server received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    pub body: Option<Value>,
+}
+
+#[derive(Default)]
+struct World {
+    /// collection path (e.g. /api/v1/namespaces/ns/pods) → name → object
+    objects: BTreeMap<String, BTreeMap<String, Value>>,
+    logs: HashMap<(String, String), String>,
+    requests: Vec<Recorded>,
+    delays: Vec<(String, Duration)>,
+    next_rv: u64,
+}
+
+/// The running server; stops when dropped.
+pub struct KubeServer {
+    pub url: String,
+    world: Arc<Mutex<World>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KubeServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The plural resource name of a kind.
+fn plural(kind: &str) -> String {
+    match kind {
+        "Endpoints" => "endpoints".into(),
+        "StorageClass" => "storageclasses".into(),
+        k => format!("{}s", k.to_lowercase()),
+    }
+}
+
+/// The collection path of an object, from its apiVersion, kind and namespace.
+fn collection(obj: &Value) -> String {
+    let api_version = obj["apiVersion"].as_str().expect("apiVersion");
+    let kind = obj["kind"].as_str().expect("kind");
+    let base = if api_version.contains('/') {
+        format!("/apis/{api_version}")
+    } else {
+        format!("/api/{api_version}")
+    };
+    match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{base}/namespaces/{ns}/{}", plural(kind)),
+        None => format!("{base}/{}", plural(kind)),
+    }
+}
+
+/// Splits a request path into (collection, name, subresource).
+fn parse(path: &str) -> Option<(String, Option<String>, Option<String>)> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let plural_at = match segs.first()? {
+        &"api" if segs.get(2) == Some(&"namespaces") => 4,
+        &"api" => 2,
+        &"apis" if segs.get(3) == Some(&"namespaces") => 5,
+        &"apis" => 3,
+        _ => return None,
+    };
+    if segs.len() <= plural_at {
+        return None;
+    }
+    let coll = format!("/{}", segs[..=plural_at].join("/"));
+    Some((
+        coll,
+        segs.get(plural_at + 1).map(|s| s.to_string()),
+        segs.get(plural_at + 2).map(|s| s.to_string()),
+    ))
+}
+
+fn status(code: u16, reason: &str, message: String) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                      "message": message, "reason": reason, "code": code});
+    (StatusCode::from_u16(code).unwrap(), axum::Json(body)).into_response()
+}
+
+fn matches(obj: &Value, selector: &str) -> bool {
+    selector
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some((k, v)) => obj["metadata"]["labels"][k.trim_end_matches('=')].as_str() == Some(v),
+            None => true,
+        })
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+async fn handle(
+    State(world): State<Arc<Mutex<World>>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let query = uri.query().unwrap_or("").to_owned();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body_json: Option<Value> = serde_json::from_slice(&body).ok();
+    let delay = {
+        let mut w = world.lock().unwrap();
+        w.requests.push(Recorded {
+            method: method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            content_type,
+            body: body_json.clone(),
+        });
+        w.delays
+            .iter()
+            .find(|(p, _)| path.starts_with(p.as_str()))
+            .map(|(_, d)| *d)
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    let Some((coll, name, sub)) = parse(&path) else {
+        return status(404, "NotFound", format!("no such path {path}"));
+    };
+    let mut w = world.lock().unwrap();
+    match (method.as_str(), name, sub.as_deref()) {
+        ("GET", Some(pod), Some("log")) => {
+            let ns = coll.split('/').nth(4).unwrap_or_default().to_owned();
+            match w.logs.get(&(ns, pod.clone())) {
+                Some(text) => {
+                    let tail =
+                        query_param(&query, "tailLines").and_then(|n| n.parse::<usize>().ok());
+                    let lines: Vec<&str> = text.lines().collect();
+                    let start = tail.map_or(0, |n| lines.len().saturating_sub(n));
+                    let mut out = lines[start..].join("\n");
+                    out.push('\n');
+                    (StatusCode::OK, out).into_response()
+                }
+                None => status(404, "NotFound", format!("pods \"{pod}\" not found")),
+            }
+        }
+        ("GET", Some(name), None) => match w.objects.get(&coll).and_then(|m| m.get(&name)) {
+            Some(obj) => axum::Json(obj.clone()).into_response(),
+            None => status(
+                404,
+                "NotFound",
+                format!(
+                    "{} \"{name}\" not found",
+                    coll.rsplit('/').next().unwrap_or("")
+                ),
+            ),
+        },
+        ("GET", None, None) => {
+            let selector = query_param(&query, "labelSelector").unwrap_or_default();
+            let items: Vec<Value> = w
+                .objects
+                .get(&coll)
+                .map(|m| {
+                    m.values()
+                        .filter(|o| matches(o, &selector))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            let api_version = coll.split('/').collect::<Vec<_>>();
+            let api_version = if api_version[1] == "api" {
+                "v1".to_owned()
+            } else {
+                format!("{}/{}", api_version[2], api_version[3])
+            };
+            axum::Json(json!({"apiVersion": api_version, "kind": "List", "metadata": {"resourceVersion": w.next_rv.to_string()}, "items": items}))
+                .into_response()
+        }
+        ("POST", None, None) => {
+            let Some(mut obj) = body_json else {
+                return status(400, "BadRequest", "body is not JSON".into());
+            };
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if w.objects.get(&coll).is_some_and(|m| m.contains_key(&name)) {
+                return status(409, "AlreadyExists", format!("\"{name}\" already exists"));
+            }
+            w.next_rv += 1;
+            obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+            obj["metadata"]["resourceVersion"] = json!(w.next_rv.to_string());
+            obj["metadata"]["creationTimestamp"] =
+                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            w.objects.entry(coll).or_default().insert(name, obj.clone());
+            (StatusCode::CREATED, axum::Json(obj)).into_response()
+        }
+        ("PATCH", Some(name), None) => {
+            let Some(patch) = body_json else {
+                return status(400, "BadRequest", "body is not JSON".into());
+            };
+            w.next_rv += 1;
+            let rv = w.next_rv;
+            match w.objects.get_mut(&coll).and_then(|m| m.get_mut(&name)) {
+                Some(obj) => {
+                    merge(obj, &patch);
+                    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+                    axum::Json(obj.clone()).into_response()
+                }
+                None => status(404, "NotFound", format!("\"{name}\" not found")),
+            }
+        }
+        ("DELETE", Some(name), None) => {
+            match w.objects.get_mut(&coll).and_then(|m| m.remove(&name)) {
+                Some(obj) => axum::Json(obj).into_response(),
+                None => status(404, "NotFound", format!("\"{name}\" not found")),
+            }
+        }
+        _ => status(405, "MethodNotAllowed", format!("{method} {path}")),
+    }
+}
+
+impl KubeServer {
+    pub async fn start() -> Self {
+        let world = Arc::new(Mutex::new(World {
+            next_rv: 1,
+            ..World::default()
+        }));
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(world.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        KubeServer { url, world, task }
+    }
+
+    /// Stores (or replaces) an object; its path comes from apiVersion, kind and metadata.
+    pub fn put(&self, mut obj: Value) {
+        let mut w = self.world.lock().unwrap();
+        w.next_rv += 1;
+        if obj["metadata"]["creationTimestamp"].is_null() {
+            obj["metadata"]["creationTimestamp"] =
+                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
+        obj["metadata"]["resourceVersion"] = json!(w.next_rv.to_string());
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .expect("metadata.name")
+            .to_owned();
+        w.objects
+            .entry(collection(&obj))
+            .or_default()
+            .insert(name, obj);
+    }
+
+    /// Removes an object of `kind` named `name` (any namespace).
+    pub fn remove(&self, kind: &str, name: &str) {
+        let p = plural(kind);
+        let mut w = self.world.lock().unwrap();
+        for (coll, m) in w.objects.iter_mut() {
+            if coll.ends_with(&format!("/{p}")) {
+                m.remove(name);
+            }
+        }
+    }
+
+    pub fn set_log(&self, namespace: &str, pod: &str, text: &str) {
+        self.world
+            .lock()
+            .unwrap()
+            .logs
+            .insert((namespace.into(), pod.into()), text.into());
+    }
+
+    /// Requests under `path_prefix` wait `d` before being answered.
+    pub fn delay(&self, path_prefix: &str, d: Duration) {
+        self.world
+            .lock()
+            .unwrap()
+            .delays
+            .push((path_prefix.into(), d));
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.world.lock().unwrap().requests.clone()
+    }
+
+    pub fn client(&self) -> kube::Client {
+        backup_remediator::install_crypto_provider();
+        let mut config = kube::Config::new(self.url.parse().unwrap());
+        config.default_namespace = "link-services".into();
+        kube::Client::try_from(config).unwrap()
+    }
+}
+
+/// Object builders, in the shape the API server returns them.
+pub mod fixtures {
+    use base64::Engine;
+    use serde_json::{json, Value};
+
+    pub const NS: &str = "link-services";
+
+    pub fn secret(name: &str, data: &[(&str, &str)]) -> Value {
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| {
+                (
+                    (*k).to_owned(),
+                    json!(base64::engine::general_purpose::STANDARD.encode(v)),
+                )
+            })
+            .collect();
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "type": "Opaque", "data": data})
+    }
+
+    /// A backup Job created at `created` (RFC 3339): `state` is succeeded, failed or active.
+    pub fn job(name: &str, created: &str, state: &str) -> Value {
+        let status = match state {
+            "succeeded" => json!({"succeeded": 1, "completionTime": created,
+                "conditions": [{"type": "Complete", "status": "True"}]}),
+            "failed" => json!({"failed": 6, "conditions": [{"type": "Failed", "status": "True",
+                "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}),
+            _ => json!({"active": 1}),
+        };
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": name, "namespace": NS, "creationTimestamp": created, "labels": {"app": "postgres-backup"}},
+               "spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "backup", "image": "postgres:16-alpine"}]}}},
+               "status": status})
+    }
+
+    /// A pod of a Job; `fate`: ok, error (exit 1), oomkilled, evicted-ephemeral, imagepull.
+    pub fn job_pod(name: &str, job: &str, created: &str, fate: &str) -> Value {
+        let status = match fate {
+            "evicted-ephemeral" => json!({"phase": "Failed", "reason": "Evicted",
+                "message": "Pod ephemeral local storage usage exceeds the total limit of containers 1Gi."}),
+            "oomkilled" => {
+                json!({"phase": "Failed", "containerStatuses": [{"name": "backup", "ready": false, "restartCount": 0,
+                "image": "postgres:16-alpine", "imageID": "", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]})
+            }
+            "imagepull" => {
+                json!({"phase": "Pending", "containerStatuses": [{"name": "backup", "ready": false, "restartCount": 0,
+                "image": "postgres:16-alpine", "imageID": "", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]})
+            }
+            "error" => {
+                json!({"phase": "Failed", "containerStatuses": [{"name": "backup", "ready": false, "restartCount": 0,
+                "image": "postgres:16-alpine", "imageID": "", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]})
+            }
+            _ => json!({"phase": "Succeeded"}),
+        };
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": NS, "creationTimestamp": created, "labels": {"job-name": job}},
+               "spec": {"containers": [{"name": "backup", "image": "postgres:16-alpine"}]}, "status": status})
+    }
+
+    pub fn statefulset(name: &str, ready: i32) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name, "namespace": NS},
+               "spec": {"replicas": 1, "serviceName": name, "selector": {"matchLabels": {"app": name}},
+                        "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]}}},
+               "status": {"replicas": 1, "readyReplicas": ready}})
+    }
+
+    pub fn primary_pod(name: &str, app: &str, ready: bool) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, "labels": {"app": app}},
+               "spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]},
+               "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
+    }
+
+    pub fn endpoints(name: &str, addresses: &[&str]) -> Value {
+        let subsets = if addresses.is_empty() {
+            json!([])
+        } else {
+            json!([{"addresses": addresses.iter().map(|a| json!({"ip": a})).collect::<Vec<_>>(), "ports": [{"port": 5432}]}])
+        };
+        json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": NS}, "subsets": subsets})
+    }
+
+    pub fn pvc(name: &str, class: &str, size: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": NS},
+               "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
+               "status": {"phase": "Bound", "capacity": {"storage": size}}})
+    }
+
+    pub fn storage_class(name: &str, expandable: bool) -> Value {
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+               "provisioner": "ebs.csi.aws.com", "allowVolumeExpansion": expandable})
+    }
+}
