@@ -73,11 +73,11 @@ fn collection(obj: &Value) -> String {
 /// Splits a request path into (collection, name, subresource).
 fn parse(path: &str) -> Option<(String, Option<String>, Option<String>)> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let plural_at = match segs.first()? {
-        &"api" if segs.get(2) == Some(&"namespaces") => 4,
-        &"api" => 2,
-        &"apis" if segs.get(3) == Some(&"namespaces") => 5,
-        &"apis" => 3,
+    let plural_at = match *segs.first()? {
+        "api" if segs.get(2) == Some(&"namespaces") => 4,
+        "api" => 2,
+        "apis" if segs.get(3) == Some(&"namespaces") => 5,
+        "apis" => 3,
         _ => return None,
     };
     if segs.len() <= plural_at {
