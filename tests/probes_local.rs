@@ -2,6 +2,8 @@
 //! Debian's package scraping series the test serves, and the local PostgreSQL with a backup role
 //! the test creates and breaks.
 
+#[path = "support/pg.rs"]
+mod pg;
 #[path = "support/procs.rs"]
 mod procs;
 
@@ -17,7 +19,6 @@ use backup_remediator::probes::{
     BackupSecret, ConnectFailure, Probe, ProbeContext, ProbeOutput, Signal, Status,
 };
 use k8s_openapi::ByteString;
-use sqlx::{Connection, Executor, PgConnection};
 
 fn ctx(settings: Settings, secret: Option<BackupSecret>) -> Arc<ProbeContext> {
     backup_remediator::install_crypto_provider();
@@ -118,66 +119,27 @@ async fn an_unreachable_prometheus_is_an_error_finding() {
 
 // ---------- database, against the real PostgreSQL ----------
 
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+/// Two databases (each with a table and a sequence) and a backup role of the test's own.
+struct Fixture(pg::Scratch);
 
-/// Two databases and a backup role of the test's own, dropped at the end.
-struct Fixture {
-    role: String,
-    password: String,
-    dbs: Vec<String>,
+impl std::ops::Deref for Fixture {
+    type Target = pg::Scratch;
+    fn deref(&self) -> &pg::Scratch {
+        &self.0
+    }
 }
 
 impl Fixture {
     async fn new() -> Self {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let f = Fixture {
-            role: format!("backup_{}", &id[..10]),
-            password: format!("canary-pw-{}", &id[..8]),
-            dbs: vec![
-                format!("link_users_{}", &id[..10]),
-                format!("link_chat_{}", &id[..10]),
-            ],
-        };
-        let mut admin = PgConnection::connect(&admin_url())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL at {} is not reachable ({e}): run scripts/test.sh",
-                    admin_url()
-                )
-            });
-        admin
-            .execute(format!("CREATE ROLE {} LOGIN PASSWORD '{}'", f.role, f.password).as_str())
-            .await
-            .unwrap();
-        for db in &f.dbs {
-            admin
-                .execute(format!("CREATE DATABASE {db}").as_str())
-                .await
-                .unwrap();
-            let mut c = f.admin_on(db).await;
-            c.execute(
+        let s = pg::Scratch::create(&["link_users", "link_chat"]).await;
+        for db in &s.dbs {
+            s.sql(
+                db,
                 "CREATE TABLE users (id int primary key, email text); CREATE SEQUENCE invoice_seq",
             )
-            .await
-            .unwrap();
+            .await;
         }
-        f
-    }
-
-    async fn admin_on(&self, db: &str) -> PgConnection {
-        let url = admin_url();
-        let base = url.rsplit_once('/').unwrap().0;
-        PgConnection::connect(&format!("{base}/{db}"))
-            .await
-            .unwrap()
-    }
-
-    async fn sql(&self, db: &str, sql: &str) {
-        self.admin_on(db).await.execute(sql).await.unwrap();
+        Fixture(s)
     }
 
     fn secret(&self, user: &str) -> BackupSecret {
@@ -210,31 +172,6 @@ impl Fixture {
 
     async fn probe(&self, user: &str) -> ProbeOutput {
         run(&Database, ctx(self.settings(5432), Some(self.secret(user)))).await
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let (role, dbs) = (self.role.clone(), self.dbs.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut c) = PgConnection::connect(&admin_url()).await {
-                    for db in dbs {
-                        let _ = c
-                            .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
-                            .await;
-                    }
-                    let _ = c
-                        .execute(format!("DROP ROLE IF EXISTS {role}").as_str())
-                        .await;
-                }
-            });
-        })
-        .join();
     }
 }
 

@@ -10,17 +10,17 @@
 mod kube_server;
 #[path = "support/moto.rs"]
 mod moto;
+#[path = "support/pg.rs"]
+mod pg;
 #[path = "support/procs.rs"]
 mod procs;
 
-use std::process::Command;
 use std::time::Duration;
 
 use backup_remediator::config::Settings;
 use backup_remediator::startup::Application;
 use kube_server::{fixtures as fx, KubeServer};
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor, PgConnection};
 
 const BUCKET: &str = "link-backups";
 const KEY: &str = "current-encryption-key-0123456789abcdef";
@@ -39,106 +39,6 @@ enum Break {
     Encryption,
 }
 
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// The backup role and databases of one test; dropped at the end.
-struct Pg {
-    role: String,
-    dbs: Vec<String>,
-}
-
-impl Pg {
-    async fn new(id: &str) -> Self {
-        let pg = Pg {
-            role: format!("backup_{id}"),
-            dbs: vec![format!("users_{id}"), format!("chat_{id}")],
-        };
-        let mut admin = PgConnection::connect(&admin_url())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL at {} is not reachable ({e}): run scripts/test.sh",
-                    admin_url()
-                )
-            });
-        admin
-            .execute(format!("CREATE ROLE {} LOGIN PASSWORD 'scenario-pw'", pg.role).as_str())
-            .await
-            .unwrap();
-        admin
-            .execute(format!("GRANT pg_read_all_data TO {}", pg.role).as_str())
-            .await
-            .unwrap();
-        for db in &pg.dbs {
-            admin
-                .execute(format!("CREATE DATABASE {db}").as_str())
-                .await
-                .unwrap();
-        }
-        pg
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let (role, dbs) = (self.role.clone(), self.dbs.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut c) = PgConnection::connect(&admin_url()).await {
-                    for db in dbs {
-                        let _ = c
-                            .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
-                            .await;
-                    }
-                    let _ = c
-                        .execute(format!("DROP ROLE IF EXISTS {role}").as_str())
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// A real backup as the runbook's job makes it: `pg_dump -Fc`, then `openssl enc … -k KEY`.
-fn real_backup(dir: &std::path::Path, key: &str) -> Vec<u8> {
-    let dump = dir.join("link_users.dump");
-    let ok = Command::new("pg_dump")
-        .args(["-Fc", "-h", "127.0.0.1", "-U", "postgres", "-f"])
-        .arg(&dump)
-        .arg("postgres")
-        .status()
-        .expect("pg_dump is installed (scripts/test.sh installs PostgreSQL)");
-    assert!(ok.success(), "pg_dump failed");
-    let enc = dir.join("link_users.dump.enc");
-    let ok = Command::new("openssl")
-        .args([
-            "enc",
-            "-aes-256-cbc",
-            "-salt",
-            "-pbkdf2",
-            "-iter",
-            "100000",
-            "-in",
-        ])
-        .arg(&dump)
-        .arg("-out")
-        .arg(&enc)
-        .args(["-pass", "env:BACKUP_ENCRYPTION_KEY"])
-        .env("BACKUP_ENCRYPTION_KEY", key)
-        .status()
-        .expect("openssl is installed");
-    assert!(ok.success(), "openssl enc failed");
-    std::fs::read(enc).unwrap()
-}
-
 /// Everything the service looks at, in the state `broken` asks for, and the service itself.
 struct World {
     base: String,
@@ -146,7 +46,7 @@ struct World {
     kube: KubeServer,
     _moto: moto::Moto,
     _prom: procs::Daemon,
-    _pg: Pg,
+    _pg: pg::Scratch,
     _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
 }
@@ -159,9 +59,13 @@ impl Drop for World {
 
 async fn world(broken: Break, job_log: &str) -> World {
     backup_remediator::install_crypto_provider();
-    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
     let dir = tempfile::tempdir().unwrap();
-    let pg = Pg::new(&id).await;
+    let pg = pg::Scratch::create(&["users", "chat"]).await;
+    pg.sql(
+        "postgres",
+        &format!("GRANT pg_read_all_data TO {}", pg.role),
+    )
+    .await;
 
     // S3 and IAM: a bucket with a real encrypted backup, the backup user and its policy.
     let moto = moto::Moto::start().await;
@@ -169,7 +73,7 @@ async fn world(broken: Break, job_log: &str) -> World {
     moto.put(
         BUCKET,
         "postgres-backups/postgres-backup-20261124_020000_link_users.sql.enc",
-        real_backup(dir.path(), KEY),
+        pg::real_backup(dir.path(), KEY),
     )
     .await;
     let policy = json!({"Version": "2012-10-17", "Statement": [
@@ -201,7 +105,7 @@ async fn world(broken: Break, job_log: &str) -> World {
         "postgres-backup-secret",
         &[
             ("postgres-user", user),
-            ("postgres-password", "scenario-pw"),
+            ("postgres-password", pg.password.as_str()),
             ("s3-bucket", bucket),
             ("encryption-key", key),
             ("aws-access-key-id", job_creds.access_key_id()),

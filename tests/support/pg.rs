@@ -1,0 +1,122 @@
+//! The local PostgreSQL for tests: the admin connection, and a scratch backup role with
+//! databases of one test's own, dropped (with FORCE) when the value is dropped.
+#![allow(dead_code)]
+
+use sqlx::{Connection, Executor, PgConnection};
+
+/// `TEST_DATABASE_URL`, else the local trust-auth server.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// An admin connection to `db`, failing with what to start when the server is down.
+pub async fn admin_on(db: &str) -> PgConnection {
+    let url = admin_url();
+    let base = url
+        .rsplit_once('/')
+        .expect("TEST_DATABASE_URL ends in /DATABASE")
+        .0;
+    PgConnection::connect(&format!("{base}/{db}"))
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {url} is not reachable ({e}): run scripts/test.sh")
+        })
+}
+
+/// A login role and databases for one test.
+pub struct Scratch {
+    pub role: String,
+    pub password: String,
+    pub dbs: Vec<String>,
+}
+
+impl Scratch {
+    /// Creates role `backup_<id>` (LOGIN, a password) and one database per name in `dbs`
+    /// (suffixed with `_<id>`).
+    pub async fn create(dbs: &[&str]) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let s = Scratch {
+            role: format!("backup_{id}"),
+            password: format!("canary-pw-{}", &id[..8]),
+            dbs: dbs.iter().map(|d| format!("{d}_{id}")).collect(),
+        };
+        let mut admin = admin_on("postgres").await;
+        admin
+            .execute(format!("CREATE ROLE {} LOGIN PASSWORD '{}'", s.role, s.password).as_str())
+            .await
+            .unwrap();
+        for db in &s.dbs {
+            admin
+                .execute(format!("CREATE DATABASE {db}").as_str())
+                .await
+                .unwrap();
+        }
+        s
+    }
+
+    /// Runs `sql` as the admin in `db`.
+    pub async fn sql(&self, db: &str, sql: &str) {
+        admin_on(db).await.execute(sql).await.unwrap();
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let (role, dbs) = (self.role.clone(), self.dbs.clone());
+        // Drop runs inside the test's runtime: clean up on a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut c = admin_on("postgres").await;
+                for db in dbs {
+                    let _ = c
+                        .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+                        .await;
+                }
+                let _ = c
+                    .execute(format!("DROP ROLE IF EXISTS {role}").as_str())
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A real backup as the runbook's job makes it: `pg_dump -Fc` of the local `postgres` database,
+/// then `openssl enc -aes-256-cbc -salt -pbkdf2 -iter 100000` with `key` (passed by environment,
+/// never on a command line a process list would show).
+pub fn real_backup(dir: &std::path::Path, key: &str) -> Vec<u8> {
+    use std::process::Command;
+    let dump = dir.join("link_users.dump");
+    let ok = Command::new("pg_dump")
+        .args(["-Fc", "-h", "127.0.0.1", "-U", "postgres", "-f"])
+        .arg(&dump)
+        .arg("postgres")
+        .status()
+        .expect("pg_dump is installed (scripts/test.sh installs PostgreSQL)");
+    assert!(ok.success(), "pg_dump failed");
+    let enc = dir.join("link_users.dump.enc");
+    let ok = Command::new("openssl")
+        .args([
+            "enc",
+            "-aes-256-cbc",
+            "-salt",
+            "-pbkdf2",
+            "-iter",
+            "100000",
+            "-in",
+        ])
+        .arg(&dump)
+        .arg("-out")
+        .arg(&enc)
+        .args(["-pass", "env:BACKUP_ENCRYPTION_KEY"])
+        .env("BACKUP_ENCRYPTION_KEY", key)
+        .status()
+        .expect("openssl is installed");
+    assert!(ok.success(), "openssl enc failed");
+    std::fs::read(enc).unwrap()
+}
