@@ -210,3 +210,68 @@ fn migrate_creates_the_embedded_store_and_is_idempotent() {
     }
     assert!(dir.path().join("data/backup-remediator.sqlite").is_file());
 }
+
+#[test]
+fn replay_and_probe_print_findings_and_a_diagnosis_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    // Only the database probe, pointed at a port where nothing listens.
+    std::fs::write(
+        dir.path().join("replay.toml"),
+        format!("[probes]\nenabled = [\"database\"]\ndeadline_ms = 3000\n[target]\nhost = \"127.0.0.1\"\nport = {closed}\n"),
+    )
+    .unwrap();
+    let alert = r#"{"version":"4","status":"firing","receiver":"r","groupKey":"{}:{}","alerts":[{"status":"firing",
+        "labels":{"alertname":"PostgreSQLBackupFailed"},"annotations":{},"startsAt":"2026-11-25T01:02:03Z",
+        "endsAt":"0001-01-01T00:00:00Z","generatorURL":"","fingerprint":"0123456789abcdef"}]}"#;
+    std::fs::write(dir.path().join("alert.json"), alert).unwrap();
+
+    let out = run(
+        dir.path(),
+        &["--config", "replay.toml", "replay", "alert.json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("PostgreSQLBackupFailed (firing) fingerprint 0123456789abcdef"),
+        "{report}"
+    );
+    assert!(
+        report.contains("PROBLEM  database") && report.contains("refused the connection"),
+        "{report}"
+    );
+    assert!(
+        report.contains("DIAGNOSIS  scenario 1, database connection"),
+        "{report}"
+    );
+
+    let out = run(
+        dir.path(),
+        &["--config", "replay.toml", "replay", "alert.json", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(v["diagnosis"]["scenario"], "database_connection");
+    assert_eq!(v["findings"][0]["signals"][0]["failure"], "refused");
+
+    let out = run(
+        dir.path(),
+        &["--config", "replay.toml", "probe", "database", "--json"],
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("probe --json prints JSON");
+    assert_eq!(v[0]["probe"], "database");
+    let bad = run(dir.path(), &["probe", "nonsense"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown probe \"nonsense\""));
+    let not_alert = run(dir.path(), &["replay", "replay.toml"]);
+    assert!(!not_alert.status.success());
+    assert!(String::from_utf8_lossy(&not_alert.stderr).contains("is not an Alertmanager payload"));
+
+    assert!(
+        !dir.path().join("data").exists(),
+        "replay and probe open no store"
+    );
+}
