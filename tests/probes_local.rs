@@ -19,6 +19,7 @@ use backup_remediator::probes::{
     BackupSecret, ConnectFailure, Probe, ProbeContext, ProbeOutput, Signal, Status,
 };
 use k8s_openapi::ByteString;
+use sqlx::Connection;
 
 fn ctx(settings: Settings, secret: Option<BackupSecret>) -> Arc<ProbeContext> {
     backup_remediator::install_crypto_provider();
@@ -308,5 +309,64 @@ async fn without_backup_credentials_the_database_probe_says_so_and_skips_the_log
         out.summary.contains("no backup credentials"),
         "{}",
         out.summary
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_an_authentication_failure_and_the_right_one_logs_in() {
+    // The shared server trusts every local login; this one checks passwords.
+    let server = pg::PasswordServer::start("superuser-canary-pw");
+    let admin = format!(
+        "postgres://postgres:superuser-canary-pw@127.0.0.1:{}/postgres",
+        server.port
+    );
+    let mut c = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("superuser logs in with its password");
+    sqlx::Executor::execute(&mut c, "CREATE ROLE backup_user LOGIN PASSWORD 'right-canary-pw'; GRANT pg_read_all_data TO backup_user")
+        .await
+        .unwrap();
+    let settings = Settings::from_toml(&format!(
+        "[target]\nhost = \"127.0.0.1\"\nport = {}\ndatabases = [\"postgres\"]\nconnect_timeout_ms = 3000",
+        server.port
+    ))
+    .unwrap();
+    let secret = |password: &str| {
+        let data: BTreeMap<String, ByteString> = [
+            ("postgres-user", "backup_user"),
+            ("postgres-password", password),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+        .collect();
+        BackupSecret::from_data(&data)
+    };
+
+    let wrong = run(
+        &Database,
+        ctx(settings.clone(), Some(secret("drifted-canary-pw"))),
+    )
+    .await;
+    let right = run(&Database, ctx(settings, Some(secret("right-canary-pw")))).await;
+
+    assert_eq!(
+        wrong.signals,
+        vec![Signal::AuthenticationFailed {
+            role: "backup_user".into()
+        }]
+    );
+    assert!(
+        wrong.summary.contains("authentication failed"),
+        "{}",
+        wrong.summary
+    );
+    assert_eq!(right.status, Status::Ok, "{}", right.summary);
+    let shown = format!(
+        "{} {} {} {}",
+        wrong.summary, wrong.evidence, right.summary, right.evidence
+    );
+    assert!(
+        !shown.contains("canary"),
+        "no password reaches a finding: {shown}"
     );
 }

@@ -120,3 +120,98 @@ pub fn real_backup(dir: &std::path::Path, key: &str) -> Vec<u8> {
     assert!(ok.success(), "openssl enc failed");
     std::fs::read(enc).unwrap()
 }
+
+/// A private PostgreSQL server that asks for passwords (scram-sha-256 over TCP), for the one
+/// thing the shared trust-auth server cannot show: a refused password. It runs as the
+/// `postgres` OS user (initdb refuses root) on a free loopback port, and is stopped on drop.
+pub struct PasswordServer {
+    pub port: u16,
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl PasswordServer {
+    pub fn start(superuser_password: &str) -> Self {
+        use std::os::unix::fs::chown;
+        use std::process::Command;
+        let version = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql (scripts/test.sh installs them)")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+            .expect("a PostgreSQL version directory");
+        let bin = std::path::PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"));
+        let pg = Command::new("id")
+            .args(["-u", "postgres"])
+            .output()
+            .expect("id");
+        let uid: u32 = String::from_utf8_lossy(&pg.stdout)
+            .trim()
+            .parse()
+            .expect("a postgres OS user");
+        let dir = tempfile::tempdir().unwrap();
+        chown(dir.path(), Some(uid), None)
+            .expect("this test runs as root, to run PostgreSQL as the postgres user");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, superuser_password).unwrap();
+        chown(&pwfile, Some(uid), None).unwrap();
+        let as_postgres = |program: &str| {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin.join(program));
+            c
+        };
+        let data = dir.path().join("data");
+        let out = as_postgres("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1",
+                dir.path().display()
+            ))
+            .arg("-l")
+            .arg(dir.path().join("server.log"))
+            .args(["-w", "-t", "30", "start"])
+            .output()
+            .expect("pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PasswordServer { port, bin, dir }
+    }
+}
+
+impl Drop for PasswordServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
