@@ -129,6 +129,9 @@ pub struct AuthSettings {
     pub webhook_basic_user: String,
     pub webhook_basic_password: SecretString,
     pub api_token: SecretString,
+    /// Bearer token for the write endpoints (approvals, manual backups, restore tests). Empty:
+    /// those endpoints refuse every request (403) unless `insecure_no_auth`.
+    pub admin_token: SecretString,
     pub insecure_no_auth: bool,
 }
 
@@ -210,12 +213,15 @@ impl Settings {
                     .split("__")
                     .filter(|k| k.as_str().contains("__")),
             )
-            .merge(Env::raw().only(&["BR_WEBHOOK_TOKEN", "BR_API_TOKEN"]).map(
-                |k| match k.as_str() {
-                    "BR_WEBHOOK_TOKEN" => "auth.webhook_token".into(),
-                    _ => "auth.api_token".into(),
-                },
-            ))
+            .merge(
+                Env::raw()
+                    .only(&["BR_WEBHOOK_TOKEN", "BR_API_TOKEN", "BR_ADMIN_TOKEN"])
+                    .map(|k| match k.as_str() {
+                        "BR_WEBHOOK_TOKEN" => "auth.webhook_token".into(),
+                        "BR_API_TOKEN" => "auth.api_token".into(),
+                        _ => "auth.admin_token".into(),
+                    }),
+            )
             .merge(
                 Env::raw()
                     .only(&["DATABASE_URL"])

@@ -17,16 +17,24 @@ pub enum IncidentStatus {
     Resolved,
     /// Handed to people: no safe fix, or the deadline passed.
     Escalated,
+    /// Fixed by the service and proven by a verified backup.
+    Remediated,
 }
 
 impl IncidentStatus {
-    pub const ALL: [IncidentStatus; 3] = [Self::Open, Self::Resolved, Self::Escalated];
+    pub const ALL: [IncidentStatus; 4] = [
+        Self::Open,
+        Self::Resolved,
+        Self::Escalated,
+        Self::Remediated,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Open => "open",
             Self::Resolved => "resolved",
             Self::Escalated => "escalated",
+            Self::Remediated => "remediated",
         }
     }
 }
@@ -44,7 +52,9 @@ impl FromStr for IncidentStatus {
             .into_iter()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown status {s:?}, expected one of open, resolved, escalated")
+                format!(
+                    "unknown status {s:?}, expected one of open, resolved, escalated, remediated"
+                )
             })
     }
 }

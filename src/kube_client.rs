@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use crate::config::KubeSettings;
 
-/// One Kubernetes API call: verb, API group ("" = core), resource (with subresource).
+/// One Kubernetes API call: verb, API group ("" = core), resource (with subresource), and the
+/// remediation action that alone needs it (`None`: needed whatever the policy says).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApiCall {
     pub verb: &'static str,
     pub group: &'static str,
     pub resource: &'static str,
+    /// The action whose policy must not be `never` for this call to be made, if any.
+    pub only_for_action: Option<&'static str>,
 }
 
 const fn call(verb: &'static str, group: &'static str, resource: &'static str) -> ApiCall {
@@ -18,11 +21,27 @@ const fn call(verb: &'static str, group: &'static str, resource: &'static str) -
         verb,
         group,
         resource,
+        only_for_action: None,
     }
 }
 
-/// Every call the probes make, namespaced to `kubernetes.namespace` except StorageClasses.
+const fn call_for(
+    action: &'static str,
+    verb: &'static str,
+    group: &'static str,
+    resource: &'static str,
+) -> ApiCall {
+    ApiCall {
+        verb,
+        group,
+        resource,
+        only_for_action: Some(action),
+    }
+}
+
+/// Every call the service makes, namespaced to `kubernetes.namespace` except StorageClasses.
 pub const KUBE_API_CALLS: &[ApiCall] = &[
+    // Probes.
     call("get", "", "secrets"),
     call("list", "batch", "jobs"),
     call("list", "", "pods"),
@@ -31,6 +50,14 @@ pub const KUBE_API_CALLS: &[ApiCall] = &[
     call("get", "", "endpoints"),
     call("get", "", "persistentvolumeclaims"),
     call("get", "storage.k8s.io", "storageclasses"),
+    // Backup Jobs: rerun from the CronJob (verification) and the manual backup; watched to the end.
+    call("get", "batch", "cronjobs"),
+    call("create", "batch", "jobs"),
+    call("get", "batch", "jobs"),
+    call("watch", "batch", "jobs"),
+    // Remediation actions.
+    call_for("expand_pvc", "patch", "", "persistentvolumeclaims"),
+    call_for("restart_primary", "patch", "apps", "statefulsets"),
 ];
 
 /// Why no client could be built.

@@ -69,7 +69,7 @@ enum Command {
 enum IncidentsCommand {
     /// List incidents, newest first.
     List {
-        /// open, resolved or escalated.
+        /// open, resolved, escalated or remediated.
         #[arg(long)]
         status: Option<IncidentStatus>,
         #[arg(long, default_value_t = 50)]

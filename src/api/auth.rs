@@ -19,6 +19,7 @@ pub struct Auth {
     webhook_token: Option<SecretString>,
     webhook_basic: Option<(String, SecretString)>,
     api_token: Option<SecretString>,
+    admin_token: Option<SecretString>,
     insecure: bool,
 }
 
@@ -39,6 +40,7 @@ impl Auth {
             webhook_token: non_empty(&s.webhook_token),
             webhook_basic: basic,
             api_token: non_empty(&s.api_token),
+            admin_token: non_empty(&s.admin_token),
             insecure: s.insecure_no_auth,
         }
     }
@@ -101,6 +103,64 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// Accepts the admin bearer token (write endpoints). Without a configured admin token the
+    /// write endpoints are closed (403), unless the service runs with `insecure_no_auth`.
+    pub fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &self.admin_token else {
+            return if self.insecure {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden(
+                    "no admin token is configured (auth.admin_token / BR_ADMIN_TOKEN): \
+                     write endpoints are disabled"
+                        .to_owned(),
+                ))
+            };
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer);
+        match given {
+            Some(g) if ct_eq(g.as_bytes(), token.expose_secret().as_bytes()) => Ok(()),
+            _ => Err(ApiError::Unauthorized {
+                challenge: "Bearer realm=\"backup-remediator-admin\"",
+            }),
+        }
+    }
+}
+
+/// The header in which an admin caller names themselves (recorded with approvals).
+pub const ACTOR_HEADER: &str = "x-actor";
+
+/// Proof that the request carries the admin token, with who the caller says they are: the
+/// `X-Actor` header (printable, at most 100 characters), else `"admin-token"`.
+pub struct AdminCaller {
+    pub actor: String,
+}
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.auth.check_admin(&parts.headers)?;
+        let actor = match parts.headers.get(ACTOR_HEADER) {
+            None => "admin-token".to_owned(),
+            Some(v) => {
+                let v = v.to_str().ok().map(str::trim).unwrap_or_default();
+                if v.is_empty() || v.chars().count() > 100 || v.chars().any(|c| c.is_control()) {
+                    return Err(ApiError::BadRequest(
+                        "X-Actor must be 1 to 100 printable characters".to_owned(),
+                    ));
+                }
+                v.to_owned()
+            }
+        };
+        Ok(AdminCaller { actor })
+    }
+}
+
 fn bearer(value: &str) -> Option<&str> {
     let (scheme, rest) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
@@ -153,6 +213,7 @@ mod tests {
             webhook_token: Some("hook-token".to_owned().into()),
             webhook_basic: Some(("am".to_owned(), "pa:ss".to_owned().into())),
             api_token: Some("api-token".to_owned().into()),
+            admin_token: Some("admin-token".to_owned().into()),
             insecure: false,
         }
     }
@@ -185,5 +246,18 @@ mod tests {
         assert!(a.check_api(&with("Bearer api-token")).is_ok());
         assert!(a.check_api(&with("Bearer hook-token")).is_err());
         assert!(a.check_api(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn admin_needs_the_admin_token_and_is_closed_without_one() {
+        let a = auth();
+        assert!(a.check_admin(&with("Bearer admin-token")).is_ok());
+        assert!(a.check_admin(&with("Bearer api-token")).is_err());
+        let closed = Auth {
+            admin_token: None,
+            ..auth()
+        };
+        let err = closed.check_admin(&with("Bearer admin-token")).unwrap_err();
+        assert!(matches!(err, ApiError::Forbidden(_)), "{err:?}");
     }
 }

@@ -24,7 +24,11 @@ pub enum ApiError {
     #[error("missing or invalid credentials")]
     Unauthorized { challenge: &'static str },
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error(transparent)]
@@ -36,7 +40,9 @@ impl IntoResponse for ApiError {
         let (status, message) = match &self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
             ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, self.to_string()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, self.to_string()),
             ApiError::Store(e) if e.is_unavailable() => {
                 tracing::error!(error = %e, "store unavailable");

@@ -31,7 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    /// Only incidents in this status (open, resolved, escalated).
+    /// Only incidents in this status (open, resolved, escalated, remediated).
     status: Option<String>,
     /// Only incidents opened at or after this time (RFC 3339).
     since: Option<DateTime<Utc>>,

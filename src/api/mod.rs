@@ -25,7 +25,7 @@ use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-pub use auth::Auth;
+pub use auth::{AdminCaller, Auth, ACTOR_HEADER};
 pub use error::{ApiError, ErrorBody};
 
 use crate::incident::Incident;
