@@ -11,6 +11,7 @@ pub mod diagnosis;
 pub mod engine;
 pub mod incident;
 pub mod intake;
+pub mod jobs;
 pub mod kube_client;
 pub mod probes;
 pub mod prometheus;

@@ -23,8 +23,13 @@ pub struct Recorded {
     pub body: Option<Value>,
 }
 
+/// A change to an object, as a watch reports it: (collection, ADDED|MODIFIED|DELETED, object).
+type Change = (String, &'static str, Value);
+
 #[derive(Default)]
 struct World {
+    /// Watchers of every change (absent until the server starts).
+    changes: Option<tokio::sync::broadcast::Sender<Change>>,
     /// collection path (e.g. /api/v1/namespaces/ns/pods) → name → object
     objects: BTreeMap<String, BTreeMap<String, Value>>,
     logs: HashMap<(String, String), String>,
@@ -122,6 +127,88 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+impl World {
+    fn publish(&self, coll: &str, kind: &'static str, obj: &Value) {
+        if let Some(tx) = &self.changes {
+            let _ = tx.send((coll.to_owned(), kind, obj.clone()));
+        }
+    }
+}
+
+/// Whether `obj` passes a fieldSelector of `metadata.name=` / `metadata.namespace=` terms.
+fn field_matches(obj: &Value, selector: &str) -> bool {
+    selector
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some(("metadata.name", v)) => obj["metadata"]["name"].as_str() == Some(v),
+            Some(("metadata.namespace", v)) => obj["metadata"]["namespace"].as_str() == Some(v),
+            _ => true,
+        })
+}
+
+/// A watch on a collection, as the API server streams it: one JSON event per line, first
+/// ADDED for every matching object, then each change, until `timeoutSeconds` passes.
+fn watch(world: &Arc<Mutex<World>>, coll: String, query: &str) -> Response {
+    let labels = query_param(query, "labelSelector").unwrap_or_default();
+    let fields = query_param(query, "fieldSelector").unwrap_or_default();
+    let timeout = query_param(query, "timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(290);
+    let (initial, mut changes) = {
+        let w = world.lock().unwrap();
+        let initial: Vec<Value> = w
+            .objects
+            .get(&coll)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        (
+            initial,
+            w.changes.as_ref().expect("server started").subscribe(),
+        )
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
+    let line = |kind: &str, obj: &Value| {
+        let mut l = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap();
+        l.push(b'\n');
+        Ok(Bytes::from(l))
+    };
+    let wanted = move |o: &Value| matches(o, &labels) && field_matches(o, &fields);
+    tokio::spawn(async move {
+        for obj in initial.iter().filter(|o| wanted(o)) {
+            if tx.send(line("ADDED", obj)).await.is_err() {
+                return;
+            }
+        }
+        let end = tokio::time::Instant::now() + Duration::from_secs(timeout);
+        loop {
+            let change = tokio::select! {
+                c = changes.recv() => c,
+                _ = tokio::time::sleep_until(end) => return,
+                _ = tx.closed() => return,
+            };
+            match change {
+                Ok((c, kind, obj)) if c == coll && wanted(&obj) => {
+                    if tx.send(line(kind, &obj)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(stream))
+        .unwrap()
+}
+
 fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -168,6 +255,12 @@ async fn handle(
     let Some((coll, name, sub)) = parse(&path) else {
         return status(404, "NotFound", format!("no such path {path}"));
     };
+    if method == Method::GET
+        && name.is_none()
+        && matches!(query_param(&query, "watch").as_deref(), Some("true" | "1"))
+    {
+        return watch(&world, coll, &query);
+    }
     let mut w = world.lock().unwrap();
     match (method.as_str(), name, sub.as_deref()) {
         ("GET", Some(pod), Some("log")) => {
@@ -233,6 +326,7 @@ async fn handle(
             obj["metadata"]["resourceVersion"] = json!(w.next_rv.to_string());
             obj["metadata"]["creationTimestamp"] =
                 json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            w.publish(&coll, "ADDED", &obj);
             w.objects.entry(coll).or_default().insert(name, obj.clone());
             (StatusCode::CREATED, axum::Json(obj)).into_response()
         }
@@ -246,14 +340,19 @@ async fn handle(
                 Some(obj) => {
                     merge(obj, &patch);
                     obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-                    axum::Json(obj.clone()).into_response()
+                    let obj = obj.clone();
+                    w.publish(&coll, "MODIFIED", &obj);
+                    axum::Json(obj).into_response()
                 }
                 None => status(404, "NotFound", format!("\"{name}\" not found")),
             }
         }
         ("DELETE", Some(name), None) => {
             match w.objects.get_mut(&coll).and_then(|m| m.remove(&name)) {
-                Some(obj) => axum::Json(obj).into_response(),
+                Some(obj) => {
+                    w.publish(&coll, "DELETED", &obj);
+                    axum::Json(obj).into_response()
+                }
                 None => status(404, "NotFound", format!("\"{name}\" not found")),
             }
         }
@@ -265,6 +364,7 @@ impl KubeServer {
     pub async fn start() -> Self {
         let world = Arc::new(Mutex::new(World {
             next_rv: 1,
+            changes: Some(tokio::sync::broadcast::channel(256).0),
             ..World::default()
         }));
         let app = axum::Router::new()
@@ -291,10 +391,52 @@ impl KubeServer {
             .as_str()
             .expect("metadata.name")
             .to_owned();
+        let coll = collection(&obj);
+        let existed = w.objects.get(&coll).is_some_and(|m| m.contains_key(&name));
+        w.publish(&coll, if existed { "MODIFIED" } else { "ADDED" }, &obj);
+        w.objects.entry(coll).or_default().insert(name, obj);
+    }
+
+    /// The stored object of `kind` named `name` (any namespace), as the server would return it.
+    pub fn get(&self, kind: &str, name: &str) -> Option<Value> {
+        let p = plural(kind);
+        let w = self.world.lock().unwrap();
         w.objects
-            .entry(collection(&obj))
-            .or_default()
-            .insert(name, obj);
+            .iter()
+            .filter(|(coll, _)| coll.ends_with(&format!("/{p}")))
+            .find_map(|(_, m)| m.get(name).cloned())
+    }
+
+    /// Sets a Job's status to succeeded or failed, as the Job controller would; watchers see it.
+    pub fn finish_job(&self, name: &str, succeeded: bool) {
+        let mut job = self.get("Job", name).expect("job exists");
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        job["status"] = if succeeded {
+            json!({"succeeded": 1, "startTime": now, "completionTime": now,
+                   "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": now}]})
+        } else {
+            json!({"failed": 1, "startTime": now, "conditions": [{"type": "Failed", "status": "True",
+                   "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit",
+                   "lastTransitionTime": now}]})
+        };
+        self.put(job);
+    }
+
+    /// The names of the Jobs created through the API (POST), in order.
+    pub fn created_jobs(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/jobs"))
+            .filter_map(|r| r.body?["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Requests that would change something (POST, PUT, PATCH, DELETE).
+    pub fn writes(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .collect()
     }
 
     /// Removes an object of `kind` named `name` (any namespace).
@@ -422,6 +564,22 @@ pub mod fixtures {
         json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": NS},
                "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
                "status": {"phase": "Bound", "capacity": {"storage": size}}})
+    }
+
+    /// The backup CronJob, shaped like the runbook's: its Job template carries labels,
+    /// an annotation and a pod spec a created Job must copy exactly.
+    pub fn cronjob(name: &str) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "CronJob",
+               "metadata": {"name": name, "namespace": NS, "uid": "3f1c9a52-5d7e-4c11-9d0b-1b2c3d4e5f60"},
+               "spec": {"schedule": "0 2 * * *", "concurrencyPolicy": "Forbid",
+                        "jobTemplate": {
+                            "metadata": {"labels": {"app": "postgres-backup"}, "annotations": {"team": "platform"}},
+                            "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 3600,
+                                     "template": {"metadata": {"labels": {"app": "postgres-backup"}},
+                                                  "spec": {"restartPolicy": "OnFailure", "serviceAccountName": "postgres-backup",
+                                                           "containers": [{"name": "backup", "image": "registry.example/postgres-backup:1.4",
+                                                                           "args": ["--all-databases"],
+                                                                           "envFrom": [{"secretRef": {"name": "postgres-backup-secret"}}]}]}}}}}})
     }
 
     pub fn storage_class(name: &str, expandable: bool) -> Value {
