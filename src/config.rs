@@ -31,6 +31,30 @@ pub struct Settings {
     pub s3: S3Settings,
     pub iam: IamSettings,
     pub encryption: EncryptionSettings,
+    pub remediation: RemediationSettings,
+}
+
+/// How the service acts on a diagnosis (what it may do is the policy's business).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemediationSettings {
+    /// Plan (and, as policy allows, act) after each diagnosis.
+    pub enabled: bool,
+    /// The policy TOML; empty = the built-in policy in dry-run mode.
+    pub policy_file: String,
+    /// A claim on an incident lasts this long unless renewed; another replica takes over after.
+    pub lease_seconds: u64,
+    /// Deadline of a backup Job started to verify a fix.
+    pub job_deadline_seconds: u64,
+    /// How long to wait for the database to answer again (scenario 1) before the next step.
+    pub database_wait_seconds: u64,
+    /// Verification Jobs are named `<prefix>-<incident>-<step>`.
+    pub job_name_prefix: String,
+    /// A superuser (or CREATEROLE) connection to the primary for `repair_backup_role`. Secret.
+    pub admin_database_url: SecretString,
+    /// How `repair_backup_role` grants read access: `auto` (pg_read_all_data where the server
+    /// has it, else schema grants) or `schema_grants`.
+    pub read_access: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,6 +362,24 @@ impl Settings {
         }
         if self.target.databases.is_empty() {
             return bad("target.databases", "must name at least one database");
+        }
+        if self.remediation.lease_seconds < 3 {
+            return bad("remediation.lease_seconds", "must be at least 3");
+        }
+        if !["auto", "schema_grants"].contains(&self.remediation.read_access.as_str()) {
+            return bad("remediation.read_access", "must be auto or schema_grants");
+        }
+        let prefix = &self.remediation.job_name_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 40
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return bad(
+                "remediation.job_name_prefix",
+                "must be 1 to 40 lowercase letters, digits or dashes",
+            );
         }
         if self.alerts.handled.is_empty() {
             return bad("alerts.handled", "must name at least one alert");

@@ -1,9 +1,11 @@
-//! The incident's life after the webhook: probe everything at once, diagnose, store it all.
-//! (Remediation, verification and notification hang on here as they land.)
+//! The incident's life after the webhook: claim → probe everything at once → diagnose → plan →
+//! act → verify (the last three in [`crate::remediation`]).
 //!
 //! Runs in the background: the webhook hands over newly opened incident ids through a bounded
-//! queue and never waits. At start-up, open incidents left without a diagnosis (by a crash or a
-//! full queue) are picked up again; probes are read-only, so re-running them is safe.
+//! queue and never waits. With several replicas on one PostgreSQL, exactly one works an incident:
+//! it holds a claim (a lease renewed while it works); a replica that dies leaves a claim that
+//! expires, and the periodic sweep of another replica (or of the restarted process) takes the
+//! incident over and resumes it from the store.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,10 @@ use tokio::task::JoinSet;
 
 use crate::config::Settings;
 use crate::diagnosis::{self, Diagnosis};
+use crate::incident::IncidentStatus;
+use crate::playbooks;
 use crate::probes::{self, Finding, Probe, ProbeContext};
+use crate::remediation::{Outcome, Remediator};
 use crate::store::{Store, StoreError};
 
 /// Runs the probes and the diagnosis; stores nothing (`replay`, `probe`, and the engine's core).
@@ -26,13 +31,17 @@ pub struct Examiner {
     http: reqwest::Client,
 }
 
-/// Diagnoses incidents and records the outcome.
+/// Works incidents: claims each (one process per incident, with a lease), diagnoses it, and
+/// hands it to the [`Remediator`].
 pub struct Engine {
     store: Store,
     examiner: Examiner,
+    remediator: Option<Arc<Remediator>>,
+    /// Who this process is in claims and locks.
+    holder: String,
+    lease: Duration,
     permits: Arc<Semaphore>,
-    /// Incidents being diagnosed by this process: the queue and the resume pass can name the
-    /// same one.
+    /// Incidents being worked by this process: the queue and the sweep can name the same one.
     in_flight: Mutex<HashSet<i64>>,
 }
 
@@ -91,14 +100,30 @@ impl Examiner {
 }
 
 impl Engine {
+    /// An engine that diagnoses only (no remediation).
     pub fn new(store: Store, examiner: Examiner) -> Self {
         let permits = Arc::new(Semaphore::new(examiner.settings.probes.concurrency));
+        let lease = Duration::from_secs(examiner.settings.remediation.lease_seconds);
         Self {
             store,
             examiner,
+            remediator: None,
+            holder: holder_name(),
+            lease,
             permits,
             in_flight: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Adds remediation after diagnosis.
+    pub fn with_remediator(mut self, remediator: Arc<Remediator>) -> Self {
+        self.remediator = Some(remediator);
+        self
+    }
+
+    /// This process's name in claims.
+    pub fn holder(&self) -> &str {
+        &self.holder
     }
 
     /// Diagnoses one incident and stores findings, diagnosis and timeline. `Ok(None)` when
@@ -135,7 +160,41 @@ impl Engine {
         Ok(Some(report))
     }
 
-    async fn diagnose_logged(self: Arc<Self>, incident_id: i64) {
+    fn lease_end(&self) -> chrono::DateTime<Utc> {
+        Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_default()
+    }
+
+    /// Everything this process does for one incident it has claimed. `true` when no more work
+    /// is left for anyone.
+    async fn work_claimed(&self, incident_id: i64) -> Result<bool, StoreError> {
+        let Some(incident) = self.store.get_incident(incident_id).await? else {
+            return Ok(true);
+        };
+        if incident.status != IncidentStatus::Open {
+            return Ok(true);
+        }
+        if !playbooks::handles(&incident.alertname)
+            && !self
+                .examiner
+                .settings
+                .alerts
+                .handled
+                .contains(&incident.alertname)
+        {
+            // Incidents of other kinds (e.g. a failed restore test) are not the engine's.
+            return Ok(true);
+        }
+        if self.store.diagnosis(incident_id).await?.is_none() {
+            self.diagnose(incident_id).await?;
+        }
+        match &self.remediator {
+            None => Ok(true),
+            Some(r) => Ok(r.remediate(incident_id).await? == Outcome::Done),
+        }
+    }
+
+    /// Claims the incident, works it while renewing the claim, and releases it.
+    async fn work_logged(self: Arc<Self>, incident_id: i64) {
         if !self
             .in_flight
             .lock()
@@ -144,54 +203,107 @@ impl Engine {
         {
             return;
         }
-        let result = async {
-            let _permit = self.permits.clone().acquire_owned().await.ok()?;
-            match self.store.diagnosis(incident_id).await {
-                Ok(Some(_)) => return Some(Ok(None)),
-                Ok(None) => {}
-                Err(e) => return Some(Err(e)),
+        let result: Result<(), StoreError> = async {
+            let _permit = self.permits.clone().acquire_owned().await.ok();
+            if !self
+                .store
+                .claim(incident_id, &self.holder, Utc::now(), self.lease_end())
+                .await?
+            {
+                tracing::debug!(incident_id, "claimed by another process");
+                return Ok(());
             }
-            Some(self.diagnose(incident_id).await)
+            // Renew the claim while working; a lost claim (this process was presumed dead and
+            // another took over) stops the work here.
+            let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+            let me = self.clone();
+            let heartbeat = tokio::spawn(async move {
+                let every = me.lease / 3;
+                loop {
+                    tokio::time::sleep(every).await;
+                    match me
+                        .store
+                        .claim(incident_id, &me.holder, Utc::now(), me.lease_end())
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let _ = lost_tx.send(());
+                            return;
+                        }
+                        Err(e) => tracing::warn!(incident_id, error = %e, "renewing the claim failed"),
+                    }
+                }
+            });
+            let outcome = tokio::select! {
+                r = self.work_claimed(incident_id) => r.map(Some),
+                _ = lost_rx => {
+                    tracing::warn!(incident_id, "claim lost to another process; stopping work here");
+                    Ok(None)
+                }
+            };
+            heartbeat.abort();
+            match outcome {
+                Ok(Some(done)) => {
+                    self.store
+                        .release(incident_id, &self.holder, done.then(Utc::now))
+                        .await
+                }
+                Ok(None) => Ok(()),
+                Err(e) => {
+                    let _ = self.store.release(incident_id, &self.holder, None).await;
+                    Err(e)
+                }
+            }
         }
         .await;
         self.in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&incident_id);
-        if let Some(Err(e)) = result {
-            // Left undiagnosed: the next start-up (or resume pass) picks it up again.
-            tracing::error!(incident_id, error = %e, "diagnosis could not be stored");
+        if let Err(e) = result {
+            // Left claimable: the next sweep (here or in another replica) picks it up again.
+            tracing::error!(incident_id, error = %e, "working the incident failed");
         }
     }
 
-    /// Works incidents from `queue` until `stop`; first resumes undiagnosed open incidents.
-    /// At stop, diagnoses in flight are dropped: they are read-only and resumed on next start.
+    /// Spawns work for every claimable incident.
+    async fn sweep(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
+        match self.store.claimable(Utc::now(), 1000).await {
+            Ok(ids) => {
+                for (id, _) in ids {
+                    let busy = self
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(&id);
+                    if !busy {
+                        tasks.spawn(self.clone().work_logged(id));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not look for incidents to work"),
+        }
+    }
+
+    /// Works incidents from `queue` until `stop`; at start and every half lease also picks up
+    /// open incidents nobody holds (left by a crash, a full queue, or a dead replica). At stop,
+    /// work in flight is dropped: claims expire and every step resumes from its record.
     pub async fn run(
         self: Arc<Self>,
         mut queue: mpsc::Receiver<i64>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut tasks = JoinSet::new();
-        match self.store.undiagnosed(1000).await {
-            Ok(ids) => {
-                if !ids.is_empty() {
-                    tracing::info!(
-                        count = ids.len(),
-                        "resuming incidents left without a diagnosis"
-                    );
-                }
-                for id in ids {
-                    tasks.spawn(self.clone().diagnose_logged(id));
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not look for undiagnosed incidents"),
-        }
+        let mut sweep = tokio::time::interval((self.lease / 2).max(Duration::from_secs(1)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
+                _ = sweep.tick() => self.sweep(&mut tasks).await,
                 next = queue.recv() => match next {
                     Some(id) => {
-                        tasks.spawn(self.clone().diagnose_logged(id));
+                        tasks.spawn(self.clone().work_logged(id));
                     }
                     None => break,
                 },
@@ -200,4 +312,15 @@ impl Engine {
         }
         tasks.shutdown().await;
     }
+}
+
+/// A name for this process in claims: host, pid and a random part (a restarted process with the
+/// same pid is someone else).
+fn holder_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }

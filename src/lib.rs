@@ -2,6 +2,7 @@
 //! posts the alert; the service records an incident, diagnoses, remediates what policy allows,
 //! and escalates the rest.
 
+pub mod actions;
 pub mod alert;
 pub mod api;
 pub mod aws;
@@ -13,8 +14,13 @@ pub mod incident;
 pub mod intake;
 pub mod jobs;
 pub mod kube_client;
+pub mod plan;
+pub mod playbooks;
+pub mod policy;
 pub mod probes;
 pub mod prometheus;
+pub mod quantity;
+pub mod remediation;
 pub mod report;
 pub mod startup;
 pub mod store;
@@ -27,6 +33,8 @@ use std::net::SocketAddr;
 pub enum Error {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
     #[error("{doing}: {source}")]
     Store {
         doing: &'static str,

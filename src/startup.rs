@@ -13,6 +13,8 @@ use crate::api::{self, AppState, Auth};
 use crate::config::Settings;
 use crate::engine::{Engine, Examiner};
 use crate::intake::Intake;
+use crate::policy::Policy;
+use crate::remediation::Remediator;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::telemetry;
 use crate::Error;
@@ -51,6 +53,16 @@ pub async fn examiner(settings: &Settings) -> Examiner {
     Examiner::new(Arc::new(settings.clone()), kube_client(settings).await)
 }
 
+/// The policy file named in the settings, or the built-in dry-run policy.
+pub fn load_policy(settings: &Settings) -> Result<Policy, Error> {
+    let file = &settings.remediation.policy_file;
+    if file.is_empty() {
+        Ok(Policy::builtin())
+    } else {
+        Policy::from_file(std::path::Path::new(file)).map_err(Error::Policy)
+    }
+}
+
 /// How many opened incidents may wait for the engine before the webhook stops handing them over
 /// (they are then picked up from the store at the next start).
 const WORK_QUEUE: usize = 1024;
@@ -82,6 +94,7 @@ impl Application {
             &settings.alerts.handled,
             settings.dedupe.cache_capacity,
         );
+        let mut remediation = None;
         let engine = if settings.probes.enabled.is_empty() {
             tracing::warn!("probes.enabled is empty: incidents are recorded but not diagnosed");
             None
@@ -89,7 +102,23 @@ impl Application {
             let (tx, rx) = mpsc::channel(WORK_QUEUE);
             intake = intake.with_opened_queue(tx);
             let examiner = examiner(&settings).await;
-            Some((Arc::new(Engine::new(store.clone(), examiner)), rx))
+            let mut engine = Engine::new(store.clone(), examiner);
+            if settings.remediation.enabled {
+                let policy = load_policy(&settings)?;
+                if policy.dry_run {
+                    tracing::warn!(policy = %policy.source, "remediation runs in DRY-RUN mode: plans are recorded, nothing is changed");
+                }
+                let remediator = Arc::new(Remediator::new(
+                    store.clone(),
+                    Arc::new(settings.clone()),
+                    Arc::new(policy),
+                    kube_client(&settings).await,
+                    engine.holder().to_owned(),
+                ));
+                remediation = Some(remediator.waker());
+                engine = engine.with_remediator(remediator);
+            }
+            Some((Arc::new(engine), rx))
         };
         let state = AppState {
             store,
@@ -97,6 +126,7 @@ impl Application {
             auth: Arc::new(Auth::from_settings(&settings.auth)),
             metrics: telemetry::metrics_handle(),
             body_limit: settings.server.body_limit_bytes,
+            approvals: remediation,
         };
         Ok(Self {
             listener,

@@ -14,6 +14,7 @@ use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::diagnosis::Diagnosis;
 use crate::incident::{Incident, IncidentStatus, TimelineEvent};
+use crate::plan::Step;
 use crate::probes::Finding;
 use crate::store::IncidentFilter;
 
@@ -58,6 +59,8 @@ pub struct IncidentDetail {
     pub incident: Incident,
     /// The scenario that explains the failure; absent until the probes have answered.
     pub diagnosis: Option<Diagnosis>,
+    /// The remediation plan: each step with the policy's decision and where it stands.
+    pub actions: Vec<Step>,
     /// What each probe found.
     pub findings: Vec<Finding>,
     pub timeline: Vec<TimelineEvent>,
@@ -156,15 +159,17 @@ pub async fn show(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no incident with id {id}")))?;
     state.with_pending(&mut incident);
-    let (diagnosis, findings, timeline) = tokio::try_join!(
+    let (diagnosis, findings, actions, timeline) = tokio::try_join!(
         state.store.diagnosis(id),
         state.store.findings(id),
+        state.store.steps(id),
         state.store.timeline(id)
     )?;
     Ok(Json(IncidentDetail {
         incident,
         diagnosis,
         findings,
+        actions,
         timeline,
     }))
 }

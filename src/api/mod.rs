@@ -1,6 +1,7 @@
 //! The HTTP interface: the Alertmanager webhook, the REST API under `/api/v1`, operations
 //! endpoints, and the OpenAPI document generated from the same route definitions.
 
+mod approvals;
 mod auth;
 mod error;
 mod health;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub metrics: PrometheusHandle,
     pub body_limit: usize,
+    /// Wakes steps waiting for an approval in this process (None: no remediation here).
+    pub approvals: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl AppState {
@@ -85,6 +88,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(webhook::router())
         .merge(incidents::router())
+        .merge(approvals::router())
         .merge(health::router())
 }
 

@@ -186,11 +186,26 @@ async fn newest_backup(job: &JobS3, key: &SecretString) -> Newest {
         return Newest::None;
     };
     let object = newest.key;
+    match object_matches_key(job, key, &object).await {
+        Ok(Ok(())) => Newest::Matches(object),
+        Ok(Err(why)) => Newest::Mismatch { object, why },
+        Err(why) => Newest::Unchecked { why, error: true },
+    }
+}
+
+/// Reads the first bytes of `object` and checks that they decrypt to a pg_dump archive with
+/// `key`. `Ok(Err(why))`: they do not; `Err(why)`: the object could not be read. Shared with the
+/// verification after a fix.
+pub async fn object_matches_key(
+    job: &JobS3,
+    key: &SecretString,
+    object: &str,
+) -> Result<Result<(), String>, String> {
     let got = job
         .client
         .get_object()
         .bucket(&job.bucket)
-        .key(&object)
+        .key(object)
         .range(format!("bytes=0-{}", HEAD_BYTES - 1))
         .send()
         .await;
@@ -198,31 +213,26 @@ async fn newest_backup(job: &JobS3, key: &SecretString) -> Newest {
         Ok(out) => match out.body.collect().await {
             Ok(bytes) => bytes.into_bytes(),
             Err(e) => {
-                return Newest::Unchecked {
-                    why: job.redact(&format!(
-                        "reading the start of {object} from S3 failed: {}",
-                        aws_smithy_types::error::display::DisplayErrorContext(&e)
-                    )),
-                    error: true,
-                }
+                return Err(job.redact(&format!(
+                    "reading the start of {object} from S3 failed: {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                )))
             }
         },
         Err(e) => {
-            return unchecked(
-                &format!("reading the start of {object} from S3"),
-                aws::explain("S3", &e),
-            )
+            let f = aws::explain("S3", &e);
+            return Err(job.redact(&format!(
+                "reading the start of {object} from S3 failed: {}",
+                f.words
+            )));
         }
     };
     let key = key.clone();
-    let checked =
+    Ok(
         tokio::task::spawn_blocking(move || verdict(key.expose_secret().as_bytes(), &head))
             .await
-            .unwrap_or_else(|e| Err(format!("the check crashed: {e}")));
-    match checked {
-        Ok(()) => Newest::Matches(object),
-        Err(why) => Newest::Mismatch { object, why },
-    }
+            .unwrap_or_else(|e| Err(format!("the check crashed: {e}"))),
+    )
 }
 
 /// Whether the first bytes of a backup decrypt to a pg_dump archive; `Err` says what they are.

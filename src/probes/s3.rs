@@ -118,13 +118,32 @@ pub struct Listing {
     pub total_bytes: i64,
     /// False when the listing stopped after [`MAX_LIST_PAGES`] pages.
     pub complete: bool,
+    /// Backups modified at or after the `since` given to [`list_backups_since`], oldest first.
+    pub recent: Vec<ObjectInfo>,
 }
+
+/// The error of a listing.
+pub type ListError = SdkError<
+    aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error,
+    aws_sdk_s3::config::http::HttpResponse,
+>;
 
 /// Lists the backups under `prefix`, at most [`MAX_LIST_PAGES`] pages, skipping probe objects.
 pub async fn list_backups(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     prefix: &str,
+) -> Result<Listing, ListError> {
+    list_backups_since(client, bucket, prefix, None).await
+}
+
+/// [`list_backups`], also collecting the backups modified at or after `since` (S3 keeps whole
+/// seconds, so `since` is compared truncated to the second).
+pub async fn list_backups_since(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    since: Option<DateTime<Utc>>,
 ) -> Result<
     Listing,
     SdkError<
@@ -156,6 +175,11 @@ pub async fn list_backups(
             };
             listing.objects += 1;
             listing.total_bytes += info.size;
+            if let (Some(since), Some(modified)) = (since, info.last_modified) {
+                if modified.timestamp() >= since.timestamp() {
+                    listing.recent.push(info.clone());
+                }
+            }
             let newer = match &listing.newest {
                 None => true,
                 Some(n) => (info.last_modified, &info.key) > (n.last_modified, &n.key),
@@ -167,6 +191,9 @@ pub async fn list_backups(
         token = page.next_continuation_token().map(str::to_owned);
         if token.is_none() || page.is_truncated() != Some(true) {
             listing.complete = true;
+            listing
+                .recent
+                .sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
             return Ok(listing);
         }
     }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::diagnosis::Diagnosis;
 use crate::incident::{Incident, IncidentStatus, NewIncident, TimelineEvent};
+use crate::plan::{PlannedStep, Step, Transition};
 use crate::probes::Finding;
 
 pub use postgres::PgStore;
@@ -257,6 +258,102 @@ impl Store {
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
+    /// Stores the plan with a `planned` event; `false` if the incident already had one.
+    pub async fn save_plan(
+        &self,
+        incident_id: i64,
+        steps: &[PlannedStep],
+        detail: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.save_plan(incident_id, steps, detail, at).await)
+    }
+
+    /// The incident's plan, in order (empty before planning).
+    pub async fn steps(&self, incident_id: i64) -> Result<Vec<Step>, StoreError> {
+        dispatch!(self, s => s.steps(incident_id).await)
+    }
+
+    /// Moves a step if it is still in one of `tr.from`, with a timeline event carrying `detail`.
+    pub async fn transition(
+        &self,
+        tr: &Transition<'_>,
+        detail: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.transition(tr, detail).await)
+    }
+
+    /// Claims the incident for `holder` until `until` unless another live claim holds it.
+    pub async fn claim(
+        &self,
+        incident_id: i64,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.claim(incident_id, holder, now, until).await)
+    }
+
+    /// Releases `holder`'s claim; `work_done` marks the incident as needing no more work.
+    pub async fn release(
+        &self,
+        incident_id: i64,
+        holder: &str,
+        work_done: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.release(incident_id, holder, work_done).await)
+    }
+
+    /// Open incidents with work left and no live claim: (id, alertname), oldest first.
+    pub async fn claimable(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        dispatch!(self, s => s.claimable(now, limit).await)
+    }
+
+    /// Moves an open incident to `status` (escalated, remediated) with its event.
+    pub async fn settle(
+        &self,
+        incident_id: i64,
+        status: IncidentStatus,
+        at: DateTime<Utc>,
+        detail: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.settle(incident_id, status, at, detail).await)
+    }
+
+    /// Locks what an action changes, across incidents and processes, until `until`.
+    pub async fn lock_target(
+        &self,
+        target: &str,
+        incident_id: i64,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.lock_target(target, incident_id, holder, now, until).await)
+    }
+
+    pub async fn unlock_target(&self, target: &str, incident_id: i64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.unlock_target(target, incident_id).await)
+    }
+
+    /// When action `name` last started on `target` (cooldowns), in any incident.
+    pub async fn last_started(
+        &self,
+        name: &str,
+        target: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        dispatch!(self, s => s.last_started(name, target).await)
+    }
+
+    /// How many steps named `name` have started for the incident (the attempt cap).
+    pub async fn attempts(&self, incident_id: i64, name: &str) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.attempts(incident_id, name).await)
+    }
+
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
     }
@@ -313,6 +410,36 @@ pub(crate) fn probe_event(f: &Finding) -> (DateTime<Utc>, serde_json::Value) {
 /// The `diagnosed` timeline detail.
 pub(crate) fn diagnosed_event(d: &Diagnosis) -> serde_json::Value {
     serde_json::json!({ "scenario": d.scenario, "confidence": d.confidence, "summary": d.summary })
+}
+
+/// Builds a [`Step`] from a row through per-backend column readers.
+pub(crate) fn step_from(
+    int: impl Fn(&str) -> Result<i64, StoreError>,
+    small: impl Fn(&str) -> Result<i32, StoreError>,
+    text: impl Fn(&str) -> Result<Option<String>, StoreError>,
+    time: impl Fn(&str) -> Result<Option<DateTime<Utc>>, StoreError>,
+    output: serde_json::Value,
+) -> Result<Step, StoreError> {
+    let req =
+        |c: &str| text(c)?.ok_or_else(|| StoreError::Corrupt(format!("plan step {c} is NULL")));
+    let parse = |c: &str| -> Result<String, StoreError> { req(c) };
+    Ok(Step {
+        id: int("id")?,
+        incident_id: int("incident_id")?,
+        seq: small("seq")?,
+        group: small("attempt_group")?,
+        kind: parse("kind")?.parse().map_err(StoreError::Corrupt)?,
+        name: req("name")?,
+        target: req("target")?,
+        decision: parse("decision")?.parse().map_err(StoreError::Corrupt)?,
+        state: parse("state")?.parse().map_err(StoreError::Corrupt)?,
+        reason: req("reason")?,
+        output,
+        decided_by: text("decided_by")?,
+        decided_at: time("decided_at")?,
+        started_at: time("started_at")?,
+        finished_at: time("finished_at")?,
+    })
 }
 
 pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {

@@ -10,7 +10,9 @@ use super::{
     Opened, Renotified, Resolution, StoreError, StoreOptions, INCIDENT_COLUMNS,
 };
 use crate::diagnosis::Diagnosis;
+use crate::incident::IncidentStatus;
 use crate::incident::{Incident, NewIncident, TimelineEvent};
+use crate::plan::{PlannedStep, Step, StepState, Transition};
 use crate::probes::Finding;
 
 /// Opens an incident with its `opened` event in one atomic statement; no row when the alert's
@@ -376,3 +378,40 @@ fn incident(r: &PgRow) -> Result<Incident, StoreError> {
         renotified_count: r.try_get("renotified_count").map_err(classify)?,
     })
 }
+
+// ---- Remediation: plans, claims, target locks (queries shared with SQLite) ----
+
+fn t(x: DateTime<Utc>) -> DateTime<Utc> {
+    x
+}
+
+fn j(v: &serde_json::Value) -> Json<&serde_json::Value> {
+    Json(v)
+}
+
+fn get_t(r: &PgRow, c: &str) -> Result<DateTime<Utc>, StoreError> {
+    r.try_get(c).map_err(classify)
+}
+
+fn get_ot(r: &PgRow, c: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    r.try_get(c).map_err(classify)
+}
+
+fn get_j(r: &PgRow, c: &str) -> Result<serde_json::Value, StoreError> {
+    r.try_get::<Json<serde_json::Value>, _>(c)
+        .map(|j| j.0)
+        .map_err(classify)
+}
+
+fn step_row(r: &PgRow) -> Result<Step, StoreError> {
+    super::step_from(
+        |c| r.try_get::<i64, _>(c).map_err(classify),
+        |c| r.try_get::<i32, _>(c).map_err(classify),
+        |c| r.try_get::<Option<String>, _>(c).map_err(classify),
+        |c| get_ot(r, c),
+        get_j(r, "output")?,
+    )
+}
+
+type This = PgStore;
+include!("plan_queries.rs");

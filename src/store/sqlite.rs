@@ -18,7 +18,9 @@ use super::{
     Opened, Renotified, Resolution, StoreError, StoreOptions, INCIDENT_COLUMNS,
 };
 use crate::diagnosis::Diagnosis;
+use crate::incident::IncidentStatus;
 use crate::incident::{Incident, NewIncident, TimelineEvent};
+use crate::plan::{PlannedStep, Step, StepState, Transition};
 use crate::probes::Finding;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -392,6 +394,40 @@ fn incident(r: &SqliteRow) -> Result<Incident, StoreError> {
         renotified_count: r.try_get("renotified_count").map_err(classify)?,
     })
 }
+
+// ---- Remediation: plans, claims, target locks (queries shared with PostgreSQL) ----
+
+fn t(x: DateTime<Utc>) -> String {
+    ts(x)
+}
+
+fn j(v: &serde_json::Value) -> String {
+    v.to_string()
+}
+
+fn get_t(r: &SqliteRow, c: &str) -> Result<DateTime<Utc>, StoreError> {
+    parse_ts(r.try_get(c).map_err(classify)?)
+}
+
+fn get_ot(r: &SqliteRow, c: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    r.try_get::<Option<&str>, _>(c)
+        .map_err(classify)?
+        .map(parse_ts)
+        .transpose()
+}
+
+fn step_row(r: &SqliteRow) -> Result<Step, StoreError> {
+    super::step_from(
+        |c| r.try_get::<i64, _>(c).map_err(classify),
+        |c| r.try_get::<i32, _>(c).map_err(classify),
+        |c| r.try_get::<Option<String>, _>(c).map_err(classify),
+        |c| get_ot(r, c),
+        json(r.try_get("output").map_err(classify)?)?,
+    )
+}
+
+type This = SqliteStore;
+include!("plan_queries.rs");
 
 #[cfg(test)]
 mod tests {

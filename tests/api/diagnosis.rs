@@ -107,8 +107,9 @@ async fn a_hung_probe_is_recorded_as_timed_out_and_the_others_findings_are_store
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
+    // The diagnosis part of the timeline; the remediation plan follows it.
     assert_eq!(
-        kinds,
+        kinds[..6],
         [
             "opened",
             "probes_started",

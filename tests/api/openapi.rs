@@ -27,6 +27,8 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_exists() 
         ("GET", "/healthz"),
         ("GET", "/metrics"),
         ("GET", "/readyz"),
+        ("POST", "/api/v1/incidents/{id}/actions/{action_id}/approve"),
+        ("POST", "/api/v1/incidents/{id}/actions/{action_id}/reject"),
         ("POST", "/webhook/alertmanager"),
     ];
     let expected: Vec<(String, String)> = expected

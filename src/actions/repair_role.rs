@@ -1,0 +1,313 @@
+//! `repair_backup_role`: the runbook's scenario 2 fix, made idempotent. With the admin
+//! connection from config: create the backup role named in the Secret if it is missing (LOGIN,
+//! the Secret's password), reset its password if the Secret's no longer logs in, grant CONNECT on
+//! each configured database and read access (`pg_read_all_data` where the server has it, else
+//! USAGE and SELECT on every schema's tables and sequences plus default privileges). Only what is
+//! missing is granted, so a second run changes nothing.
+//!
+//! Names and the password never enter SQL text by pasting: the server's own `format()` with
+//! `%I` (identifier) and `%L` (literal) builds each statement from bound parameters.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, Row};
+
+use super::ActionContext;
+
+/// The role to repair and how.
+pub struct RoleSpec<'a> {
+    pub admin_url: &'a str,
+    pub role: &'a str,
+    pub password: &'a SecretString,
+    pub databases: &'a [String],
+    /// `auto` or `schema_grants`.
+    pub read_access: &'a str,
+}
+
+pub async fn apply(ctx: &ActionContext) -> Result<Value, String> {
+    let admin = ctx.settings.remediation.admin_database_url.expose_secret();
+    if admin.is_empty() {
+        return Err(
+            "no admin connection is configured (remediation.admin_database_url)".to_owned(),
+        );
+    }
+    let secret = ctx
+        .probes
+        .backup_secret()
+        .await
+        .map_err(|e| format!("the backup Secret is unavailable ({e})"))?;
+    let role = secret
+        .postgres_user
+        .clone()
+        .ok_or("the backup Secret has no postgres-user")?;
+    let password = secret
+        .postgres_password
+        .clone()
+        .ok_or("the backup Secret has no postgres-password")?;
+    repair(&RoleSpec {
+        admin_url: admin,
+        role: &role,
+        password: &password,
+        databases: &ctx.settings.target.databases,
+        read_access: &ctx.settings.remediation.read_access,
+    })
+    .await
+}
+
+fn opts(url: &str) -> Result<PgConnectOptions, String> {
+    url.parse::<PgConnectOptions>()
+        .map(|o| {
+            o.application_name("backup-remediator")
+                .log_statements(tracing::log::LevelFilter::Off)
+        })
+        .map_err(|_| "remediation.admin_database_url is not a PostgreSQL URL".to_owned())
+}
+
+/// One connection, as a pool of one: sqlx's `&PgPool` executor keeps these futures `Send` in
+/// the spawned engine task (a `&mut PgConnection` executor does not).
+async fn connect(o: &PgConnectOptions, what: &str) -> Result<PgPool, String> {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(o.clone())
+        .await
+        .map_err(|e| format!("connecting to {what}: {}", scrub(&e.to_string())))
+}
+
+/// Server messages may quote a statement; statements here can hold the password.
+fn scrub(text: &str) -> String {
+    match text.find("PASSWORD") {
+        Some(i) => format!("{}PASSWORD [redacted]", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// Runs `format(template, args…)` on the server and executes the statement it returns.
+async fn run(conn: &PgPool, template: &str, args: &[&str]) -> Result<(), String> {
+    let placeholders: Vec<String> = (1..=args.len()).map(|i| format!("${i}::text")).collect();
+    let sql = format!("SELECT format('{template}', {})", placeholders.join(", "));
+    let mut q = sqlx::query_scalar::<_, String>(&sql);
+    for a in args {
+        q = q.bind(*a);
+    }
+    let statement = q
+        .fetch_one(conn)
+        .await
+        .map_err(|e| format!("quoting a statement: {}", scrub(&e.to_string())))?;
+    sqlx::raw_sql(&statement).execute(conn).await.map_err(|e| {
+        let shown = template.split(" PASSWORD").next().unwrap_or(template);
+        format!("{shown}: {}", scrub(&e.to_string()))
+    })?;
+    Ok(())
+}
+
+/// Whether `role` can log in with `password` to `database` on the admin URL's server.
+async fn logs_in(
+    admin: &PgConnectOptions,
+    role: &str,
+    password: &SecretString,
+    database: &str,
+) -> Result<bool, String> {
+    let o = admin
+        .clone()
+        .username(role)
+        .password(password.expose_secret())
+        .database(database);
+    match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(&o)).await {
+        Err(_) => Err("logging in as the backup role timed out".to_owned()),
+        Ok(Ok(c)) => {
+            let _ = c.close().await;
+            Ok(true)
+        }
+        Ok(Err(sqlx::Error::Database(e))) if e.code().as_deref() == Some("28P01") => Ok(false),
+        Ok(Err(e)) => Err(format!(
+            "logging in as the backup role: {}",
+            scrub(&e.to_string())
+        )),
+    }
+}
+
+/// Makes the role exist, log in, and read every configured database. Returns what changed.
+pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, String> {
+    let admin = opts(spec.admin_url)?;
+    let conn = connect(&admin, "the primary as admin").await?;
+    let role = spec.role;
+    let me: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    if me == role {
+        return Err(format!(
+            "the backup role {role:?} is the admin connection's own role; it is not changed"
+        ));
+    }
+    let mut changes: Vec<String> = Vec::new();
+    let existing = sqlx::query("SELECT rolsuper, rolcanlogin FROM pg_roles WHERE rolname = $1")
+        .bind(role)
+        .fetch_optional(&conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pw = spec.password.expose_secret();
+    match existing {
+        None => {
+            run(&conn, "CREATE ROLE %I LOGIN PASSWORD %L", &[role, pw]).await?;
+            changes.push(format!("created role {role} with the Secret's password"));
+        }
+        Some(row) => {
+            let superuser: bool = row.try_get("rolsuper").map_err(|e| e.to_string())?;
+            let can_login: bool = row.try_get("rolcanlogin").map_err(|e| e.to_string())?;
+            if superuser {
+                return Err(format!(
+                    "the backup role {role:?} is a superuser; the service does not change superusers"
+                ));
+            }
+            if !can_login {
+                run(&conn, "ALTER ROLE %I LOGIN", &[role]).await?;
+                changes.push(format!("allowed role {role} to log in"));
+            }
+            let first = spec.databases.first().map_or("postgres", String::as_str);
+            if !logs_in(&admin, role, spec.password, first).await? {
+                run(&conn, "ALTER ROLE %I PASSWORD %L", &[role, pw]).await?;
+                changes.push(format!("reset the password of {role} to the Secret's"));
+            }
+        }
+    }
+
+    for db in spec.databases {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(db)
+                .fetch_one(&conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        if !exists {
+            return Err(format!(
+                "database {db} does not exist; the service does not create databases"
+            ));
+        }
+        let can: bool = sqlx::query_scalar("SELECT has_database_privilege($1, $2, 'CONNECT')")
+            .bind(role)
+            .bind(db)
+            .fetch_one(&conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !can {
+            run(&conn, "GRANT CONNECT ON DATABASE %I TO %I", &[db, role]).await?;
+            changes.push(format!("granted CONNECT on database {db}"));
+        }
+    }
+
+    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(&conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let read_all = spec.read_access == "auto" && version >= 140_000;
+    if read_all {
+        let member: bool =
+            sqlx::query_scalar("SELECT pg_has_role($1, 'pg_read_all_data', 'MEMBER')")
+                .bind(role)
+                .fetch_one(&conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        if !member {
+            run(&conn, "GRANT pg_read_all_data TO %I", &[role]).await?;
+            changes.push("granted pg_read_all_data".to_owned());
+        }
+    } else {
+        for db in spec.databases {
+            let c = connect(
+                &admin.clone().database(db),
+                &format!("database {db} as admin"),
+            )
+            .await?;
+            let granted = schema_grants(&c, role, db).await;
+            c.close().await;
+            changes.extend(granted?);
+        }
+    }
+    conn.close().await;
+    Ok(json!({
+        "role": role,
+        "read_access": if read_all { "pg_read_all_data" } else { "schema_grants" },
+        "changes": changes,
+        "changed": !changes.is_empty(),
+    }))
+}
+
+/// USAGE on each user schema, SELECT on its tables and sequences, and default privileges for
+/// tables created later by the admin role — each only where missing.
+async fn schema_grants(c: &PgPool, role: &str, db: &str) -> Result<Vec<String>, String> {
+    let mut changes = Vec::new();
+    let schemas: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' \
+         AND nspname <> 'information_schema' ORDER BY 1",
+    )
+    .fetch_all(c)
+    .await
+    .map_err(|e| e.to_string())?;
+    for schema in &schemas {
+        let usage: bool = sqlx::query_scalar("SELECT has_schema_privilege($1, $2, 'USAGE')")
+            .bind(role)
+            .bind(schema)
+            .fetch_one(c)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !usage {
+            run(c, "GRANT USAGE ON SCHEMA %I TO %I", &[schema, role]).await?;
+            changes.push(format!("{db}: granted USAGE on schema {schema}"));
+        }
+        let missing: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_class k JOIN pg_namespace n ON n.oid = k.relnamespace \
+             WHERE n.nspname = $2 AND k.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
+             AND NOT has_table_privilege($1, k.oid, 'SELECT')",
+        )
+        .bind(role)
+        .bind(schema)
+        .fetch_one(c)
+        .await
+        .map_err(|e| e.to_string())?;
+        if missing > 0 {
+            run(
+                c,
+                "GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I",
+                &[schema, role],
+            )
+            .await?;
+            run(
+                c,
+                "GRANT SELECT ON ALL SEQUENCES IN SCHEMA %I TO %I",
+                &[schema, role],
+            )
+            .await?;
+            changes.push(format!(
+                "{db}: granted SELECT on {missing} relations in schema {schema}"
+            ));
+        }
+        let defaulted: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace, \
+             aclexplode(d.defaclacl) a WHERE n.nspname = $2 AND d.defaclobjtype = 'r' \
+             AND d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+             AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1) AND a.privilege_type = 'SELECT')",
+        )
+        .bind(role)
+        .bind(schema)
+        .fetch_one(c)
+        .await
+        .map_err(|e| e.to_string())?;
+        if !defaulted {
+            run(
+                c,
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT ON TABLES TO %I",
+                &[schema, role],
+            )
+            .await?;
+            changes.push(format!(
+                "{db}: default SELECT on new tables in schema {schema}"
+            ));
+        }
+    }
+    Ok(changes)
+}

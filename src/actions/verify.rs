@@ -1,0 +1,111 @@
+//! The runbook's verification: a backup Job from the CronJob (as `kubectl create job
+//! --from=cronjob/…`), watched to the end, then S3 must hold a new object — newer than the start
+//! of the verification, non-empty, its first block decrypting to `PGDMP` with the current key
+//! (the encryption probe's own check). The Job's name is fixed in the intent, so a resumed
+//! verification adopts the Job it already started instead of starting a second backup.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::batch::v1::Job;
+use kube::Api;
+use serde_json::{json, Value};
+
+use super::ActionContext;
+use crate::jobs::{self, JobOutcome};
+use crate::plan::Step;
+use crate::probes::encryption::object_matches_key;
+use crate::probes::s3::{self, job_s3};
+
+/// At most this many new objects are checked.
+const MAX_CHECKED: usize = 20;
+
+pub fn prepare(ctx: &ActionContext, step: &Step) -> Value {
+    let name = format!(
+        "{}-{}-{}",
+        ctx.settings.remediation.job_name_prefix, ctx.incident_id, step.id
+    );
+    json!({ "job": name, "since": Utc::now() })
+}
+
+pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, String> {
+    let k = &ctx.settings.kubernetes;
+    let name = intent["job"]
+        .as_str()
+        .ok_or("the step's intent has no Job name")?;
+    let since: DateTime<Utc> = serde_json::from_value(intent["since"].clone())
+        .map_err(|e| format!("the step's intent has no start time: {e}"))?;
+    let client = ctx.kube()?;
+    let labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "backup-remediator".to_owned(),
+        ),
+        (
+            "backup-remediator/incident".to_owned(),
+            ctx.incident_id.to_string(),
+        ),
+    ]);
+    let (_, created) =
+        jobs::create_from_cronjob(client, &k.namespace, &k.backup_cronjob, name, &labels)
+            .await
+            .map_err(|e| e.to_string())?;
+    let api: Api<Job> = Api::namespaced(client.clone(), &k.namespace);
+    let deadline = Duration::from_secs(ctx.settings.remediation.job_deadline_seconds);
+    let outcome = jobs::wait_for(&api, name, deadline)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = json!({ "job": name, "created": created, "job_outcome": outcome });
+    match &outcome {
+        JobOutcome::Succeeded => {}
+        JobOutcome::Failed { reason, message } => {
+            return Err(format!("backup Job {name} failed: {reason}: {message}"))
+        }
+        JobOutcome::TimedOut { after_seconds } => {
+            return Err(format!(
+                "backup Job {name} was still running after {after_seconds} s"
+            ))
+        }
+    }
+
+    let secret = ctx
+        .probes
+        .backup_secret()
+        .await
+        .map_err(|e| format!("the backup Secret is unavailable ({e})"))?;
+    let key = secret
+        .encryption_key
+        .clone()
+        .ok_or("the backup Secret has no encryption-key to check the new backup with")?;
+    let job = job_s3(&ctx.probes).await?;
+    let listing = s3::list_backups_since(&job.client, &job.bucket, &job.prefix, Some(since))
+        .await
+        .map_err(|e| job.redact(&crate::aws::explain("S3", &e).words))?;
+    let location = format!("s3://{}/{}", job.bucket, job.prefix);
+    if listing.recent.is_empty() {
+        return Err(format!(
+            "backup Job {name} succeeded but no new object appeared under {location} since {}",
+            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    let mut checked = Vec::new();
+    for object in listing.recent.iter().rev().take(MAX_CHECKED) {
+        if object.size <= 0 {
+            return Err(format!("the new backup {} is empty", object.key));
+        }
+        match object_matches_key(&job, &key, &object.key).await {
+            Ok(Ok(())) => checked.push(json!({ "key": object.key, "size": object.size,
+                                               "decrypts_to_pg_dump": true })),
+            Ok(Err(why)) => {
+                return Err(format!(
+                    "the new backup {} does not decrypt to a pg_dump archive with the current key: {why}",
+                    object.key
+                ))
+            }
+            Err(why) => return Err(why),
+        }
+    }
+    out["objects"] = json!(checked);
+    Ok(out)
+}

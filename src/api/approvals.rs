@@ -1,0 +1,164 @@
+//! `POST /api/v1/incidents/{id}/actions/{action_id}/approve` and `/reject`: a person decides on
+//! a step the policy holds for approval. Needs the admin token; who decided (the `X-Actor`
+//! header, else the token's name) is stored with the step and on the timeline.
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::AdminCaller;
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::plan::{Decision, Step, StepState, Transition};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+}
+
+/// Optional body of a decision.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    /// Why, in a sentence (kept on the timeline).
+    #[serde(default)]
+    pub comment: String,
+}
+
+fn parse_body(body: &Bytes) -> Result<DecisionBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DecisionBody::default());
+    }
+    let parsed: DecisionBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("body must be {{\"comment\": \"…\"}}: {e}")))?;
+    if parsed.comment.chars().count() > 500 {
+        return Err(ApiError::BadRequest(
+            "comment is longer than 500 characters".into(),
+        ));
+    }
+    Ok(parsed)
+}
+
+async fn decide(
+    state: &AppState,
+    caller: &AdminCaller,
+    ids: Result<Path<(i64, i64)>, PathRejection>,
+    body: &Bytes,
+    approve: bool,
+) -> Result<Json<Step>, ApiError> {
+    let Path((incident_id, step_id)) = ids.map_err(|_| {
+        ApiError::BadRequest("incident and action ids must be whole numbers".into())
+    })?;
+    let body = parse_body(body)?;
+    let steps = state.store.steps(incident_id).await?;
+    let step = steps.iter().find(|s| s.id == step_id).ok_or_else(|| {
+        ApiError::NotFound(format!("incident {incident_id} has no action {step_id}"))
+    })?;
+    if step.decision != Decision::Approve {
+        return Err(ApiError::Conflict(format!(
+            "action {step_id} ({}) does not need an approval: its policy decision is {}",
+            step.name, step.decision
+        )));
+    }
+    let (to, event) = if approve {
+        (StepState::Approved, "approved")
+    } else {
+        (StepState::Rejected, "rejected")
+    };
+    let moved = state
+        .store
+        .transition(
+            &Transition {
+                step_id,
+                from: &[StepState::Planned, StepState::WaitingApproval],
+                to,
+                reason: &body.comment,
+                output: None,
+                decided_by: Some(&caller.actor),
+                at: Utc::now(),
+                event,
+            },
+            &json!({ "step": step_id, "name": step.name, "target": step.target,
+                     "by": caller.actor, "comment": body.comment }),
+        )
+        .await?;
+    if !moved {
+        return Err(ApiError::Conflict(format!(
+            "action {step_id} ({}) is {}, no longer waiting for a decision",
+            step.name, step.state
+        )));
+    }
+    tracing::info!(incident_id, step = step_id, action = %step.name, by = %caller.actor, approved = approve, "approval decision");
+    metrics::counter!("backup_remediator_approvals_total", "decision" => event).increment(1);
+    if let Some(wake) = &state.approvals {
+        wake.notify_waiters();
+    }
+    let updated = state
+        .store
+        .steps(incident_id)
+        .await?
+        .into_iter()
+        .find(|s| s.id == step_id)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("incident {incident_id} has no action {step_id}"))
+        })?;
+    Ok(Json(updated))
+}
+
+/// Approve an action the policy holds for a person.
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/actions/{action_id}/approve",
+    tag = "approvals",
+    params(("id" = i64, Path, description = "Incident id"), ("action_id" = i64, Path, description = "Step id from the incident's `actions`"),
+           ("X-Actor" = Option<String>, Header, description = "Who approves (recorded)")),
+    request_body(content = Option<DecisionBody>, description = "Optional comment"),
+    responses(
+        (status = 200, description = "Approved; the service runs it", body = Step),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not waiting for a decision", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn approve(
+    caller: AdminCaller,
+    State(state): State<AppState>,
+    ids: Result<Path<(i64, i64)>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Step>, ApiError> {
+    decide(&state, &caller, ids, &body, true).await
+}
+
+/// Reject an action the policy holds for a person; the plan moves on (usually to escalation).
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/actions/{action_id}/reject",
+    tag = "approvals",
+    params(("id" = i64, Path, description = "Incident id"), ("action_id" = i64, Path, description = "Step id from the incident's `actions`"),
+           ("X-Actor" = Option<String>, Header, description = "Who rejects (recorded)")),
+    request_body(content = Option<DecisionBody>, description = "Optional comment"),
+    responses(
+        (status = 200, description = "Rejected", body = Step),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not waiting for a decision", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn reject(
+    caller: AdminCaller,
+    State(state): State<AppState>,
+    ids: Result<Path<(i64, i64)>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<Step>, ApiError> {
+    decide(&state, &caller, ids, &body, false).await
+}
