@@ -27,6 +27,7 @@ const KEY: &str = "current-encryption-key-0123456789abcdef";
 const HOOK: &str = "scenario-hook-token";
 const API: &str = "scenario-api-token";
 const PVC: &str = "postgres-data-postgres-primary-0";
+const ADMIN: &str = "scenario-admin-token";
 
 /// What to break.
 #[derive(Clone, Copy, PartialEq)]
@@ -44,23 +45,52 @@ struct World {
     base: String,
     client: reqwest::Client,
     kube: KubeServer,
-    _moto: moto::Moto,
+    moto: moto::Moto,
     _prom: procs::Daemon,
-    _pg: pg::Scratch,
-    _dir: tempfile::TempDir,
-    task: tokio::task::JoinHandle<()>,
+    pg: pg::Scratch,
+    dir: tempfile::TempDir,
+    /// The service: in this process, or binaries (killed on drop).
+    task: Option<tokio::task::JoinHandle<()>>,
+    processes: Vec<procs::Daemon>,
+    /// Base URL of each binary, in start order.
+    bases: Vec<String>,
+    /// The service's config file, for binaries started later.
+    config: std::path::PathBuf,
 }
 
 impl Drop for World {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+        for p in &mut self.processes {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
     }
 }
 
+/// How the service is run and what it may do.
+#[derive(Clone, Copy, Default)]
+struct Opts<'a> {
+    /// Policy file contents; `None`: no policy file (dry run).
+    policy: Option<&'a str>,
+    /// More settings (TOML), e.g. a `[remediation]` section.
+    remediation: &'a str,
+    /// 0: in this process on SQLite; n: n binaries on one PostgreSQL store.
+    processes: usize,
+    /// The Secret's backup role for `Break::Authentication`.
+    gone_role: Option<&'a str>,
+}
+
 async fn world(broken: Break, job_log: &str) -> World {
+    world_with(broken, job_log, Opts::default()).await
+}
+
+async fn world_with(broken: Break, job_log: &str, opts: Opts<'_>) -> World {
     backup_remediator::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let pg = pg::Scratch::create(&["users", "chat"]).await;
+    let pg = pg::Scratch::create(&["users", "chat", "store"]).await;
     pg.sql(
         "postgres",
         &format!("GRANT pg_read_all_data TO {}", pg.role),
@@ -87,7 +117,7 @@ async fn world(broken: Break, job_log: &str) -> World {
     // Kubernetes: the Secret, the failed backup Job and its pod's log, the primary, the volume.
     let kube = KubeServer::start().await;
     let user = if broken == Break::Authentication {
-        "backup_role_gone"
+        opts.gone_role.unwrap_or("backup_role_gone")
     } else {
         pg.role.as_str()
     };
@@ -145,6 +175,7 @@ async fn world(broken: Break, job_log: &str) -> World {
         if primary_ready { &["10.0.0.5"] } else { &[] },
     ));
     kube.put(fx::pvc(PVC, "gp3", "100Gi"));
+    kube.put(fx::cronjob("postgres-backup"));
     kube.put(fx::storage_class("gp3", true));
 
     // Prometheus: the backup's own metrics (last success 30 h ago) and the data volume.
@@ -171,15 +202,36 @@ async fn world(broken: Break, job_log: &str) -> World {
     } else {
         5432
     };
+    let store_url = if opts.processes == 0 {
+        format!("sqlite:{}", dir.path().join("incidents.sqlite").display())
+    } else {
+        let admin = pg::admin_url();
+        format!("{}/{}", admin.rsplit_once('/').unwrap().0, pg.dbs[2])
+    };
+    let policy_file = match opts.policy {
+        Some(text) => {
+            let path = dir.path().join("policy.toml");
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        }
+        None => String::new(),
+    };
     let toml = format!(
         r#"
         [server]
         listen = "127.0.0.1:0"
         [database]
-        url = "sqlite:{store}"
+        url = "{store_url}"
         [auth]
         webhook_token = "{HOOK}"
         api_token = "{API}"
+        admin_token = "{ADMIN}"
+        [remediation]
+        policy_file = "{policy_file}"
+        admin_database_url = "{admin_url}"
+        job_deadline_seconds = 60
+        database_wait_seconds = 2
+        {remediation}
         [probes]
         deadline_ms = 10000
         [prometheus]
@@ -200,7 +252,8 @@ async fn world(broken: Break, job_log: &str) -> World {
         access_key_id = "{admin_id}"
         secret_access_key = "{admin_secret}"
         "#,
-        store = dir.path().join("incidents.sqlite").display(),
+        admin_url = pg::admin_url(),
+        remediation = opts.remediation,
         kube = kube.url,
         db0 = pg.dbs[0],
         db1 = pg.dbs[1],
@@ -209,26 +262,48 @@ async fn world(broken: Break, job_log: &str) -> World {
         admin_secret = moto::admin_credentials().secret_access_key(),
     );
     let settings = Settings::from_toml(&toml).unwrap();
-    let app = Application::build(settings).await.expect("service starts");
-    let base = format!("http://{}", app.local_addr());
-    let task = tokio::spawn(async move {
-        app.run_until(std::future::pending()).await.ok();
-    });
-    World {
-        base,
+    let config = dir.path().join("service.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let mut w = World {
+        base: String::new(),
         client: reqwest::Client::new(),
         kube,
-        _moto: moto,
+        moto,
         _prom: prom,
-        _pg: pg,
-        _dir: dir,
-        task,
+        pg,
+        dir,
+        task: None,
+        processes: Vec::new(),
+        bases: Vec::new(),
+        config,
+    };
+    if opts.processes == 0 {
+        let app = Application::build(settings).await.expect("service starts");
+        w.base = format!("http://{}", app.local_addr());
+        w.task = Some(tokio::spawn(async move {
+            app.run_until(std::future::pending()).await.ok();
+        }));
+    } else {
+        for _ in 0..opts.processes {
+            let base = w.start_process().await;
+            if w.base.is_empty() {
+                w.base = base;
+            }
+        }
     }
+    w
 }
 
 impl World {
     /// Posts the alert as Alertmanager would and waits (bounded) for the stored diagnosis.
     async fn alert_and_diagnose(&self) -> Value {
+        let id = self.alert(&self.base, "2026-11-24T02:30:00Z").await;
+        self.wait_for(id, "a diagnosis", |i| !i["diagnosis"].is_null())
+            .await
+    }
+
+    /// Posts the alert (started at `starts_at`) to the service at `base`; the incident id.
+    async fn alert(&self, base: &str, starts_at: &str) -> i64 {
         let body = json!({
             "receiver": "backup-remediator", "status": "firing", "version": "4", "groupKey": "{}:{}",
             "truncatedAlerts": 0, "externalURL": "http://alertmanager:9093",
@@ -236,39 +311,196 @@ impl World {
             "alerts": [{"status": "firing",
                 "labels": {"alertname": "PostgreSQLBackupFailed", "severity": "critical", "namespace": "link-services"},
                 "annotations": {"summary": "PostgreSQL backup failed"},
-                "startsAt": "2026-11-24T02:30:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                "startsAt": starts_at, "endsAt": "0001-01-01T00:00:00Z",
                 "generatorURL": "http://prometheus:9090/graph", "fingerprint": "5c0e2a1b9d8f7e61"}]
         });
         let resp = self
             .client
-            .post(format!("{}/webhook/alertmanager", self.base))
+            .post(format!("{base}/webhook/alertmanager"))
             .bearer_auth(HOOK)
             .json(&body)
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 202);
-        let id = resp.json::<Value>().await.unwrap()["alerts"][0]["incident_id"]
+        resp.json::<Value>().await.unwrap()["alerts"][0]["incident_id"]
             .as_i64()
-            .unwrap();
-        for _ in 0..300 {
-            let incident: Value = self
-                .client
-                .get(format!("{}/api/v1/incidents/{id}", self.base))
-                .bearer_auth(API)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if !incident["diagnosis"].is_null() {
-                return incident;
+            .unwrap()
+    }
+
+    async fn incident(&self, id: i64) -> Value {
+        self.client
+            .get(format!("{}/api/v1/incidents/{id}", self.base))
+            .bearer_auth(API)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls the incident (bounded, 90 s) until `done` holds; panics naming `what` otherwise.
+    async fn wait_for(&self, id: i64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..900 {
+            last = self.incident(id).await;
+            if done(&last) {
+                return last;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("no diagnosis within 30 s");
+        panic!("no {what} within 90 s: {last:#}");
     }
+
+    /// Starts one more service binary on the same config (PostgreSQL store, a port of its own);
+    /// returns its base URL once it answers.
+    async fn start_process(&mut self) -> String {
+        let port = procs::free_port();
+        let n = self.processes.len();
+        let log = std::fs::File::create(self.dir.path().join(format!("service-{n}.log"))).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_backup-remediator"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("the service binary starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let mut d = procs::Daemon {
+            name: "backup-remediator",
+            child,
+        };
+        procs::wait_ready(&mut d, &format!("{base}/healthz"), self.dir.path()).await;
+        self.processes.push(d);
+        self.bases.push(base.clone());
+        base
+    }
+
+    /// Waits (bounded) until the service has created `n` backup Jobs; their names.
+    async fn wait_for_jobs(&self, n: usize) -> Vec<String> {
+        for _ in 0..600 {
+            let created: Vec<String> = self
+                .kube
+                .created_jobs()
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if created.len() >= n {
+                return created;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the service created no backup Job within 60 s");
+    }
+
+    /// What the backup Job would do: `pg_dump -Fc` of each database as `role`, encrypted with
+    /// the real `openssl enc` and uploaded under the prefix.
+    async fn run_backup_as(&self, role: &str, key: &str) {
+        for db in &self.pg.dbs[..2] {
+            let bytes = dump_as(self.dir.path(), role, db, key);
+            self.moto
+                .put(
+                    BUCKET,
+                    &format!(
+                        "postgres-backups/verify-{}-{db}.sql.enc",
+                        uuid::Uuid::new_v4().simple()
+                    ),
+                    bytes,
+                )
+                .await;
+        }
+    }
+
+    async fn approve(
+        &self,
+        incident: i64,
+        step: i64,
+        verb: &str,
+        token: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!(
+                "{}/api/v1/incidents/{incident}/actions/{step}/{verb}",
+                self.base
+            ))
+            .bearer_auth(token)
+            .header("X-Actor", "dba@example.com")
+            .json(&json!({"comment": "checked the primary"}))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// `pg_dump -Fc` of `db` as `role` (it must exist and read everything), encrypted as the
+/// runbook does.
+fn dump_as(dir: &std::path::Path, role: &str, db: &str, key: &str) -> Vec<u8> {
+    use std::process::Command;
+    let dump = dir.join(format!("{db}.dump"));
+    let out = Command::new("pg_dump")
+        .args(["-Fc", "-h", "127.0.0.1", "-U", role, "-f"])
+        .arg(&dump)
+        .arg(db)
+        .env_remove("PGPASSWORD")
+        .output()
+        .expect("pg_dump is installed");
+    assert!(
+        out.status.success(),
+        "pg_dump of {db} as {role} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let enc = dir.join(format!("{db}.dump.enc"));
+    let ok = Command::new("openssl")
+        .args([
+            "enc",
+            "-aes-256-cbc",
+            "-salt",
+            "-pbkdf2",
+            "-iter",
+            "100000",
+            "-in",
+        ])
+        .arg(&dump)
+        .arg("-out")
+        .arg(&enc)
+        .args(["-pass", "env:BACKUP_ENCRYPTION_KEY"])
+        .env("BACKUP_ENCRYPTION_KEY", key)
+        .status()
+        .expect("openssl is installed");
+    assert!(ok.success(), "openssl enc failed");
+    std::fs::read(enc).unwrap()
+}
+
+fn step<'a>(incident: &'a Value, name: &str) -> &'a Value {
+    incident["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} step: {:#}", incident["actions"]))
+}
+
+fn states(incident: &Value) -> Vec<(String, String)> {
+    incident["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
 }
 
 fn finding<'a>(incident: &'a Value, probe: &str) -> &'a Value {
@@ -477,5 +709,608 @@ async fn a_failure_nothing_explains_is_transient_and_every_probe_is_healthy() {
     assert!(
         reqs.iter().all(|r| r.method == "GET"),
         "diagnosis changes nothing in the cluster"
+    );
+}
+
+// ---- Remediation, end to end ----
+
+/// A policy file with the README's defaults (so not a dry run).
+const LIVE: &str = "# the defaults\ndry_run = false\n";
+const T2: &str = "2026-11-24T08:30:00Z";
+
+/// Drops a role the service created, after the test's databases are gone.
+struct DropRole(String);
+
+impl Drop for DropRole {
+    fn drop(&mut self) {
+        let role = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Executor;
+                let mut c = pg::admin_on("postgres").await;
+                let sql: String =
+                    sqlx::query_scalar("SELECT format('DROP ROLE IF EXISTS %I', $1::text)")
+                        .bind(&role)
+                        .fetch_one(&mut c)
+                        .await
+                        .unwrap();
+                let _ = c.execute(sql.as_str()).await;
+            });
+        })
+        .join();
+    }
+}
+
+async fn role_exists(role: &str) -> bool {
+    let mut c = pg::admin_on("postgres").await;
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(role)
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+fn patches(w: &World, path_end: &str) -> Vec<kube_server::Recorded> {
+    w.kube
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with(path_end))
+        .collect()
+}
+
+fn timeline_kinds(incident: &Value) -> Vec<String> {
+    incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const ROLE_GONE_LOG: &str =
+    "pg_dump: error: connection to server failed: FATAL:  role does not exist\n";
+const DISK_FULL_LOG: &str =
+    "pg_dump: error: could not write to output file: No space left on device\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remediation_creates_the_missing_backup_role_and_a_real_backup_as_it_proves_the_fix() {
+    // A role name and the Secret's password as an attacker would pick them.
+    let role = format!("bk;x'\"{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let _cleanup = DropRole(role.clone());
+    let w = world_with(
+        Break::Authentication,
+        &format!("{FAILED_DUMP}{ROLE_GONE_LOG}"),
+        Opts {
+            policy: Some(LIVE),
+            gone_role: Some(&role),
+            ..Opts::default()
+        },
+    )
+    .await;
+    assert!(!role_exists(&role).await);
+
+    let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
+    let jobs = w.wait_for_jobs(1).await;
+    // The verification Job exists, so the repair is done: the role logs in and the real
+    // pg_dump of every configured database succeeds with it.
+    assert!(role_exists(&role).await, "the role was created");
+    w.run_backup_as(&role, KEY).await;
+    w.kube.finish_job(&jobs[0], true);
+    let incident = w
+        .wait_for(id, "an outcome", |i| i["status"] != "open")
+        .await;
+
+    assert_eq!(incident["status"], "remediated", "{:?}", states(&incident));
+    assert_eq!(incident["diagnosis"]["scenario"], "authentication");
+    let repair = step(&incident, "repair_backup_role");
+    assert_eq!(repair["state"], "succeeded", "{repair:#}");
+    let changes = repair["output"]["changes"].to_string();
+    assert!(changes.contains("created role"), "{changes}");
+    assert!(changes.contains("granted pg_read_all_data"), "{changes}");
+    let verify = step(&incident, "verify_backup");
+    assert_eq!(verify["state"], "succeeded", "{verify:#}");
+    assert_eq!(
+        verify["output"]["objects"].as_array().unwrap().len(),
+        2,
+        "one new backup per database"
+    );
+    assert_eq!(step(&incident, "escalate")["state"], "skipped");
+    assert!(
+        role_exists("postgres").await,
+        "the quoted name ran no SQL of its own"
+    );
+    assert!(
+        !incident.to_string().contains(&w.pg.password),
+        "the Secret's password is nowhere in the record"
+    );
+
+    // A second repair with the same inputs changes nothing.
+    let password = secrecy::SecretString::from(w.pg.password.clone());
+    let dbs = w.pg.dbs[..2].to_vec();
+    let again = backup_remediator::actions::repair_role::repair(
+        &backup_remediator::actions::repair_role::RoleSpec {
+            admin_url: &pg::admin_url(),
+            role: &role,
+            password: &password,
+            databases: &dbs,
+            read_access: "auto",
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(again["changed"], false, "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_with_schema_grants_lets_pg_dump_read_every_table_and_is_idempotent() {
+    let pg = pg::Scratch::create(&["shop"]).await;
+    let role = format!(
+        "bk_grants_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let _cleanup = DropRole(role.clone());
+    let db = &pg.dbs[0];
+    pg.sql(
+        db,
+        "CREATE SCHEMA sales; CREATE TABLE public.items (id serial PRIMARY KEY, name text); \
+         CREATE TABLE sales.orders (id bigserial PRIMARY KEY, item int); \
+         INSERT INTO public.items (name) VALUES ('a'), ('b')",
+    )
+    .await;
+    pg.sql(
+        "postgres",
+        &format!("REVOKE CONNECT ON DATABASE {db} FROM PUBLIC"),
+    )
+    .await;
+    let password = secrecy::SecretString::from("pw'; DROP ROLE postgres; --".to_owned());
+    let dbs = vec![db.clone()];
+    let spec = backup_remediator::actions::repair_role::RoleSpec {
+        admin_url: &pg::admin_url(),
+        role: &role,
+        password: &password,
+        databases: &dbs,
+        read_access: "schema_grants",
+    };
+    let first = backup_remediator::actions::repair_role::repair(&spec)
+        .await
+        .unwrap();
+    let changes = first["changes"].to_string();
+    for expected in [
+        "created role",
+        "granted CONNECT",
+        "USAGE on schema sales",
+        "SELECT on 2 relations in schema public",
+        "default SELECT",
+    ] {
+        assert!(changes.contains(expected), "{expected}: {changes}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dumped = dump_as(dir.path(), &role, db, KEY);
+    assert!(!dumped.is_empty());
+    let second = backup_remediator::actions::repair_role::repair(&spec)
+        .await
+        .unwrap();
+    assert_eq!(second["changed"], false, "{second}");
+    assert!(role_exists("postgres").await);
+    pg.sql("postgres", "GRANT CONNECT ON DATABASE postgres TO PUBLIC")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_policy_file_remediation_is_a_dry_run_that_changes_nothing() {
+    let role = format!("bk_dry_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let _cleanup = DropRole(role.clone());
+    let w = world_with(
+        Break::Authentication,
+        &format!("{FAILED_DUMP}{ROLE_GONE_LOG}"),
+        Opts {
+            gone_role: Some(&role),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
+    let incident = w
+        .wait_for(id, "an outcome", |i| i["status"] != "open")
+        .await;
+
+    assert_eq!(incident["status"], "escalated");
+    for (name, state) in states(&incident) {
+        let want = if name == "escalate" {
+            "succeeded"
+        } else {
+            "dry_run"
+        };
+        assert_eq!(state, want, "{name}");
+    }
+    assert!(
+        w.kube.writes().is_empty(),
+        "nothing was written to the cluster: {:?}",
+        w.kube.writes()
+    );
+    assert!(
+        !role_exists(&role).await,
+        "nothing was changed in the database"
+    );
+    let kinds = timeline_kinds(&incident);
+    let planned = kinds.iter().position(|k| k == "planned").unwrap();
+    assert!(planned > kinds.iter().position(|k| k == "diagnosed").unwrap());
+    assert!(
+        kinds[planned..].contains(&"step_dry_run".to_owned()),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remediation_expands_the_full_volume_once_and_the_cooldown_refuses_a_second_expansion() {
+    let w = world_with(
+        Break::Storage,
+        &format!("{FAILED_DUMP}{DISK_FULL_LOG}"),
+        Opts {
+            policy: Some(LIVE),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
+    let jobs = w.wait_for_jobs(1).await;
+
+    let patched = patches(&w, &format!("/persistentvolumeclaims/{PVC}"));
+    assert_eq!(patched.len(), 1);
+    assert_eq!(patched[0].content_type, "application/merge-patch+json");
+    assert_eq!(
+        patched[0].body,
+        Some(json!({"spec": {"resources": {"requests": {"storage": "150Gi"}}}}))
+    );
+    let job = w.kube.get("Job", &jobs[0]).unwrap();
+    assert_eq!(
+        job["spec"],
+        fx::cronjob("postgres-backup")["spec"]["jobTemplate"]["spec"]
+    );
+    assert_eq!(
+        job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
+        "manual"
+    );
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+
+    w.run_backup_as(&w.pg.role, KEY).await;
+    w.kube.finish_job(&jobs[0], true);
+    let incident = w
+        .wait_for(id, "an outcome", |i| i["status"] != "open")
+        .await;
+    assert_eq!(incident["status"], "remediated", "{:?}", states(&incident));
+    assert_eq!(step(&incident, "expand_pvc")["output"]["to"], "150Gi");
+    assert_eq!(step(&incident, "delete_old_files")["state"], "skipped");
+
+    // The same volume alerts again: the cooldown refuses a second expansion, deleting files is
+    // never allowed, and the incident goes to people.
+    let again = w.alert(&w.base, T2).await;
+    let second = w
+        .wait_for(again, "an outcome", |i| i["status"] != "open")
+        .await;
+    assert_eq!(second["status"], "escalated", "{:?}", states(&second));
+    let expand = step(&second, "expand_pvc");
+    assert_eq!(expand["state"], "refused");
+    assert!(
+        expand["reason"].as_str().unwrap().contains("cooldown"),
+        "{expand}"
+    );
+    let delete = step(&second, "delete_old_files");
+    assert_eq!(delete["state"], "refused");
+    assert!(
+        delete["reason"].as_str().unwrap().contains("never"),
+        "{delete}"
+    );
+    assert_eq!(
+        patches(
+            &w,
+            "/persistentvolumeclaims/postgres-data-postgres-primary-0"
+        )
+        .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_the_primary_waits_for_an_approval_and_a_rejection_escalates() {
+    let w = world_with(
+        Break::Connection,
+        &format!("{FAILED_DUMP}pg_dump: error: connection to server failed: Connection refused\n"),
+        Opts {
+            policy: Some(LIVE),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
+    let waiting = w
+        .wait_for(id, "an approval request", |i| {
+            i["actions"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|s| s["name"] == "restart_primary" && s["state"] == "waiting_approval")
+            })
+        })
+        .await;
+    let restart = step(&waiting, "restart_primary")["id"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        patches(&w, "/statefulsets/postgres-primary").is_empty(),
+        "nothing runs unapproved"
+    );
+    assert_eq!(w.incident(id).await["status"], "open");
+
+    assert_eq!(
+        w.approve(id, restart, "approve", API).await.status(),
+        401,
+        "the read token cannot approve"
+    );
+    let resp = w.approve(id, restart, "reject", ADMIN).await;
+    assert_eq!(resp.status(), 200);
+    let decided: Value = resp.json().await.unwrap();
+    assert_eq!(decided["state"], "rejected");
+    assert_eq!(decided["decided_by"], "dba@example.com");
+    assert_eq!(
+        w.approve(id, restart, "approve", ADMIN).await.status(),
+        409,
+        "decided once"
+    );
+
+    let incident = w
+        .wait_for(id, "an outcome", |i| i["status"] != "open")
+        .await;
+    assert_eq!(incident["status"], "escalated", "{:?}", states(&incident));
+    assert!(patches(&w, "/statefulsets/postgres-primary").is_empty());
+    assert!(timeline_kinds(&incident).contains(&"rejected".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_restart_patches_the_statefulset_as_kubectl_rollout_restart_does() {
+    let w = world_with(
+        Break::Connection,
+        &format!("{FAILED_DUMP}pg_dump: error: connection to server failed: Connection refused\n"),
+        Opts {
+            policy: Some(LIVE),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
+    let waiting = w
+        .wait_for(id, "an approval request", |i| {
+            i["actions"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|s| s["name"] == "restart_primary" && s["state"] == "waiting_approval")
+            })
+        })
+        .await;
+    let restart = step(&waiting, "restart_primary")["id"].as_i64().unwrap();
+    assert_eq!(w.approve(id, restart, "approve", ADMIN).await.status(), 200);
+
+    // The database still refuses after the restart: the check fails and people take over.
+    let incident = w
+        .wait_for(id, "an outcome", |i| i["status"] != "open")
+        .await;
+    assert_eq!(incident["status"], "escalated", "{:?}", states(&incident));
+    let s = step(&incident, "restart_primary");
+    assert_eq!(s["state"], "succeeded", "{s:#}");
+    assert_eq!(s["decided_by"], "dba@example.com");
+    let patched = patches(&w, "/statefulsets/postgres-primary");
+    assert_eq!(patched.len(), 1);
+    assert_eq!(patched[0].content_type, "application/merge-patch+json");
+    let at = &patched[0].body.as_ref().unwrap()["spec"]["template"]["metadata"]["annotations"]
+        ["kubectl.kubernetes.io/restartedAt"];
+    assert!(at.as_str().is_some_and(|t| t.ends_with('Z')), "{at}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_without_a_new_backup_or_with_another_key_does_not_remediate() {
+    let w = world_with(
+        Break::Nothing,
+        &format!("{FAILED_DUMP}pg_dump: error: could not receive data from server: Connection reset by peer\n"),
+        Opts { policy: Some(LIVE), ..Opts::default() },
+    )
+    .await;
+    // The Job reports success but uploads nothing.
+    let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
+    let jobs = w.wait_for_jobs(1).await;
+    w.kube.finish_job(&jobs[0], true);
+    let first = w
+        .wait_for(id, "an outcome", |i| i["status"] != "open")
+        .await;
+    assert_eq!(first["status"], "escalated");
+    let verify = step(&first, "verify_backup");
+    assert_eq!(verify["state"], "failed");
+    assert!(
+        verify["reason"].as_str().unwrap().contains("no new object"),
+        "{verify}"
+    );
+
+    // Next time it uploads a backup encrypted with another key.
+    let again = w.alert(&w.base, T2).await;
+    let jobs = w.wait_for_jobs(2).await;
+    let job = jobs
+        .iter()
+        .find(|j| !j.ends_with(&format!("-{id}-{}", verify["id"])))
+        .unwrap();
+    w.run_backup_as(&w.pg.role, "a-different-key-0123456789abcdef-xyz")
+        .await;
+    w.kube.finish_job(job, true);
+    let second = w
+        .wait_for(again, "an outcome", |i| i["status"] != "open")
+        .await;
+    assert_eq!(second["status"], "escalated");
+    let verify = step(&second, "verify_backup");
+    assert!(
+        verify["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not decrypt"),
+        "{verify}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_killed_in_the_middle_of_a_step_resumes_without_repeating_a_finished_action() {
+    let mut w = world_with(
+        Break::Storage,
+        &format!("{FAILED_DUMP}{DISK_FULL_LOG}"),
+        Opts {
+            policy: Some(LIVE),
+            processes: 1,
+            remediation: "lease_seconds = 3",
+            ..Opts::default()
+        },
+    )
+    .await;
+    let id = w.alert(&w.base.clone(), "2026-11-24T02:30:00Z").await;
+    let jobs = w.wait_for_jobs(1).await;
+    // The PVC is expanded and the verification Job is being watched: kill the process.
+    let mut first = w.processes.remove(0);
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    assert_eq!(
+        patches(&w, &format!("/persistentvolumeclaims/{PVC}")).len(),
+        1
+    );
+
+    w.base = w.start_process().await;
+    let resumed = w
+        .wait_for(id, "the resumed step", |i| {
+            timeline_kinds(i).contains(&"step_resumed".to_owned())
+        })
+        .await;
+    assert_eq!(step(&resumed, "expand_pvc")["state"], "succeeded");
+    w.run_backup_as(&w.pg.role, KEY).await;
+    w.kube.finish_job(&jobs[0], true);
+    let incident = w
+        .wait_for(id, "an outcome", |i| i["status"] != "open")
+        .await;
+
+    assert_eq!(incident["status"], "remediated", "{:?}", states(&incident));
+    assert_eq!(
+        patches(&w, &format!("/persistentvolumeclaims/{PVC}")).len(),
+        1,
+        "expanded once"
+    );
+    let created: std::collections::BTreeSet<String> = w.kube.created_jobs().into_iter().collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "the resumed step adopted the Job it had started: {created:?}"
+    );
+    assert_eq!(
+        timeline_kinds(&incident)
+            .iter()
+            .filter(|k| *k == "step_started")
+            .count(),
+        2,
+        "expand and verify started once each"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_service_processes_on_one_database_remediate_an_alert_once() {
+    let w = world_with(
+        Break::Storage,
+        &format!("{FAILED_DUMP}{DISK_FULL_LOG}"),
+        Opts {
+            policy: Some(LIVE),
+            processes: 2,
+            ..Opts::default()
+        },
+    )
+    .await;
+    // Alertmanager HA: both replicas get the same notification.
+    let (a, b) = tokio::join!(
+        w.alert(&w.bases[0], "2026-11-24T02:30:00Z"),
+        w.alert(&w.bases[1], "2026-11-24T02:30:00Z")
+    );
+    assert_eq!(a, b, "one incident");
+    let jobs = w.wait_for_jobs(1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.run_backup_as(&w.pg.role, KEY).await;
+    w.kube.finish_job(&jobs[0], true);
+    let incident = w.wait_for(a, "an outcome", |i| i["status"] != "open").await;
+
+    assert_eq!(incident["status"], "remediated", "{:?}", states(&incident));
+    assert_eq!(
+        patches(&w, &format!("/persistentvolumeclaims/{PVC}")).len(),
+        1
+    );
+    assert_eq!(
+        w.kube.created_jobs().len(),
+        1,
+        "one backup Job, created once"
+    );
+    let kinds = timeline_kinds(&incident);
+    assert_eq!(kinds.iter().filter(|k| *k == "planned").count(), 1);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "probes_started").count(),
+        1,
+        "diagnosed once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolved_alert_lets_the_running_step_finish_and_skips_the_rest() {
+    let w = world_with(
+        Break::Nothing,
+        &format!("{FAILED_DUMP}pg_dump: error: could not receive data from server: Connection reset by peer\n"),
+        Opts { policy: Some(LIVE), ..Opts::default() },
+    )
+    .await;
+    let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
+    let jobs = w.wait_for_jobs(1).await;
+    // Alertmanager reports the alert resolved while the verification Job runs.
+    let resolved = json!({
+        "receiver": "backup-remediator", "status": "resolved", "version": "4", "groupKey": "{}:{}",
+        "truncatedAlerts": 0, "externalURL": "http://alertmanager:9093",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "alerts": [{"status": "resolved",
+            "labels": {"alertname": "PostgreSQLBackupFailed", "severity": "critical", "namespace": "link-services"},
+            "annotations": {}, "startsAt": "2026-11-24T02:30:00Z", "endsAt": "2026-11-24T03:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph", "fingerprint": "5c0e2a1b9d8f7e61"}]
+    });
+    let resp = w
+        .client
+        .post(format!("{}/webhook/alertmanager", w.base))
+        .bearer_auth(HOOK)
+        .json(&resolved)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        step(&w.incident(id).await, "verify_backup")["state"],
+        "running"
+    );
+    w.kube.finish_job(&jobs[0], false);
+    let incident = w
+        .wait_for(id, "the plan to end", |i| {
+            i["actions"].as_array().unwrap().iter().all(|s| {
+                !["planned", "running", "waiting_approval", "approved"]
+                    .contains(&s["state"].as_str().unwrap())
+            })
+        })
+        .await;
+    assert_eq!(incident["status"], "resolved");
+    assert_eq!(
+        step(&incident, "verify_backup")["state"],
+        "failed",
+        "the running step finished"
+    );
+    let escalate = step(&incident, "escalate");
+    assert_eq!(escalate["state"], "skipped");
+    assert!(
+        escalate["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Alertmanager resolved the alert"),
+        "{escalate}"
     );
 }

@@ -110,8 +110,11 @@ impl PgStore {
     ) -> Result<Resolution, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let updated: Option<i64> = sqlx::query_scalar(
-            "UPDATE incidents SET status = 'resolved', resolved_at = $3, updated_at = now() \
-             WHERE fingerprint = $1 AND starts_at = $2 AND status <> 'resolved' RETURNING id",
+            // A remediated incident keeps that status (the alert clearing is the expected
+            // consequence); every other one becomes resolved.
+            "UPDATE incidents SET status = CASE WHEN status = 'remediated' THEN status ELSE 'resolved' END, \
+             resolved_at = $3, updated_at = now() \
+             WHERE fingerprint = $1 AND starts_at = $2 AND resolved_at IS NULL RETURNING id",
         )
         .bind(fingerprint)
         .bind(starts_at)

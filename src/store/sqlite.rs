@@ -139,8 +139,9 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let now = ts(Utc::now());
         let updated: Option<i64> = sqlx::query_scalar(
-            "UPDATE incidents SET status = 'resolved', resolved_at = ?3, updated_at = ?4 \
-             WHERE fingerprint = ?1 AND starts_at = ?2 AND status <> 'resolved' RETURNING id",
+            "UPDATE incidents SET status = CASE WHEN status = 'remediated' THEN status ELSE 'resolved' END, \
+             resolved_at = ?3, updated_at = ?4 \
+             WHERE fingerprint = ?1 AND starts_at = ?2 AND resolved_at IS NULL RETURNING id",
         )
         .bind(fingerprint)
         .bind(ts(starts_at))
