@@ -43,7 +43,8 @@ enum Command {
     },
     /// Apply the store's migrations and exit.
     Migrate,
-    /// Run every probe and the diagnosis for an alert, print the report, change nothing.
+    /// Run every probe and the diagnosis for an alert, print the report and the plan the policy
+    /// would allow; change nothing.
     Replay {
         /// An Alertmanager webhook payload (JSON), e.g. saved from a real notification.
         alert: PathBuf,
@@ -130,8 +131,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("{} is not an Alertmanager payload", alert.display()))?;
             let examiner = startup::examiner(&settings).await;
             let report = examiner.examine(examiner.context()).await;
+            let policy = startup::load_policy(&settings)?;
+            let alertname = notification
+                .alerts
+                .first()
+                .map_or(backup_remediator::playbooks::BACKUP_FAILED, |a| {
+                    a.name.as_str()
+                });
+            let plan = backup_remediator::playbooks::plan(
+                alertname,
+                &backup_remediator::playbooks::PlanInput {
+                    diagnosis: &report.diagnosis,
+                    findings: &report.findings,
+                    settings: &settings,
+                },
+                &policy,
+            )
+            .unwrap_or_default();
             if json {
-                let v = serde_json::json!({ "diagnosis": report.diagnosis, "findings": report.findings });
+                let v = serde_json::json!({ "diagnosis": report.diagnosis, "findings": report.findings,
+                                            "plan": plan, "policy": policy.source });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for a in &notification.alerts {
@@ -147,6 +166,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "{}",
                     report::render(&report.findings, Some(&report.diagnosis))
                 );
+                println!("\nplan (policy: {}; nothing was run)", policy.source);
+                for s in &plan {
+                    println!(
+                        "  {}. {:<8} {:<20} {:<9} {}",
+                        s.group, s.kind, s.name, s.decision, s.reason
+                    );
+                }
             }
         }
         Command::Probe { name, json } => {

@@ -248,6 +248,14 @@ fn replay_and_probe_print_findings_and_a_diagnosis_and_store_nothing() {
         report.contains("DIAGNOSIS  scenario 1, database connection"),
         "{report}"
     );
+    assert!(
+        report.contains("plan (policy: built-in (no policy file: dry run); nothing was run)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("restart_primary") && report.contains("dry_run"),
+        "the plan names the approval-only restart: {report}"
+    );
 
     let out = run(
         dir.path(),
@@ -256,6 +264,12 @@ fn replay_and_probe_print_findings_and_a_diagnosis_and_store_nothing() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     assert_eq!(v["diagnosis"]["scenario"], "database_connection");
     assert_eq!(v["findings"][0]["signals"][0]["failure"], "refused");
+    assert_eq!(v["plan"][0]["name"], "database_answers");
+    assert!(v["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "restart_primary"));
 
     let out = run(
         dir.path(),
