@@ -1,0 +1,168 @@
+//! Remediation actions one at a time, against real parts: the role repair on a PostgreSQL that
+//! checks passwords (scram-sha-256), and the PVC expansion's limits against the stand-in
+//! Kubernetes API (what it refuses, it never patches).
+
+#[path = "support/kube_server.rs"]
+mod kube_server;
+#[path = "support/pg.rs"]
+mod pg;
+
+use std::sync::Arc;
+
+use backup_remediator::actions::repair_role::{repair, RoleSpec};
+use backup_remediator::actions::{expand_pvc, ActionContext};
+use backup_remediator::config::Settings;
+use backup_remediator::policy::Policy;
+use backup_remediator::probes::ProbeContext;
+use kube_server::{fixtures as fx, KubeServer};
+use secrecy::SecretString;
+use sqlx::{Connection, PgConnection};
+
+#[tokio::test]
+async fn a_drifted_password_is_reset_to_the_secrets_and_then_logs_in() {
+    let server = pg::PasswordServer::start("admin-canary-pw");
+    let admin = format!(
+        "postgres://postgres:admin-canary-pw@127.0.0.1:{}/postgres",
+        server.port
+    );
+    let mut c = PgConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql("CREATE ROLE backup_user LOGIN PASSWORD 'old-password'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let secret = SecretString::from("new-secret-password".to_owned());
+    let dbs = vec!["postgres".to_owned()];
+    let spec = RoleSpec {
+        admin_url: &admin,
+        role: "backup_user",
+        password: &secret,
+        databases: &dbs,
+        read_access: "auto",
+    };
+    let user_url = |pw: &str| {
+        format!(
+            "postgres://backup_user:{pw}@127.0.0.1:{}/postgres",
+            server.port
+        )
+    };
+    assert!(
+        PgConnection::connect(&user_url("new-secret-password"))
+            .await
+            .is_err(),
+        "drifted"
+    );
+
+    let out = repair(&spec).await.unwrap();
+
+    let changes = out["changes"].to_string();
+    assert!(
+        changes.contains("reset the password of backup_user"),
+        "{changes}"
+    );
+    assert!(
+        !out.to_string().contains("new-secret-password"),
+        "the password is not in the output"
+    );
+    PgConnection::connect(&user_url("new-secret-password"))
+        .await
+        .expect("the Secret's password logs in now");
+    let again = repair(&spec).await.unwrap();
+    assert_eq!(again["changed"], false, "{again}");
+}
+
+#[tokio::test]
+async fn the_repair_refuses_to_touch_a_superuser() {
+    let server = pg::PasswordServer::start("admin-canary-pw");
+    let admin = format!(
+        "postgres://postgres:admin-canary-pw@127.0.0.1:{}/postgres",
+        server.port
+    );
+    let mut c = PgConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql("CREATE ROLE dba SUPERUSER LOGIN PASSWORD 'x'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let secret = SecretString::from("y".to_owned());
+    let dbs = vec!["postgres".to_owned()];
+    let err = repair(&RoleSpec {
+        admin_url: &admin,
+        role: "dba",
+        password: &secret,
+        databases: &dbs,
+        read_access: "auto",
+    })
+    .await
+    .unwrap_err();
+    assert!(err.contains("superuser"), "{err}");
+}
+
+fn ctx(kube: &KubeServer, policy: &str) -> ActionContext {
+    let settings = Arc::new(Settings::from_toml("").unwrap());
+    ActionContext {
+        settings: settings.clone(),
+        policy: Arc::new(Policy::from_toml(policy).unwrap()),
+        kube: Some(kube.client()),
+        probes: Arc::new(ProbeContext::new(
+            settings,
+            Some(kube.client()),
+            reqwest::Client::new(),
+        )),
+        incident_id: 1,
+    }
+}
+
+const PVC: &str = "postgres-data-postgres-primary-0";
+
+#[tokio::test]
+async fn expansion_stays_under_the_ceiling() {
+    let kube = KubeServer::start().await;
+    kube.put(fx::pvc(PVC, "gp3", "480Gi"));
+    kube.put(fx::storage_class("gp3", true));
+    let err = expand_pvc::prepare(&ctx(
+        &kube,
+        "[limits]\npvc_ceiling = \"500Gi\"\npvc_growth_step = \"50Gi\"",
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("would exceed the policy's ceiling of 500Gi"),
+        "{err}"
+    );
+
+    let ok = expand_pvc::prepare(&ctx(
+        &kube,
+        "[limits]\npvc_ceiling = \"1Ti\"\npvc_growth_step = \"50Gi\"",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(ok["to"], "530Gi");
+    assert!(kube.writes().is_empty(), "prepare only reads");
+}
+
+#[tokio::test]
+async fn a_storage_class_without_expansion_is_refused() {
+    let kube = KubeServer::start().await;
+    kube.put(fx::pvc(PVC, "standard", "100Gi"));
+    kube.put(fx::storage_class("standard", false));
+    let err = expand_pvc::prepare(&ctx(&kube, "")).await.unwrap_err();
+    assert!(err.contains("does not allow volume expansion"), "{err}");
+}
+
+#[tokio::test]
+async fn applying_the_same_expansion_twice_patches_once() {
+    let kube = KubeServer::start().await;
+    kube.put(fx::pvc(PVC, "gp3", "100Gi"));
+    kube.put(fx::storage_class("gp3", true));
+    let c = ctx(&kube, "");
+    let intent = expand_pvc::prepare(&c).await.unwrap();
+    let first = expand_pvc::apply(&c, &intent).await.unwrap();
+    let second = expand_pvc::apply(&c, &intent).await.unwrap();
+    assert_eq!(first["patched"], true);
+    assert_eq!(second["patched"], false, "{second}");
+    let patches: Vec<_> = kube
+        .writes()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 1);
+}
