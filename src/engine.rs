@@ -185,6 +185,9 @@ impl Engine {
             return Ok(true);
         }
         if self.store.diagnosis(incident_id).await?.is_none() {
+            // `probes.concurrency` bounds diagnoses only: a plan waiting hours for an approval
+            // must not keep new incidents from being diagnosed.
+            let _permit = self.permits.clone().acquire_owned().await.ok();
             self.diagnose(incident_id).await?;
         }
         match &self.remediator {
@@ -204,7 +207,6 @@ impl Engine {
             return;
         }
         let result: Result<(), StoreError> = async {
-            let _permit = self.permits.clone().acquire_owned().await.ok();
             if !self
                 .store
                 .claim(incident_id, &self.holder, Utc::now(), self.lease_end())
