@@ -286,8 +286,23 @@ fn print_table(list: &[Incident]) {
 mod runbook_cli {
     use anyhow::Context;
     use backup_remediator::config::Settings;
-    use backup_remediator::restore::{TestRequest, TestStatus};
+    use std::sync::Arc;
+
+    use backup_remediator::manual_backup::ManualBackups;
+    use backup_remediator::restore::{RestoreTester, TestRequest, TestStatus};
     use backup_remediator::startup;
+    use backup_remediator::store::Store;
+
+    async fn open(
+        settings: &Settings,
+    ) -> anyhow::Result<(Store, Arc<RestoreTester>, Arc<ManualBackups>)> {
+        backup_remediator::install_crypto_provider();
+        let store = startup::open_store(settings)
+            .await
+            .context("opening the incident store")?;
+        let (tester, backups) = startup::runbook_operations(settings, &store).await;
+        Ok((store, tester, backups))
+    }
 
     fn actor() -> String {
         std::env::var("USER").unwrap_or_else(|_| "cli".to_owned())
@@ -300,11 +315,7 @@ mod runbook_cli {
         object: Option<String>,
         json: bool,
     ) -> anyhow::Result<()> {
-        backup_remediator::install_crypto_provider();
-        let store = startup::open_store(settings)
-            .await
-            .context("opening the incident store")?;
-        let (tester, _) = startup::runbook_operations(settings, &store).await;
+        let (store, tester, _) = open(settings).await?;
         let req = TestRequest {
             database,
             object,
@@ -322,18 +333,19 @@ mod runbook_cli {
                     "#{} {:<20} {:<7} {}",
                     t.id,
                     t.database,
-                    t.status.as_str(),
-                    t.object_key.as_deref().unwrap_or("-")
+                    t.result.status.as_str(),
+                    t.result.object_key.as_deref().unwrap_or("-")
                 );
-                if let (Some(exp), Some(got)) = (t.tables_expected, t.tables_restored) {
+                if let (Some(exp), Some(got)) = (t.result.tables_expected, t.result.tables_restored)
+                {
                     println!(
                         "    tables {got}/{exp}, rows {}, archive {} bytes, {} ms",
-                        t.rows_restored.unwrap_or(0),
-                        t.archive_bytes.unwrap_or(0),
-                        t.duration_ms.unwrap_or(0)
+                        t.result.rows_restored.unwrap_or(0),
+                        t.result.archive_bytes.unwrap_or(0),
+                        t.result.duration_ms.unwrap_or(0)
                     );
                 }
-                if let Some(reason) = &t.reason {
+                if let Some(reason) = &t.result.reason {
                     println!("    {reason}");
                 }
                 if let Some(i) = t.incident_id {
@@ -343,7 +355,7 @@ mod runbook_cli {
         }
         let bad = done
             .iter()
-            .filter(|t| t.status != TestStatus::Passed)
+            .filter(|t| t.result.status != TestStatus::Passed)
             .count();
         anyhow::ensure!(
             bad == 0,
@@ -359,11 +371,7 @@ mod runbook_cli {
         databases: &[String],
         json: bool,
     ) -> anyhow::Result<()> {
-        backup_remediator::install_crypto_provider();
-        let store = startup::open_store(settings)
-            .await
-            .context("opening the incident store")?;
-        let (_, backups) = startup::runbook_operations(settings, &store).await;
+        let (store, _, backups) = open(settings).await?;
         let (record, plan) = backups.start(databases, "cli", &actor()).await?;
         eprintln!(
             "Job {} created in {}; watching it",

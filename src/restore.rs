@@ -46,9 +46,10 @@ const STDERR_KEEP: usize = 16 * 1024;
 const TOC_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Where a restore test stands or how it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TestStatus {
+    #[default]
     Running,
     /// Restored, and every announced table is there with its data.
     Passed,
@@ -81,37 +82,17 @@ impl TestStatus {
 pub struct RestoreTest {
     pub id: i64,
     pub database: String,
-    /// The S3 key restored (absent until found).
-    pub object_key: Option<String>,
     /// `api`, `cli` or `schedule`.
     pub trigger: String,
     /// Who asked (the X-Actor of an API call, the OS user of the CLI, `schedule`).
     pub actor: String,
-    pub status: TestStatus,
-    /// Why it failed or could not run, in a sentence.
-    pub reason: Option<String>,
     pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub duration_ms: Option<i64>,
-    /// Size of the encrypted object downloaded.
-    pub object_bytes: Option<i64>,
-    /// Size of the pg_dump archive after decryption.
-    pub archive_bytes: Option<i64>,
-    /// TABLE entries `pg_restore --list` announced.
-    pub tables_expected: Option<i64>,
-    /// Of those, the tables found in the scratch database after the restore.
-    pub tables_restored: Option<i64>,
-    /// TABLE DATA entries announced.
-    pub table_data_expected: Option<i64>,
-    /// Rows counted in the restored tables.
-    pub rows_restored: Option<i64>,
     /// The scratch database used (dropped afterwards; `detail.scratch_dropped` says so).
     pub scratch_database: String,
     /// The `PostgreSQLBackupNotRestorable` incident a failure opened.
     pub incident_id: Option<i64>,
-    /// Timings, per-table row counts, pg_restore's messages.
-    #[schema(value_type = Object)]
-    pub detail: Value,
+    #[serde(flatten)]
+    pub result: TestResult,
 }
 
 /// A restore test about to start.
@@ -128,20 +109,30 @@ pub struct NewRestoreTest {
     pub started_at: DateTime<Utc>,
 }
 
-/// How a restore test ended.
-#[derive(Debug, Clone, Default)]
-pub struct TestOutcome {
-    pub status: Option<TestStatus>,
+/// Where a restore test got to: what it restored, found and concluded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct TestResult {
+    pub status: TestStatus,
+    /// Why it failed or could not run, in a sentence.
     pub reason: Option<String>,
+    /// The S3 key restored (absent until found).
     pub object_key: Option<String>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
+    /// Size of the encrypted object downloaded.
     pub object_bytes: Option<i64>,
+    /// Size of the pg_dump archive after decryption.
     pub archive_bytes: Option<i64>,
+    /// TABLE entries `pg_restore --list` announced.
     pub tables_expected: Option<i64>,
+    /// Of those, the tables found in the scratch database after the restore.
     pub tables_restored: Option<i64>,
+    /// TABLE DATA entries announced.
     pub table_data_expected: Option<i64>,
+    /// Rows counted in the restored tables.
     pub rows_restored: Option<i64>,
+    /// Timings, per-table row counts, pg_restore's messages.
+    #[schema(value_type = Object)]
     pub detail: Value,
 }
 
@@ -926,8 +917,8 @@ impl RestoreTester {
         done
     }
 
-    async fn record(&self, t: &RestoreTest, mut outcome: TestOutcome) -> Result<(), StoreError> {
-        let status = outcome.status.unwrap_or(TestStatus::Error);
+    async fn record(&self, t: &RestoreTest, mut outcome: TestResult) -> Result<(), StoreError> {
+        let status = outcome.status;
         tracing::info!(
             restore_test = t.id,
             database = %t.database,
@@ -950,10 +941,13 @@ impl RestoreTester {
     async fn open_incident(
         &self,
         t: &RestoreTest,
-        outcome: &TestOutcome,
+        outcome: &TestResult,
     ) -> Result<i64, StoreError> {
         let reason = outcome.reason.clone().unwrap_or_default();
-        let object = outcome.object_key.clone().or_else(|| t.object_key.clone());
+        let object = outcome
+            .object_key
+            .clone()
+            .or_else(|| t.result.object_key.clone());
         let now = Utc::now();
         let opened = self
             .store
@@ -988,11 +982,11 @@ impl RestoreTester {
 
     /// One database's test: find, download, decrypt, restore, check; the scratch database is
     /// dropped whatever happens.
-    async fn execute(&self, t: &RestoreTest) -> TestOutcome {
+    async fn execute(&self, t: &RestoreTest) -> TestResult {
         let start = Instant::now();
-        let mut outcome = TestOutcome {
+        let mut outcome = TestResult {
             detail: json!({}),
-            ..TestOutcome::default()
+            ..TestResult::default()
         };
         let result = self.pipeline(t, &mut outcome).await;
         let (status, reason) = match result {
@@ -1000,14 +994,14 @@ impl RestoreTester {
             Err(p) if p.backup_at_fault => (TestStatus::Failed, Some(p.reason)),
             Err(p) => (TestStatus::Error, Some(p.reason)),
         };
-        outcome.status = Some(status);
+        outcome.status = status;
         outcome.reason = reason;
         outcome.finished_at = Some(Utc::now());
         outcome.duration_ms = Some(i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX));
         outcome
     }
 
-    async fn pipeline(&self, t: &RestoreTest, out: &mut TestOutcome) -> Result<(), Problem> {
+    async fn pipeline(&self, t: &RestoreTest, out: &mut TestResult) -> Result<(), Problem> {
         let settings = &self.settings;
         let target = PgTarget::parse(&settings.restore_test.target_url).map_err(Problem::test)?;
         let ctx = ProbeContext::new(settings.clone(), self.kube.clone(), self.http.clone());
@@ -1019,7 +1013,7 @@ impl RestoreTester {
             Problem::test("the backup Secret has no encryption-key to decrypt the backup with")
         })?;
         let job = job_s3(&ctx).await.map_err(Problem::test)?;
-        let key_name = match &t.object_key {
+        let key_name = match &t.result.object_key {
             Some(k) => k.clone(),
             None => {
                 let listing = list_backups_since(

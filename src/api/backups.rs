@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::auth::{AdminCaller, ApiCaller};
 use super::error::{ApiError, ErrorBody};
-use super::restore_tests::{next_cursor, page, PageParams};
+use super::restore_tests::{found, next_cursor, optional_json, page, path_id, PageParams};
 use super::AppState;
 use crate::manual_backup::{ManualBackup, StartError};
 
@@ -63,15 +63,7 @@ pub async fn start(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ManualBackup>), ApiError> {
-    let req: BackupRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        BackupRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "body must be {{\"databases\": [\"…\"]}} (optional): {e}"
-            ))
-        })?
-    };
+    let req: BackupRequest = optional_json(&body, "{\"databases\": [\"…\"]} (optional)")?;
     let backups = state.manual_backups.clone();
     let (record, plan) = backups
         .start(&req.databases, "api", &caller.actor)
@@ -139,12 +131,10 @@ pub async fn show(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<ManualBackup>, ApiError> {
-    let Path(id) =
-        id.map_err(|_| ApiError::BadRequest("backup id must be a whole number".into()))?;
-    state
-        .store
-        .get_manual_backup(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no manual backup with id {id}")))
+    let id = path_id(id, "manual backup")?;
+    found(
+        state.store.get_manual_backup(id).await?,
+        "manual backup",
+        id,
+    )
 }

@@ -124,15 +124,10 @@ pub async fn start(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<RestoreTestList>), ApiError> {
-    let req: RestoreTestRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RestoreTestRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "body must be {{\"database\": \"…\", \"object\": \"…\"}} (both optional): {e}"
-            ))
-        })?
-    };
+    let req: RestoreTestRequest = optional_json(
+        &body,
+        "{\"database\": \"…\", \"object\": \"…\"} (both optional)",
+    )?;
     let tester = state.restore_tests.clone();
     let request = TestRequest {
         database: req.database,
@@ -205,12 +200,31 @@ pub async fn show(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<RestoreTest>, ApiError> {
-    let Path(id) =
-        id.map_err(|_| ApiError::BadRequest("restore test id must be a whole number".into()))?;
-    state
-        .store
-        .get_restore_test(id)
-        .await?
+    let id = path_id(id, "restore test")?;
+    found(state.store.get_restore_test(id).await?, "restore test", id)
+}
+
+/// An optional JSON body: empty means the default, anything else must parse as `T`.
+pub(super) fn optional_json<T: Default + serde::de::DeserializeOwned>(
+    body: &Bytes,
+    shape: &str,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("body must be {shape}: {e}")))
+}
+
+/// The id in the path, or a 400 naming `what` it should identify.
+pub(super) fn path_id(id: Result<Path<i64>, PathRejection>, what: &str) -> Result<i64, ApiError> {
+    id.map(|Path(id)| id)
+        .map_err(|_| ApiError::BadRequest(format!("{what} id must be a whole number")))
+}
+
+/// The record, or a 404 naming it.
+pub(super) fn found<T>(record: Option<T>, what: &str, id: i64) -> Result<Json<T>, ApiError> {
+    record
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no restore test with id {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no {what} with id {id}")))
 }

@@ -373,7 +373,7 @@ impl Store {
     pub async fn finish_restore_test(
         &self,
         id: i64,
-        outcome: &crate::restore::TestOutcome,
+        outcome: &crate::restore::TestResult,
     ) -> Result<(), StoreError> {
         dispatch!(self, s => s.finish_restore_test(id, outcome).await)
     }

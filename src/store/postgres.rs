@@ -425,6 +425,6 @@ fn col_json(r: &PgRow, c: &str) -> Result<serde_json::Value, StoreError> {
 }
 
 use crate::manual_backup::{BackupStatus, ManualBackup, NewManualBackup};
-use crate::restore::{NewRestoreTest, RestoreTest, TestOutcome, TestStatus};
+use crate::restore::{NewRestoreTest, RestoreTest, TestResult, TestStatus};
 
 include!("runbook_queries.rs");

@@ -17,23 +17,25 @@ fn restore_test_row(r: &DbRow) -> Result<RestoreTest, StoreError> {
     Ok(RestoreTest {
         id: r.try_get("id").map_err(classify)?,
         database: r.try_get("database").map_err(classify)?,
-        object_key: r.try_get("object_key").map_err(classify)?,
         trigger: r.try_get("trigger").map_err(classify)?,
         actor: r.try_get("actor").map_err(classify)?,
-        status: TestStatus::parse(&status).map_err(StoreError::Corrupt)?,
-        reason: r.try_get("reason").map_err(classify)?,
         started_at: get_t(r, "started_at")?,
-        finished_at: get_ot(r, "finished_at")?,
-        duration_ms: int("duration_ms")?,
-        object_bytes: int("object_bytes")?,
-        archive_bytes: int("archive_bytes")?,
-        tables_expected: int("tables_expected")?,
-        tables_restored: int("tables_restored")?,
-        table_data_expected: int("table_data_expected")?,
-        rows_restored: int("rows_restored")?,
         scratch_database: r.try_get("scratch_database").map_err(classify)?,
         incident_id: int("incident_id")?,
-        detail: col_json(r, "detail")?,
+        result: TestResult {
+            status: TestStatus::parse(&status).map_err(StoreError::Corrupt)?,
+            reason: r.try_get("reason").map_err(classify)?,
+            object_key: r.try_get("object_key").map_err(classify)?,
+            finished_at: get_ot(r, "finished_at")?,
+            duration_ms: int("duration_ms")?,
+            object_bytes: int("object_bytes")?,
+            archive_bytes: int("archive_bytes")?,
+            tables_expected: int("tables_expected")?,
+            tables_restored: int("tables_restored")?,
+            table_data_expected: int("table_data_expected")?,
+            rows_restored: int("rows_restored")?,
+            detail: col_json(r, "detail")?,
+        },
     })
 }
 
@@ -86,7 +88,7 @@ pub(super) async fn insert_restore_test(
 pub(super) async fn finish_restore_test(
     &self,
     id: i64,
-    o: &TestOutcome,
+    o: &TestResult,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE restore_tests SET status = $1, reason = $2, object_key = COALESCE($3, object_key), \
@@ -94,7 +96,7 @@ pub(super) async fn finish_restore_test(
          tables_expected = $8, tables_restored = $9, table_data_expected = $10, \
          rows_restored = $11, detail = $12 WHERE id = $13",
     )
-    .bind(o.status.unwrap_or(TestStatus::Error).as_str())
+    .bind(o.status.as_str())
     .bind(&o.reason)
     .bind(&o.object_key)
     .bind(o.finished_at.map(t))
@@ -129,13 +131,8 @@ pub(super) async fn set_restore_test_incident(
 }
 
 pub(super) async fn get_restore_test(&self, id: i64) -> Result<Option<RestoreTest>, StoreError> {
-    let sql = format!("SELECT {RESTORE_TEST_COLUMNS} FROM restore_tests WHERE id = $1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&self.pool)
+    self.row_by_id("restore_tests", RESTORE_TEST_COLUMNS, id, restore_test_row)
         .await
-        .map_err(classify)?;
-    row.as_ref().map(restore_test_row).transpose()
 }
 
 /// Restore tests newest first, below `before_id` when given.
@@ -144,16 +141,44 @@ pub(super) async fn list_restore_tests(
     before_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<RestoreTest>, StoreError> {
-    let sql = format!(
-        "SELECT {RESTORE_TEST_COLUMNS} FROM restore_tests WHERE id < $1 ORDER BY id DESC LIMIT $2"
-    );
+    self.rows_before("restore_tests", RESTORE_TEST_COLUMNS, before_id, limit, restore_test_row)
+        .await
+}
+
+/// The row of `table` with `id`, read by `read`.
+async fn row_by_id<T>(
+    &self,
+    table: &str,
+    columns: &str,
+    id: i64,
+    read: fn(&DbRow) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let sql = format!("SELECT {columns} FROM {table} WHERE id = $1");
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+    row.as_ref().map(read).transpose()
+}
+
+/// Up to `limit` rows of `table`, newest first, below `before_id` when given.
+async fn rows_before<T>(
+    &self,
+    table: &str,
+    columns: &str,
+    before_id: Option<i64>,
+    limit: i64,
+    read: fn(&DbRow) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let sql = format!("SELECT {columns} FROM {table} WHERE id < $1 ORDER BY id DESC LIMIT $2");
     let rows = sqlx::query(&sql)
         .bind(before_id.unwrap_or(i64::MAX))
         .bind(limit)
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-    rows.iter().map(restore_test_row).collect()
+    rows.iter().map(read).collect()
 }
 
 /// Marks tests still `running` since before `older_than` as interrupted; returns their scratch
@@ -226,13 +251,8 @@ pub(super) async fn finish_manual_backup(
 }
 
 pub(super) async fn get_manual_backup(&self, id: i64) -> Result<Option<ManualBackup>, StoreError> {
-    let sql = format!("SELECT {MANUAL_BACKUP_COLUMNS} FROM manual_backups WHERE id = $1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&self.pool)
+    self.row_by_id("manual_backups", MANUAL_BACKUP_COLUMNS, id, manual_backup_row)
         .await
-        .map_err(classify)?;
-    row.as_ref().map(manual_backup_row).transpose()
 }
 
 /// Manual backups newest first, below `before_id` when given.
@@ -241,15 +261,7 @@ pub(super) async fn list_manual_backups(
     before_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<ManualBackup>, StoreError> {
-    let sql = format!(
-        "SELECT {MANUAL_BACKUP_COLUMNS} FROM manual_backups WHERE id < $1 ORDER BY id DESC LIMIT $2"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(before_id.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&self.pool)
+    self.rows_before("manual_backups", MANUAL_BACKUP_COLUMNS, before_id, limit, manual_backup_row)
         .await
-        .map_err(classify)?;
-    rows.iter().map(manual_backup_row).collect()
 }
 }
