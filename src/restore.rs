@@ -661,7 +661,7 @@ pub async fn restore_stream<R: AsyncRead + Unpin>(
         .await
         .map_err(|e| Problem::test(format!("waiting for pg_restore: {e}")))?;
     let stderr = restore_err.await.unwrap_or_default();
-    let _ = list.wait().await;
+    let list_status = list.wait().await.ok();
     let listing = toc_task.await.unwrap_or_default();
     let list_stderr = list_err.await.unwrap_or_default();
     report.elapsed = start.elapsed();
@@ -685,13 +685,14 @@ pub async fn restore_stream<R: AsyncRead + Unpin>(
             ))
         });
     }
-    report.toc = parse_toc(&listing);
-    if report.toc.entries == 0 {
+    if list_status.is_some_and(|st| !st.success()) {
         return Err(Problem::backup(format!(
-            "pg_restore --list found no entries in the archive: {}",
+            "pg_restore --list could not read the archive's table of contents: {}",
             pg_restore_error(&list_stderr)
         )));
     }
+    // An empty database's archive lists no entries: that is a valid, empty restore.
+    report.toc = parse_toc(&listing);
     Ok(report)
 }
 
