@@ -32,6 +32,8 @@ pub struct Settings {
     pub iam: IamSettings,
     pub encryption: EncryptionSettings,
     pub remediation: RemediationSettings,
+    pub restore_test: RestoreTestSettings,
+    pub manual_backup: ManualBackupSettings,
 }
 
 /// How the service acts on a diagnosis (what it may do is the policy's business).
@@ -55,6 +57,46 @@ pub struct RemediationSettings {
     /// How `repair_backup_role` grants read access: `auto` (pg_read_all_data where the server
     /// has it, else schema grants) or `schema_grants`.
     pub read_access: String,
+}
+
+/// The runbook's restore test: newest backup of each database → decrypt → `pg_restore` into a
+/// scratch database → check → drop. On demand and on a schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTestSettings {
+    /// Run the test on the schedule (needs `target_url`).
+    pub enabled: bool,
+    /// Hours between scheduled runs (168 = the runbook's weekly test).
+    pub schedule_hours: u64,
+    /// The PostgreSQL where scratch databases are created and dropped (a role with CREATEDB).
+    /// Secret. Empty: restore tests are unavailable.
+    pub target_url: SecretString,
+    /// Scratch databases are named `<prefix>_<database>_<random>`.
+    pub scratch_prefix: String,
+    /// The `pg_restore` program (its major version must be at least the dump's).
+    pub pg_restore: String,
+    /// Deadline of one database's test, download and restore included.
+    pub timeout_seconds: u64,
+}
+
+/// The runbook's manual backup Job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManualBackupSettings {
+    /// Container image with pg_dump (aws-cli and openssl are installed with apk when missing).
+    pub image: String,
+    /// S3 storage class of the uploaded objects.
+    pub storage_class: String,
+    /// Objects go under `<s3.prefix><subdir>/`.
+    pub subdir: String,
+    /// Jobs are named `<job_name_prefix>-<YYYYmmdd-HHMMSS>-<random>`.
+    pub job_name_prefix: String,
+    /// How long the Job may run (also its activeDeadlineSeconds).
+    pub deadline_seconds: u64,
+    /// Retries of the pod before the Job fails.
+    pub backoff_limit: i32,
+    /// Finished Jobs are deleted by Kubernetes after this long (0 = kept).
+    pub ttl_seconds_after_finished: i32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -381,6 +423,7 @@ impl Settings {
                 "must be 1 to 40 lowercase letters, digits or dashes",
             );
         }
+        self.validate_runbook_operations()?;
         if self.alerts.handled.is_empty() {
             return bad("alerts.handled", "must name at least one alert");
         }
@@ -393,6 +436,87 @@ impl Settings {
             return bad(
                 "database.url",
                 "must start with postgres://, postgresql:// or sqlite:",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Checks the `[restore_test]` and `[manual_backup]` sections.
+    fn validate_runbook_operations(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        let r = &self.restore_test;
+        if r.schedule_hours == 0 {
+            return bad("restore_test.schedule_hours", "must be at least 1");
+        }
+        if r.timeout_seconds == 0 {
+            return bad("restore_test.timeout_seconds", "must be at least 1");
+        }
+        let ident = |s: &str, max: usize| {
+            !s.is_empty()
+                && s.len() <= max
+                && s.starts_with(|c: char| c.is_ascii_lowercase())
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        if !ident(&r.scratch_prefix, 20) {
+            return bad(
+                "restore_test.scratch_prefix",
+                "must be 1 to 20 lowercase letters, digits or underscores, starting with a letter",
+            );
+        }
+        let url = r.target_url.expose_secret();
+        if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return bad(
+                "restore_test.target_url",
+                "must be empty or start with postgres:// or postgresql://",
+            );
+        }
+        let m = &self.manual_backup;
+        if m.image.trim().is_empty() {
+            return bad("manual_backup.image", "must name an image");
+        }
+        if m.storage_class.is_empty()
+            || !m
+                .storage_class
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == '_')
+        {
+            return bad(
+                "manual_backup.storage_class",
+                "must be an S3 storage class such as STANDARD_IA",
+            );
+        }
+        if m.subdir.is_empty()
+            || m.subdir.starts_with('/')
+            || m.subdir.ends_with('/')
+            || m.subdir.split('/').any(|p| p.is_empty() || p == "..")
+        {
+            return bad(
+                "manual_backup.subdir",
+                "must be a relative path without leading or trailing /",
+            );
+        }
+        let prefix = &m.job_name_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 35
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return bad(
+                "manual_backup.job_name_prefix",
+                "must be 1 to 35 lowercase letters, digits or dashes",
+            );
+        }
+        if m.deadline_seconds == 0 {
+            return bad("manual_backup.deadline_seconds", "must be at least 1");
+        }
+        if m.backoff_limit < 0 || m.ttl_seconds_after_finished < 0 {
+            return bad(
+                "manual_backup.backoff_limit",
+                "backoff_limit and ttl_seconds_after_finished must not be negative",
             );
         }
         Ok(())

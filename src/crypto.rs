@@ -11,7 +11,7 @@
 //! contains the password or derived key material.
 
 use aes::cipher::block_padding::Pkcs7;
-use aes::cipher::generic_array::GenericArray;
+use aes::cipher::consts::U16;
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use secrecy::{ExposeSecret, SecretSlice};
 
@@ -85,9 +85,10 @@ fn salt_of(data: &[u8]) -> Result<&[u8], CryptoError> {
 }
 
 fn decrypt_blocks(dec: &mut Aes256CbcDec, data: &mut [u8]) {
-    for block in data.chunks_exact_mut(BLOCK_LEN) {
-        dec.decrypt_block_mut(GenericArray::from_mut_slice(block));
-    }
+    // All whole blocks in one call: CBC decryption is parallel, and the AES backend then works
+    // on several blocks at once (AES-NI pipelines 8), which a block-by-block loop forgoes.
+    let (blocks, _tail) = aes::cipher::inout::InOutBuf::from(data).into_chunks::<U16>();
+    dec.decrypt_blocks_inout_mut(blocks);
 }
 
 /// Checks PKCS#7 padding of the final plaintext block and returns how many bytes to keep.

@@ -64,6 +64,27 @@ enum Command {
         #[command(subcommand)]
         command: IncidentsCommand,
     },
+    /// Restore the newest backup of each database into a scratch database, check it, drop it.
+    RestoreTest {
+        /// Only this configured database.
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
+        /// Restore this S3 key instead of the newest backup (with --database).
+        #[arg(long, value_name = "KEY")]
+        object: Option<String>,
+        /// Print JSON instead of a report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Launch the runbook's manual backup Job and watch it to the end.
+    Backup {
+        /// A configured database (repeatable); default: all of them.
+        #[arg(long = "database", value_name = "NAME")]
+        databases: Vec<String>,
+        /// Print JSON instead of a report.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +212,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", report::render(&report.findings, None));
             }
         }
+        Command::RestoreTest {
+            database,
+            object,
+            json,
+        } => runbook_cli::restore_test(&settings, database, object, json).await?,
+        Command::Backup { databases, json } => {
+            runbook_cli::backup(&settings, &databases, json).await?
+        }
         Command::Migrate => {
             let store = startup::open_store(&settings)
                 .await
@@ -276,5 +305,121 @@ fn print_table(list: &[Incident]) {
             i.opened_at.format("%Y-%m-%d %H:%M:%S"),
             i.renotified_count
         );
+    }
+}
+
+/// The `restore-test` and `backup` commands.
+mod runbook_cli {
+    use anyhow::Context;
+    use backup_remediator::config::Settings;
+    use std::sync::Arc;
+
+    use backup_remediator::manual_backup::ManualBackups;
+    use backup_remediator::restore::{RestoreTester, TestRequest, TestStatus};
+    use backup_remediator::startup;
+    use backup_remediator::store::Store;
+
+    async fn open(
+        settings: &Settings,
+    ) -> anyhow::Result<(Store, Arc<RestoreTester>, Arc<ManualBackups>)> {
+        backup_remediator::install_crypto_provider();
+        let store = startup::open_store(settings)
+            .await
+            .context("opening the incident store")?;
+        let (tester, backups) = startup::runbook_operations(settings, &store).await;
+        Ok((store, tester, backups))
+    }
+
+    fn actor() -> String {
+        std::env::var("USER").unwrap_or_else(|_| "cli".to_owned())
+    }
+
+    /// Runs the tests in the foreground, records them, prints them; fails unless all passed.
+    pub async fn restore_test(
+        settings: &Settings,
+        database: Option<String>,
+        object: Option<String>,
+        json: bool,
+    ) -> anyhow::Result<()> {
+        let (store, tester, _) = open(settings).await?;
+        let req = TestRequest {
+            database,
+            object,
+            trigger: "cli".into(),
+            actor: actor(),
+        };
+        let tests = tester.start(&req, None).await?;
+        let done = tester.run(tests).await;
+        store.close().await;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&done)?);
+        } else {
+            for t in &done {
+                println!(
+                    "#{} {:<20} {:<7} {}",
+                    t.id,
+                    t.database,
+                    t.result.status.as_str(),
+                    t.result.object_key.as_deref().unwrap_or("-")
+                );
+                if let (Some(exp), Some(got)) = (t.result.tables_expected, t.result.tables_restored)
+                {
+                    println!(
+                        "    tables {got}/{exp}, rows {}, archive {} bytes, {} ms",
+                        t.result.rows_restored.unwrap_or(0),
+                        t.result.archive_bytes.unwrap_or(0),
+                        t.result.duration_ms.unwrap_or(0)
+                    );
+                }
+                if let Some(reason) = &t.result.reason {
+                    println!("    {reason}");
+                }
+                if let Some(i) = t.incident_id {
+                    println!("    incident {i} opened");
+                }
+            }
+        }
+        let bad = done
+            .iter()
+            .filter(|t| t.result.status != TestStatus::Passed)
+            .count();
+        anyhow::ensure!(
+            bad == 0,
+            "{bad} of {} restore tests did not pass",
+            done.len()
+        );
+        Ok(())
+    }
+
+    /// Launches the manual backup Job, watches it, prints the outcome; fails unless it succeeded.
+    pub async fn backup(
+        settings: &Settings,
+        databases: &[String],
+        json: bool,
+    ) -> anyhow::Result<()> {
+        let (store, _, backups) = open(settings).await?;
+        let (record, plan) = backups.start(databases, "cli", &actor()).await?;
+        eprintln!(
+            "Job {} created in {}; watching it",
+            plan.job_name, record.namespace
+        );
+        let done = backups.run(&record, &plan).await;
+        store.close().await;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&done)?);
+        } else {
+            println!("#{} {} {}", done.id, done.job_name, done.status.as_str());
+            for key in &done.object_keys {
+                println!("    uploaded {key}");
+            }
+            if let Some(reason) = &done.reason {
+                println!("    {reason}");
+            }
+        }
+        anyhow::ensure!(
+            done.status == backup_remediator::manual_backup::BackupStatus::Succeeded,
+            "the manual backup did not succeed"
+        );
+        Ok(())
     }
 }

@@ -120,6 +120,7 @@ impl Application {
             }
             Some((Arc::new(engine), rx))
         };
+        let (restore_tests, manual_backups) = runbook_operations(&settings, &store).await;
         let state = AppState {
             store,
             intake: Arc::new(intake),
@@ -127,6 +128,8 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             body_limit: settings.server.body_limit_bytes,
             approvals: remediation,
+            restore_tests,
+            manual_backups,
         };
         Ok(Self {
             listener,
@@ -162,6 +165,8 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let engine_task =
             engine.map(|(engine, queue)| tokio::spawn(engine.run(queue, stop_rx.clone())));
+        let restore_schedule =
+            tokio::spawn(state.restore_tests.clone().run_schedule(stop_rx.clone()));
         let flusher = tokio::spawn(state.intake.clone().run_flusher(
             Duration::from_millis(settings.dedupe.flush_interval_ms),
             stop_rx,
@@ -193,6 +198,7 @@ impl Application {
         };
         let _ = stop_tx.send(true);
         let _ = flusher.await;
+        restore_schedule.abort();
         if let Some(task) = engine_task {
             let _ = task.await;
         }
@@ -200,6 +206,30 @@ impl Application {
         tracing::info!("stopped");
         result
     }
+}
+
+/// The restore tester and the manual backup launcher, sharing one Kubernetes client.
+pub async fn runbook_operations(
+    settings: &Settings,
+    store: &Store,
+) -> (
+    Arc<crate::restore::RestoreTester>,
+    Arc<crate::manual_backup::ManualBackups>,
+) {
+    let settings = Arc::new(settings.clone());
+    let kube = kube_client(&settings).await;
+    (
+        Arc::new(crate::restore::RestoreTester::new(
+            settings.clone(),
+            store.clone(),
+            kube.clone(),
+        )),
+        Arc::new(crate::manual_backup::ManualBackups::new(
+            settings,
+            store.clone(),
+            kube,
+        )),
+    )
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -3,9 +3,11 @@
 
 mod approvals;
 mod auth;
+mod backups;
 mod error;
 mod health;
 mod incidents;
+mod restore_tests;
 mod webhook;
 
 use std::collections::HashMap;
@@ -43,6 +45,10 @@ pub struct AppState {
     pub body_limit: usize,
     /// Wakes steps waiting for an approval in this process (None: no remediation here).
     pub approvals: Option<Arc<tokio::sync::Notify>>,
+    /// Runs the runbook's restore tests (`/api/v1/restore-tests`).
+    pub restore_tests: Arc<crate::restore::RestoreTester>,
+    /// Launches the runbook's manual backup Job (`/api/v1/backups`).
+    pub manual_backups: Arc<crate::manual_backup::ManualBackups>,
 }
 
 impl AppState {
@@ -90,6 +96,8 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(incidents::router())
         .merge(approvals::router())
         .merge(health::router())
+        .merge(restore_tests::router())
+        .merge(backups::router())
 }
 
 /// The OpenAPI document of every route, generated from the same definitions `app` serves.

@@ -357,6 +357,98 @@ impl Store {
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
     }
+
+    // ---- Restore tests and manual backups ----
+
+    /// Records a running restore test; `None` when its (slot, database) is taken already (a
+    /// scheduled run another replica started).
+    pub async fn insert_restore_test(
+        &self,
+        new: &crate::restore::NewRestoreTest,
+    ) -> Result<Option<i64>, StoreError> {
+        dispatch!(self, s => s.insert_restore_test(new).await)
+    }
+
+    /// Stores how a restore test ended.
+    pub async fn finish_restore_test(
+        &self,
+        id: i64,
+        outcome: &crate::restore::TestResult,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.finish_restore_test(id, outcome).await)
+    }
+
+    /// Links a failed restore test to the incident it opened.
+    pub async fn set_restore_test_incident(
+        &self,
+        id: i64,
+        incident_id: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.set_restore_test_incident(id, incident_id).await)
+    }
+
+    pub async fn get_restore_test(
+        &self,
+        id: i64,
+    ) -> Result<Option<crate::restore::RestoreTest>, StoreError> {
+        dispatch!(self, s => s.get_restore_test(id).await)
+    }
+
+    /// Up to `limit` restore tests, newest first, below `before_id` when given.
+    pub async fn list_restore_tests(
+        &self,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<crate::restore::RestoreTest>, StoreError> {
+        dispatch!(self, s => s.list_restore_tests(before_id, limit).await)
+    }
+
+    /// Marks tests `running` since before `older_than` as interrupted; returns their scratch
+    /// databases.
+    pub async fn interrupt_stale_restore_tests(
+        &self,
+        older_than: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.interrupt_stale_restore_tests(older_than, now).await)
+    }
+
+    /// Records a launched manual backup.
+    pub async fn insert_manual_backup(
+        &self,
+        new: &crate::manual_backup::NewManualBackup,
+    ) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.insert_manual_backup(new).await)
+    }
+
+    /// Stores how a manual backup ended.
+    pub async fn finish_manual_backup(
+        &self,
+        id: i64,
+        status: crate::manual_backup::BackupStatus,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+        object_keys: &[String],
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.finish_manual_backup(id, status, reason, at, object_keys, detail).await)
+    }
+
+    pub async fn get_manual_backup(
+        &self,
+        id: i64,
+    ) -> Result<Option<crate::manual_backup::ManualBackup>, StoreError> {
+        dispatch!(self, s => s.get_manual_backup(id).await)
+    }
+
+    /// Up to `limit` manual backups, newest first, below `before_id` when given.
+    pub async fn list_manual_backups(
+        &self,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<crate::manual_backup::ManualBackup>, StoreError> {
+        dispatch!(self, s => s.list_manual_backups(before_id, limit).await)
+    }
 }
 
 /// The columns every incident query selects, in [`Incident`] order.

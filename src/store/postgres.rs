@@ -418,3 +418,16 @@ fn step_row(r: &PgRow) -> Result<Step, StoreError> {
 
 type This = PgStore;
 include!("plan_queries.rs");
+
+// ---- Restore tests and manual backups (queries shared with SQLite) ----
+
+type DbRow = PgRow;
+
+fn col_json(r: &PgRow, c: &str) -> Result<serde_json::Value, StoreError> {
+    get_j(r, c)
+}
+
+use crate::manual_backup::{BackupStatus, ManualBackup, NewManualBackup};
+use crate::restore::{NewRestoreTest, RestoreTest, TestResult, TestStatus};
+
+include!("runbook_queries.rs");

@@ -430,6 +430,19 @@ fn step_row(r: &SqliteRow) -> Result<Step, StoreError> {
 type This = SqliteStore;
 include!("plan_queries.rs");
 
+// ---- Restore tests and manual backups (queries shared with PostgreSQL) ----
+
+type DbRow = SqliteRow;
+
+fn col_json(r: &SqliteRow, c: &str) -> Result<serde_json::Value, StoreError> {
+    json(r.try_get(c).map_err(classify)?)
+}
+
+use crate::manual_backup::{BackupStatus, ManualBackup, NewManualBackup};
+use crate::restore::{NewRestoreTest, RestoreTest, TestResult, TestStatus};
+
+include!("runbook_queries.rs");
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,11 +18,18 @@ macro_rules! on_both_stores {
 }
 
 mod alertmanager;
+mod backups;
 mod diagnosis;
 mod health;
 mod helpers;
 mod incidents;
+#[path = "../support/kube_server.rs"]
+mod kube_server;
+#[path = "../support/moto.rs"]
+mod moto;
 mod openapi;
+#[path = "../support/pg.rs"]
+mod pg;
 #[path = "../support/procs.rs"]
 mod procs;
 mod webhook;

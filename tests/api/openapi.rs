@@ -21,14 +21,20 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_exists() 
     }
     listed.sort();
     let expected = [
+        ("GET", "/api/v1/backups"),
+        ("GET", "/api/v1/backups/{id}"),
         ("GET", "/api/v1/incidents"),
         ("GET", "/api/v1/incidents/{id}"),
         ("GET", "/api/v1/openapi.json"),
+        ("GET", "/api/v1/restore-tests"),
+        ("GET", "/api/v1/restore-tests/{id}"),
         ("GET", "/healthz"),
         ("GET", "/metrics"),
         ("GET", "/readyz"),
+        ("POST", "/api/v1/backups"),
         ("POST", "/api/v1/incidents/{id}/actions/{action_id}/approve"),
         ("POST", "/api/v1/incidents/{id}/actions/{action_id}/reject"),
+        ("POST", "/api/v1/restore-tests"),
         ("POST", "/webhook/alertmanager"),
     ];
     let expected: Vec<(String, String)> = expected

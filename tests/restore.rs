@@ -1,0 +1,605 @@
+//! The restore test with real parts: databases on the real PostgreSQL, dumped by the real
+//! `pg_dump -Fc` and encrypted by the real `openssl enc` exactly as the runbook's job does,
+//! uploaded to moto's real S3; the backup Secret served by the stand-in Kubernetes API. The
+//! service downloads, decrypts and restores with the real `pg_restore` into a scratch database
+//! on the same PostgreSQL, and that database must be gone afterwards whatever happened.
+//! Also: the manual backup Job's script, run by a real `sh` with the real pg_dump and openssl
+//! (only `aws` stood in by a copy), makes backups this restore test restores.
+
+#[path = "support/kube_server.rs"]
+mod kube_server;
+#[path = "support/moto.rs"]
+mod moto;
+#[path = "support/pg.rs"]
+mod pg;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backup_remediator::config::Settings;
+use backup_remediator::manual_backup::{self, BackupPlan};
+use backup_remediator::restore::{
+    incident_fingerprint, RestoreTest, RestoreTester, TestRequest, TestStatus, NOT_RESTORABLE_ALERT,
+};
+use backup_remediator::store::{Store, StoreOptions};
+use kube_server::{fixtures as fx, KubeServer};
+use moto::{admin_credentials, Moto};
+use pg::{admin_on, admin_url, Scratch};
+use sqlx::Connection;
+
+const BUCKET: &str = "link-backups";
+const KEY: &str = "restore-test-key-0123456789abcdef-canary";
+const CANARY_PASSWORD: &str = "canary-db-password-5c1f";
+
+/// Everything one test needs, cleaned up when dropped.
+struct World {
+    moto: Moto,
+    kube: KubeServer,
+    db: Scratch,
+    store: Store,
+    scratch_prefix: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Fills `db` with four tables (one with a space in its name, one empty) and returns the rows
+/// each should have.
+async fn seed(db: &Scratch, name: &str) -> Vec<(&'static str, i64)> {
+    db.sql(
+        name,
+        "CREATE TABLE accounts (id serial PRIMARY KEY, email text NOT NULL UNIQUE);
+         INSERT INTO accounts (email) SELECT 'user' || g || '@example.com' FROM generate_series(1, 120) g;
+         CREATE TABLE orders (id bigserial PRIMARY KEY, account_id int REFERENCES accounts (id), total numeric);
+         INSERT INTO orders (account_id, total) SELECT 1 + g % 120, g * 1.5 FROM generate_series(1, 2500) g;
+         CREATE TABLE \"order lines\" (order_id bigint REFERENCES orders (id), sku text);
+         INSERT INTO \"order lines\" SELECT g, 'sku-' || g FROM generate_series(1, 7) g;
+         CREATE TABLE audit_empty (at timestamptz);",
+    )
+    .await;
+    vec![
+        ("public.accounts", 120),
+        ("public.orders", 2500),
+        ("public.order lines", 7),
+        ("public.audit_empty", 0),
+    ]
+}
+
+/// `pg_dump -Fc` of `db`, then `openssl enc -aes-256-cbc -salt -pbkdf2 -iter 100000 -k KEY`,
+/// the runbook's commands.
+fn runbook_backup(dir: &Path, db: &str, key: &str) -> Vec<u8> {
+    let dump = dir.join(format!("{db}.sql"));
+    let url = admin_url();
+    let base = url.rsplit_once('/').unwrap().0;
+    let out = Command::new("pg_dump")
+        .args([
+            "--format=custom",
+            "--compress=6",
+            "--clean",
+            "--if-exists",
+            "-f",
+        ])
+        .arg(&dump)
+        .arg(format!("{base}/{db}"))
+        .output()
+        .expect("pg_dump is installed (scripts/test.sh installs PostgreSQL)");
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let enc = dir.join(format!("{db}.sql.enc"));
+    let out = Command::new("openssl")
+        .args([
+            "enc",
+            "-aes-256-cbc",
+            "-salt",
+            "-pbkdf2",
+            "-iter",
+            "100000",
+            "-in",
+        ])
+        .arg(&dump)
+        .arg("-out")
+        .arg(&enc)
+        .args(["-k", key])
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(enc).unwrap()
+}
+
+async fn world(secret_key: &str) -> World {
+    let moto = Moto::start().await;
+    moto.create_bucket(BUCKET).await;
+    let kube = KubeServer::start().await;
+    let creds = admin_credentials();
+    kube.put(fx::secret(
+        "postgres-backup-secret",
+        &[
+            ("postgres-user", "backup_user"),
+            ("postgres-password", CANARY_PASSWORD),
+            ("s3-bucket", BUCKET),
+            ("encryption-key", secret_key),
+            ("aws-access-key-id", creds.access_key_id()),
+            ("aws-secret-access-key", creds.secret_access_key()),
+        ],
+    ));
+    let db = Scratch::create(&["link_users"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(
+        &format!("sqlite:{}", dir.path().join("store.sqlite").display()),
+        Path::new(""),
+        &StoreOptions {
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(3),
+        },
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let scratch_prefix = format!("brt{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    World {
+        moto,
+        kube,
+        db,
+        store,
+        scratch_prefix,
+        _dir: dir,
+    }
+}
+
+impl World {
+    fn database(&self) -> &str {
+        &self.db.dbs[0]
+    }
+
+    fn settings(&self, extra: &str) -> Settings {
+        self.moto.settings(&format!(
+            "[kubernetes]\napi_url = \"{kube}\"\n\
+             [target]\nhost = \"127.0.0.1\"\nport = 5432\ndatabases = [\"{db}\", \"link_chat\"]\n\
+             [restore_test]\ntarget_url = \"{url}\"\nscratch_prefix = \"{prefix}\"\ntimeout_seconds = 120\n{extra}",
+            kube = self.kube.url,
+            db = self.database(),
+            url = admin_url(),
+            prefix = self.scratch_prefix,
+        ))
+    }
+
+    fn tester(&self, extra: &str) -> RestoreTester {
+        RestoreTester::new(
+            Arc::new(self.settings(extra)),
+            self.store.clone(),
+            Some(self.kube.client()),
+        )
+    }
+
+    /// Runs the restore test of this world's database (or of `object`).
+    async fn restore_test(&self, object: Option<&str>) -> RestoreTest {
+        let tester = self.tester("");
+        let started = tester
+            .start(&request(Some(self.database()), object), None)
+            .await
+            .expect("the test starts");
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].result.status, TestStatus::Running);
+        let done = tokio::time::timeout(Duration::from_secs(120), tester.run(started))
+            .await
+            .expect("the restore test finishes within 2 minutes");
+        done.into_iter().next().unwrap()
+    }
+
+    /// Scratch databases of this world still on the server.
+    async fn scratch_left(&self) -> Vec<String> {
+        let mut c = admin_on("postgres").await;
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1 || '%'")
+                .bind(&self.scratch_prefix)
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+        c.close().await.ok();
+        names
+    }
+
+    async fn backup_of(&self, key: &str) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = runbook_backup(dir.path(), self.database(), key);
+        bytes
+    }
+}
+
+/// A request of the test harness for `database` (all when `None`), optionally one `object`.
+fn request(database: Option<&str>, object: Option<&str>) -> TestRequest {
+    TestRequest {
+        database: database.map(str::to_owned),
+        object: object.map(str::to_owned),
+        trigger: "test".into(),
+        actor: "tester".into(),
+    }
+}
+
+fn object_key(db: &str, stamp: &str) -> String {
+    format!("postgres-backups/postgres-backup-{stamp}_{db}.sql.enc")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_backup_restores_with_every_announced_table_and_its_rows() {
+    let w = world(KEY).await;
+    let expected = seed(&w.db, w.database()).await;
+    let backup = w.backup_of(KEY).await;
+    // An older backup of the same database that would not restore, and one of another database.
+    let older = object_key(w.database(), "20261124_020000");
+    w.moto
+        .put(BUCKET, &older, b"Salted__garbage-garbage".to_vec())
+        .await;
+    w.moto
+        .put(
+            BUCKET,
+            &object_key("link_chat", "20261125_020000"),
+            b"x".to_vec(),
+        )
+        .await;
+    let newest = object_key(w.database(), "20261125_020000");
+    w.moto.put(BUCKET, &newest, backup.clone()).await;
+
+    let t = w.restore_test(None).await;
+
+    assert_eq!(
+        t.result.status,
+        TestStatus::Passed,
+        "{:?}: {:#}",
+        t.result.reason,
+        t.result.detail
+    );
+    assert_eq!(t.result.object_key.as_deref(), Some(newest.as_str()));
+    assert_eq!(t.result.tables_expected, Some(4));
+    assert_eq!(t.result.tables_restored, Some(4));
+    assert_eq!(t.result.table_data_expected, Some(4));
+    assert_eq!(t.result.rows_restored, Some(120 + 2500 + 7));
+    for (table, rows) in expected {
+        assert_eq!(
+            t.result.detail["rows"][table], rows,
+            "{table}: {:#}",
+            t.result.detail
+        );
+    }
+    assert_eq!(t.result.object_bytes, Some(backup.len() as i64));
+    assert!(
+        t.result.archive_bytes.unwrap() > 0
+            && t.result.archive_bytes.unwrap() < backup.len() as i64
+    );
+    assert_eq!(t.result.detail["scratch_dropped"], true);
+    assert!(t.scratch_database.starts_with(&w.scratch_prefix));
+    assert_eq!(w.scratch_left().await, Vec::<String>::new());
+    assert_eq!(t.incident_id, None);
+    let stored = w.store.get_restore_test(t.id).await.unwrap().unwrap();
+    assert_eq!(stored, t);
+    let shown = serde_json::to_string(&stored).unwrap();
+    assert!(
+        !shown.contains(KEY) && !shown.contains(CANARY_PASSWORD),
+        "{shown}"
+    );
+}
+
+/// Runs a restore test of `object` and checks what every failure must have: `failed`, a reason
+/// containing `words`, the scratch database gone, and a NotRestorable incident with the reason.
+async fn assert_not_restorable(w: &World, object: &str, words: &[&str]) -> RestoreTest {
+    let t = w.restore_test(Some(object)).await;
+    assert_eq!(t.result.status, TestStatus::Failed, "{:?}", t.result.reason);
+    let reason = t.result.reason.clone().unwrap();
+    assert!(
+        words.iter().any(|w| reason.contains(w)),
+        "reason {reason:?} should say one of {words:?}"
+    );
+    assert!(!reason.contains(KEY), "{reason}");
+    eprintln!("reason: {reason}");
+    assert_eq!(
+        w.scratch_left().await,
+        Vec::<String>::new(),
+        "scratch database left behind"
+    );
+    let id = t.incident_id.expect("a failed test opens an incident");
+    let incident = w.store.get_incident(id).await.unwrap().unwrap();
+    assert_eq!(incident.alertname, NOT_RESTORABLE_ALERT);
+    assert_eq!(incident.fingerprint, incident_fingerprint(w.database()));
+    assert_eq!(incident.starts_at, t.started_at);
+    assert_eq!(incident.labels["database"], w.database());
+    let timeline = w.store.timeline(id).await.unwrap();
+    let event = timeline
+        .iter()
+        .find(|e| e.kind == "restore_test_failed")
+        .expect("restore_test_failed event");
+    assert_eq!(event.detail["reason"], reason.as_str());
+    assert_eq!(event.detail["restore_test_id"], t.id);
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_object_fails_with_a_clear_reason_and_leaves_no_scratch_database() {
+    let w = world(KEY).await;
+    seed(&w.db, w.database()).await;
+    let mut backup = w.backup_of(KEY).await;
+    // Flip bytes in the middle: the blocks there decrypt to garbage inside the archive.
+    let mid = backup.len() / 2;
+    for b in &mut backup[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    let key = object_key(w.database(), "20261125_030000");
+    w.moto.put(BUCKET, &key, backup).await;
+
+    assert_not_restorable(&w, &key, &["could not be restored", "corrupt"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_made_with_another_key_is_a_bad_decrypt() {
+    let w = world("the-current-key-is-not-the-one-0123456789").await;
+    seed(&w.db, w.database()).await;
+    let key = object_key(w.database(), "20261125_040000");
+    w.moto.put(BUCKET, &key, w.backup_of(KEY).await).await;
+
+    let t = assert_not_restorable(&w, &key, &["bad decrypt"]).await;
+
+    assert!(t.result.reason.unwrap().contains("key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_object_is_reported_as_truncated() {
+    let w = world(KEY).await;
+    seed(&w.db, w.database()).await;
+    let backup = w.backup_of(KEY).await;
+    // Cut in the middle of a block, as an interrupted upload leaves it.
+    let cut = backup.len() * 3 / 5 / 16 * 16 + 7;
+    let key = object_key(w.database(), "20261125_050000");
+    w.moto.put(BUCKET, &key, backup[..cut].to_vec()).await;
+
+    assert_not_restorable(&w, &key, &["truncated"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_is_not_encrypted_is_refused() {
+    let w = world(KEY).await;
+    let key = object_key(w.database(), "20261125_060000");
+    w.moto
+        .put(BUCKET, &key, b"PGDMP a plain dump".to_vec())
+        .await;
+
+    assert_not_restorable(&w, &key, &["Salted__"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_backup_of_the_database_is_a_failed_test() {
+    let w = world(KEY).await;
+    w.moto
+        .put(
+            BUCKET,
+            &object_key("link_chat", "20261125_020000"),
+            b"x".to_vec(),
+        )
+        .await;
+
+    let t = w.restore_test(None).await;
+
+    assert_eq!(t.result.status, TestStatus::Failed);
+    assert!(
+        t.result
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("no backup of"),
+        "{:?}",
+        t.result.reason
+    );
+    assert!(t.incident_id.is_some());
+}
+
+/// A TCP proxy to `upstream` that closes each connection after passing `limit` response bytes.
+async fn cutting_proxy(upstream: String, limit: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut passed = 0;
+                let mut buf = vec![0u8; 8192];
+                while passed < limit {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n.min(limit - passed),
+                    };
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    passed += n;
+                }
+                // Dropping both halves closes the connection mid-response.
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_short_is_reported_and_says_nothing_against_the_backup() {
+    let w = world(KEY).await;
+    seed(&w.db, w.database()).await;
+    w.db.sql(
+        w.database(),
+        "CREATE TABLE noise AS SELECT md5(random()::text) || md5(random()::text) AS t FROM generate_series(1, 30000)",
+    )
+    .await;
+    let backup = w.backup_of(KEY).await;
+    assert!(
+        backup.len() > 400_000,
+        "the backup must outgrow the cut: {}",
+        backup.len()
+    );
+    let key = object_key(w.database(), "20261125_070000");
+    w.moto.put(BUCKET, &key, backup).await;
+    let proxy = cutting_proxy(w.moto.url.clone(), 150_000).await;
+    let mut settings = w.settings("");
+    settings.s3.endpoint = proxy;
+    let tester = RestoreTester::new(Arc::new(settings), w.store.clone(), Some(w.kube.client()));
+    let started = tester
+        .start(&request(Some(w.database()), Some(&key)), None)
+        .await
+        .unwrap();
+    let t = tester.run(started).await.remove(0);
+
+    assert_eq!(t.result.status, TestStatus::Error, "{:?}", t.result.reason);
+    let reason = t.result.reason.unwrap();
+    assert!(
+        reason.contains("download was interrupted") || reason.contains("download was truncated"),
+        "{reason}"
+    );
+    assert_eq!(
+        t.incident_id, None,
+        "an interrupted download is not the backup's fault"
+    );
+    assert_eq!(w.scratch_left().await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_period_is_tested_once_across_replicas() {
+    let w = world(KEY).await;
+    let (a, b) = (w.tester(""), w.tester(""));
+    let req = TestRequest {
+        trigger: "schedule".into(),
+        actor: "schedule".into(),
+        ..TestRequest::default()
+    };
+
+    let first = a.start(&req, Some("schedule:604800:2930")).await.unwrap();
+    let second = b.start(&req, Some("schedule:604800:2930")).await.unwrap();
+    let next = b.start(&req, Some("schedule:604800:2931")).await.unwrap();
+
+    assert_eq!(first.len(), 2, "one test per configured database");
+    assert!(
+        second.is_empty(),
+        "the other replica finds the period taken"
+    );
+    assert_eq!(next.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_databases_and_a_missing_scratch_server_are_refused_before_anything_runs() {
+    let w = world(KEY).await;
+    let req = |db: &str| TestRequest {
+        database: Some(db.to_owned()),
+        trigger: "test".into(),
+        actor: "t".into(),
+        ..TestRequest::default()
+    };
+    let err = w
+        .tester("")
+        .start(&req("nope'; DROP"), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown database"), "{err}");
+
+    let unconfigured = RestoreTester::new(Arc::new(w.moto.settings("")), w.store.clone(), None);
+    let err = unconfigured
+        .start(&req("link_users"), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("restore_test.target_url"), "{err}");
+    assert!(w
+        .store
+        .list_restore_tests(None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// The manual backup Job's script, run as the pod would run it: a real `sh`, the real pg_dump
+/// and openssl, the Secret's values in the environment; `aws` is a stand-in that keeps the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manual_backup_script_makes_backups_the_restore_test_restores() {
+    let w = world(KEY).await;
+    seed(&w.db, w.database()).await;
+    let settings = w.settings("");
+    let plan = BackupPlan::new(&settings, vec![w.database().to_owned()], chrono::Utc::now());
+    let script = manual_backup::script(&settings, &plan);
+    let bin = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let aws = bin.path().join("aws");
+    std::fs::write(
+        &aws,
+        "#!/bin/sh\n# aws s3 cp SRC DST --storage-class CLASS [--endpoint-url URL]\n\
+         printf '%s\\n' \"$@\" > \"$OUT/args\"\ncp \"$3\" \"$OUT/object\"\n",
+    )
+    .unwrap();
+    Command::new("chmod").arg("755").arg(&aws).status().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+
+    let run = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env_clear()
+        .env("PATH", path)
+        .env("OUT", out.path())
+        .env("TMPDIR", out.path())
+        .env("POSTGRES_USER", "postgres")
+        .env("PGPASSWORD", "")
+        .env("BACKUP_S3_BUCKET", BUCKET)
+        .env("BACKUP_ENCRYPTION_KEY", KEY)
+        .output()
+        .unwrap();
+
+    assert!(
+        run.status.success(),
+        "the Job script failed:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let args = std::fs::read_to_string(out.path().join("args")).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(args[0..2], ["s3", "cp"]);
+    assert_eq!(args[3], format!("s3://{BUCKET}/{}", plan.object_keys[0]));
+    assert_eq!(args[4..6], ["--storage-class", "STANDARD_IA"]);
+    assert_eq!(args[6..8], ["--endpoint-url", w.moto.url.as_str()]);
+    let leftovers: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("manual-backup-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the plaintext dump must not stay on disk: {leftovers:?}"
+    );
+    let object = std::fs::read(out.path().join("object")).unwrap();
+    assert!(object.starts_with(b"Salted__"));
+    w.moto.put(BUCKET, &plan.object_keys[0], object).await;
+
+    let t = w.restore_test(None).await;
+
+    assert_eq!(t.result.status, TestStatus::Passed, "{:?}", t.result.reason);
+    assert_eq!(
+        t.result.object_key.as_deref(),
+        Some(plan.object_keys[0].as_str())
+    );
+    assert_eq!(t.result.tables_restored, Some(4));
+    assert_eq!(t.result.rows_restored, Some(120 + 2500 + 7));
+}
