@@ -14,6 +14,7 @@ pub mod incident;
 pub mod intake;
 pub mod jobs;
 pub mod kube_client;
+pub mod notify;
 pub mod plan;
 pub mod playbooks;
 pub mod policy;

@@ -418,3 +418,6 @@ fn step_row(r: &PgRow) -> Result<Step, StoreError> {
 
 type This = PgStore;
 include!("plan_queries.rs");
+
+use super::{Attempt, Delivery, DeliveryRecord, NewDelivery, NotifyState};
+include!("notify_queries.rs");

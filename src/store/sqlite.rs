@@ -430,6 +430,9 @@ fn step_row(r: &SqliteRow) -> Result<Step, StoreError> {
 type This = SqliteStore;
 include!("plan_queries.rs");
 
+use super::{Attempt, Delivery, DeliveryRecord, NewDelivery, NotifyState};
+include!("notify_queries.rs");
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,247 @@
+//! What a person on call must read about an incident, from the stored records: the words both
+//! Slack and PagerDuty use. Pure.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::diagnosis::Diagnosis;
+use crate::incident::{Incident, IncidentStatus, TimelineEvent};
+use crate::plan::{Decision, Step, StepKind, StepState};
+use crate::probes::Finding;
+
+/// An incident as a message sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub incident: &'a Incident,
+    pub diagnosis: Option<&'a Diagnosis>,
+    pub steps: &'a [Step],
+    pub timeline: &'a [TimelineEvent],
+    /// When the last successful backup finished, if known.
+    pub last_good_backup: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+    /// Base URL of this service's API as people reach it (may be empty).
+    pub external_url: &'a str,
+    pub rpo_hours: u64,
+}
+
+/// The last successful backup the probes saw: the metrics probe's `last_success`, or the newest
+/// object of the S3 listing, whichever is newer.
+pub fn last_good_backup(findings: &[Finding]) -> Option<DateTime<Utc>> {
+    let parse =
+        |v: Option<&Value>| -> Option<DateTime<Utc>> { serde_json::from_value(v?.clone()).ok() };
+    findings
+        .iter()
+        .filter_map(|f| match f.probe.as_str() {
+            "backup_metrics" => parse(f.evidence.get("last_success")),
+            "s3" => parse(f.evidence.pointer("/listing/newest/last_modified")),
+            _ => None,
+        })
+        .max()
+}
+
+/// "12 min", "26 h 5 min" (up to three days: RPOs are counted in hours), "4 d 2 h".
+pub fn human(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
+    if d >= 3 {
+        format!("{d} d {h} h")
+    } else if s >= 3600 {
+        let h = s / 3600;
+        format!("{h} h {m} min")
+    } else {
+        format!("{m} min")
+    }
+}
+
+impl View<'_> {
+    pub fn status_words(&self) -> &'static str {
+        match self.incident.status {
+            IncidentStatus::Open if self.diagnosis.is_some() => "diagnosed, being worked",
+            IncidentStatus::Open => "open",
+            IncidentStatus::Escalated => "ESCALATED: needs a person",
+            IncidentStatus::Remediated => "remediated (fix verified by a new backup)",
+            IncidentStatus::Resolved => "resolved",
+        }
+    }
+
+    pub fn scenario_words(&self) -> String {
+        match self.diagnosis {
+            Some(d) => match d.scenario.number() {
+                Some(n) => format!("scenario {n}: {}", d.scenario.title()),
+                None => d.scenario.title().to_owned(),
+            },
+            None => "not diagnosed".to_owned(),
+        }
+    }
+
+    /// The header: status and scenario.
+    pub fn headline(&self) -> String {
+        let mark = match self.incident.status {
+            IncidentStatus::Open => "🔎",
+            IncidentStatus::Escalated => "🚨",
+            IncidentStatus::Remediated => "✅",
+            IncidentStatus::Resolved => "☑️",
+        };
+        let status = match self.incident.status {
+            IncidentStatus::Open if self.diagnosis.is_some() => "Diagnosed",
+            IncidentStatus::Open => "Open",
+            IncidentStatus::Escalated => "Escalated",
+            IncidentStatus::Remediated => "Remediated",
+            IncidentStatus::Resolved => "Resolved",
+        };
+        format!(
+            "{mark} {status}: backup failed — {} (#{})",
+            self.scenario_words(),
+            self.incident.id
+        )
+    }
+
+    /// now − last good backup, in seconds.
+    pub fn rpo_impact_seconds(&self) -> Option<i64> {
+        self.last_good_backup.map(|t| (self.now - t).num_seconds())
+    }
+
+    /// Time since the last good backup against the RPO target.
+    pub fn rpo_words(&self) -> String {
+        match self.rpo_impact_seconds() {
+            Some(age) => {
+                let breached = age > i64::try_from(self.rpo_hours).unwrap_or(i64::MAX) * 3600;
+                format!(
+                    "{} ago (RPO target {} h{})",
+                    human(age),
+                    self.rpo_hours,
+                    if breached { ": BREACHED" } else { ": within" }
+                )
+            }
+            None => format!(
+                "unknown: no successful backup on record (RPO target {} h)",
+                self.rpo_hours
+            ),
+        }
+    }
+
+    /// 2–4 lines: the evidence that decided the diagnosis, else its summary and context.
+    pub fn evidence_lines(&self) -> Vec<String> {
+        let Some(d) = self.diagnosis else {
+            return Vec::new();
+        };
+        let mut lines: Vec<String> = d
+            .evidence
+            .iter()
+            .take(4)
+            .map(|e| format!("{}: {}", e.probe, e.text))
+            .collect();
+        if lines.len() < 2 {
+            lines.push(d.summary.clone());
+        }
+        for c in &d.context {
+            if lines.len() >= 2 {
+                break;
+            }
+            lines.push(c.clone());
+        }
+        lines.truncate(4);
+        lines
+    }
+
+    /// What the service did on its own, and the result.
+    pub fn done_lines(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .filter(|s| {
+                s.kind != StepKind::Escalate
+                    && matches!(s.decision, Decision::Auto | Decision::Approve)
+                    && !matches!(
+                        s.state,
+                        StepState::Planned | StepState::WaitingApproval | StepState::Skipped
+                    )
+            })
+            .map(|s| {
+                let mut l = format!("{} `{}` on {}: {}", s.kind, s.name, s.target, s.state);
+                if matches!(
+                    s.state,
+                    StepState::Failed | StepState::Refused | StepState::Rejected
+                ) && !s.reason.is_empty()
+                {
+                    l.push_str(&format!(" ({})", s.reason));
+                }
+                l
+            })
+            .collect()
+    }
+
+    /// Why the incident was escalated (the newest `escalated` event's reason).
+    pub fn escalation_reason(&self) -> Option<String> {
+        self.timeline
+            .iter()
+            .rev()
+            .find(|e| e.kind == "escalated")
+            .and_then(|e| e.detail.get("reason"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    /// What needs a person: approvals waiting (with how to approve) and the escalation.
+    pub fn person_lines(&self, escape: impl Fn(&str) -> String) -> Vec<String> {
+        let mut lines = Vec::new();
+        for e in self
+            .timeline
+            .iter()
+            .filter(|e| e.kind == "approval_requested")
+        {
+            let step = e.detail.get("step").and_then(Value::as_i64);
+            let waiting = self
+                .steps
+                .iter()
+                .any(|s| Some(s.id) == step && s.state == StepState::WaitingApproval);
+            if !waiting {
+                continue;
+            }
+            let name = e
+                .detail
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("action");
+            let target = e.detail.get("target").and_then(Value::as_str).unwrap_or("");
+            let path = e
+                .detail
+                .pointer("/output/approve")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let url = format!("{}{path}", self.external_url.trim_end_matches('/'));
+            lines.push(format!(
+                "approve `{}` on {}: `POST {}` (with the admin token)",
+                escape(name),
+                escape(target),
+                escape(&url)
+            ));
+        }
+        if self.incident.status == IncidentStatus::Escalated {
+            let why = self
+                .escalation_reason()
+                .unwrap_or_else(|| "escalated".to_owned());
+            lines.push(format!("escalated: {}", escape(&why)));
+        }
+        lines
+    }
+
+    /// The incident in the REST API, when the external URL is known.
+    pub fn incident_url(&self) -> Option<String> {
+        (!self.external_url.is_empty()).then(|| {
+            format!(
+                "{}/api/v1/incidents/{}",
+                self.external_url.trim_end_matches('/'),
+                self.incident.id
+            )
+        })
+    }
+
+    /// One line for notifications that show no blocks.
+    pub fn fallback(&self) -> String {
+        format!(
+            "{} — last good backup {}",
+            self.headline(),
+            self.rpo_words()
+        )
+    }
+}
