@@ -23,6 +23,7 @@ use backup_remediator::plan::{Decision, PlannedStep, StepKind, StepState, Transi
 use backup_remediator::probes::{Finding, Status};
 use backup_remediator::store::{Store, StoreOptions};
 use chrono::{DateTime, TimeZone, Utc};
+use helpers::Backend;
 use serde_json::{json, Value};
 
 const SLACK_TOKEN: &str = "xoxb-canary-slack-token-3f9e";
@@ -180,34 +181,34 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap()
 }
 
-async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
+/// A fresh, migrated store of `backend`; it lives as long as the returned guard.
+async fn fresh_store(backend: Backend) -> (helpers::TestDb, Store) {
+    let db = helpers::TestDb::new(backend).await;
     let opts = StoreOptions {
         max_connections: 4,
         acquire_timeout: Duration::from_secs(3),
     };
-    let path = dir.path().join("incidents.sqlite");
-    let store = Store::connect(&format!("sqlite:{}", path.display()), &path, &opts)
+    let store = Store::connect(&db.url(), std::path::Path::new(""), &opts)
         .await
         .unwrap();
     store.migrate().await.unwrap();
-    store
+    (db, store)
 }
 
 /// A notifier over a fresh SQLite store, on a fake clock at [`t0`].
 struct Rig {
-    _dir: tempfile::TempDir,
+    _db: helpers::TestDb,
     store: Store,
     clock: Arc<ManualClock>,
     notifier: Notifier,
 }
 
 async fn rig(toml: &str) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir).await;
+    let (db, store) = fresh_store(Backend::Sqlite).await;
     let clock = Arc::new(ManualClock::new(t0()));
     let notifier = Notifier::new(store.clone(), &settings(toml), clock.clone());
     Rig {
-        _dir: dir,
+        _db: db,
         store,
         clock,
         notifier,
@@ -365,7 +366,7 @@ async fn one_slack_message_is_posted_then_updated_in_place_and_pagerduty_follows
     // Arrange
     let parties = ThirdParties::start().await;
     let Rig {
-        _dir,
+        _db,
         store,
         clock,
         notifier,
@@ -528,6 +529,15 @@ fn post_ts(parties: &ThirdParties) -> Value {
 
 #[tokio::test]
 async fn outages_end_in_one_up_to_date_delivery_and_nothing_is_lost_across_a_restart() {
+    outages_end_in_one_delivery(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn outages_end_in_one_up_to_date_delivery_and_nothing_is_lost_on_postgres() {
+    outages_end_in_one_delivery(Backend::Postgres).await;
+}
+
+async fn outages_end_in_one_delivery(backend: Backend) {
     // Arrange: Slack answers 429 (Retry-After 30 s), then 500, then ok:false; PagerDuty 503 once.
     let parties = ThirdParties::start().await;
     parties.fail(
@@ -543,8 +553,7 @@ async fn outages_end_in_one_up_to_date_delivery_and_nothing_is_lost_across_a_res
         ],
     );
     parties.fail("/pd", vec![(503, None, json!({}))]);
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir).await;
+    let (_db, store) = fresh_store(backend).await;
     let clock = Arc::new(ManualClock::new(t0()));
     let cfg = settings(&parties.config(true, true));
     let id = open(&store, t0()).await;
@@ -604,9 +613,17 @@ async fn outages_end_in_one_up_to_date_delivery_and_nothing_is_lost_across_a_res
 
 #[tokio::test]
 async fn the_two_hour_rule_counts_from_the_stored_open_time_across_a_restart() {
+    two_hour_rule(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_two_hour_rule_counts_from_the_stored_open_time_on_postgres() {
+    two_hour_rule(Backend::Postgres).await;
+}
+
+async fn two_hour_rule(backend: Backend) {
     // Arrange: an incident opened at t0 whose last good backup is 25 h older.
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir).await;
+    let (_db, store) = fresh_store(backend).await;
     let clock = Arc::new(ManualClock::new(t0() + chrono::Duration::minutes(119)));
     let cfg = settings("");
     let id = open(&store, t0()).await;
@@ -653,7 +670,7 @@ async fn the_two_hour_rule_counts_from_the_stored_open_time_across_a_restart() {
 async fn an_incoming_webhook_gets_a_new_message_only_for_major_changes() {
     let parties = ThirdParties::start().await;
     let Rig {
-        _dir,
+        _db,
         store,
         clock: _,
         notifier,
@@ -711,8 +728,7 @@ async fn no_secret_appears_in_any_request_body_log_line_or_failure_record() {
         "/pd",
         vec![(400, None, json!({ "status": "invalid event" }))],
     );
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir).await;
+    let (_db, store) = fresh_store(Backend::Sqlite).await;
     let clock = Arc::new(ManualClock::new(t0()));
     let mut toml = parties.config(false, true);
     toml.push_str(&format!(

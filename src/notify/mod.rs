@@ -104,6 +104,44 @@ fn url_password(url: &str) -> Option<&str> {
     userinfo.split_once(':').map(|(_, p)| p)
 }
 
+/// Every configured secret value (and the password inside a secret URL) worth scrubbing.
+fn secrets_of(settings: &Settings) -> Vec<String> {
+    let n = &settings.notify;
+    [
+        n.slack_token.expose_secret(),
+        n.slack_webhook_url.expose_secret(),
+        n.pagerduty_routing_key.expose_secret(),
+        settings.auth.webhook_token.expose_secret(),
+        settings.auth.webhook_basic_password.expose_secret(),
+        settings.auth.api_token.expose_secret(),
+        settings.auth.admin_token.expose_secret(),
+        settings.database.url.expose_secret(),
+        settings.remediation.admin_database_url.expose_secret(),
+        settings.iam.secret_access_key.expose_secret(),
+    ]
+    .into_iter()
+    .flat_map(|s| [Some(s), url_password(s)])
+    .flatten()
+    .filter(|s| s.len() >= 4)
+    .map(str::to_owned)
+    .collect()
+}
+
+fn scrub_text(secrets: &[String], s: &str) -> String {
+    secrets.iter().fold(s.to_owned(), |acc, secret| {
+        acc.replace(secret.as_str(), "[redacted]")
+    })
+}
+
+fn scrub_value(secrets: &[String], v: &mut Value) {
+    match v {
+        Value::String(s) => *s = scrub_text(secrets, s),
+        Value::Array(a) => a.iter_mut().for_each(|x| scrub_value(secrets, x)),
+        Value::Object(o) => o.values_mut().for_each(|x| scrub_value(secrets, x)),
+        _ => {}
+    }
+}
+
 /// How many incidents and deliveries one poll handles at most.
 const BATCH: i64 = 50;
 /// Timeline kinds that make a new webhook message (no bot token: no updates in place).
@@ -128,24 +166,7 @@ impl Notifier {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        let secrets = [
-            cfg.slack_token.expose_secret(),
-            cfg.slack_webhook_url.expose_secret(),
-            cfg.pagerduty_routing_key.expose_secret(),
-            settings.auth.webhook_token.expose_secret(),
-            settings.auth.webhook_basic_password.expose_secret(),
-            settings.auth.api_token.expose_secret(),
-            settings.auth.admin_token.expose_secret(),
-            settings.database.url.expose_secret(),
-            settings.remediation.admin_database_url.expose_secret(),
-            settings.iam.secret_access_key.expose_secret(),
-        ]
-        .into_iter()
-        .flat_map(|s| [Some(s), url_password(s)])
-        .flatten()
-        .filter(|s| s.len() >= 4)
-        .map(str::to_owned)
-        .collect();
+        let secrets = secrets_of(settings);
         Self {
             store,
             cfg,
@@ -168,18 +189,11 @@ impl Notifier {
     }
 
     fn scrub(&self, s: &str) -> String {
-        self.secrets.iter().fold(s.to_owned(), |acc, secret| {
-            acc.replace(secret.as_str(), "[redacted]")
-        })
+        scrub_text(&self.secrets, s)
     }
 
     fn scrub_json(&self, v: &mut Value) {
-        match v {
-            Value::String(s) => *s = self.scrub(s),
-            Value::Array(a) => a.iter_mut().for_each(|x| self.scrub_json(x)),
-            Value::Object(o) => o.values_mut().for_each(|x| self.scrub_json(x)),
-            _ => {}
-        }
+        scrub_value(&self.secrets, v);
     }
 
     /// Polls every `poll_interval_ms` until `stop`.
@@ -487,5 +501,34 @@ impl Notifier {
                 Ok(false)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_password_is_found_for_scrubbing() {
+        assert_eq!(url_password("postgres://u:pw-1@h:5432/db"), Some("pw-1"));
+        assert_eq!(url_password("postgres://u@h/db"), None);
+        assert_eq!(url_password("https://hooks.slack.com/services/T/B/x"), None);
+        assert_eq!(url_password(""), None);
+    }
+
+    #[test]
+    fn configured_secrets_are_scrubbed_from_nested_json() {
+        let settings = Settings::from_toml(
+            "[notify]\nslack_token = \"xoxb-secret-1\"\nslack_channel = \"C1\"\n\
+             [database]\nurl = \"postgres://u:db-pass-2@h/d\"",
+        )
+        .unwrap();
+        let n = secrets_of(&settings);
+        let mut v = json!({ "a": ["token xoxb-secret-1", { "b": "pw db-pass-2 here" }], "c": 1 });
+        scrub_value(&n, &mut v);
+        assert_eq!(
+            v,
+            json!({ "a": ["token [redacted]", { "b": "pw [redacted] here" }], "c": 1 })
+        );
     }
 }

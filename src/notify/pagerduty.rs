@@ -100,3 +100,25 @@ pub async fn send(
         Err(SendError::Permanent(error))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severity_follows_the_alert_label_and_defaults_to_error() {
+        assert_eq!(severity("critical"), "critical");
+        assert_eq!(severity("Warning"), "warning");
+        assert_eq!(severity("info"), "info");
+        assert_eq!(severity("page"), "critical");
+        assert_eq!(severity(""), "error");
+        assert_eq!(severity("major"), "error");
+    }
+
+    #[test]
+    fn the_dedup_key_is_the_same_for_every_event_of_an_incident() {
+        assert_eq!(dedup_key(42), "backup-remediator-42");
+        assert_eq!(resolve(42)["dedup_key"], "backup-remediator-42");
+        assert_eq!(resolve(42)["event_action"], "resolve");
+    }
+}

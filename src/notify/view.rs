@@ -245,3 +245,101 @@ impl View<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn incident(status: IncidentStatus) -> Incident {
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap();
+        Incident {
+            id: 7,
+            status,
+            alertname: "PostgreSQLBackupFailed".into(),
+            fingerprint: "f".into(),
+            severity: "warning".into(),
+            labels: json!({}),
+            annotations: json!({}),
+            generator_url: String::new(),
+            starts_at: at,
+            opened_at: at,
+            updated_at: at,
+            resolved_at: None,
+            last_seen_at: at,
+            renotified_count: 0,
+        }
+    }
+
+    fn finding(probe: &str, evidence: Value) -> Finding {
+        Finding {
+            probe: probe.into(),
+            status: crate::probes::Status::Ok,
+            summary: String::new(),
+            evidence,
+            signals: vec![],
+            started_at: Utc::now(),
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn the_last_good_backup_is_the_newer_of_the_metrics_and_the_newest_s3_object() {
+        let metrics = finding(
+            "backup_metrics",
+            json!({ "last_success": "2026-03-01T08:00:00Z" }),
+        );
+        let s3 = finding(
+            "s3",
+            json!({ "listing": { "newest": { "last_modified": "2026-03-01T09:30:00Z" } } }),
+        );
+        let never = finding("backup_metrics", json!({ "last_success": null }));
+        assert_eq!(
+            last_good_backup(&[metrics.clone(), s3]),
+            Some(Utc.with_ymd_and_hms(2026, 3, 1, 9, 30, 0).unwrap())
+        );
+        assert_eq!(
+            last_good_backup(&[metrics]),
+            Some(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap())
+        );
+        assert_eq!(last_good_backup(&[never]), None);
+    }
+
+    #[test]
+    fn ages_read_in_hours_up_to_three_days() {
+        assert_eq!(human(59), "0 min");
+        assert_eq!(human(12 * 60), "12 min");
+        assert_eq!(human(26 * 3600 + 5 * 60), "26 h 5 min");
+        assert_eq!(human(4 * 86_400 + 2 * 3600), "4 d 2 h");
+        assert_eq!(human(-5), "0 min");
+    }
+
+    #[test]
+    fn without_a_known_backup_the_rpo_is_unknown_and_an_escalation_names_its_reason() {
+        let i = incident(IncidentStatus::Escalated);
+        let timeline = vec![TimelineEvent {
+            id: 1,
+            at: i.opened_at,
+            kind: "escalated".into(),
+            detail: json!({ "reason": "S3 <denied>" }),
+        }];
+        let v = View {
+            incident: &i,
+            diagnosis: None,
+            steps: &[],
+            timeline: &timeline,
+            last_good_backup: None,
+            now: i.opened_at,
+            external_url: "",
+            rpo_hours: 24,
+        };
+        assert!(v.rpo_words().starts_with("unknown"), "{}", v.rpo_words());
+        assert_eq!(v.incident_url(), None);
+        assert_eq!(
+            v.person_lines(|s| s.replace('<', "&lt;").replace('>', "&gt;")),
+            ["escalated: S3 &lt;denied&gt;"]
+        );
+        assert!(v.headline().contains("Escalated") && v.headline().contains("not diagnosed"));
+    }
+}
