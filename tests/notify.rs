@@ -843,3 +843,114 @@ async fn the_running_service_notifies_and_counts_it_in_metrics_on_postgres() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_fixed_and_verified_incident_updates_its_message_to_remediated_and_pages_nobody() {
+    // Arrange
+    let parties = ThirdParties::start().await;
+    let Rig {
+        _db,
+        store,
+        clock,
+        notifier,
+    } = rig(&parties.config(true, true)).await;
+    let id = open(&store, t0()).await;
+    diagnose(&store, id, t0()).await;
+    notifier.tick().await;
+    let at = t0() + chrono::Duration::minutes(5);
+    let step = |kind, name: &str| PlannedStep {
+        group: 1,
+        kind,
+        name: name.into(),
+        target: "pvc/link-services/postgres-data-postgres-primary-0".into(),
+        decision: Decision::Auto,
+        reason: "the runbook".into(),
+    };
+    store
+        .save_plan(
+            id,
+            &[
+                step(StepKind::Action, "expand_pvc"),
+                step(StepKind::Verify, "verify_backup"),
+            ],
+            &json!({}),
+            at,
+        )
+        .await
+        .unwrap();
+
+    // Act: each step runs and succeeds, with a poll after each change.
+    for s in store.steps(id).await.unwrap() {
+        for (from, to, event) in [
+            (
+                &[StepState::Planned][..],
+                StepState::Running,
+                "step_started",
+            ),
+            (
+                &[StepState::Running][..],
+                StepState::Succeeded,
+                "step_finished",
+            ),
+        ] {
+            let tr = Transition {
+                step_id: s.id,
+                from,
+                to,
+                reason: "",
+                output: None,
+                decided_by: None,
+                at,
+                event,
+            };
+            assert!(store.transition(&tr, &json!({})).await.unwrap());
+        }
+        clock.advance(chrono::Duration::minutes(1));
+        notifier.tick().await;
+    }
+    store
+        .settle(
+            id,
+            IncidentStatus::Remediated,
+            at,
+            &json!({ "verified_by_step": 2 }),
+        )
+        .await
+        .unwrap();
+    notifier.tick().await;
+    let incident = store.get_incident(id).await.unwrap().unwrap();
+    store
+        .resolve_by_alert(&incident.fingerprint, incident.starts_at, at, &json!({}))
+        .await
+        .unwrap();
+    notifier.tick().await;
+
+    // Assert: one message, updated through the fix; no page for an incident never escalated.
+    let paths: Vec<String> = parties.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/slack/api/chat.postMessage",
+            "/slack/api/chat.update",
+            "/slack/api/chat.update",
+            "/slack/api/chat.update",
+            "/slack/api/chat.update",
+        ]
+    );
+    let last = parties.requests().last().unwrap().clone();
+    assert!(
+        header(&last.body).contains("Remediated"),
+        "{}",
+        header(&last.body)
+    );
+    assert!(last.raw.contains("action `expand_pvc`"), "{}", last.raw);
+    assert!(last.raw.contains("verify `verify_backup`"), "{}", last.raw);
+    assert!(!last.raw.contains("Needs a person"), "{}", last.raw);
+    let timeline = kinds(&store.timeline(id).await.unwrap());
+    let sent = timeline
+        .iter()
+        .filter(|k| *k == "notification_sent")
+        .count();
+    assert_eq!(sent, 5);
+    assert_eq!(timeline.last().unwrap(), "notification_sent");
+}

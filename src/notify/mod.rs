@@ -142,8 +142,41 @@ fn scrub_value(secrets: &[String], v: &mut Value) {
     }
 }
 
+/// The RPO impact an escalation states: now − the last successful backup (`last`, e.g. from
+/// [`view::last_good_backup`] over the incident's findings) against the RPO target. Fields:
+/// `rpo_impact` (words), `last_successful_backup`, `rpo_impact_seconds`, `rpo_target_hours`,
+/// `rpo_breached` (true too when no backup is on record). Any escalation can merge it into its
+/// event detail.
+pub fn rpo_impact(last: Option<DateTime<Utc>>, now: DateTime<Utc>, rpo_hours: u64) -> Value {
+    let impact = last.map(|t| (now - t).num_seconds());
+    let target = i64::try_from(rpo_hours).unwrap_or(i64::MAX / 3600) * 3600;
+    let breached = impact.is_none_or(|s| s > target);
+    let words = match (impact, last) {
+        (Some(s), Some(t)) => format!(
+            "last successful backup {} ago ({}), RPO target {rpo_hours} h {}",
+            view::human(s),
+            t.to_rfc3339(),
+            if breached {
+                "breached"
+            } else {
+                "not yet breached"
+            }
+        ),
+        _ => format!("no successful backup on record, RPO target {rpo_hours} h breached"),
+    };
+    json!({
+        "rpo_impact": words,
+        "last_successful_backup": last,
+        "rpo_impact_seconds": impact,
+        "rpo_target_hours": rpo_hours,
+        "rpo_breached": breached,
+    })
+}
+
 /// How many incidents and deliveries one poll handles at most.
 const BATCH: i64 = 50;
+/// Closed incidents are watched for new events this long after their last update.
+const CLOSED_WINDOW: chrono::Duration = chrono::Duration::days(7);
 /// Timeline kinds that make a new webhook message (no bot token: no updates in place).
 const MAJOR: [&str; 4] = ["diagnosed", "escalated", "remediated", "resolved"];
 
@@ -264,37 +297,18 @@ impl Notifier {
         now: DateTime<Utc>,
         diagnosis: Option<&crate::diagnosis::Diagnosis>,
     ) -> Value {
-        let rpo = self.cfg.rpo_hours;
-        let impact = last.map(|t| (now - t).num_seconds());
-        let breached = impact.is_none_or(|s| s > i64::try_from(rpo).unwrap_or(i64::MAX) * 3600);
-        let impact_words = match impact {
-            Some(s) => format!(
-                "last successful backup {} ago ({}), RPO target {rpo} h {}",
-                view::human(s),
-                last.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                if breached {
-                    "breached"
-                } else {
-                    "not yet breached"
-                }
-            ),
-            None => format!("no successful backup on record, RPO target {rpo} h breached"),
-        };
-        json!({
-            "reason": format!(
-                "the backup still fails {} h after the incident opened (runbook deadline); RPO impact: {impact_words}",
-                self.cfg.escalate_after_hours
-            ),
-            "rule": "deadline",
-            "opened_at": incident.opened_at,
-            "escalate_after_hours": self.cfg.escalate_after_hours,
-            "scenario": diagnosis.map(|d| d.scenario),
-            "diagnosis": diagnosis.map(|d| d.summary.clone()),
-            "last_successful_backup": last,
-            "rpo_impact_seconds": impact,
-            "rpo_target_hours": rpo,
-            "rpo_breached": breached,
-        })
+        let mut detail = rpo_impact(last, now, self.cfg.rpo_hours);
+        detail["reason"] = json!(format!(
+            "the backup still fails {} h after the incident opened (runbook deadline); RPO impact: {}",
+            self.cfg.escalate_after_hours,
+            detail["rpo_impact"].as_str().unwrap_or_default()
+        ));
+        detail["rule"] = json!("deadline");
+        detail["opened_at"] = json!(incident.opened_at);
+        detail["escalate_after_hours"] = json!(self.cfg.escalate_after_hours);
+        detail["scenario"] = json!(diagnosis.map(|d| d.scenario));
+        detail["diagnosis"] = json!(diagnosis.map(|d| d.summary.clone()));
+        detail
     }
 
     /// Turns new timeline events into deliveries. Returns how many incidents moved.
@@ -304,7 +318,11 @@ impl Notifier {
         }
         let now = self.clock.now();
         let mut moved = 0;
-        for (incident_id, upto) in self.store.notify_candidates(BATCH).await? {
+        for (incident_id, upto) in self
+            .store
+            .notify_candidates(now - CLOSED_WINDOW, BATCH)
+            .await?
+        {
             let Some(incident) = self.store.get_incident(incident_id).await? else {
                 continue;
             };
@@ -507,6 +525,26 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rpo_impact_is_now_minus_the_last_good_backup_against_the_target() {
+        let now = Utc::now();
+        let fresh = rpo_impact(Some(now - chrono::Duration::hours(3)), now, 24);
+        assert_eq!(fresh["rpo_impact_seconds"], 3 * 3600);
+        assert_eq!(fresh["rpo_breached"], false);
+        let stale = rpo_impact(Some(now - chrono::Duration::hours(30)), now, 24);
+        assert_eq!(stale["rpo_breached"], true);
+        assert!(stale["rpo_impact"]
+            .as_str()
+            .unwrap()
+            .contains("30 h 0 min ago"));
+        let never = rpo_impact(None, now, 24);
+        assert_eq!(never["rpo_breached"], true);
+        assert!(never["rpo_impact"]
+            .as_str()
+            .unwrap()
+            .starts_with("no successful backup"));
+    }
 
     #[test]
     fn a_url_password_is_found_for_scrubbing() {

@@ -517,9 +517,14 @@ impl Store {
         dispatch!(self, s => s.overdue(opened_before, limit).await)
     }
 
-    /// Incidents with events newer than their notification cursor: (id, newest event id).
-    pub async fn notify_candidates(&self, limit: i64) -> Result<Vec<(i64, i64)>, StoreError> {
-        dispatch!(self, s => s.notify_candidates(limit).await)
+    /// Incidents with events newer than their notification cursor: (id, newest event id); closed
+    /// ones only if updated after `closed_since`.
+    pub async fn notify_candidates(
+        &self,
+        closed_since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        dispatch!(self, s => s.notify_candidates(closed_since, limit).await)
     }
 
     pub async fn notify_state(&self, incident_id: i64) -> Result<NotifyState, StoreError> {

@@ -23,17 +23,24 @@ pub(super) async fn overdue(
 }
 
 /// Incidents with timeline events (other than notifications) newer than their cursor, that are
-/// worth a message (diagnosed, or no longer open): (incident id, newest such event id).
-pub(super) async fn notify_candidates(&self, limit: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+/// worth a message (diagnosed, or no longer open): (incident id, newest such event id). Closed
+/// incidents not updated since `closed_since` are not looked at (the scan stays small).
+pub(super) async fn notify_candidates(
+    &self,
+    closed_since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(i64, i64)>, StoreError> {
     sqlx::query_as(
-        "SELECT e.incident_id, MAX(e.id) FROM incident_events e \
-         JOIN incidents i ON i.id = e.incident_id \
-         LEFT JOIN notify_state s ON s.incident_id = e.incident_id \
-         WHERE e.id > COALESCE(s.last_event_id, 0) \
+        "SELECT i.id, MAX(e.id) FROM incidents i \
+         JOIN incident_events e ON e.incident_id = i.id \
+         LEFT JOIN notify_state s ON s.incident_id = i.id \
+         WHERE (i.status = 'open' OR i.updated_at > $1) \
+           AND e.id > COALESCE(s.last_event_id, 0) \
            AND e.kind NOT IN ('notification_sent', 'notification_failed') \
            AND (i.status <> 'open' OR EXISTS (SELECT 1 FROM diagnoses d WHERE d.incident_id = i.id)) \
-         GROUP BY e.incident_id ORDER BY e.incident_id LIMIT $1",
+         GROUP BY i.id ORDER BY i.id LIMIT $2",
     )
+    .bind(t(closed_since))
     .bind(limit)
     .fetch_all(&self.pool)
     .await
