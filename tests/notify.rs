@@ -144,6 +144,10 @@ impl ThirdParties {
         self.world.lock().unwrap().requests.clone()
     }
 
+    fn paths(&self) -> Vec<String> {
+        self.requests().into_iter().map(|r| r.path).collect()
+    }
+
     fn to(&self, prefix: &str) -> Vec<Req> {
         self.requests()
             .into_iter()
@@ -286,6 +290,43 @@ async fn diagnose(store: &Store, id: i64, at: DateTime<Utc>) {
         .unwrap());
 }
 
+/// Moves a step planned → running → succeeded, as the remediator does.
+async fn run_step(store: &Store, step_id: i64, at: DateTime<Utc>) {
+    for (from, to, event) in [
+        (
+            &[StepState::Planned][..],
+            StepState::Running,
+            "step_started",
+        ),
+        (
+            &[StepState::Running][..],
+            StepState::Succeeded,
+            "step_finished",
+        ),
+    ] {
+        let tr = Transition {
+            step_id,
+            from,
+            to,
+            reason: "",
+            output: None,
+            decided_by: None,
+            at,
+            event,
+        };
+        assert!(store.transition(&tr, &json!({})).await.unwrap());
+    }
+}
+
+/// Alertmanager reports the incident's alert resolved.
+async fn clear_alert(store: &Store, id: i64, at: DateTime<Utc>) {
+    let incident = store.get_incident(id).await.unwrap().unwrap();
+    store
+        .resolve_by_alert(&incident.fingerprint, incident.starts_at, at, &json!({}))
+        .await
+        .unwrap();
+}
+
 /// A plan with one automatic action (run, succeeded) and one waiting for an approval.
 async fn plan_with_approval(store: &Store, id: i64, at: DateTime<Utc>) -> i64 {
     let step = |name: &str, decision| PlannedStep {
@@ -309,41 +350,22 @@ async fn plan_with_approval(store: &Store, id: i64, at: DateTime<Utc>) -> i64 {
         .await
         .unwrap();
     let steps = store.steps(id).await.unwrap();
-    let mv = |sid, from: &'static [StepState], to, event: &'static str| Transition {
-        step_id: sid,
-        from,
-        to,
-        reason: "",
-        output: None,
-        decided_by: None,
-        at,
-        event,
-    };
-    for (from, to) in [
-        (&[StepState::Planned][..], StepState::Running),
-        (&[StepState::Running][..], StepState::Succeeded),
-    ] {
-        store
-            .transition(&mv(steps[0].id, from, to, "step_finished"), &json!({}))
-            .await
-            .unwrap();
-    }
+    run_step(store, steps[0].id, at).await;
     let approve = format!("/api/v1/incidents/{id}/actions/{}/approve", steps[1].id);
     let detail = json!({ "step": steps[1].id, "name": "restart_primary",
         "target": "statefulset/link-services/postgres-primary", "state": "waiting_approval",
         "output": { "approve": approve } });
-    store
-        .transition(
-            &mv(
-                steps[1].id,
-                &[StepState::Planned],
-                StepState::WaitingApproval,
-                "approval_requested",
-            ),
-            &detail,
-        )
-        .await
-        .unwrap();
+    let tr = Transition {
+        step_id: steps[1].id,
+        from: &[StepState::Planned],
+        to: StepState::WaitingApproval,
+        reason: "",
+        output: None,
+        decided_by: None,
+        at,
+        event: "approval_requested",
+    };
+    store.transition(&tr, &detail).await.unwrap();
     steps[1].id
 }
 
@@ -460,22 +482,12 @@ async fn one_slack_message_is_posted_then_updated_in_place_and_pagerduty_follows
         .unwrap();
     notifier.tick().await;
     notifier.tick().await; // nothing new: nothing sent
-    let incident = store.get_incident(id).await.unwrap().unwrap();
-    store
-        .resolve_by_alert(
-            &incident.fingerprint,
-            incident.starts_at,
-            t0() + chrono::Duration::minutes(30),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    clear_alert(&store, id, t0() + chrono::Duration::minutes(30)).await;
     notifier.tick().await;
 
     // Assert: the order of deliveries, one message all along, one page, one resolve.
-    let paths: Vec<String> = parties.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(
-        paths,
+        parties.paths(),
         [
             "/slack/api/chat.postMessage",
             "/slack/api/chat.update",
@@ -881,30 +893,7 @@ async fn a_fixed_and_verified_incident_updates_its_message_to_remediated_and_pag
 
     // Act: each step runs and succeeds, with a poll after each change.
     for s in store.steps(id).await.unwrap() {
-        for (from, to, event) in [
-            (
-                &[StepState::Planned][..],
-                StepState::Running,
-                "step_started",
-            ),
-            (
-                &[StepState::Running][..],
-                StepState::Succeeded,
-                "step_finished",
-            ),
-        ] {
-            let tr = Transition {
-                step_id: s.id,
-                from,
-                to,
-                reason: "",
-                output: None,
-                decided_by: None,
-                at,
-                event,
-            };
-            assert!(store.transition(&tr, &json!({})).await.unwrap());
-        }
+        run_step(&store, s.id, at).await;
         clock.advance(chrono::Duration::minutes(1));
         notifier.tick().await;
     }
@@ -918,17 +907,12 @@ async fn a_fixed_and_verified_incident_updates_its_message_to_remediated_and_pag
         .await
         .unwrap();
     notifier.tick().await;
-    let incident = store.get_incident(id).await.unwrap().unwrap();
-    store
-        .resolve_by_alert(&incident.fingerprint, incident.starts_at, at, &json!({}))
-        .await
-        .unwrap();
+    clear_alert(&store, id, at).await;
     notifier.tick().await;
 
     // Assert: one message, updated through the fix; no page for an incident never escalated.
-    let paths: Vec<String> = parties.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(
-        paths,
+        parties.paths(),
         [
             "/slack/api/chat.postMessage",
             "/slack/api/chat.update",
