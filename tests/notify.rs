@@ -5,6 +5,8 @@
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "support/kube_server.rs"]
+mod kube_server;
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -318,6 +320,15 @@ async fn run_step(store: &Store, step_id: i64, at: DateTime<Utc>) {
     }
 }
 
+/// The incident is handed to people (as the remediator or the deadline does), for `reason`.
+async fn escalate(store: &Store, id: i64, at: DateTime<Utc>, reason: impl std::fmt::Display) {
+    let detail = json!({ "reason": reason.to_string() });
+    assert!(store
+        .settle(id, IncidentStatus::Escalated, at, &detail)
+        .await
+        .unwrap());
+}
+
 /// Alertmanager reports the incident's alert resolved.
 async fn clear_alert(store: &Store, id: i64, at: DateTime<Utc>) {
     let incident = store.get_incident(id).await.unwrap().unwrap();
@@ -471,15 +482,13 @@ async fn one_slack_message_is_posted_then_updated_in_place_and_pagerduty_follows
     );
 
     // Act 4: escalated, then resolved.
-    store
-        .settle(
-            id,
-            IncidentStatus::Escalated,
-            t0() + chrono::Duration::minutes(3),
-            &json!({ "reason": "IAM is security-owned" }),
-        )
-        .await
-        .unwrap();
+    escalate(
+        &store,
+        id,
+        t0() + chrono::Duration::minutes(3),
+        "IAM is security-owned",
+    )
+    .await;
     notifier.tick().await;
     notifier.tick().await; // nothing new: nothing sent
     clear_alert(&store, id, t0() + chrono::Duration::minutes(30)).await;
@@ -579,15 +588,7 @@ async fn outages_end_in_one_delivery(backend: Backend) {
     assert_eq!(parties.requests().len(), 1, "Retry-After 30 s honoured");
     clock.advance(chrono::Duration::seconds(25));
     notifier.tick().await; // 500
-    store
-        .settle(
-            id,
-            IncidentStatus::Escalated,
-            clock.now(),
-            &json!({ "reason": "no safe fix" }),
-        )
-        .await
-        .unwrap();
+    escalate(&store, id, clock.now(), "no safe fix").await;
     notifier.tick().await; // the newer rendering replaces the pending one; PagerDuty 503
     drop(notifier);
 
@@ -692,15 +693,7 @@ async fn an_incoming_webhook_gets_a_new_message_only_for_major_changes() {
     notifier.tick().await;
     plan_with_approval(&store, id, t0()).await;
     notifier.tick().await;
-    store
-        .settle(
-            id,
-            IncidentStatus::Escalated,
-            t0(),
-            &json!({ "reason": "x" }),
-        )
-        .await
-        .unwrap();
+    escalate(&store, id, t0(), "x").await;
     notifier.tick().await;
 
     let hooks = parties.to("/hook/");
@@ -724,16 +717,27 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test]
-async fn no_secret_appears_in_any_request_body_log_line_or_failure_record() {
-    // Arrange: logs captured at debug; Slack webhook and PagerDuty fail once each.
+/// Captures this thread's log lines (a `#[tokio::test]` runs every task on it) at debug level.
+fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
     let logs = Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn no_secret_appears_in_any_request_body_log_line_or_failure_record() {
+    // Arrange: logs captured at debug; Slack webhook and PagerDuty fail once each.
+    let (logs, _guard) = capture_logs();
     let parties = ThirdParties::start().await;
     parties.fail("/hook", vec![(500, None, json!({}))]);
     parties.fail(
@@ -751,15 +755,13 @@ async fn no_secret_appears_in_any_request_body_log_line_or_failure_record() {
     let id = open(&store, t0()).await;
     diagnose(&store, id, t0()).await;
     // A careless reason quoting a secret is scrubbed before it leaves.
-    store
-        .settle(
-            id,
-            IncidentStatus::Escalated,
-            t0(),
-            &json!({ "reason": format!("login failed for postgres://backup:{DB_PASSWORD}@db") }),
-        )
-        .await
-        .unwrap();
+    escalate(
+        &store,
+        id,
+        t0(),
+        format!("login failed for postgres://backup:{DB_PASSWORD}@db"),
+    )
+    .await;
 
     // Act
     for _ in 0..3 {
@@ -792,7 +794,7 @@ async fn no_secret_appears_in_any_request_body_log_line_or_failure_record() {
         .raw
         .contains("login failed for postgres://backup:[redacted]@db")
         || r.raw.contains("[redacted]")));
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logged = logs.text();
     assert!(logged.contains("notification failed"), "{logged}");
     let timeline = serde_json::to_string(&store.timeline(id).await.unwrap()).unwrap();
     let deliveries = serde_json::to_string(&store.deliveries(id).await.unwrap()).unwrap();
@@ -822,15 +824,7 @@ async fn the_running_service_notifies_and_counts_it_in_metrics_on_postgres() {
         helpers::spawn_app_with(helpers::Backend::Postgres, &parties.config(true, true)).await;
     let id = open(&app.store, Utc::now()).await;
     diagnose(&app.store, id, Utc::now()).await;
-    app.store
-        .settle(
-            id,
-            IncidentStatus::Escalated,
-            Utc::now(),
-            &json!({ "reason": "no safe fix" }),
-        )
-        .await
-        .unwrap();
+    escalate(&app.store, id, Utc::now(), "no safe fix").await;
 
     // Act: wait for the notifier's polls.
     let mut waited = 0;
@@ -937,4 +931,85 @@ async fn a_fixed_and_verified_incident_updates_its_message_to_remediated_and_pag
         .count();
     assert_eq!(sent, 5);
     assert_eq!(timeline.last().unwrap(), "notification_sent");
+}
+
+#[tokio::test]
+async fn the_backup_secret_and_the_tokens_never_reach_slack_pagerduty_the_logs_or_the_api() {
+    // Arrange: logs captured; a backup Secret full of canaries for a role that does not exist
+    // (the real `secret` and `database` probes read it and log in with it); Slack and PagerDuty.
+    let (logs, _guard) = capture_logs();
+    const PG_PASSWORD: &str = "canary-secret-pg-password-6d0f";
+    const ENC_KEY: &str = "canary-secret-encryption-key-0123456789abcdef";
+    const AWS_SECRET: &str = "canary-secret-aws-key-a1b2c3";
+    let kube = kube_server::KubeServer::start().await;
+    kube.put(kube_server::fixtures::secret(
+        "postgres-backup-secret",
+        &[
+            ("postgres-user", "backup_canary_role"),
+            ("postgres-password", PG_PASSWORD),
+            ("s3-bucket", "backups"),
+            ("encryption-key", ENC_KEY),
+            ("aws-access-key-id", "AKIACANARY"),
+            ("aws-secret-access-key", AWS_SECRET),
+        ],
+    ));
+    let parties = ThirdParties::start().await;
+    let toml = format!(
+        "{notify}\n[probes]\nenabled = [\"secret\", \"database\"]\n\
+         [kubernetes]\napi_url = \"{kube}\"\n\
+         [target]\nhost = \"127.0.0.1\"\nport = 5432\ndatabases = [\"postgres\"]\n\
+         [remediation]\nenabled = false\n",
+        notify = parties.config(true, true),
+        kube = kube.url,
+    );
+    let mut app = helpers::spawn_app_with(Backend::Sqlite, &toml).await;
+
+    // Act: the alert arrives, is diagnosed and announced; then it is escalated and paged.
+    let resp = app
+        .post_webhook(&helpers::payload(vec![helpers::backup_failed(
+            "0a1b2c3d4e5f6071",
+        )]))
+        .await;
+    assert_eq!(resp.status(), 202);
+    let posted = helpers::eventually(Duration::from_secs(15), || async {
+        !parties.to("/slack/api/chat.postMessage").is_empty()
+    })
+    .await;
+    assert!(
+        posted,
+        "no Slack message; requests: {:?}",
+        parties.requests()
+    );
+    let id = app.incidents().await[0]["id"].as_i64().unwrap();
+    escalate(&app.store, id, Utc::now(), "test").await;
+    let paged = helpers::eventually(Duration::from_secs(10), || async {
+        !parties.to("/pd/").is_empty()
+    })
+    .await;
+    assert!(paged);
+    let api = app.incident(id).await.to_string();
+    app.stop().await;
+
+    // Assert
+    assert!(
+        api.contains("backup_canary_role"),
+        "the diagnosis saw the Secret: {api}"
+    );
+    let logged = logs.text();
+    assert!(logged.contains("notification sent"), "logs were captured");
+    let secrets = [PG_PASSWORD, ENC_KEY, AWS_SECRET, SLACK_TOKEN, ROUTING_KEY];
+    for r in parties.requests() {
+        let mut body = r.body.clone();
+        if r.path.starts_with("/pd/") {
+            body.as_object_mut().unwrap().remove("routing_key");
+        }
+        let text = body.to_string();
+        for canary in secrets {
+            assert!(!text.contains(canary), "{canary} sent to {}", r.path);
+        }
+    }
+    for canary in secrets {
+        assert!(!logged.contains(canary), "{canary} logged");
+        assert!(!api.contains(canary), "{canary} in the API answer");
+    }
 }
