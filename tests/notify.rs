@@ -55,6 +55,8 @@ struct World {
     /// Answers to give before behaving, per path prefix ("/slack", "/pd", "/hook").
     failures: Vec<(String, VecDeque<Reply>)>,
     next_ts: u64,
+    /// How long every answer takes (a hanging Slack).
+    delay: Duration,
 }
 
 struct ThirdParties {
@@ -75,6 +77,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let delay = world.lock().unwrap().delay;
+    tokio::time::sleep(delay).await;
     let raw = String::from_utf8_lossy(&body).into_owned();
     let path = uri.path().to_owned();
     let mut w = world.lock().unwrap();
@@ -190,15 +194,20 @@ fn t0() -> DateTime<Utc> {
 /// A fresh, migrated store of `backend`; it lives as long as the returned guard.
 async fn fresh_store(backend: Backend) -> (helpers::TestDb, Store) {
     let db = helpers::TestDb::new(backend).await;
+    let store = connect(&db).await;
+    store.migrate().await.unwrap();
+    (db, store)
+}
+
+/// The store of a test database.
+async fn connect(db: &helpers::TestDb) -> Store {
     let opts = StoreOptions {
         max_connections: 4,
         acquire_timeout: Duration::from_secs(3),
     };
-    let store = Store::connect(&db.url(), std::path::Path::new(""), &opts)
+    Store::connect(&db.url(), std::path::Path::new(""), &opts)
         .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    (db, store)
+        .unwrap()
 }
 
 /// A notifier over a fresh SQLite store, on a fake clock at [`t0`].
@@ -827,15 +836,16 @@ async fn the_running_service_notifies_and_counts_it_in_metrics_on_postgres() {
     escalate(&app.store, id, Utc::now(), "no safe fix").await;
 
     // Act: wait for the notifier's polls.
-    let mut waited = 0;
-    while parties.requests().len() < 2 && waited < 100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += 1;
-    }
+    let both = helpers::eventually(Duration::from_secs(10), || async {
+        !parties.to("/slack/api/chat.postMessage").is_empty() && !parties.to("/pd/").is_empty()
+    })
+    .await;
+    assert!(both, "{:?}", parties.paths());
 
     // Assert
-    assert_eq!(parties.to("/slack/api/chat.postMessage").len(), 1);
-    assert_eq!(parties.to("/pd/").len(), 1);
+    let posts = parties.to("/slack/api/chat.postMessage");
+    assert_eq!(posts.len(), 1, "{:?}", parties.paths());
+    assert_eq!(parties.to("/pd/").len(), 1, "{:?}", parties.paths());
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics
@@ -1012,4 +1022,35 @@ async fn the_backup_secret_and_the_tokens_never_reach_slack_pagerduty_the_logs_o
         assert!(!logged.contains(canary), "{canary} logged");
         assert!(!api.contains(canary), "{canary} in the API answer");
     }
+}
+
+#[tokio::test]
+async fn a_hanging_slack_does_not_hold_up_the_service_stopping() {
+    // Arrange: Slack takes a minute to answer; requests may take 20 s.
+    let parties = ThirdParties::start().await;
+    parties.world.lock().unwrap().delay = Duration::from_secs(60);
+    let toml = parties
+        .config(true, false)
+        .replace("request_timeout_ms = 2000", "request_timeout_ms = 20000");
+    let app = helpers::spawn_app_with(Backend::Sqlite, &toml).await;
+    let id = open(&app.store, Utc::now()).await;
+    diagnose(&app.store, id, Utc::now()).await;
+    let queued = helpers::eventually(Duration::from_secs(5), || async {
+        !app.store.deliveries(id).await.unwrap().is_empty()
+    })
+    .await;
+    assert!(queued);
+    tokio::time::sleep(Duration::from_millis(300)).await; // the post is in flight
+
+    // Act
+    let started = std::time::Instant::now();
+    let db = app.stop_keep_db().await;
+
+    // Assert: stopped without waiting for Slack; the delivery is still pending in the store.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(parties.requests().is_empty(), "Slack never answered");
+    let pending = connect(&db).await.deliveries(id).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].state, "pending");
 }

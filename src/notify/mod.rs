@@ -236,7 +236,13 @@ impl Notifier {
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
-                _ = every.tick() => self.tick().await,
+                _ = every.tick() => {}
+            }
+            // A poll in flight is dropped at stop: every store write is its own transaction, and
+            // a delivery cut short stays leased, then pending, and goes out after the restart.
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = self.tick() => {}
             }
         }
     }
