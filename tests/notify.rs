@@ -415,7 +415,10 @@ async fn one_slack_message_is_posted_then_updated_in_place_and_pagerduty_follows
     } = rig(&parties.config(true, true)).await;
     let id = open(&store, t0()).await;
 
-    // Act 1: an open incident without a diagnosis is not worth a message yet.
+    // Act 1: an open incident without a diagnosis is not worth a message yet, nor one whose
+    // alert cleared before it was diagnosed.
+    let flapped = open(&store, t0() - chrono::Duration::minutes(1)).await;
+    clear_alert(&store, flapped, t0()).await;
     notifier.tick().await;
     assert!(parties.requests().is_empty());
 

@@ -23,7 +23,8 @@ pub(super) async fn overdue(
 }
 
 /// Incidents with timeline events (other than notifications) newer than their cursor, that are
-/// worth a message (diagnosed, or no longer open): (incident id, newest such event id). Closed
+/// worth a message (diagnosed, escalated or remediated; an alert that cleared before its
+/// diagnosis is not): (incident id, newest such event id). Closed
 /// incidents not updated since `closed_since` are not looked at (the scan stays small).
 pub(super) async fn notify_candidates(
     &self,
@@ -37,7 +38,8 @@ pub(super) async fn notify_candidates(
          WHERE (i.status = 'open' OR i.updated_at > $1) \
            AND e.id > COALESCE(s.last_event_id, 0) \
            AND e.kind NOT IN ('notification_sent', 'notification_failed') \
-           AND (i.status <> 'open' OR EXISTS (SELECT 1 FROM diagnoses d WHERE d.incident_id = i.id)) \
+           AND (i.status IN ('escalated', 'remediated') \
+                OR EXISTS (SELECT 1 FROM diagnoses d WHERE d.incident_id = i.id)) \
          GROUP BY i.id ORDER BY i.id LIMIT $2",
     )
     .bind(t(closed_since))
