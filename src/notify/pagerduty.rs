@@ -27,7 +27,7 @@ pub fn severity(label: &str) -> &'static str {
 pub fn trigger(v: &View<'_>) -> Value {
     let i = v.incident;
     let summary = format!(
-        "PostgreSQL backup failing: {} — {}",
+        "PostgreSQL backup failing: {} — last good backup {}",
         v.scenario_words(),
         v.rpo_words()
     );
