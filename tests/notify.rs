@@ -654,6 +654,21 @@ async fn two_hour_rule(backend: Backend) {
     let id = open(&store, t0()).await;
     diagnose(&store, id, t0()).await;
     let fixed = open(&store, t0() - chrono::Duration::hours(5)).await;
+    let restore_test = store
+        .open_incident(&NewIncident {
+            fingerprint: "restoretest00001".into(),
+            alertname: "BackupRestoreTestFailed".into(),
+            starts_at: t0(),
+            severity: "warning".into(),
+            labels: json!({}),
+            annotations: json!({}),
+            generator_url: String::new(),
+            opened_at: t0() - chrono::Duration::hours(5),
+            detail: json!({}),
+        })
+        .await
+        .unwrap()
+        .id();
     store
         .settle(fixed, IncidentStatus::Remediated, t0(), &json!({}))
         .await
@@ -689,6 +704,12 @@ async fn two_hour_rule(backend: Backend) {
     );
     let other = store.get_incident(fixed).await.unwrap().unwrap();
     assert_eq!(other.status, IncidentStatus::Remediated, "not re-escalated");
+    let other = store.get_incident(restore_test).await.unwrap().unwrap();
+    assert_eq!(
+        other.status,
+        IncidentStatus::Open,
+        "the deadline is the backup alert's"
+    );
 }
 
 #[tokio::test]

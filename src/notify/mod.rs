@@ -188,6 +188,8 @@ pub struct Notifier {
     http: reqwest::Client,
     /// Every configured secret value, scrubbed from whatever is rendered, stored or logged.
     secrets: Vec<String>,
+    /// The alerts the deadline applies to (the backup alerts; not, e.g., a failed restore test).
+    handled: Vec<String>,
 }
 
 impl Notifier {
@@ -206,6 +208,17 @@ impl Notifier {
             clock,
             http,
             secrets,
+            handled: {
+                let mut names = settings.alerts.handled.clone();
+                names.extend(
+                    crate::playbooks::registry()
+                        .iter()
+                        .map(|p| p.alertname().to_owned()),
+                );
+                names.sort();
+                names.dedup();
+                names
+            },
         }
     }
 
@@ -269,7 +282,11 @@ impl Notifier {
         let hours = i64::try_from(self.cfg.escalate_after_hours).unwrap_or(i64::MAX / 7200);
         let deadline = chrono::Duration::hours(hours);
         let mut escalated = 0;
-        for incident in self.store.overdue(now - deadline, BATCH).await? {
+        let mut overdue = Vec::new();
+        for alertname in &self.handled {
+            overdue.extend(self.store.overdue(alertname, now - deadline, BATCH).await?);
+        }
+        for incident in overdue {
             let findings = self.store.findings(incident.id).await?;
             let diagnosis = self.store.diagnosis(incident.id).await?;
             let last = view::last_good_backup(&findings);

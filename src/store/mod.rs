@@ -508,13 +508,14 @@ pub struct DeliveryRecord {
 
 /// Notifications: the outbox and the per-incident cursor (see `crate::notify`).
 impl Store {
-    /// Open incidents opened before `opened_before`, oldest first.
+    /// Open incidents of `alertname` opened before `opened_before`, oldest first.
     pub async fn overdue(
         &self,
+        alertname: &str,
         opened_before: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Incident>, StoreError> {
-        dispatch!(self, s => s.overdue(opened_before, limit).await)
+        dispatch!(self, s => s.overdue(alertname, opened_before, limit).await)
     }
 
     /// Incidents with events newer than their notification cursor: (id, newest event id); closed

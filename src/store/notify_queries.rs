@@ -3,17 +3,20 @@
 // `get_t` / `get_ot`, `incident` (a row to an [`Incident`]) and `This`.
 
 impl This {
-/// Open incidents opened before `opened_before`, oldest first (the escalation deadline).
+/// Open incidents of `alertname` opened before `opened_before`, oldest first (the escalation
+/// deadline).
 pub(super) async fn overdue(
     &self,
+    alertname: &str,
     opened_before: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<Incident>, StoreError> {
     let sql = format!(
-        "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE status = 'open' AND opened_at < $1 \
-         ORDER BY id LIMIT $2"
+        "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE status = 'open' AND alertname = $1 \
+         AND opened_at < $2 ORDER BY id LIMIT $3"
     );
     let rows = sqlx::query(&sql)
+        .bind(alertname)
         .bind(t(opened_before))
         .bind(limit)
         .fetch_all(&self.pool)
