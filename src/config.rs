@@ -34,6 +34,7 @@ pub struct Settings {
     pub remediation: RemediationSettings,
     pub restore_test: RestoreTestSettings,
     pub manual_backup: ManualBackupSettings,
+    pub notify: NotifySettings,
 }
 
 /// How the service acts on a diagnosis (what it may do is the policy's business).
@@ -97,6 +98,35 @@ pub struct ManualBackupSettings {
     pub backoff_limit: i32,
     /// Finished Jobs are deleted by Kubernetes after this long (0 = kept).
     pub ttl_seconds_after_finished: i32,
+}
+
+/// Who hears of incidents (Slack, PagerDuty) and when an incident escalates on its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// Slack bot token (chat.postMessage, then chat.update in place). Secret.
+    pub slack_token: SecretString,
+    /// Incoming-webhook URL, used when there is no bot token (new messages for major changes
+    /// only). Secret: the URL is the credential.
+    pub slack_webhook_url: SecretString,
+    /// Channel the bot posts to (an id such as C0123, or #name).
+    pub slack_channel: String,
+    pub slack_api_url: String,
+    /// PagerDuty Events API v2 routing key; empty = no paging. Secret.
+    pub pagerduty_routing_key: SecretString,
+    pub pagerduty_url: String,
+    /// Base URL under which people reach this service's API (links in messages).
+    pub external_url: String,
+    /// Escalate an open incident this long after it opened (runbook: 2); 0 = never.
+    pub escalate_after_hours: u64,
+    /// The backup RPO target; escalations state whether the last good backup breaches it.
+    pub rpo_hours: u64,
+    /// How often the outbox and the timelines are polled.
+    pub poll_interval_ms: u64,
+    /// Deadline of one request to Slack or PagerDuty.
+    pub request_timeout_ms: u64,
+    /// Longest wait between two attempts of a delivery.
+    pub max_backoff_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -427,6 +457,7 @@ impl Settings {
         if self.alerts.handled.is_empty() {
             return bad("alerts.handled", "must name at least one alert");
         }
+        self.notify.validate()?;
         let url = self.database.url.expose_secret();
         if !(url.is_empty()
             || url.starts_with("postgres://")
@@ -523,6 +554,42 @@ impl Settings {
     }
 }
 
+impl NotifySettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("notify.{key}: {why}")));
+        let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        if !self.slack_token.expose_secret().is_empty() && self.slack_channel.is_empty() {
+            return bad("slack_channel", "a bot token needs the channel to post to");
+        }
+        let hook = self.slack_webhook_url.expose_secret();
+        if !hook.is_empty() && !http(hook) {
+            return bad("slack_webhook_url", "must be an http(s) URL");
+        }
+        if !http(&self.slack_api_url) {
+            return bad("slack_api_url", "must be an http(s) URL");
+        }
+        if !http(&self.pagerduty_url) {
+            return bad("pagerduty_url", "must be an http(s) URL");
+        }
+        if !self.external_url.is_empty() && !http(&self.external_url) {
+            return bad("external_url", "must be an http(s) URL or empty");
+        }
+        if self.rpo_hours == 0 {
+            return bad("rpo_hours", "must be at least 1");
+        }
+        if self.poll_interval_ms == 0 || self.request_timeout_ms == 0 {
+            return bad(
+                "poll_interval_ms",
+                "poll_interval_ms and request_timeout_ms must be at least 1",
+            );
+        }
+        if self.max_backoff_seconds == 0 {
+            return bad("max_backoff_seconds", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,6 +636,19 @@ mod tests {
             with("[auth]\nwebhook_token = \"canary-7f3a\"\napi_token = \"canary-9b1c\"").unwrap();
         let shown = format!("{s:?}");
         assert!(!shown.contains("canary"), "{shown}");
+    }
+
+    #[test]
+    fn notifications_are_off_by_default_and_a_token_needs_a_channel() {
+        let s = with("").unwrap();
+        assert!(s.notify.slack_token.expose_secret().is_empty());
+        assert_eq!(s.notify.escalate_after_hours, 2);
+        assert_eq!(s.notify.rpo_hours, 24);
+        let err = with("[notify]\nslack_token = \"xoxb-canary\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("notify.slack_channel"), "{err}");
+        assert!(!err.contains("canary"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod intake;
 pub mod jobs;
 pub mod kube_client;
 pub mod manual_backup;
+pub mod notify;
 pub mod plan;
 pub mod playbooks;
 pub mod policy;

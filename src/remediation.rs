@@ -327,11 +327,17 @@ impl Remediator {
         } else {
             step.reason.clone()
         };
+        let findings = self.store.findings(incident_id).await?;
         let detail = json!({
             "reason": reason,
             "scenario": diagnosis.as_ref().map(|d| d.scenario),
             "diagnosis": diagnosis.as_ref().map(|d| d.summary.clone()),
             "steps_not_done": not_done,
+            "rpo": crate::notify::rpo_impact(
+                crate::notify::view::last_good_backup(&findings),
+                Utc::now(),
+                self.settings.notify.rpo_hours,
+            ),
         });
         self.store
             .settle(incident_id, IncidentStatus::Escalated, Utc::now(), &detail)

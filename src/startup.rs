@@ -73,6 +73,8 @@ pub struct Application {
     state: AppState,
     settings: Settings,
     engine: Option<(Arc<Engine>, mpsc::Receiver<i64>)>,
+    /// The notifier's time (escalation deadline, retry times); tests inject their own.
+    clock: Arc<dyn crate::notify::Clock>,
 }
 
 impl Application {
@@ -136,7 +138,14 @@ impl Application {
             state,
             settings,
             engine,
+            clock: Arc::new(crate::notify::SystemClock),
         })
+    }
+
+    /// Replaces the notifier's clock (tests drive the escalation deadline with a fake time).
+    pub fn with_clock(mut self, clock: Arc<dyn crate::notify::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The address the server listens on.
@@ -161,12 +170,15 @@ impl Application {
             state,
             settings,
             engine,
+            clock,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let engine_task =
             engine.map(|(engine, queue)| tokio::spawn(engine.run(queue, stop_rx.clone())));
         let restore_schedule =
             tokio::spawn(state.restore_tests.clone().run_schedule(stop_rx.clone()));
+        let notifier = crate::notify::Notifier::new(state.store.clone(), &settings, clock);
+        let notifier_task = tokio::spawn(notifier.run(stop_rx.clone()));
         let flusher = tokio::spawn(state.intake.clone().run_flusher(
             Duration::from_millis(settings.dedupe.flush_interval_ms),
             stop_rx,
@@ -199,6 +211,7 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = flusher.await;
         restore_schedule.abort();
+        let _ = notifier_task.await;
         if let Some(task) = engine_task {
             let _ = task.await;
         }

@@ -943,6 +943,24 @@ async fn without_a_policy_file_remediation_is_a_dry_run_that_changes_nothing() {
         kinds[planned..].contains(&"step_dry_run".to_owned()),
         "{kinds:?}"
     );
+    let escalated = incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "escalated")
+        .unwrap();
+    let rpo = &escalated["detail"]["rpo"];
+    assert_eq!(
+        rpo["rpo_breached"], true,
+        "the last success was 30 h ago: {rpo}"
+    );
+    assert!(
+        rpo["rpo_impact"]
+            .as_str()
+            .unwrap()
+            .starts_with("last successful backup 30 h"),
+        "{rpo}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -431,3 +431,5 @@ use crate::manual_backup::{BackupStatus, ManualBackup, NewManualBackup};
 use crate::restore::{NewRestoreTest, RestoreTest, TestResult, TestStatus};
 
 include!("runbook_queries.rs");
+use super::{Attempt, Delivery, DeliveryRecord, NewDelivery, NotifyState};
+include!("notify_queries.rs");
