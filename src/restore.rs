@@ -978,6 +978,19 @@ impl RestoreTester {
                          "reason": reason, "scratch_database": t.scratch_database }),
             )
             .await?;
+        // No playbook can fix a backup that does not restore: it goes to people at once, and the
+        // notifier tells them (Slack, and a page) like any other escalation.
+        self.store
+            .settle(
+                opened.id(),
+                crate::incident::IncidentStatus::Escalated,
+                Utc::now(),
+                &json!({ "reason": format!("the newest backup of {} is not restorable: {reason}", t.database),
+                         "restore_test_id": t.id, "object": object }),
+            )
+            .await?;
+        metrics::counter!("backup_remediator_escalations_total", "scenario" => "not_restorable")
+            .increment(1);
         Ok(opened.id())
     }
 

@@ -309,6 +309,11 @@ async fn assert_not_restorable(w: &World, object: &str, words: &[&str]) -> Resto
     assert_eq!(incident.fingerprint, incident_fingerprint(w.database()));
     assert_eq!(incident.starts_at, t.started_at);
     assert_eq!(incident.labels["database"], w.database());
+    assert_eq!(
+        incident.status,
+        backup_remediator::incident::IncidentStatus::Escalated,
+        "a backup that does not restore goes to people at once"
+    );
     let timeline = w.store.timeline(id).await.unwrap();
     let event = timeline
         .iter()
