@@ -27,12 +27,16 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/backup-remediator /out/backup-remediator
 
 # Slim Debian rather than distroless: restore tests run the real pg_restore, so the PostgreSQL client is here.
-# Debian bookworm's client is 15; pg_restore reads dumps from servers up to its own major
-# version, so for a newer primary install postgresql-client-NN from apt.postgresql.org instead.
+# pg_restore reads archives from its own major version and older, never newer: the runbook's
+# backups are made by postgres:16 images, and Debian bookworm's own client is 15. So the client
+# comes from the PostgreSQL project's apt repository (apt.postgresql.org), version PG_MAJOR,
+# which must be at least the major version of the pg_dump that makes your backups.
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-ARG PG_MAJOR=15
+ARG PG_MAJOR=17
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates "postgresql-client-${PG_MAJOR}" \
+    && apt-get install -y --no-install-recommends ca-certificates postgresql-common \
+    && /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y \
+    && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 backup-remediator \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

@@ -73,14 +73,7 @@ impl Remediator {
     }
 
     /// Plans the incident if it has no plan yet, then works the plan.
-    pub fn remediate(
-        &self,
-        incident_id: i64,
-    ) -> futures_util::future::BoxFuture<'_, Result<Outcome, StoreError>> {
-        Box::pin(self.remediate_inner(incident_id))
-    }
-
-    async fn remediate_inner(&self, incident_id: i64) -> Result<Outcome, StoreError> {
+    pub async fn remediate(&self, incident_id: i64) -> Result<Outcome, StoreError> {
         let mut steps = self.store.steps(incident_id).await?;
         if steps.is_empty() {
             if !self.make_plan(incident_id).await? {
@@ -358,19 +351,7 @@ impl Remediator {
         Ok(StepState::Succeeded)
     }
 
-    fn await_approval<'a>(
-        &'a self,
-        incident_id: i64,
-        step: &'a Step,
-    ) -> futures_util::future::BoxFuture<'a, Result<StepState, StoreError>> {
-        Box::pin(self.await_approval_inner(incident_id, step))
-    }
-
-    async fn await_approval_inner(
-        &self,
-        incident_id: i64,
-        step: &Step,
-    ) -> Result<StepState, StoreError> {
+    async fn await_approval(&self, incident_id: i64, step: &Step) -> Result<StepState, StoreError> {
         let mut waiting_since = Utc::now();
         if step.state == StepState::Planned {
             let path = format!(
@@ -451,15 +432,7 @@ impl Remediator {
 
     /// Takes the target's lock, checks cap and cooldown, records the intent, acts, records the
     /// outcome.
-    fn execute<'a>(
-        &'a self,
-        incident_id: i64,
-        step: &'a Step,
-    ) -> futures_util::future::BoxFuture<'a, Result<StepState, StoreError>> {
-        Box::pin(self.execute_inner(incident_id, step))
-    }
-
-    async fn execute_inner(&self, incident_id: i64, step: &Step) -> Result<StepState, StoreError> {
+    async fn execute(&self, incident_id: i64, step: &Step) -> Result<StepState, StoreError> {
         let ctx = self.context(incident_id);
         let ready = [StepState::Planned, StepState::Approved];
         let resuming = step.state == StepState::Running;

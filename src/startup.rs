@@ -96,6 +96,9 @@ impl Application {
             &settings.alerts.handled,
             settings.dedupe.cache_capacity,
         );
+        // One Kubernetes client for the probes, the remediator and the runbook operations.
+        crate::install_crypto_provider();
+        let kube = kube_client(&settings).await;
         let mut remediation = None;
         let engine = if settings.probes.enabled.is_empty() {
             tracing::warn!("probes.enabled is empty: incidents are recorded but not diagnosed");
@@ -103,7 +106,7 @@ impl Application {
         } else {
             let (tx, rx) = mpsc::channel(WORK_QUEUE);
             intake = intake.with_opened_queue(tx);
-            let examiner = examiner(&settings).await;
+            let examiner = Examiner::new(Arc::new(settings.clone()), kube.clone());
             let mut engine = Engine::new(store.clone(), examiner);
             if settings.remediation.enabled {
                 let policy = load_policy(&settings)?;
@@ -114,7 +117,7 @@ impl Application {
                     store.clone(),
                     Arc::new(settings.clone()),
                     Arc::new(policy),
-                    kube_client(&settings).await,
+                    kube.clone(),
                     engine.holder().to_owned(),
                 ));
                 remediation = Some(remediator.waker());
@@ -122,7 +125,7 @@ impl Application {
             }
             Some((Arc::new(engine), rx))
         };
-        let (restore_tests, manual_backups) = runbook_operations(&settings, &store).await;
+        let (restore_tests, manual_backups) = runbook_operations_with(&settings, &store, kube);
         let state = AppState {
             store,
             intake: Arc::new(intake),
@@ -229,8 +232,18 @@ pub async fn runbook_operations(
     Arc<crate::restore::RestoreTester>,
     Arc<crate::manual_backup::ManualBackups>,
 ) {
+    runbook_operations_with(settings, store, kube_client(settings).await)
+}
+
+fn runbook_operations_with(
+    settings: &Settings,
+    store: &Store,
+    kube: Option<kube::Client>,
+) -> (
+    Arc<crate::restore::RestoreTester>,
+    Arc<crate::manual_backup::ManualBackups>,
+) {
     let settings = Arc::new(settings.clone());
-    let kube = kube_client(&settings).await;
     (
         Arc::new(crate::restore::RestoreTester::new(
             settings.clone(),

@@ -66,6 +66,17 @@ async fn a_drifted_password_is_reset_to_the_secrets_and_then_logs_in() {
     PgConnection::connect(&user_url("new-secret-password"))
         .await
         .expect("the Secret's password logs in now");
+    // The server logs every statement: the reset is there, the password is not (only its
+    // SCRAM verifier was sent).
+    let log = server.log();
+    assert!(
+        log.contains("ALTER ROLE backup_user PASSWORD 'SCRAM-SHA-256$4096:"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("new-secret-password"),
+        "the cleartext reached the server log"
+    );
     let again = repair(&spec).await.unwrap();
     assert_eq!(again["changed"], false, "{again}");
 }

@@ -5,6 +5,10 @@
 
 #[path = "support/moto.rs"]
 mod moto;
+#[path = "support/pg.rs"]
+mod pg;
+
+use pg::openssl_encrypt;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -70,35 +74,6 @@ fn pg_dump(dir: &std::path::Path) -> std::path::PathBuf {
         "pg_dump -Fc of the local postgres database failed"
     );
     out
-}
-
-/// Encrypts `input` exactly as the runbook's backup job does:
-/// `openssl enc -aes-256-cbc -salt -pbkdf2 -iter 100000 -in F -out F.enc -k KEY`.
-fn openssl_encrypt(input: &std::path::Path, key: &str) -> Vec<u8> {
-    let out = input.with_extension(format!("{}.enc", rand_suffix()));
-    let status = Command::new("openssl")
-        .args([
-            "enc",
-            "-aes-256-cbc",
-            "-salt",
-            "-pbkdf2",
-            "-iter",
-            "100000",
-            "-in",
-        ])
-        .arg(input)
-        .arg("-out")
-        .arg(&out)
-        .arg("-k")
-        .arg(key)
-        .status()
-        .expect("openssl is installed");
-    assert!(status.success(), "openssl enc failed");
-    std::fs::read(out).unwrap()
-}
-
-fn rand_suffix() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
 }
 
 // ---------- s3 ----------

@@ -88,29 +88,7 @@ fn runbook_backup(dir: &Path, db: &str, key: &str) -> Vec<u8> {
         "pg_dump: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let enc = dir.join(format!("{db}.sql.enc"));
-    let out = Command::new("openssl")
-        .args([
-            "enc",
-            "-aes-256-cbc",
-            "-salt",
-            "-pbkdf2",
-            "-iter",
-            "100000",
-            "-in",
-        ])
-        .arg(&dump)
-        .arg("-out")
-        .arg(&enc)
-        .args(["-k", key])
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(enc).unwrap()
+    pg::openssl_encrypt(&dump, key)
 }
 
 async fn world(secret_key: &str) -> World {

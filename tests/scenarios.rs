@@ -420,6 +420,24 @@ impl World {
         }
     }
 
+    /// Posts the connection alert and waits until the plan holds the primary's restart for a
+    /// person: (incident id, step id).
+    async fn restart_waiting_for_approval(&self) -> (i64, i64) {
+        let id = self.alert(&self.base, "2026-11-24T02:30:00Z").await;
+        let waiting = self
+            .wait_for(id, "an approval request", |i| {
+                i["actions"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|s| s["name"] == "restart_primary" && s["state"] == "waiting_approval")
+                })
+            })
+            .await;
+        (
+            id,
+            step(&waiting, "restart_primary")["id"].as_i64().unwrap(),
+        )
+    }
+
     async fn approve(
         &self,
         incident: i64,
@@ -458,26 +476,7 @@ fn dump_as(dir: &std::path::Path, role: &str, db: &str, key: &str) -> Vec<u8> {
         "pg_dump of {db} as {role} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let enc = dir.join(format!("{db}.dump.enc"));
-    let ok = Command::new("openssl")
-        .args([
-            "enc",
-            "-aes-256-cbc",
-            "-salt",
-            "-pbkdf2",
-            "-iter",
-            "100000",
-            "-in",
-        ])
-        .arg(&dump)
-        .arg("-out")
-        .arg(&enc)
-        .args(["-pass", "env:BACKUP_ENCRYPTION_KEY"])
-        .env("BACKUP_ENCRYPTION_KEY", key)
-        .status()
-        .expect("openssl is installed");
-    assert!(ok.success(), "openssl enc failed");
-    std::fs::read(enc).unwrap()
+    pg::openssl_encrypt(&dump, key)
 }
 
 fn step<'a>(incident: &'a Value, name: &str) -> &'a Value {
@@ -1044,16 +1043,7 @@ async fn restarting_the_primary_waits_for_an_approval_and_a_rejection_escalates(
         },
     )
     .await;
-    let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
-    let waiting = w
-        .wait_for(id, "an approval request", |i| {
-            i["actions"].as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|s| s["name"] == "restart_primary" && s["state"] == "waiting_approval")
-            })
-        })
-        .await;
-    let restart = step(&waiting, "restart_primary")["id"].as_i64().unwrap();
+    let (id, restart) = w.restart_waiting_for_approval().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         patches(&w, "/statefulsets/postgres-primary").is_empty(),
@@ -1096,16 +1086,7 @@ async fn an_approved_restart_patches_the_statefulset_as_kubectl_rollout_restart_
         },
     )
     .await;
-    let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
-    let waiting = w
-        .wait_for(id, "an approval request", |i| {
-            i["actions"].as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|s| s["name"] == "restart_primary" && s["state"] == "waiting_approval")
-            })
-        })
-        .await;
-    let restart = step(&waiting, "restart_primary")["id"].as_i64().unwrap();
+    let (id, restart) = w.restart_waiting_for_approval().await;
     assert_eq!(w.approve(id, restart, "approve", ADMIN).await.status(), 200);
 
     // The database still refuses after the restart: the check fails and people take over.

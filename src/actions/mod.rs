@@ -39,14 +39,7 @@ impl ActionContext {
 }
 
 /// Decides the exact change `step` would make, from the current state.
-pub fn prepare<'a>(
-    ctx: &'a ActionContext,
-    step: &'a Step,
-) -> futures_util::future::BoxFuture<'a, Result<Value, String>> {
-    Box::pin(prepare_inner(ctx, step))
-}
-
-async fn prepare_inner(ctx: &ActionContext, step: &Step) -> Result<Value, String> {
+pub async fn prepare(ctx: &ActionContext, step: &Step) -> Result<Value, String> {
     match (step.kind, step.name.as_str()) {
         (StepKind::Action, EXPAND_PVC) => expand_pvc::prepare(ctx).await,
         (StepKind::Action, RESTART_PRIMARY) => Ok(restart_primary::prepare()),
@@ -58,15 +51,7 @@ async fn prepare_inner(ctx: &ActionContext, step: &Step) -> Result<Value, String
 }
 
 /// Makes the world match `intent`; the output goes on the step and the timeline.
-pub fn apply<'a>(
-    ctx: &'a ActionContext,
-    step: &'a Step,
-    intent: &'a Value,
-) -> futures_util::future::BoxFuture<'a, Result<Value, String>> {
-    Box::pin(apply_inner(ctx, step, intent))
-}
-
-async fn apply_inner(ctx: &ActionContext, step: &Step, intent: &Value) -> Result<Value, String> {
+pub async fn apply(ctx: &ActionContext, step: &Step, intent: &Value) -> Result<Value, String> {
     match (step.kind, step.name.as_str()) {
         (StepKind::Action, EXPAND_PVC) => expand_pvc::apply(ctx, intent).await,
         (StepKind::Action, RESTART_PRIMARY) => restart_primary::apply(ctx, intent).await,

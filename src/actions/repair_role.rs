@@ -5,8 +5,10 @@
 //! USAGE and SELECT on every schema's tables and sequences plus default privileges). Only what is
 //! missing is granted, so a second run changes nothing.
 //!
-//! Names and the password never enter SQL text by pasting: the server's own `format()` with
-//! `%I` (identifier) and `%L` (literal) builds each statement from bound parameters.
+//! Names never enter SQL text by pasting: the server's own `format()` with `%I` (identifier) and
+//! `%L` (literal) builds each statement from bound parameters. The password is not sent at all:
+//! the statement carries its SCRAM-SHA-256 verifier, computed here, so a server that logs DDL
+//! (`log_statement = 'ddl'`, common for audits) never writes the cleartext to its log.
 
 use std::time::Duration;
 
@@ -104,6 +106,37 @@ async fn run(conn: &PgPool, template: &str, args: &[&str]) -> Result<(), String>
     Ok(())
 }
 
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677, the format of
+/// `pg_authid.rolpassword`), with a fresh salt. PostgreSQL takes a value in this form as the
+/// already-encrypted password. Non-ASCII passwords get `None`: the server normalises those with
+/// SASLprep first, which this does not reimplement, so they are sent for the server to hash.
+pub fn scram_verifier(password: &str) -> Option<String> {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    if !password.is_ascii() {
+        return None;
+    }
+    const ITERATIONS: u32 = 4096;
+    let salt: [u8; 16] = rand::random();
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, ITERATIONS, &mut salted);
+    let mac = |message: &[u8]| {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&salted).expect("HMAC takes any key");
+        m.update(message);
+        m.finalize().into_bytes()
+    };
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let stored_key = Sha256::digest(mac(b"Client Key"));
+    let server_key = mac(b"Server Key");
+    Some(format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64(&salt),
+        b64(&stored_key),
+        b64(&server_key)
+    ))
+}
+
 /// Whether `role` can log in with `password` to `database` on the admin URL's server.
 async fn logs_in(
     admin: &PgConnectOptions,
@@ -150,7 +183,10 @@ pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, String> {
         .fetch_optional(&conn)
         .await
         .map_err(|e| e.to_string())?;
-    let pw = spec.password.expose_secret();
+    let verifier = scram_verifier(spec.password.expose_secret());
+    let pw = verifier
+        .as_deref()
+        .unwrap_or_else(|| spec.password.expose_secret());
     match existing {
         None => {
             run(&conn, "CREATE ROLE %I LOGIN PASSWORD %L", &[role, pw]).await?;

@@ -87,8 +87,7 @@ impl Drop for Scratch {
 }
 
 /// A real backup as the runbook's job makes it: `pg_dump -Fc` of the local `postgres` database,
-/// then `openssl enc -aes-256-cbc -salt -pbkdf2 -iter 100000` with `key` (passed by environment,
-/// never on a command line a process list would show).
+/// then [`openssl_encrypt`] with `key`.
 pub fn real_backup(dir: &std::path::Path, key: &str) -> Vec<u8> {
     use std::process::Command;
     let dump = dir.join("link_users.dump");
@@ -99,8 +98,14 @@ pub fn real_backup(dir: &std::path::Path, key: &str) -> Vec<u8> {
         .status()
         .expect("pg_dump is installed (scripts/test.sh installs PostgreSQL)");
     assert!(ok.success(), "pg_dump failed");
-    let enc = dir.join("link_users.dump.enc");
-    let ok = Command::new("openssl")
+    openssl_encrypt(&dump, key)
+}
+
+/// `plain` encrypted by the real openssl exactly as the runbook's job does it
+/// (`openssl enc -aes-256-cbc -salt -pbkdf2 -iter 100000 -k KEY`); the encrypted bytes.
+pub fn openssl_encrypt(plain: &std::path::Path, key: &str) -> Vec<u8> {
+    let enc = plain.with_extension(format!("{}.enc", uuid::Uuid::new_v4().simple()));
+    let out = std::process::Command::new("openssl")
         .args([
             "enc",
             "-aes-256-cbc",
@@ -110,14 +115,17 @@ pub fn real_backup(dir: &std::path::Path, key: &str) -> Vec<u8> {
             "100000",
             "-in",
         ])
-        .arg(&dump)
+        .arg(plain)
         .arg("-out")
         .arg(&enc)
-        .args(["-pass", "env:BACKUP_ENCRYPTION_KEY"])
-        .env("BACKUP_ENCRYPTION_KEY", key)
-        .status()
+        .args(["-k", key])
+        .output()
         .expect("openssl is installed");
-    assert!(ok.success(), "openssl enc failed");
+    assert!(
+        out.status.success(),
+        "openssl enc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read(enc).unwrap()
 }
 
@@ -187,7 +195,7 @@ impl PasswordServer {
             .arg(&data)
             .arg("-o")
             .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1",
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c log_statement=all",
                 dir.path().display()
             ))
             .arg("-l")
@@ -201,6 +209,13 @@ impl PasswordServer {
             String::from_utf8_lossy(&out.stderr)
         );
         PasswordServer { port, bin, dir }
+    }
+}
+
+impl PasswordServer {
+    /// The server's log so far (it logs every statement, as an audited server would).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 }
 
