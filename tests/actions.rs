@@ -177,3 +177,39 @@ async fn applying_the_same_expansion_twice_patches_once() {
         .collect();
     assert_eq!(patches.len(), 1);
 }
+
+#[tokio::test]
+async fn the_repair_refuses_a_role_that_owns_objects() {
+    let server = pg::PasswordServer::start("admin-canary-pw");
+    let admin = format!(
+        "postgres://postgres:admin-canary-pw@127.0.0.1:{}/postgres",
+        server.port
+    );
+    let mut c = PgConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE ROLE app_user LOGIN PASSWORD 'app-password'; \
+         CREATE TABLE orders (id int); ALTER TABLE orders OWNER TO app_user",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let secret = SecretString::from("what-the-secret-says".to_owned());
+    let dbs = vec!["postgres".to_owned()];
+    let err = repair(&RoleSpec {
+        admin_url: &admin,
+        role: "app_user",
+        password: &secret,
+        databases: &dbs,
+        read_access: "auto",
+    })
+    .await
+    .unwrap_err();
+    assert!(err.contains("owns 1 objects"), "{err}");
+    let url = format!(
+        "postgres://app_user:app-password@127.0.0.1:{}/postgres",
+        server.port
+    );
+    PgConnection::connect(&url)
+        .await
+        .expect("the application's password still works");
+}

@@ -200,6 +200,24 @@ pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, String> {
                     "the backup role {role:?} is a superuser; the service does not change superusers"
                 ));
             }
+            // A dedicated backup role owns nothing. One that owns databases, tables or other
+            // objects is some application's role named in the Secret by mistake: resetting its
+            // password would lock that application out.
+            let owned: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_shdepend WHERE deptype = 'o' \
+                 AND refclassid = 'pg_authid'::regclass \
+                 AND refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+            )
+            .bind(role)
+            .fetch_one(&conn)
+            .await
+            .map_err(|e| e.to_string())?;
+            if owned > 0 {
+                return Err(format!(
+                    "role {role:?} owns {owned} objects, so it is not a dedicated backup role; \
+                     the service does not change it"
+                ));
+            }
             if !can_login {
                 run(&conn, "ALTER ROLE %I LOGIN", &[role]).await?;
                 changes.push(format!("allowed role {role} to log in"));
