@@ -2,6 +2,7 @@
 //! file → environment variables → command-line overrides. Secrets are [`SecretString`]s, so
 //! `Debug` never prints them.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -84,8 +85,14 @@ pub struct RestoreTestSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManualBackupSettings {
-    /// Container image with pg_dump (aws-cli and openssl are installed with apk when missing).
+    /// Container image with pg_dump, openssl and the aws CLI already installed: the Job runs as
+    /// a non-root user on a read-only root filesystem and installs nothing (the Dockerfile's
+    /// `backup-tools` target builds one).
     pub image: String,
+    /// The Job pod's ServiceAccount: one without RBAC grants (its token is not even mounted).
+    pub service_account: String,
+    /// The container's requests and limits.
+    pub resources: JobResources,
     /// S3 storage class of the uploaded objects.
     pub storage_class: String,
     /// Objects go under `<s3.prefix><subdir>/`.
@@ -98,6 +105,38 @@ pub struct ManualBackupSettings {
     pub backoff_limit: i32,
     /// Finished Jobs are deleted by Kubernetes after this long (0 = kept).
     pub ttl_seconds_after_finished: i32,
+}
+
+/// A container's requests and limits: resource (`cpu`, `memory`, `ephemeral-storage`) → quantity.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobResources {
+    #[serde(default)]
+    pub requests: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: BTreeMap<String, String>,
+}
+
+impl JobResources {
+    /// The key of the first entry that is not `cpu`, `memory` or `ephemeral-storage` with a
+    /// positive quantity (`250m`, `2`, `512Mi`, `10Gi`), so the API server never refuses the Job.
+    fn invalid_key(&self) -> Option<String> {
+        let number = |n: &str| {
+            !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_digit() || c == '.')
+                && n.parse::<f64>().is_ok_and(|v| v > 0.0)
+        };
+        let valid = |name: &str, q: &str| match name {
+            "cpu" => number(q.strip_suffix('m').unwrap_or(q)),
+            "memory" | "ephemeral-storage" => crate::quantity::parse(q).is_some_and(|b| b > 0),
+            _ => false,
+        };
+        [("requests", &self.requests), ("limits", &self.limits)]
+            .into_iter()
+            .flat_map(|(kind, m)| m.iter().map(move |(n, q)| (kind, n, q)))
+            .find(|(_, n, q)| !valid(n, q))
+            .map(|(kind, n, _)| format!("manual_backup.resources.{kind}.{n}"))
+    }
 }
 
 /// Who hears of incidents (Slack, PagerDuty) and when an incident escalates on its own.
@@ -539,6 +578,24 @@ impl Settings {
             return bad(
                 "manual_backup.job_name_prefix",
                 "must be 1 to 35 lowercase letters, digits or dashes",
+            );
+        }
+        let account = &m.service_account;
+        if account.is_empty()
+            || account.len() > 253
+            || !account
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            return bad(
+                "manual_backup.service_account",
+                "must be a ServiceAccount name (lowercase letters, digits, dashes, dots)",
+            );
+        }
+        if let Some(key) = m.resources.invalid_key() {
+            return bad(
+                &key,
+                "must be cpu, memory or ephemeral-storage with a quantity such as 250m, 512Mi or 10Gi",
             );
         }
         if m.deadline_seconds == 0 {

@@ -146,7 +146,10 @@ async fn a_manual_backup_job_takes_credentials_only_from_the_secret_and_is_watch
         );
     }
     let container = &job["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(container["image"], "postgres:16-alpine");
+    assert_eq!(
+        container["image"],
+        "ghcr.io/example/backup-remediator-backup-tools:0.1.0"
+    );
     assert_eq!(
         job["spec"]["template"]["spec"]["restartPolicy"],
         "OnFailure"

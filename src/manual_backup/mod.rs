@@ -8,238 +8,30 @@
 //! [`SCRIPT_TEMPLATE`]; every value put into it goes through [`shell_quote`], and database names
 //! from a request are accepted only when they are configured ([`ManualBackups::databases_for`]).
 //! The Job is watched to the end ([`crate::jobs::wait_for`]) and the uploaded objects checked in
-//! S3; the outcome is recorded in the store and served by the API.
+//! S3; the outcome is recorded in the store and served by the API. The Job object and its
+//! script are built in the `job` module.
 
-use std::collections::BTreeMap;
+mod job;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec, SecretKeySelector,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::batch::v1::Job;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
+
+pub use job::{
+    job, labels, script, shell_quote, BackupPlan, RUN_AS_ID, SCRATCH_DIR, SCRIPT_TEMPLATE,
+    SECRET_ENV,
+};
 
 use crate::config::Settings;
 use crate::jobs::{self, JobOutcome};
 use crate::probes::s3::job_s3;
 use crate::probes::ProbeContext;
 use crate::store::{Store, StoreError};
-
-/// Quotes `s` for a POSIX shell: one single-quoted word whose value is exactly `s`. A single
-/// quote inside becomes `'\''` (close, escaped quote, reopen); nothing else is special there.
-pub fn shell_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
-}
-
-/// The Job's script. `{{NAME}}` marks are replaced by shell-quoted values (see [`script`]);
-/// the credentials are environment variables set from the Secret. POSIX sh (busybox ash in
-/// postgres:16-alpine): no arrays, the database list is a quoted word list.
-pub const SCRIPT_TEMPLATE: &str = r#"set -eu
-# pipefail where the shell has it (busybox ash and bash do).
-if (set -o pipefail) 2>/dev/null; then set -o pipefail; fi
-if ! command -v aws >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
-  apk add --no-cache aws-cli openssl
-fi
-STAMP={{STAMP}}
-BUCKET={{BUCKET}}
-if [ -z "$BUCKET" ]; then BUCKET="$BACKUP_S3_BUCKET"; fi
-KEY_PREFIX={{KEY_PREFIX}}
-STORAGE_CLASS={{STORAGE_CLASS}}
-ENDPOINT={{ENDPOINT}}
-export AWS_DEFAULT_REGION={{REGION}}
-export PGHOST={{PGHOST}}
-export PGPORT={{PGPORT}}
-export PGUSER="$POSTGRES_USER"
-WORK="${TMPDIR:-/tmp}"
-for DB in {{DATABASES}}; do
-  echo "manual backup of $DB starting"
-  FILE="$WORK/manual-backup-$STAMP-$DB.sql"
-  # PGDATABASE, not -d: libpq takes it as a name, never as a connection string.
-  PGDATABASE="$DB" pg_dump --no-password --verbose --clean --if-exists \
-    --format=custom --compress=6 -f "$FILE"
-  openssl enc -aes-256-cbc -salt -pbkdf2 -iter 100000 \
-    -in "$FILE" -out "$FILE.enc" -pass env:BACKUP_ENCRYPTION_KEY
-  rm -f "$FILE"
-  aws s3 cp "$FILE.enc" "s3://$BUCKET/$KEY_PREFIX""manual-backup-$STAMP-$DB.sql.enc" \
-    --storage-class "$STORAGE_CLASS" ${ENDPOINT:+--endpoint-url "$ENDPOINT"}
-  rm -f "$FILE.enc"
-  echo "manual backup of $DB uploaded to s3://$BUCKET/$KEY_PREFIX""manual-backup-$STAMP-$DB.sql.enc"
-done
-"#;
-
-/// The container's environment: (variable, key of the backup Secret). Nothing else is secret.
-pub const SECRET_ENV: [(&str, &str); 6] = [
-    ("POSTGRES_USER", "postgres-user"),
-    ("PGPASSWORD", "postgres-password"),
-    ("BACKUP_S3_BUCKET", "s3-bucket"),
-    ("BACKUP_ENCRYPTION_KEY", "encryption-key"),
-    ("AWS_ACCESS_KEY_ID", "aws-access-key-id"),
-    ("AWS_SECRET_ACCESS_KEY", "aws-secret-access-key"),
-];
-
-/// One manual backup about to be launched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupPlan {
-    pub job_name: String,
-    /// `YYYYmmdd_HHMMSS`, in every object key (the runbook's BACKUP_DATE).
-    pub stamp: String,
-    pub databases: Vec<String>,
-    /// `<s3.prefix><subdir>/`, with exactly one `/` between the parts.
-    pub key_prefix: String,
-    /// The object each database's backup is uploaded to.
-    pub object_keys: Vec<String>,
-}
-
-impl BackupPlan {
-    /// The plan for `databases` at `now`.
-    pub fn new(settings: &Settings, databases: Vec<String>, now: DateTime<Utc>) -> Self {
-        let m = &settings.manual_backup;
-        let prefix = settings.s3.prefix.trim_end_matches('/');
-        let key_prefix = if prefix.is_empty() {
-            format!("{}/", m.subdir)
-        } else {
-            format!("{prefix}/{}/", m.subdir)
-        };
-        let stamp = now.format("%Y%m%d_%H%M%S").to_string();
-        let suffix: String = (0..5)
-            .map(|_| {
-                let n = rand::random::<u8>() % 36;
-                char::from_digit(u32::from(n), 36).unwrap_or('x')
-            })
-            .collect();
-        let job_name = format!(
-            "{}-{}-{suffix}",
-            m.job_name_prefix,
-            now.format("%Y%m%d-%H%M%S")
-        );
-        let object_keys = databases
-            .iter()
-            .map(|db| format!("{key_prefix}manual-backup-{stamp}-{db}.sql.enc"))
-            .collect();
-        Self {
-            job_name,
-            stamp,
-            databases,
-            key_prefix,
-            object_keys,
-        }
-    }
-}
-
-/// The Job's script for `plan`: the template with every mark replaced by a quoted value.
-pub fn script(settings: &Settings, plan: &BackupPlan) -> String {
-    let dbs = plan
-        .databases
-        .iter()
-        .map(|d| shell_quote(d))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let values: [(&str, String); 9] = [
-        ("{{STAMP}}", shell_quote(&plan.stamp)),
-        ("{{BUCKET}}", shell_quote(&settings.s3.bucket)),
-        ("{{KEY_PREFIX}}", shell_quote(&plan.key_prefix)),
-        (
-            "{{STORAGE_CLASS}}",
-            shell_quote(&settings.manual_backup.storage_class),
-        ),
-        ("{{ENDPOINT}}", shell_quote(&settings.s3.endpoint)),
-        ("{{REGION}}", shell_quote(&settings.s3.region)),
-        ("{{PGHOST}}", shell_quote(&settings.target.host)),
-        ("{{PGPORT}}", shell_quote(&settings.target.port.to_string())),
-        ("{{DATABASES}}", dbs),
-    ];
-    values
-        .iter()
-        .fold(SCRIPT_TEMPLATE.to_owned(), |s, (mark, value)| {
-            s.replace(mark, value)
-        })
-}
-
-/// Labels of every manual backup Job (and its pods).
-pub fn labels(backup_id: i64) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app".to_owned(), "postgres-manual-backup".to_owned()),
-        (
-            "app.kubernetes.io/managed-by".to_owned(),
-            "backup-remediator".to_owned(),
-        ),
-        ("backup-remediator/backup".to_owned(), backup_id.to_string()),
-    ])
-}
-
-/// The Job object for `plan`: the runbook's manual backup Job, credentials by `secretKeyRef`.
-pub fn job(settings: &Settings, plan: &BackupPlan, backup_id: i64) -> Job {
-    let m = &settings.manual_backup;
-    let secret = &settings.kubernetes.backup_secret;
-    let env = SECRET_ENV
-        .iter()
-        .map(|(name, key)| EnvVar {
-            name: (*name).to_owned(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret.clone(),
-                    key: (*key).to_owned(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-        })
-        .collect();
-    let labels = labels(backup_id);
-    Job {
-        metadata: ObjectMeta {
-            name: Some(plan.job_name.clone()),
-            namespace: Some(settings.kubernetes.namespace.clone()),
-            labels: Some(labels.clone()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(m.backoff_limit),
-            active_deadline_seconds: i64::try_from(m.deadline_seconds).ok(),
-            ttl_seconds_after_finished: (m.ttl_seconds_after_finished > 0)
-                .then_some(m.ttl_seconds_after_finished),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("OnFailure".to_owned()),
-                    containers: vec![Container {
-                        name: "manual-backup".to_owned(),
-                        image: Some(m.image.clone()),
-                        command: Some(vec![
-                            "/bin/sh".to_owned(),
-                            "-c".to_owned(),
-                            script(settings, plan),
-                        ]),
-                        env: Some(env),
-                        ..Container::default()
-                    }],
-                    ..PodSpec::default()
-                }),
-            },
-            ..JobSpec::default()
-        }),
-        status: None,
-    }
-}
 
 /// A manual backup as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -549,114 +341,11 @@ impl ManualBackups {
 
 #[cfg(test)]
 mod tests {
-    use std::process::Command;
-
-    use proptest::prelude::*;
-
     use super::*;
-
-    /// What a real `sh` makes of `word` as one argument of printf.
-    fn through_sh(word: &str) -> Vec<u8> {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!("printf '%s' {word}"))
-            .output()
-            .expect("sh");
-        assert!(out.status.success(), "sh failed on {word}");
-        out.stdout
-    }
-
-    #[test]
-    fn quoting_keeps_the_awkward_cases_intact() {
-        for s in [
-            "",
-            "link_users",
-            "it's",
-            "'",
-            "''",
-            "$(rm -rf /)",
-            "`id`",
-            "a b\tc\nd",
-            "\\",
-            "\"$HOME\"",
-            "*",
-            "-n",
-            "é ü",
-        ] {
-            assert_eq!(through_sh(&shell_quote(s)), s.as_bytes(), "{s:?}");
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-
-        #[test]
-        fn a_quoted_string_is_one_word_with_exactly_its_value(s in "[^\u{0}]{0,40}") {
-            prop_assert_eq!(through_sh(&shell_quote(&s)), s.as_bytes().to_vec());
-        }
-
-        #[test]
-        fn a_quoted_string_has_no_unquoted_quote(s in ".{0,60}") {
-            let q = shell_quote(&s);
-            prop_assert!(q.starts_with('\'') && q.ends_with('\''));
-            // Outside the escaped-quote sequences, the only quotes are the ones we opened and closed.
-            let inner = q[1..q.len() - 1].replace("'\\''", "");
-            prop_assert!(!inner.contains('\''));
-        }
-    }
-
-    fn settings() -> Settings {
-        Settings::from_toml(
-            "[target]\ndatabases = [\"link_users\", \"it's-odd\"]\n[s3]\nprefix = \"postgres-backups/\"\n",
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn every_value_in_the_script_is_quoted() {
-        let s = settings();
-        let now = DateTime::parse_from_rfc3339("2026-11-25T01:02:03Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let plan = BackupPlan::new(&s, s.target.databases.clone(), now);
-        let script = script(&s, &plan);
-        assert!(!script.contains("{{"), "{script}");
-        assert!(
-            script.contains("for DB in 'link_users' 'it'\\''s-odd'; do"),
-            "{script}"
-        );
-        assert!(script.contains("STAMP='20261125_010203'"));
-        assert!(script.contains("KEY_PREFIX='postgres-backups/manual/'"));
-        assert!(script.contains("STORAGE_CLASS='STANDARD_IA'"));
-        assert!(script.contains("export PGHOST='postgres-primary.link-services.svc.cluster.local'"));
-        assert_eq!(
-            plan.object_keys,
-            [
-                "postgres-backups/manual/manual-backup-20261125_010203-link_users.sql.enc",
-                "postgres-backups/manual/manual-backup-20261125_010203-it's-odd.sql.enc"
-            ]
-        );
-        assert!(plan
-            .job_name
-            .starts_with("postgres-manual-backup-20261125-010203-"));
-        assert_eq!(
-            plan.job_name.len(),
-            "postgres-manual-backup-20261125-010203-".len() + 5
-        );
-        let out = Command::new("sh")
-            .args(["-n", "-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sh -n: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 
     #[test]
     fn requested_databases_must_be_configured() {
-        let configured = settings().target.databases;
+        let configured = vec!["link_users".to_owned(), "it's-odd".to_owned()];
         assert_eq!(
             select_databases(&configured, &[]).unwrap(),
             ["link_users", "it's-odd"]
