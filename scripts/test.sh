@@ -42,6 +42,23 @@ if [ -z "${MOTO_SERVER:-}" ]; then
   export MOTO_SERVER
 fi
 
+# kubernetes-validate checks the rendered deploy/ against the Kubernetes schemas
+# (tests/deploy/render.rs): from PATH, or installed once into its own venv.
+if [ -z "${KUBERNETES_VALIDATE:-}" ]; then
+  if command -v kubernetes-validate >/dev/null; then
+    KUBERNETES_VALIDATE=$(command -v kubernetes-validate)
+  else
+    kv_venv="${XDG_CACHE_HOME:-$HOME/.cache}/backup-remediator/kubernetes-validate-venv"
+    if [ ! -x "$kv_venv/bin/kubernetes-validate" ]; then
+      log "installing kubernetes-validate into $kv_venv"
+      python3 -m venv "$kv_venv"
+      "$kv_venv/bin/pip" install -q kubernetes-validate
+    fi
+    KUBERNETES_VALIDATE="$kv_venv/bin/kubernetes-validate"
+  fi
+  export KUBERNETES_VALIDATE
+fi
+
 # PostgreSQL on 127.0.0.1:5432; the tests create and drop a database each.
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   version=$(ls /etc/postgresql | sort -V | tail -n 1)

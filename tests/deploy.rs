@@ -1,11 +1,26 @@
 //! deploy/ is what a platform team applies, so it is checked like code: every manifest parses
 //! into its Kubernetes type without losing a field, the RBAC grants exactly the calls in
-//! `KUBE_API_CALLS` (no more, no fewer), the ConfigMap holds a configuration the service
-//! accepts, the pieces agree with each other (names, ports, namespace, user id), and the
+//! `KUBE_API_CALLS` (no more, no fewer), the generated ConfigMap holds a configuration the
+//! service accepts, the pieces agree with each other (names, ports, namespace, user id), and the
 //! monitoring files pass the real tools: promtool and amtool come with Debian's prometheus and
-//! prometheus-alertmanager packages (scripts/test.sh installs them). No cluster, kubectl or
-//! kustomize is needed; the container image cannot be built here (no registry access), so only
-//! the Dockerfile's agreement with the manifests is checked.
+//! prometheus-alertmanager packages (scripts/test.sh installs them). In the modules below: the
+//! Jobs the service creates pass Pod Security "restricted" (`job_security`, with the checker in
+//! `pod_security`), the admission policy's CEL admits exactly those Jobs (`admission`), and
+//! `kubectl kustomize` renders every combination of components into objects that validate
+//! against the Kubernetes 1.30 schemas (`render`, with kubernetes-validate). The container image
+//! cannot be built here (no registry access), so only the Dockerfile's agreement with the
+//! manifests is checked.
+
+#[path = "deploy/admission.rs"]
+mod admission;
+#[path = "deploy/fixtures.rs"]
+mod fixtures;
+#[path = "deploy/job_security.rs"]
+mod job_security;
+#[path = "deploy/pod_security.rs"]
+mod pod_security;
+#[path = "deploy/render.rs"]
+mod render;
 
 use std::any::TypeId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,6 +29,9 @@ use std::process::Command;
 
 use backup_remediator::config::Settings;
 use backup_remediator::kube_client::{ApiCall, KUBE_API_CALLS};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
@@ -45,7 +63,22 @@ const NOT_APPLIED: &[(&str, &str)] = &[
 ];
 
 /// Actions whose calls are granted by an opt-in kustomize component instead of the base Role.
-const OPT_IN_COMPONENTS: &[(&str, &str)] = &[("restart_primary", "components/restart-primary")];
+const OPT_IN_COMPONENTS: &[(&str, &str)] = &[
+    ("expand_pvc", "components/expand-pvc"),
+    ("restart_primary", "components/restart-primary"),
+];
+
+/// Every kustomize component in deploy/ (the RBAC ones above, and the Prometheus Operator's
+/// objects, on by default).
+const COMPONENTS: &[&str] = &[
+    "components/prometheus-operator",
+    "components/expand-pvc",
+    "components/restart-primary",
+];
+
+/// Where the Prometheus Operator's objects live.
+const PROMETHEUS_RULE: &str = "deploy/components/prometheus-operator/prometheusrule.yaml";
+const SERVICE_MONITOR: &str = "deploy/components/prometheus-operator/servicemonitor.yaml";
 
 /// The service's own Secret and the configuration keys it carries (env var ← Secret key).
 const SECRET_NAME: &str = "backup-remediator";
@@ -134,7 +167,7 @@ fn kustomization_resources(dir: &str) -> Vec<String> {
 /// Every Kubernetes object deploy/ defines: the base, the opt-in components, the Secret example.
 fn all_objects() -> Vec<(String, Value)> {
     let mut files = kustomization_resources("deploy");
-    for (_, component) in OPT_IN_COMPONENTS {
+    for component in COMPONENTS {
         files.extend(kustomization_resources(&format!("deploy/{component}")));
     }
     files.push("deploy/secret.example.yaml".into());
@@ -156,12 +189,26 @@ fn object<K: Resource + DeserializeOwned>(rel: &str) -> K {
         .unwrap_or_else(|e| panic!("{rel}: not a {}: {e}", K::KIND))
 }
 
-/// The settings the ConfigMap gives the service.
+/// The configMapGenerator entry named `name` in deploy/kustomization.yaml.
+fn generator(name: &str) -> Value {
+    let k = yaml("deploy/kustomization.yaml");
+    let found = k["configMapGenerator"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["name"] == name);
+    found
+        .unwrap_or_else(|| panic!("no configMapGenerator {name}"))
+        .clone()
+}
+
+/// The ConfigMap holding the service's configuration.
+const CONFIG_MAP: &str = "backup-remediator-config";
+
+/// The settings the generated ConfigMap gives the service (deploy/config.toml).
 fn configured() -> Settings {
-    let cm: ConfigMap = object("deploy/configmap.yaml");
-    let toml = cm.data.unwrap_or_default().remove("config.toml");
-    let toml = toml.expect("deploy/configmap.yaml has no config.toml");
-    Settings::from_toml(&toml).unwrap_or_else(|e| panic!("deploy/configmap.yaml: {e}"))
+    Settings::from_toml(&read("deploy/config.toml"))
+        .unwrap_or_else(|e| panic!("deploy/config.toml: {e}"))
 }
 
 fn deployment() -> Deployment {
@@ -334,6 +381,16 @@ const TYPED: &[(&str, &str, Check)] = &[
         Namespace::KIND,
         round_trip::<Namespace>,
     ),
+    (
+        ValidatingAdmissionPolicy::API_VERSION,
+        ValidatingAdmissionPolicy::KIND,
+        round_trip::<ValidatingAdmissionPolicy>,
+    ),
+    (
+        ValidatingAdmissionPolicyBinding::API_VERSION,
+        ValidatingAdmissionPolicyBinding::KIND,
+        round_trip::<ValidatingAdmissionPolicyBinding>,
+    ),
 ];
 
 /// Prometheus Operator kinds (CRDs, no k8s-openapi type) and the `spec` fields each must have.
@@ -389,7 +446,7 @@ fn the_kustomization_applies_every_file_in_deploy_except_the_examples() {
         );
     }
     let base_text = read("deploy/kustomization.yaml");
-    for (action, component) in OPT_IN_COMPONENTS {
+    for component in COMPONENTS {
         let dir = format!("deploy/{component}");
         assert_eq!(
             yaml(&format!("{dir}/kustomization.yaml"))["kind"],
@@ -400,8 +457,11 @@ fn the_kustomization_applies_every_file_in_deploy_except_the_examples() {
         listed.extend(kustomization_resources(&dir));
         assert!(
             base_text.contains(component),
-            "deploy/kustomization.yaml does not mention {component} ({action})"
+            "deploy/kustomization.yaml does not mention {component}"
         );
+    }
+    for (action, component) in OPT_IN_COMPONENTS {
+        assert!(COMPONENTS.contains(component), "{action}: {component}");
     }
     for (file, why) in NOT_APPLIED {
         assert!(
@@ -448,12 +508,12 @@ fn the_configmap_holds_a_configuration_the_service_accepts_and_no_secret() {
     for (key, value) in secrets {
         assert!(
             value.is_empty(),
-            "deploy/configmap.yaml sets {key}: secrets belong in the Secret"
+            "deploy/config.toml sets {key}: secrets belong in the Secret"
         );
     }
     assert!(
         !s.auth.insecure_no_auth,
-        "deploy/configmap.yaml turns authentication off"
+        "deploy/config.toml turns authentication off"
     );
 }
 
@@ -461,7 +521,10 @@ fn the_configmap_holds_a_configuration_the_service_accepts_and_no_secret() {
 fn every_object_lives_in_the_namespace_the_service_is_configured_for() {
     let namespace = configured().kubernetes.namespace;
     for (file, doc) in all_objects() {
-        let cluster_scoped = is::<ClusterRole>(&doc) || is::<ClusterRoleBinding>(&doc);
+        let cluster_scoped = is::<ClusterRole>(&doc)
+            || is::<ClusterRoleBinding>(&doc)
+            || is::<ValidatingAdmissionPolicy>(&doc)
+            || is::<ValidatingAdmissionPolicyBinding>(&doc);
         let ns = doc["metadata"]["namespace"].as_str();
         if cluster_scoped {
             assert_eq!(ns, None, "{file}: {} is cluster-scoped", doc["kind"]);
@@ -494,7 +557,7 @@ fn every_object_lives_in_the_namespace_the_service_is_configured_for() {
             generator["name"]
         );
     }
-    let monitor = yaml("deploy/servicemonitor.yaml");
+    let monitor = yaml(SERVICE_MONITOR);
     assert_eq!(
         strings(&monitor["spec"]["namespaceSelector"]["matchNames"]),
         [namespace]
@@ -664,15 +727,19 @@ fn the_deployment_service_probes_and_config_agree() {
         .into_iter()
         .find(|v| v.name == mount.name)
         .expect("the mounted volume");
-    let cm: ConfigMap = object("deploy/configmap.yaml");
-    assert_eq!(volume.config_map.map(|c| c.name), cm.metadata.name);
+    assert_eq!(
+        volume.config_map.map(|c| c.name).as_deref(),
+        Some(CONFIG_MAP)
+    );
     let key = file
         .file_name()
         .and_then(|f| f.to_str())
         .expect("a file name");
-    assert!(
-        cm.data.unwrap_or_default().contains_key(key),
-        "the ConfigMap has no {key}"
+    let config = generator(CONFIG_MAP);
+    assert_eq!(strings(&config["files"]), [key], "the ConfigMap's one key");
+    assert_ne!(
+        config["options"]["disableNameSuffixHash"], true,
+        "without the hash suffix a config edit does not roll the pods"
     );
     let grace = pod_spec(&d).termination_grace_period_seconds.unwrap_or(30);
     assert!(
@@ -950,13 +1017,13 @@ fn the_cluster_role_only_reads_storage_classes() {
 
 /// The PrometheusRule's `spec`: a Prometheus rule file.
 fn rule_file() -> String {
-    let rule = yaml("deploy/prometheusrule.yaml");
+    let rule = yaml(PROMETHEUS_RULE);
     serde_yaml::to_string(&rule["spec"]).expect("writing the rule file")
 }
 
 /// `field` (alert, expr…) of every rule in the PrometheusRule that has it.
 fn rule_fields(field: &str) -> Vec<String> {
-    let rule = yaml("deploy/prometheusrule.yaml");
+    let rule = yaml(PROMETHEUS_RULE);
     let groups = rule["spec"]["groups"]
         .as_array()
         .cloned()
@@ -1011,7 +1078,7 @@ fn the_alert_rules_include_the_runbook_and_service_alerts() {
 
 #[test]
 fn the_service_monitor_scrapes_the_services_metrics_port() {
-    let monitor = yaml("deploy/servicemonitor.yaml");
+    let monitor = yaml(SERVICE_MONITOR);
     let svc: Service = object("deploy/service.yaml");
     let labels = svc.metadata.labels.unwrap_or_default();
     let selector: BTreeMap<String, String> =
@@ -1103,7 +1170,7 @@ fn assert_metrics_exist(what: &str, exprs: &[String]) {
 
 #[test]
 fn the_alert_rules_use_only_metrics_the_service_emits() {
-    assert_metrics_exist("deploy/prometheusrule.yaml", &rule_fields("expr"));
+    assert_metrics_exist(PROMETHEUS_RULE, &rule_fields("expr"));
 }
 
 #[test]
@@ -1182,8 +1249,9 @@ fn the_image_runs_as_the_user_the_deployment_expects() {
     let version = |s: &str| -> Vec<u32> { s.split('.').filter_map(|n| n.parse().ok()).collect() };
     let toolchain = dockerfile
         .lines()
-        .find_map(|l| l.strip_prefix("ARG RUST_VERSION="))
-        .expect("ARG RUST_VERSION");
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .and_then(|l| l.split('-').next())
+        .expect("FROM rust:VERSION-…");
     assert!(
         version(toolchain) >= version(env!("CARGO_PKG_RUST_VERSION")),
         "Rust {toolchain} is too old"
