@@ -353,11 +353,11 @@ fn the_policy_agrees_with_the_configuration_and_is_bound_to_deny() {
     in_list("allowedServiceAccounts", &s.manual_backup.service_account);
     assert_eq!(
         literal("backupSecret"),
-        [s.kubernetes.backup_secret.clone()]
+        [s.kubernetes.backup_secret.as_str()]
     );
     assert_eq!(
         literal("backupCronJob"),
-        [s.kubernetes.backup_cronjob.clone()]
+        [s.kubernetes.backup_cronjob.as_str()]
     );
     let policy = policy_object();
     let spec = policy.spec.clone().expect("spec");
