@@ -104,7 +104,91 @@ async fn the_repair_refuses_to_touch_a_superuser() {
     })
     .await
     .unwrap_err();
-    assert!(err.contains("superuser"), "{err}");
+    assert!(err.contains("SUPERUSER"), "{err}");
+}
+
+#[tokio::test]
+async fn the_repair_refuses_a_role_with_any_privileged_attribute_or_membership() {
+    let server = pg::PasswordServer::start("admin-canary-pw");
+    let admin = format!(
+        "postgres://postgres:admin-canary-pw@127.0.0.1:{}/postgres",
+        server.port
+    );
+    let mut c = PgConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE ROLE r_repl LOGIN REPLICATION PASSWORD 'old'; \
+         CREATE ROLE r_createrole LOGIN CREATEROLE PASSWORD 'old'; \
+         CREATE ROLE r_createdb LOGIN CREATEDB PASSWORD 'old'; \
+         CREATE ROLE r_bypassrls LOGIN BYPASSRLS PASSWORD 'old'; \
+         CREATE ROLE admins NOLOGIN CREATEROLE; \
+         CREATE ROLE r_member LOGIN PASSWORD 'old' IN ROLE admins; \
+         CREATE ROLE r_files LOGIN PASSWORD 'old' IN ROLE pg_write_server_files",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let secret = SecretString::from("what-the-secret-says".to_owned());
+    let dbs = vec!["postgres".to_owned()];
+    for (role, named) in [
+        ("r_repl", "REPLICATION"),
+        ("r_createrole", "CREATEROLE"),
+        ("r_createdb", "CREATEDB"),
+        ("r_bypassrls", "BYPASSRLS"),
+        ("r_member", "member of admins"),
+        ("r_files", "member of pg_write_server_files"),
+    ] {
+        let err = repair(&RoleSpec {
+            admin_url: &admin,
+            role,
+            password: &secret,
+            databases: &dbs,
+            read_access: "auto",
+        })
+        .await
+        .expect_err(role);
+        assert!(err.contains(named), "{role}: {err}");
+        let url = format!("postgres://{role}:old@127.0.0.1:{}/postgres", server.port);
+        PgConnection::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{role}'s password was changed: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn a_password_with_hostile_characters_never_appears_in_a_statement() {
+    let server = pg::PasswordServer::start("admin-canary-pw");
+    let admin = format!(
+        "postgres://postgres:admin-canary-pw@127.0.0.1:{}/postgres",
+        server.port
+    );
+    // Quotes, a statement, dollar quoting, a backslash, non-ASCII letters and an emoji.
+    let password = "pä'ss\"; DROP ROLE postgres; -- $$\\ Ω🔑 ｆｕｌｌ";
+    let secret = SecretString::from(password.to_owned());
+    let dbs = vec!["postgres".to_owned()];
+    let out = repair(&RoleSpec {
+        admin_url: &admin,
+        role: "backup_hostile",
+        password: &secret,
+        databases: &dbs,
+        read_access: "auto",
+    })
+    .await
+    .unwrap();
+    assert!(out["changes"].to_string().contains("created role"), "{out}");
+    let log = server.log();
+    for part in ["pä'ss", "DROP ROLE postgres", "Ω🔑", "ｆｕｌｌ"] {
+        assert!(!log.contains(part), "{part:?} reached the server log");
+    }
+    assert!(log.contains("SCRAM-SHA-256$4096:"), "{log}");
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(server.port)
+        .username("backup_hostile")
+        .password(password)
+        .database("postgres");
+    PgConnection::connect_with(&opts)
+        .await
+        .expect("the Secret's password logs in (SASLprep as the server does)");
 }
 
 fn ctx(kube: &KubeServer, policy: &str) -> ActionContext {

@@ -69,6 +69,27 @@ async fn an_approval_given_after_the_policy_file_was_removed_patches_nothing() {
     );
     let s = step(&incident, "restart_primary");
     assert_eq!(s["state"], "dry_run", "{s:#}");
+
+    // Once decided, or once the incident is closed, an approval is a conflict with a reason.
+    let again = w.approve(id, restart, "approve", ADMIN).await;
+    assert_eq!(again.status(), 409);
+    let body: Value = again.json().await.unwrap();
+    let why = body["error"].as_str().unwrap();
+    assert!(
+        why.contains("not waiting") || why.contains("not open"),
+        "{why}"
+    );
+    let closed = w
+        .wait_for(id, "an outcome", |i| i["status"] != "open")
+        .await;
+    assert_eq!(closed["status"], "escalated", "{:?}", states(&closed));
+    let late = w.approve(id, restart, "reject", ADMIN).await;
+    assert_eq!(late.status(), 409);
+    let body: Value = late.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("not open"),
+        "{body}"
+    );
 }
 
 /// (ii) Incident B's verification waits for the CronJob's lock, held by A's running Job; B's
@@ -98,7 +119,9 @@ async fn a_verification_waiting_for_another_incidents_job_is_skipped_when_its_al
 
     w.run_backup_as(&w.pg.role, KEY).await;
     w.kube.finish_job(&jobs[0], true);
-    let first = w.wait_for(a, "A's outcome", |i| i["status"] != "open").await;
+    let first = w
+        .wait_for(a, "A's outcome", |i| i["status"] != "open")
+        .await;
     assert_eq!(first["status"], "remediated", "{:?}", states(&first));
     let second = w
         .wait_for(b, "B's verification to end", |i| {
@@ -239,7 +262,10 @@ async fn a_flapping_alert_is_held_to_the_budget_and_then_escalated_without_actio
     let failer = async {
         while !done.load(std::sync::atomic::Ordering::SeqCst) {
             for job in w.kube.created_jobs() {
-                if w.kube.get("Job", &job).is_some_and(|j| j["status"].is_null()) {
+                if w.kube
+                    .get("Job", &job)
+                    .is_some_and(|j| j["status"].is_null())
+                {
                     w.kube.finish_job(&job, false);
                 }
             }
@@ -251,7 +277,10 @@ async fn a_flapping_alert_is_held_to_the_budget_and_then_escalated_without_actio
         for n in 0..10 {
             let starts = format!("2026-11-24T{:02}:30:00Z", 2 + n);
             let id = w.alert(&w.base, &starts).await;
-            incidents.push(w.wait_for(id, "an outcome", |i| i["status"] != "open").await);
+            incidents.push(
+                w.wait_for(id, "an outcome", |i| i["status"] != "open")
+                    .await,
+            );
         }
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         incidents
@@ -322,27 +351,22 @@ async fn an_expansion_planned_from_a_log_line_is_refused_while_the_volume_is_bel
 mod gate_support {
     use super::*;
 
-    /// Claims the incident for the remediator's holder for `lease_seconds` and works it in
-    /// the background.
+    /// Claims the incident for `holder` for `lease_seconds` and works it with `r` in the
+    /// background (no heartbeat: the lease lapses as a stalled replica's would).
     pub async fn work(
         store: &Store,
         r: Arc<Remediator>,
         holder: &str,
         id: i64,
-        lease_seconds: i64,
+        lease_seconds: u64,
     ) -> tokio::task::JoinHandle<()> {
-        let now = chrono::Utc::now();
-        assert!(store
-            .claim(
-                id,
-                holder,
-                now,
-                now + chrono::Duration::seconds(lease_seconds)
-            )
+        let claim = store
+            .claim(id, holder, Duration::from_secs(lease_seconds))
             .await
-            .unwrap());
+            .unwrap()
+            .expect("the incident is free to claim");
         tokio::spawn(async move {
-            let _ = r.remediate(id).await;
+            let _ = r.remediate(id, &claim).await;
         })
     }
 }

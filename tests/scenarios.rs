@@ -24,7 +24,6 @@ use kube_server::fixtures as fx;
 use serde_json::{json, Value};
 use world::*;
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_1_a_refused_database_connection() {
     let w = world(

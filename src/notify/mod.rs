@@ -234,12 +234,20 @@ impl Notifier {
         !self.cfg.pagerduty_routing_key.expose_secret().is_empty()
     }
 
+    /// The configured secrets and every backup Secret value this process has read (the
+    /// backup job's database password, encryption key and S3 keys).
+    fn all_secrets(&self) -> Vec<String> {
+        let mut all = self.secrets.clone();
+        all.extend(crate::probes::secret::seen_values());
+        all
+    }
+
     fn scrub(&self, s: &str) -> String {
-        scrub_text(&self.secrets, s)
+        scrub_text(&self.all_secrets(), s)
     }
 
     fn scrub_json(&self, v: &mut Value) {
-        scrub_value(&self.secrets, v);
+        scrub_value(&self.all_secrets(), v);
     }
 
     /// Polls every `poll_interval_ms` until `stop`.

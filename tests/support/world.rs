@@ -657,4 +657,3 @@ pub const ROLE_GONE_LOG: &str =
     "pg_dump: error: connection to server failed: FATAL:  role does not exist\n";
 pub const DISK_FULL_LOG: &str =
     "pg_dump: error: could not write to output file: No space left on device\n";
-
