@@ -9,9 +9,11 @@ mod pg;
 
 use std::sync::Arc;
 
+use backup_remediator::actions::preconditions::{self, Precondition};
 use backup_remediator::actions::repair_role::{repair, RoleSpec};
-use backup_remediator::actions::{expand_pvc, ActionContext};
+use backup_remediator::actions::{expand_pvc, verify, ActionContext};
 use backup_remediator::config::Settings;
+use backup_remediator::plan::{Decision, Step, StepKind, StepState};
 use backup_remediator::policy::Policy;
 use backup_remediator::probes::ProbeContext;
 use kube_server::{fixtures as fx, KubeServer};
@@ -192,7 +194,11 @@ async fn a_password_with_hostile_characters_never_appears_in_a_statement() {
 }
 
 fn ctx(kube: &KubeServer, policy: &str) -> ActionContext {
-    let settings = Arc::new(Settings::from_toml("").unwrap());
+    ctx_with(kube, policy, "")
+}
+
+fn ctx_with(kube: &KubeServer, policy: &str, settings: &str) -> ActionContext {
+    let settings = Arc::new(Settings::from_toml(settings).unwrap());
     ActionContext {
         settings: settings.clone(),
         policy: Arc::new(Policy::from_toml(policy).unwrap()),
@@ -296,4 +302,89 @@ async fn the_repair_refuses_a_role_that_owns_objects() {
     PgConnection::connect(&url)
         .await
         .expect("the application's password still works");
+}
+
+fn verify_step() -> Step {
+    Step {
+        id: 2,
+        incident_id: 1,
+        seq: 2,
+        group: 1,
+        kind: StepKind::Verify,
+        name: "verify_backup".into(),
+        target: "cronjob/link-services/postgres-backup".into(),
+        decision: Decision::Auto,
+        state: StepState::Planned,
+        reason: String::new(),
+        output: serde_json::json!({}),
+        decided_by: None,
+        decided_at: None,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+#[tokio::test]
+async fn a_verification_waits_while_a_backup_job_runs_and_deletes_its_own_job_at_the_deadline() {
+    let kube = KubeServer::start().await;
+    kube.put(fx::cronjob("postgres-backup"));
+    kube.put(fx::job(
+        "postgres-backup-29002440",
+        "2026-11-24T02:00:00Z",
+        "active",
+    ));
+    let c = ctx_with(&kube, "", "[remediation]\njob_deadline_seconds = 1");
+    let step = verify_step();
+    match preconditions::check(&c, &step).await {
+        Precondition::Wait(why) => assert!(why.contains("postgres-backup-29002440"), "{why}"),
+        other => panic!("a second backup beside a running one: {other:?}"),
+    }
+    kube.finish_job("postgres-backup-29002440", false);
+    assert!(matches!(
+        preconditions::check(&c, &step).await,
+        Precondition::Holds(_)
+    ));
+
+    // The verification's own Job never finishes: at the deadline it is deleted, so the next
+    // attempt never runs beside it.
+    let intent = verify::prepare(&c, &step);
+    let err = verify::apply(&c, &intent).await.unwrap_err();
+    assert!(
+        err.contains("still running") && err.contains("deleted it"),
+        "{err}"
+    );
+    let name = intent["job"].as_str().unwrap();
+    assert_eq!(kube.created_jobs(), [name]);
+    assert_eq!(kube.deleted_jobs(), [name]);
+    assert!(kube.active_jobs().is_empty(), "{:?}", kube.active_jobs());
+}
+
+#[tokio::test]
+async fn the_primary_is_not_restarted_while_a_backup_job_runs() {
+    let kube = KubeServer::start().await;
+    kube.put(fx::job(
+        "postgres-backup-29002440",
+        "2026-11-24T02:00:00Z",
+        "active",
+    ));
+    // Nothing listens on the target port: the database does not answer.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = ctx_with(
+        &kube,
+        "",
+        &format!("[target]\nhost = \"127.0.0.1\"\nport = {port}\nconnect_timeout_ms = 500"),
+    );
+    let mut step = verify_step();
+    step.kind = StepKind::Action;
+    step.name = "restart_primary".into();
+    match preconditions::check(&c, &step).await {
+        Precondition::Refuse(why) => {
+            assert!(why.contains("postgres-backup-29002440 is running"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
 }

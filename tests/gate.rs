@@ -348,6 +348,91 @@ async fn an_expansion_planned_from_a_log_line_is_refused_while_the_volume_is_bel
     );
 }
 
+/// (v) Kill points: right after the expansion's intent was stored (its PVC read hangs), and
+/// right after its patch reached the API server (the answer hangs). Each restart resumes the
+/// step from its intent: the volume is patched once, each step starts once, one Job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_killed_after_storing_the_intent_and_after_the_patch_does_nothing_twice() {
+    let mut w = world_with(
+        Break::Storage,
+        &format!("{FAILED_DUMP}{DISK_FULL_LOG}"),
+        Opts {
+            policy: Some(LIVE),
+            processes: 1,
+            remediation: "lease_seconds = 3",
+            ..Opts::default()
+        },
+    )
+    .await;
+    let pvc_path = format!("/api/v1/namespaces/link-services/persistentvolumeclaims/{PVC}");
+    let id = w.alert(&w.base.clone(), "2026-11-24T02:30:00Z").await;
+    w.wait_for(id, "the plan", |i| {
+        timeline_kinds(i).contains(&"planned".to_owned())
+    })
+    .await;
+    // Kill point 1: the intent is stored (step running) and apply's read of the PVC hangs (every
+    // read of it takes 4 s: the re-probe and prepare before the gate, apply after it).
+    w.kube
+        .delay_request("GET", &pvc_path, Duration::from_secs(4));
+    w.wait_for(id, "the expansion to start", |i| {
+        step(i, "expand_pvc")["state"] == "running"
+    })
+    .await;
+    let mut first = w.processes.remove(0);
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    assert!(patches(&w, &pvc_path).is_empty(), "killed before the patch");
+
+    // Kill point 2: the resumed step's patch is applied, its answer hangs.
+    w.kube.clear_delays();
+    w.kube
+        .delay_answer("PATCH", &pvc_path, Duration::from_secs(30));
+    w.base = w.start_process().await;
+    for _ in 0..300 {
+        if !patches(&w, &pvc_path).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(patches(&w, &pvc_path).len(), 1, "the resumed step patched");
+    let mut second = w.processes.remove(0);
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+
+    w.kube.clear_delays();
+    w.base = w.start_process().await;
+    let jobs = w.wait_for_jobs(1).await;
+    w.run_backup_as(&w.pg.role, KEY).await;
+    w.kube.finish_job(&jobs[0], true);
+    let incident = w
+        .wait_for(id, "an outcome", |i| i["status"] != "open")
+        .await;
+
+    assert_eq!(incident["status"], "remediated", "{:?}", states(&incident));
+    assert_eq!(
+        patches(&w, &pvc_path).len(),
+        1,
+        "the volume was patched once"
+    );
+    let expand = step(&incident, "expand_pvc");
+    assert_eq!(
+        expand["output"]["patched"], false,
+        "the last resume found it done: {expand:#}"
+    );
+    assert_eq!(w.kube.created_jobs().len(), 1);
+    let kinds = timeline_kinds(&incident);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "step_started").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "step_resumed").count(),
+        2,
+        "{kinds:?}"
+    );
+}
+
 mod gate_support {
     use super::*;
 

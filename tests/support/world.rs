@@ -567,7 +567,8 @@ pub fn assert_scenario(incident: &Value, scenario: &str, direct: &str, log: &str
     );
     assert_eq!(
         d["confidence"], 0.95,
-        "a probe and the job's log agree: {ev:#?}"
+        "a probe and the job's log agree: {ev:#?} {:#}",
+        incident["findings"]
     );
     assert!(
         ev.iter()
