@@ -600,4 +600,29 @@ mod tests {
             json!({ "a": ["token [redacted]", { "b": "pw [redacted] here" }], "c": 1 })
         );
     }
+
+    #[tokio::test]
+    async fn the_backup_secrets_values_are_scrubbed_once_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("n.sqlite").display());
+        let opts = crate::store::StoreOptions {
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(5),
+        };
+        let store = Store::connect(&url, dir.path(), &opts).await.unwrap();
+        let settings = Settings::from_toml("").unwrap();
+        let notifier = Notifier::new(store, &settings, Arc::new(SystemClock));
+        let leaked = "pg_dump: password authentication failed, password was notifier-canary-7f2";
+        assert_eq!(notifier.scrub(leaked), leaked, "not read yet");
+        crate::probes::secret::remember(&crate::probes::secret::BackupSecret {
+            postgres_password: Some("notifier-canary-7f2".to_owned().into()),
+            ..Default::default()
+        });
+        let mut v = json!({ "detail": leaked });
+        notifier.scrub_json(&mut v);
+        assert_eq!(
+            v["detail"],
+            "pg_dump: password authentication failed, password was [redacted]"
+        );
+    }
 }

@@ -112,7 +112,8 @@ static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 /// Too short a value would scrub ordinary words; such a value is no secret worth the name.
 const SCRUB_MIN_LEN: usize = 4;
 
-fn remember(secret: &BackupSecret) {
+/// Adds the Secret's values to those scrubbed (done by every read of the Secret).
+pub(crate) fn remember(secret: &BackupSecret) {
     let values = [
         &secret.postgres_password,
         &secret.encryption_key,
