@@ -139,7 +139,7 @@ async fn decide(
     responses(
         (status = 200, description = "Approved; the service runs it", body = Step),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, description = "Not waiting for a decision", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The incident is not open, or the action is not waiting for an approval", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -164,7 +164,7 @@ pub async fn approve(
     responses(
         (status = 200, description = "Rejected", body = Step),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, description = "Not waiting for a decision", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The incident is not open, or the action is not waiting for an approval", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
