@@ -105,24 +105,17 @@ pub struct DropRole(pub String);
 impl Drop for DropRole {
     fn drop(&mut self) {
         let role = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                use sqlx::Executor;
-                let mut c = pg::admin_on("postgres").await;
-                let sql: String =
-                    sqlx::query_scalar("SELECT format('DROP ROLE IF EXISTS %I', $1::text)")
-                        .bind(&role)
-                        .fetch_one(&mut c)
-                        .await
-                        .unwrap();
-                let _ = c.execute(sql.as_str()).await;
-            });
-        })
-        .join();
+        pg::on_own_runtime(move || async move {
+            use sqlx::Executor;
+            let mut c = pg::admin_on("postgres").await;
+            let sql: String =
+                sqlx::query_scalar("SELECT format('DROP ROLE IF EXISTS %I', $1::text)")
+                    .bind(&role)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+            let _ = c.execute(sql.as_str()).await;
+        });
     }
 }
 
