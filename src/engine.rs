@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use crate::config::Settings;
 use crate::diagnosis::{self, Diagnosis};
 use crate::incident::IncidentStatus;
+use crate::plan::Claim;
 use crate::playbooks;
 use crate::probes::{self, Finding, Probe, ProbeContext};
 use crate::remediation::{Outcome, Remediator};
@@ -130,6 +131,8 @@ impl Engine {
     /// another process had already diagnosed it.
     pub async fn diagnose(&self, incident_id: i64) -> Result<Option<Report>, StoreError> {
         let ex = &self.examiner;
+        // Secret fingerprints in evidence are keyed by the installation's key.
+        probes::use_installation_key(&self.store).await?;
         let names: Vec<&str> = ex.probes.iter().map(|p| p.name()).collect();
         self.store
             .append_event(
@@ -160,13 +163,9 @@ impl Engine {
         Ok(Some(report))
     }
 
-    fn lease_end(&self) -> chrono::DateTime<Utc> {
-        Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_default()
-    }
-
     /// Everything this process does for one incident it has claimed. `true` when no more work
     /// is left for anyone.
-    async fn work_claimed(&self, incident_id: i64) -> Result<bool, StoreError> {
+    async fn work_claimed(&self, incident_id: i64, claim: &Claim) -> Result<bool, StoreError> {
         let Some(incident) = self.store.get_incident(incident_id).await? else {
             return Ok(true);
         };
@@ -192,7 +191,7 @@ impl Engine {
         }
         match &self.remediator {
             None => Ok(true),
-            Some(r) => Ok(r.remediate(incident_id).await? == Outcome::Done),
+            Some(r) => Ok(r.remediate(incident_id, claim).await? == Outcome::Done),
         }
     }
 
@@ -207,40 +206,39 @@ impl Engine {
             return;
         }
         let result: Result<(), StoreError> = async {
-            if !self
+            // The lease is judged by the database's clock; the epoch fences every step this
+            // process moves, so a process presumed dead cannot act after another took over.
+            let Some(claim) = self
                 .store
-                .claim(incident_id, &self.holder, Utc::now(), self.lease_end())
+                .claim(incident_id, &self.holder, self.lease)
                 .await?
-            {
+            else {
                 tracing::debug!(incident_id, "claimed by another process");
                 return Ok(());
-            }
-            // Renew the claim while working; a lost claim (this process was presumed dead and
-            // another took over) stops the work here.
-            let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+            };
+            // Renew the claim while working; a failed renewal (the claim was lost, or the store
+            // could not confirm it) stops the work here: the lease may lapse and another
+            // process take over, so this one must not act on the incident any more.
+            let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
             let me = self.clone();
+            let held = claim.clone();
             let heartbeat = tokio::spawn(async move {
                 let every = me.lease / 3;
                 loop {
                     tokio::time::sleep(every).await;
-                    match me
-                        .store
-                        .claim(incident_id, &me.holder, Utc::now(), me.lease_end())
-                        .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            let _ = lost_tx.send(());
-                            return;
-                        }
-                        Err(e) => tracing::warn!(incident_id, error = %e, "renewing the claim failed"),
-                    }
+                    let why = match me.store.renew_claim(incident_id, &held, me.lease).await {
+                        Ok(true) => continue,
+                        Ok(false) => "claim lost to another process".to_owned(),
+                        Err(e) => format!("renewing the claim failed: {e}"),
+                    };
+                    let _ = lost_tx.send(why);
+                    return;
                 }
             });
             let outcome = tokio::select! {
-                r = self.work_claimed(incident_id) => r.map(Some),
-                _ = lost_rx => {
-                    tracing::warn!(incident_id, "claim lost to another process; stopping work here");
+                r = self.work_claimed(incident_id, &claim) => r.map(Some),
+                Ok(why) = lost_rx => {
+                    tracing::warn!(incident_id, reason = %why, "stopping work on the incident");
                     Ok(None)
                 }
             };

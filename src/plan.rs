@@ -145,6 +145,34 @@ pub struct Step {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A process's hold on an incident: who, and the claim's epoch (the fencing token). Every new
+/// claim increments the epoch, so a process whose lease lapsed and was taken over holds an old
+/// epoch and can no longer move the incident's steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub holder: String,
+    pub epoch: i64,
+}
+
+string_enum!(
+    /// Why the gate refused a step: the `reason` label of
+    /// `backup_remediator_actions_refused_total` (a small fixed set).
+    Refusal {
+        /// The policy in force now says `never` (or an approval timed out).
+        Policy => "policy",
+        /// The same action on the same target started too recently.
+        Cooldown => "cooldown",
+        /// The action's starts in the rolling window reached the policy's budget.
+        Budget => "budget",
+        /// The action already started the policy's maximum times for this incident.
+        Attempts => "attempts",
+        /// Another incident held the target for too long.
+        Lock => "lock",
+        /// A fresh re-probe says the action's precondition does not hold now.
+        Precondition => "precondition",
+    }
+);
+
 /// A state change of a step, applied only if the step is in one of `from` (so two processes, or
 /// a person and a process, never both move it).
 #[derive(Debug, Clone)]
@@ -158,6 +186,64 @@ pub struct Transition<'a> {
     pub at: DateTime<Utc>,
     /// Timeline event written in the same transaction.
     pub event: &'a str,
+    /// When set, the step moves only while this claim still holds the incident.
+    pub fence: Option<&'a Claim>,
+}
+
+/// What the policy in force now says about a step the gate is asked to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict<'a> {
+    /// Allowed: the gate still checks claim, incident, attempts, cooldown, budget and lock.
+    Run,
+    /// Dry run now: the step ends `dry_run` with this reason.
+    DryRun(&'a str),
+    /// Refused now (policy `never`, a failed precondition): the step ends `refused`.
+    Refuse(Refusal, &'a str),
+}
+
+/// One request to the action gate: start `step` (move it to `running` with its intent) if,
+/// in one store transaction, every check passes.
+#[derive(Debug, Clone)]
+pub struct GateRequest<'a> {
+    pub step: &'a Step,
+    pub claim: &'a Claim,
+    /// The states the step may start from.
+    pub from: &'a [StepState],
+    pub verdict: Verdict<'a>,
+    /// The policy's name of the action (a verification is a `rerun_backup`).
+    pub action: &'a str,
+    /// Whether the step changes the world: counted against cooldown, attempts and budget, and
+    /// holds its target's lock. Read-only checks are not.
+    pub counted: bool,
+    pub cooldown_seconds: i64,
+    /// (starts, window in seconds), across all incidents and replicas.
+    pub budget: (i64, i64),
+    pub max_attempts: i64,
+    /// How long the target lock lasts (database clock).
+    pub lock_seconds: i64,
+    /// The exact change, stored on the step before anything is done.
+    pub intent: &'a serde_json::Value,
+    /// Timeline detail of the step (the gate adds state and reason).
+    pub detail: &'a serde_json::Value,
+    /// Resuming a `running` step its previous claim holder left: only claim and lock are checked.
+    pub resume: bool,
+}
+
+/// What the gate decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateOutcome {
+    /// The step is `running` with its intent: act now.
+    Started,
+    /// The step ended here (`refused`, `skipped`, `dry_run`) with the reason on the timeline.
+    Ended {
+        state: StepState,
+        refusal: Option<Refusal>,
+        reason: String,
+    },
+    /// The target is held by another incident: nothing changed; ask again later.
+    Busy(String),
+    /// This process may not move the step (claim lost, the step moved on): leave it alone.
+    Lost(String),
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! The operator's safety policy: per action `auto`, `approve` or `never`; dry run; a cap on
-//! attempts per incident; a cooldown per action and target; limits on PVC growth. Pure data and
-//! decisions; read from a TOML file (`remediation.policy_file`). Without a file the built-in
-//! policy applies **in dry-run mode**: nothing is changed until an operator writes a policy.
+//! attempts per incident; a cooldown per action and target; a budget of starts per rolling
+//! window across all incidents and replicas; limits on PVC growth; the flapping breaker. Pure
+//! data and decisions; read from a TOML file (`remediation.policy_file`). Without a file the
+//! built-in policy applies **in dry-run mode**: nothing is changed until an operator writes a
+//! policy. The action gate consults the policy in force when a step is about to run, not the
+//! decision recorded when the plan was made.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,6 +47,20 @@ pub struct ActionPolicy {
     /// The same action on the same target does not start again within this time (any incident).
     #[serde(default)]
     pub cooldown_minutes: u64,
+    /// The action starts at most this many times per `budget_window_minutes`, across every
+    /// incident and replica (signed so that a negative value is reported, not misparsed).
+    pub budget: i64,
+    /// The rolling window of the budget.
+    pub budget_window_minutes: i64,
+}
+
+/// The flapping breaker: an alert (by fingerprint) that opened `incidents` incidents within
+/// `window_minutes` gets its next incident diagnosed and escalated without any action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flapping {
+    pub incidents: i64,
+    pub window_minutes: i64,
 }
 
 /// Limits on what an action may do.
@@ -68,6 +85,7 @@ pub struct Policy {
     pub approval_timeout_minutes: u64,
     pub actions: BTreeMap<String, ActionPolicy>,
     pub limits: Limits,
+    pub flapping: Flapping,
     /// Where this policy came from, for the record.
     #[serde(skip)]
     pub source: String,
@@ -81,10 +99,17 @@ pub struct PolicyError {
     pub message: String,
 }
 
-fn action(mode: Mode, cooldown_minutes: u64) -> ActionPolicy {
+fn action(
+    mode: Mode,
+    cooldown_minutes: u64,
+    budget: i64,
+    budget_window_minutes: i64,
+) -> ActionPolicy {
     ActionPolicy {
         mode,
         cooldown_minutes,
+        budget,
+        budget_window_minutes,
     }
 }
 
@@ -96,15 +121,19 @@ impl Policy {
             max_attempts_per_incident: 3,
             approval_timeout_minutes: 60,
             actions: BTreeMap::from([
-                (RERUN_BACKUP.to_owned(), action(Mode::Auto, 0)),
-                (REPAIR_BACKUP_ROLE.to_owned(), action(Mode::Auto, 10)),
-                (EXPAND_PVC.to_owned(), action(Mode::Auto, 360)),
-                (RESTART_PRIMARY.to_owned(), action(Mode::Approve, 60)),
-                (DELETE_OLD_FILES.to_owned(), action(Mode::Never, 0)),
+                (RERUN_BACKUP.to_owned(), action(Mode::Auto, 0, 4, 60)),
+                (REPAIR_BACKUP_ROLE.to_owned(), action(Mode::Auto, 10, 2, 60)),
+                (EXPAND_PVC.to_owned(), action(Mode::Auto, 360, 1, 360)),
+                (RESTART_PRIMARY.to_owned(), action(Mode::Approve, 60, 1, 60)),
+                (DELETE_OLD_FILES.to_owned(), action(Mode::Never, 0, 1, 60)),
             ]),
             limits: Limits {
                 pvc_ceiling: "500Gi".to_owned(),
                 pvc_growth_step: "50Gi".to_owned(),
+            },
+            flapping: Flapping {
+                incidents: 3,
+                window_minutes: 360,
             },
             source: String::new(),
         }
@@ -169,6 +198,31 @@ impl Policy {
                     .to_owned(),
             ));
         }
+        if p.mode(RESTART_PRIMARY) == Mode::Auto {
+            return Err(err(
+                "actions.restart_primary.mode: can only be \"approve\" or \"never\": restarting \
+                 the primary interrupts every client of the database, so a person decides"
+                    .to_owned(),
+            ));
+        }
+        for (key, a) in &p.actions {
+            if a.budget <= 0 {
+                return Err(err(format!(
+                    "actions.{key}.budget: must be at least 1 (use mode = \"never\" to stop the action)"
+                )));
+            }
+            if a.budget_window_minutes <= 0 {
+                return Err(err(format!(
+                    "actions.{key}.budget_window_minutes: must be at least 1"
+                )));
+            }
+        }
+        if p.flapping.incidents <= 0 {
+            return Err(err("flapping.incidents: must be at least 1".to_owned()));
+        }
+        if p.flapping.window_minutes <= 0 {
+            return Err(err("flapping.window_minutes: must be at least 1".to_owned()));
+        }
         if p.max_attempts_per_incident == 0 {
             return Err(err(
                 "max_attempts_per_incident: must be at least 1".to_owned()
@@ -206,7 +260,23 @@ impl Policy {
         Duration::from_secs(self.actions.get(action).map_or(0, |a| a.cooldown_minutes) * 60)
     }
 
-    /// The plan-time decision for a step that runs `action`.
+    /// At most how many starts of `action` per window, across incidents and replicas.
+    pub fn budget(&self, action: &str) -> (i64, Duration) {
+        self.actions.get(action).map_or((0, Duration::ZERO), |a| {
+            (
+                a.budget,
+                Duration::from_secs(u64::try_from(a.budget_window_minutes).unwrap_or(0) * 60),
+            )
+        })
+    }
+
+    /// The flapping breaker's window.
+    pub fn flapping_window(&self) -> Duration {
+        Duration::from_secs(u64::try_from(self.flapping.window_minutes).unwrap_or(0) * 60)
+    }
+
+    /// The decision for a step that runs `action`, under this policy (at plan time for the
+    /// record; the gate asks again right before the step runs).
     pub fn decide(&self, action: &str) -> Decision {
         if self.dry_run {
             return Decision::DryRun;
@@ -255,6 +325,69 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("delete_old_files"), "{err}");
+    }
+
+    #[test]
+    fn the_example_policy_file_documents_the_defaults() {
+        let example = Policy::from_toml(include_str!("../config/policy.example.toml")).unwrap();
+        assert_eq!(
+            Policy {
+                source: String::new(),
+                ..example
+            },
+            Policy::defaults(false)
+        );
+    }
+
+    #[test]
+    fn restarting_the_primary_can_never_be_automatic() {
+        let err = Policy::from_toml("[actions.restart_primary]\nmode = \"auto\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("actions.restart_primary.mode"), "{err}");
+        assert!(Policy::from_toml("[actions.restart_primary]\nmode = \"never\"").is_ok());
+    }
+
+    #[test]
+    fn budgets_default_to_the_readme_and_bad_ones_are_named() {
+        let p = Policy::defaults(false);
+        assert_eq!(p.budget(RERUN_BACKUP), (4, Duration::from_secs(3600)));
+        assert_eq!(p.budget(REPAIR_BACKUP_ROLE), (2, Duration::from_secs(3600)));
+        assert_eq!(p.budget(EXPAND_PVC), (1, Duration::from_secs(6 * 3600)));
+        assert_eq!(p.budget(RESTART_PRIMARY), (1, Duration::from_secs(3600)));
+        assert_eq!(
+            (p.flapping.incidents, p.flapping_window()),
+            (3, Duration::from_secs(6 * 3600))
+        );
+        let p = Policy::from_toml("[actions.rerun_backup]\nbudget = 10\n[flapping]\nincidents = 5")
+            .unwrap();
+        assert_eq!(p.budget(RERUN_BACKUP).0, 10);
+        assert_eq!(
+            p.mode(RERUN_BACKUP),
+            Mode::Auto,
+            "the rest of the action keeps its default"
+        );
+        assert_eq!(p.flapping.incidents, 5);
+        for (toml, key) in [
+            (
+                "[actions.rerun_backup]\nbudget = 0",
+                "actions.rerun_backup.budget",
+            ),
+            (
+                "[actions.expand_pvc]\nbudget = -1",
+                "actions.expand_pvc.budget",
+            ),
+            (
+                "[actions.expand_pvc]\nbudget_window_minutes = 0",
+                "actions.expand_pvc.budget_window_minutes",
+            ),
+            ("[actions.expand_pvc]\nbudgets = 3", "budgets"),
+            ("[flapping]\nincidents = 0", "flapping.incidents"),
+            ("[flapping]\nwindow = 60", "window"),
+        ] {
+            let err = Policy::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
     }
 
     #[test]

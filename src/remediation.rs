@@ -1,9 +1,15 @@
-//! Works an incident's plan: plans it from the diagnosis (stored before anything runs), then
-//! runs each step as the policy decided — waiting for approvals, refusing what policy refuses,
-//! holding a lock on each target, recording every start and outcome on the timeline before and
-//! after acting — until a verified backup makes the incident `remediated`, or the plan ends in
-//! escalation. A step found `running` (the process died in it) is resumed from its stored
-//! intent, which is idempotent, never started afresh.
+//! Works an incident's plan: plans it from the diagnosis (stored before anything runs; an alert
+//! that keeps coming back is escalated without any action by the flapping breaker), then runs
+//! each step through the action gate. A plan is a proposal; the gate decides, right before the
+//! change and in one store transaction with the step's move to `running`: the incident is open,
+//! this process still holds its claim (fencing token, lease by the database clock), the policy
+//! *in force now* (not the decision stored at planning) allows it, the attempt cap, cooldown and
+//! action budget leave room, and the target is free. Before asking the gate, a fresh re-probe
+//! checks the action's precondition. A step found `running` (the process died in it) is resumed
+//! from its stored intent, which is idempotent, never started afresh.
+//!
+//! A process that loses its claim, or finds a step moved by someone else, stops: it never marks
+//! another process's steps and never escalates on that account.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,17 +18,25 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::actions::{self, ActionContext};
+use crate::actions::ActionContext;
 use crate::config::Settings;
 use crate::incident::IncidentStatus;
-use crate::plan::{Decision, Step, StepKind, StepState, Transition};
+use crate::plan::{
+    Claim, Decision, PlannedStep, Refusal, Step, StepKind, StepState, Transition, Verdict,
+};
 use crate::playbooks::{self, PlanInput};
 use crate::policy::Policy;
 use crate::probes::ProbeContext;
 use crate::store::{Store, StoreError};
 
-/// How long a step waits for a target another incident holds before it is refused.
+mod gated;
+mod people;
+
+/// How long a step waits for a target another incident holds (or a running backup Job) before
+/// it is refused.
 const LOCK_WAIT: Duration = Duration::from_secs(600);
+/// How often a waiting step asks again.
+const RETRY: Duration = Duration::from_secs(2);
 
 /// Runs plans. One per process; shared by the engine and the approval API (for wake-ups).
 pub struct Remediator {
@@ -40,8 +54,28 @@ pub struct Remediator {
 pub enum Outcome {
     /// Nothing more to do (remediated, escalated, resolved, no playbook).
     Done,
-    /// Interrupted (shutdown, lost claim): another pass continues.
+    /// Interrupted (shutdown, lost claim, a step moved by someone else): another pass continues.
     Paused,
+}
+
+/// How one step ended in this pass: a state, or "not ours to move any more".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    State(StepState),
+    Lost,
+}
+
+/// The policy's name of what a step does (a verification reruns the backup).
+fn policy_action(step: &Step) -> &str {
+    match step.kind {
+        StepKind::Verify => crate::policy::RERUN_BACKUP,
+        _ => &step.name,
+    }
+}
+
+fn step_detail(step: &Step) -> Value {
+    json!({ "step": step.id, "seq": step.seq, "kind": step.kind, "name": step.name,
+            "target": step.target })
 }
 
 impl Remediator {
@@ -68,12 +102,18 @@ impl Remediator {
         self.wake.clone()
     }
 
+    /// The policy in force in this process.
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
 
-    /// Plans the incident if it has no plan yet, then works the plan.
-    pub async fn remediate(&self, incident_id: i64) -> Result<Outcome, StoreError> {
+    /// This process's name in claims and locks.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Plans the incident if it has no plan yet, then works the plan under `claim`.
+    pub async fn remediate(&self, incident_id: i64, claim: &Claim) -> Result<Outcome, StoreError> {
         let mut steps = self.store.steps(incident_id).await?;
         if steps.is_empty() {
             if !self.make_plan(incident_id).await? {
@@ -81,7 +121,7 @@ impl Remediator {
             }
             steps = self.store.steps(incident_id).await?;
         }
-        self.work(incident_id, steps).await
+        self.work(incident_id, claim, steps).await
     }
 
     async fn make_plan(&self, incident_id: i64) -> Result<bool, StoreError> {
@@ -91,25 +131,58 @@ impl Remediator {
         let Some(diagnosis) = self.store.diagnosis(incident_id).await? else {
             return Ok(false);
         };
-        let findings = self.store.findings(incident_id).await?;
-        let planned = {
+        let flapping = &self.policy.flapping;
+        let recent = self
+            .store
+            .recent_incidents(
+                &incident.fingerprint,
+                incident_id,
+                self.policy.flapping_window(),
+            )
+            .await?;
+        let steps = if recent >= flapping.incidents {
+            let why = format!(
+                "flapping: alert {} opened {recent} incidents in the last {} minutes (breaker: {}); \
+                 escalated without any action",
+                incident.fingerprint, flapping.window_minutes, flapping.incidents
+            );
+            self.store
+                .append_event(
+                    incident_id,
+                    Utc::now(),
+                    "flapping_breaker",
+                    &json!({ "reason": why, "incidents": recent, "threshold": flapping.incidents,
+                             "window_minutes": flapping.window_minutes }),
+                )
+                .await?;
+            metrics::counter!("backup_remediator_flapping_breaks_total").increment(1);
+            vec![PlannedStep {
+                group: 1,
+                kind: StepKind::Escalate,
+                name: playbooks::ESCALATE.to_owned(),
+                target: "on-call".to_owned(),
+                decision: Decision::Auto,
+                reason: why,
+            }]
+        } else {
+            let findings = self.store.findings(incident_id).await?;
             let input = PlanInput {
                 diagnosis: &diagnosis,
                 findings: &findings,
                 settings: &self.settings,
             };
-            playbooks::plan(&incident.alertname, &input, &self.policy)
-        };
-        let Some(steps) = planned else {
-            self.store
-                .append_event(
-                    incident_id,
-                    Utc::now(),
-                    "no_playbook",
-                    &json!({ "alertname": incident.alertname, "scenario": diagnosis.scenario }),
-                )
-                .await?;
-            return Ok(false);
+            let Some(steps) = playbooks::plan(&incident.alertname, &input, &self.policy) else {
+                self.store
+                    .append_event(
+                        incident_id,
+                        Utc::now(),
+                        "no_playbook",
+                        &json!({ "alertname": incident.alertname, "scenario": diagnosis.scenario }),
+                    )
+                    .await?;
+                return Ok(false);
+            };
+            steps
         };
         let detail = json!({
             "scenario": diagnosis.scenario,
@@ -129,18 +202,17 @@ impl Remediator {
         Ok(true)
     }
 
-    async fn work(&self, incident_id: i64, steps: Vec<Step>) -> Result<Outcome, StoreError> {
+    async fn work(
+        &self,
+        incident_id: i64,
+        claim: &Claim,
+        steps: Vec<Step>,
+    ) -> Result<Outcome, StoreError> {
         let mut failed_group: Option<i32> = None;
         let mut remediated = false;
         for planned in steps {
             // The step as it is now (an approval may have moved it).
-            let Some(step) = self
-                .store
-                .steps(incident_id)
-                .await?
-                .into_iter()
-                .find(|s| s.id == planned.id)
-            else {
+            let Some(step) = self.current(incident_id, planned.id).await? else {
                 continue;
             };
             if step.state.is_final() {
@@ -157,22 +229,34 @@ impl Remediator {
                 }
                 continue;
             }
-            if let Some(stop) = self.stopped(incident_id).await? {
-                self.skip(&step, &stop).await?;
+            let skip_reason = if let Some(stop) = self.stopped(incident_id).await? {
+                Some(stop)
+            } else if remediated {
+                Some("the incident was remediated by an earlier attempt".to_owned())
+            } else if failed_group == Some(step.group) {
+                Some(format!(
+                    "an earlier step of attempt {} did not succeed",
+                    step.group
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = skip_reason {
+                if !self.skip(&step, claim, &why).await? {
+                    return Ok(Outcome::Paused);
+                }
                 continue;
             }
-            if remediated {
-                self.skip(&step, "the incident was remediated by an earlier attempt")
-                    .await?;
-                continue;
-            }
-            if failed_group == Some(step.group) {
-                let why = format!("an earlier step of attempt {} did not succeed", step.group);
-                self.skip(&step, &why).await?;
-                continue;
-            }
-            match self.run_step(incident_id, &step).await? {
-                StepState::Succeeded if step.kind == StepKind::Verify => {
+            match self.run_step(incident_id, claim, &step).await? {
+                Ran::Lost => {
+                    tracing::info!(
+                        incident_id,
+                        step = step.id,
+                        "the step is another process's now; stopping here"
+                    );
+                    return Ok(Outcome::Paused);
+                }
+                Ran::State(StepState::Succeeded) if step.kind == StepKind::Verify => {
                     remediated = true;
                     self.store
                         .settle(
@@ -185,17 +269,26 @@ impl Remediator {
                     metrics::counter!("backup_remediator_remediations_total").increment(1);
                     tracing::info!(incident_id, "incident remediated and verified");
                 }
-                StepState::Succeeded if step.kind == StepKind::Escalate => {
+                Ran::State(StepState::Succeeded) if step.kind == StepKind::Escalate => {
                     return Ok(Outcome::Done)
                 }
-                StepState::Succeeded | StepState::DryRun => {}
-                StepState::Running | StepState::WaitingApproval | StepState::Approved => {
-                    return Ok(Outcome::Paused)
-                }
-                _ => failed_group = Some(step.group),
+                Ran::State(StepState::Succeeded | StepState::DryRun | StepState::Skipped) => {}
+                Ran::State(
+                    StepState::Running | StepState::WaitingApproval | StepState::Approved,
+                ) => return Ok(Outcome::Paused),
+                Ran::State(_) => failed_group = Some(step.group),
             }
         }
         Ok(Outcome::Done)
+    }
+
+    async fn current(&self, incident_id: i64, step_id: i64) -> Result<Option<Step>, StoreError> {
+        Ok(self
+            .store
+            .steps(incident_id)
+            .await?
+            .into_iter()
+            .find(|s| s.id == step_id))
     }
 
     /// Why the rest of the plan must not run, if it must not: the incident is no longer open.
@@ -218,34 +311,40 @@ impl Remediator {
         })
     }
 
-    async fn skip(&self, step: &Step, why: &str) -> Result<(), StoreError> {
+    /// Skips a step not yet started; `false` when it was not ours to move.
+    async fn skip(&self, step: &Step, claim: &Claim, why: &str) -> Result<bool, StoreError> {
+        let waiting = [
+            StepState::Planned,
+            StepState::WaitingApproval,
+            StepState::Approved,
+        ];
         self.move_step(
             step,
-            &[
-                StepState::Planned,
-                StepState::WaitingApproval,
-                StepState::Approved,
-            ],
+            claim,
+            &waiting,
             StepState::Skipped,
             why,
             None,
             "step_skipped",
         )
-        .await?;
-        Ok(())
+        .await
     }
 
+    /// Moves a step (fenced by `claim`) with its timeline event; `false` when it had moved on
+    /// or the claim is no longer this process's.
+    #[allow(clippy::too_many_arguments)]
     async fn move_step(
         &self,
         step: &Step,
+        claim: &Claim,
         from: &[StepState],
         to: StepState,
         reason: &str,
         output: Option<&Value>,
         event: &str,
     ) -> Result<bool, StoreError> {
-        let mut detail = json!({ "step": step.id, "seq": step.seq, "kind": step.kind,
-                                 "name": step.name, "target": step.target, "state": to });
+        let mut detail = step_detail(step);
+        detail["state"] = json!(to);
         if !reason.is_empty() {
             detail["reason"] = json!(reason);
         }
@@ -263,156 +362,46 @@ impl Remediator {
                     decided_by: None,
                     at: Utc::now(),
                     event,
+                    fence: Some(claim),
                 },
                 &detail,
             )
             .await
     }
 
-    /// Runs one step as its decision says; returns the state it ended in.
-    async fn run_step(&self, incident_id: i64, step: &Step) -> Result<StepState, StoreError> {
-        let fresh = [StepState::Planned];
+    /// Runs one step as the policy in force now says; returns how it ended in this pass.
+    async fn run_step(
+        &self,
+        incident_id: i64,
+        claim: &Claim,
+        step: &Step,
+    ) -> Result<Ran, StoreError> {
         if step.kind == StepKind::Escalate {
-            return self.escalate(incident_id, step).await;
+            return self.escalate(incident_id, claim, step).await;
         }
-        match (step.decision, step.state) {
-            (Decision::DryRun, _) => {
-                let why = format!("dry run: would {}", step.reason);
-                self.move_step(step, &fresh, StepState::DryRun, &why, None, "step_dry_run")
-                    .await?;
-                Ok(StepState::DryRun)
-            }
-            (Decision::Never, _) => {
-                let why = format!("policy: {} is never run by the service", step.name);
-                self.move_step(step, &fresh, StepState::Refused, &why, None, "step_refused")
-                    .await?;
-                Ok(StepState::Refused)
-            }
-            (Decision::Approve, StepState::Planned | StepState::WaitingApproval) => {
-                self.await_approval(incident_id, step).await
-            }
-            _ => self.execute(incident_id, step).await,
+        if step.state == StepState::Running {
+            return self.execute(incident_id, claim, step).await;
         }
-    }
-
-    async fn escalate(&self, incident_id: i64, step: &Step) -> Result<StepState, StoreError> {
-        let steps = self.store.steps(incident_id).await?;
-        let diagnosis = self.store.diagnosis(incident_id).await?;
-        let not_done: Vec<Value> = steps
-            .iter()
-            .filter(|s| {
-                matches!(
-                    s.state,
-                    StepState::Failed
-                        | StepState::Refused
-                        | StepState::Rejected
-                        | StepState::Interrupted
-                        | StepState::DryRun
-                )
-            })
-            .map(|s| json!({ "step": s.id, "name": s.name, "target": s.target, "state": s.state, "reason": s.reason }))
-            .collect();
-        let reason = if self.policy.dry_run {
-            format!(
-                "dry run: the service changed nothing; a person must act on the plan. {}",
-                step.reason
-            )
-        } else {
-            step.reason.clone()
+        let action = policy_action(step);
+        let decision = match step.kind {
+            StepKind::Check if self.policy.dry_run => Decision::DryRun,
+            StepKind::Check => Decision::Auto,
+            _ => self.policy.decide(action),
         };
-        let findings = self.store.findings(incident_id).await?;
-        let detail = json!({
-            "reason": reason,
-            "scenario": diagnosis.as_ref().map(|d| d.scenario),
-            "diagnosis": diagnosis.as_ref().map(|d| d.summary.clone()),
-            "steps_not_done": not_done,
-            "rpo": crate::notify::rpo_impact(
-                crate::notify::view::last_good_backup(&findings),
-                Utc::now(),
-                self.settings.notify.rpo_hours,
-            ),
-        });
-        self.store
-            .settle(incident_id, IncidentStatus::Escalated, Utc::now(), &detail)
-            .await?;
-        let scenario = diagnosis.map_or("unknown", |d| d.scenario.as_str());
-        metrics::counter!("backup_remediator_escalations_total", "scenario" => scenario)
-            .increment(1);
-        tracing::warn!(incident_id, scenario, reason = %reason, "incident escalated");
-        self.move_step(
-            step,
-            &[StepState::Planned, StepState::Running],
-            StepState::Succeeded,
-            "",
-            Some(&detail),
-            "step_finished",
-        )
-        .await?;
-        Ok(StepState::Succeeded)
-    }
-
-    async fn await_approval(&self, incident_id: i64, step: &Step) -> Result<StepState, StoreError> {
-        let mut waiting_since = Utc::now();
-        if step.state == StepState::Planned {
-            let path = format!(
-                "/api/v1/incidents/{incident_id}/actions/{}/approve",
-                step.id
-            );
-            let out = json!({ "waiting_since": waiting_since, "approve": path,
-                              "reject": path.replace("/approve", "/reject") });
-            self.move_step(
-                step,
-                &[StepState::Planned],
-                StepState::WaitingApproval,
-                "",
-                Some(&out),
-                "approval_requested",
-            )
-            .await?;
-            tracing::info!(incident_id, step = step.id, action = %step.name, "waiting for an approval");
-        } else if let Some(t) = step
-            .output
-            .get("waiting_since")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-        {
-            waiting_since = t;
-        }
-        let timeout = chrono::Duration::from_std(self.policy.approval_timeout())
-            .unwrap_or(chrono::Duration::MAX);
-        loop {
-            let now = self.store.steps(incident_id).await?;
-            let Some(current) = now.into_iter().find(|s| s.id == step.id) else {
-                return Ok(StepState::Skipped);
-            };
-            match current.state {
-                StepState::Approved => return self.execute(incident_id, &current).await,
-                StepState::WaitingApproval => {}
-                other => return Ok(other),
+        match decision {
+            Decision::DryRun => {
+                let why = format!("dry run (policy in force now): would {}", step.reason);
+                self.decide_now(claim, step, Verdict::DryRun(&why)).await
             }
-            if let Some(stop) = self.stopped(incident_id).await? {
-                self.skip(&current, &stop).await?;
-                return Ok(StepState::Skipped);
+            Decision::Never => {
+                let why = format!("policy: {action} is never run by the service");
+                self.decide_now(claim, step, Verdict::Refuse(Refusal::Policy, &why))
+                    .await
             }
-            if Utc::now() - waiting_since > timeout {
-                let why = format!(
-                    "no approval within {} minutes",
-                    self.policy.approval_timeout_minutes
-                );
-                self.move_step(
-                    &current,
-                    &[StepState::WaitingApproval],
-                    StepState::Refused,
-                    &why,
-                    None,
-                    "approval_timed_out",
-                )
-                .await?;
-                return Ok(StepState::Refused);
+            Decision::Approve if step.state != StepState::Approved => {
+                self.await_approval(incident_id, claim, step).await
             }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.poll) => {}
-            }
+            Decision::Approve | Decision::Auto => self.execute(incident_id, claim, step).await,
         }
     }
 
@@ -428,131 +417,5 @@ impl Remediator {
             )),
             incident_id,
         }
-    }
-
-    /// Takes the target's lock, checks cap and cooldown, records the intent, acts, records the
-    /// outcome.
-    async fn execute(&self, incident_id: i64, step: &Step) -> Result<StepState, StoreError> {
-        let ctx = self.context(incident_id);
-        let ready = [StepState::Planned, StepState::Approved];
-        let resuming = step.state == StepState::Running;
-        let lease = Duration::from_secs(self.settings.remediation.job_deadline_seconds + 300);
-        if !self.lock(incident_id, &step.target, lease).await? {
-            let why = format!(
-                "{} is being changed by another incident; waited {} s",
-                step.target,
-                LOCK_WAIT.as_secs()
-            );
-            self.move_step(step, &ready, StepState::Refused, &why, None, "step_refused")
-                .await?;
-            return Ok(StepState::Refused);
-        }
-        let result = async {
-            let intent = if resuming {
-                self.move_step(
-                    step,
-                    &[StepState::Running],
-                    StepState::Running,
-                    "resumed after the process that ran it stopped",
-                    None,
-                    "step_resumed",
-                )
-                .await?;
-                step.output.clone()
-            } else {
-                if let Some(why) = self.refusal(incident_id, step).await? {
-                    self.move_step(step, &ready, StepState::Refused, &why, None, "step_refused")
-                        .await?;
-                    return Ok(StepState::Refused);
-                }
-                let intent = match actions::prepare(&ctx, step).await {
-                    Ok(i) => i,
-                    Err(why) => {
-                        self.move_step(step, &ready, StepState::Failed, &why, None, "step_failed")
-                            .await?;
-                        return Ok(StepState::Failed);
-                    }
-                };
-                if !self
-                    .move_step(step, &ready, StepState::Running, "", Some(&intent), "step_started")
-                    .await?
-                {
-                    return Ok(StepState::Skipped);
-                }
-                intent
-            };
-            tracing::info!(incident_id, step = step.id, name = %step.name, target = %step.target, "step running");
-            let (state, output, reason) = match actions::apply(&ctx, step, &intent).await {
-                Ok(out) => (StepState::Succeeded, out, String::new()),
-                Err(why) => (StepState::Failed, json!({ "intent": intent }), why),
-            };
-            metrics::counter!("backup_remediator_actions_total", "action" => step.name.clone(), "outcome" => state.as_str())
-                .increment(1);
-            self.move_step(step, &[StepState::Running], state, &reason, Some(&output), "step_finished")
-                .await?;
-            Ok(state)
-        }
-        .await;
-        let _ = self.store.unlock_target(&step.target, incident_id).await;
-        result
-    }
-
-    /// Takes the lock on `target`, waiting (bounded) while another incident holds it.
-    async fn lock(
-        &self,
-        incident_id: i64,
-        target: &str,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
-        let until = || Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
-        let end = tokio::time::Instant::now() + LOCK_WAIT;
-        loop {
-            if self
-                .store
-                .lock_target(target, incident_id, &self.holder, Utc::now(), until())
-                .await?
-            {
-                return Ok(true);
-            }
-            if tokio::time::Instant::now() >= end {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    }
-
-    /// Why policy refuses the step now (attempt cap, cooldown), if it does.
-    async fn refusal(&self, incident_id: i64, step: &Step) -> Result<Option<String>, StoreError> {
-        if step.kind != StepKind::Action && step.kind != StepKind::Verify {
-            return Ok(None);
-        }
-        let cap = i64::from(self.policy.max_attempts_per_incident);
-        if self.store.attempts(incident_id, &step.name).await? >= cap {
-            return Ok(Some(format!(
-                "policy: {} already started {cap} times for this incident",
-                step.name
-            )));
-        }
-        let policy_name = if step.kind == StepKind::Verify {
-            crate::policy::RERUN_BACKUP
-        } else {
-            step.name.as_str()
-        };
-        let cooldown = self.policy.cooldown(policy_name);
-        if !cooldown.is_zero() {
-            if let Some(last) = self.store.last_started(&step.name, &step.target).await? {
-                let next = last + chrono::Duration::from_std(cooldown).unwrap_or_default();
-                if next > Utc::now() {
-                    return Ok(Some(format!(
-                        "policy: cooldown — {} on {} last started at {}; not again before {}",
-                        step.name,
-                        step.target,
-                        last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    )));
-                }
-            }
-        }
-        Ok(None)
     }
 }

@@ -324,6 +324,7 @@ async fn run_step(store: &Store, step_id: i64, at: DateTime<Utc>) {
             decided_by: None,
             at,
             event,
+            fence: None,
         };
         assert!(store.transition(&tr, &json!({})).await.unwrap());
     }
@@ -384,6 +385,7 @@ async fn plan_with_approval(store: &Store, id: i64, at: DateTime<Utc>) -> i64 {
         decided_by: None,
         at,
         event: "approval_requested",
+        fence: None,
     };
     store.transition(&tr, &detail).await.unwrap();
     steps[1].id

@@ -6,6 +6,7 @@
 
 pub mod checks;
 pub mod expand_pvc;
+pub mod preconditions;
 pub mod repair_role;
 pub mod restart_primary;
 pub mod verify;

@@ -108,19 +108,19 @@ async fn run(conn: &PgPool, template: &str, args: &[&str]) -> Result<(), String>
 
 /// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677, the format of
 /// `pg_authid.rolpassword`), with a fresh salt. PostgreSQL takes a value in this form as the
-/// already-encrypted password. Non-ASCII passwords get `None`: the server normalises those with
-/// SASLprep first, which this does not reimplement, so they are sent for the server to hash.
-pub fn scram_verifier(password: &str) -> Option<String> {
+/// already-encrypted password, so the password itself never appears in a statement, whatever
+/// characters it has. Like PostgreSQL (`pg_saslprep`), the password is normalised with SASLprep
+/// first, and used as it is when SASLprep refuses it.
+pub fn scram_verifier(password: &str) -> String {
     use base64::Engine;
     use hmac::{Hmac, Mac};
     use sha2::{Digest, Sha256};
-    if !password.is_ascii() {
-        return None;
-    }
     const ITERATIONS: u32 = 4096;
+    let prepared =
+        stringprep::saslprep(password).map_or_else(|_| password.to_owned(), |p| p.into_owned());
     let salt: [u8; 16] = rand::random();
     let mut salted = [0u8; 32];
-    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, ITERATIONS, &mut salted);
+    pbkdf2::pbkdf2_hmac::<Sha256>(prepared.as_bytes(), &salt, ITERATIONS, &mut salted);
     let mac = |message: &[u8]| {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&salted).expect("HMAC takes any key");
         m.update(message);
@@ -129,13 +129,30 @@ pub fn scram_verifier(password: &str) -> Option<String> {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let stored_key = Sha256::digest(mac(b"Client Key"));
     let server_key = mac(b"Server Key");
-    Some(format!(
+    format!(
         "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
         b64(&salt),
         b64(&stored_key),
         b64(&server_key)
-    ))
+    )
 }
+
+/// The role's login attribute, its privileged attributes, and the privileged roles it is a
+/// member of (directly or not): a backup role needs none of them, and changing the password of
+/// a role that has them would hand the Secret's holder that power.
+const PRIVILEGES: &str = "SELECT r.rolcanlogin, \
+    array_remove(ARRAY[CASE WHEN r.rolsuper THEN 'SUPERUSER' END, \
+        CASE WHEN r.rolreplication THEN 'REPLICATION' END, \
+        CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END, \
+        CASE WHEN r.rolcreatedb THEN 'CREATEDB' END, \
+        CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END], NULL)::text[] AS attributes, \
+    ARRAY(SELECT p.rolname::text FROM pg_roles p WHERE p.oid <> r.oid \
+        AND pg_has_role(r.oid, p.oid, 'MEMBER') \
+        AND (p.rolsuper OR p.rolreplication OR p.rolcreaterole OR p.rolcreatedb OR p.rolbypassrls \
+             OR p.rolname IN ('pg_execute_server_program', 'pg_write_server_files', \
+                              'pg_read_server_files', 'pg_write_all_data')) \
+        ORDER BY 1) AS memberships \
+    FROM pg_roles r WHERE r.rolname = $1";
 
 /// Whether `role` can log in with `password` to `database` on the admin URL's server.
 async fn logs_in(
@@ -178,26 +195,33 @@ pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, String> {
         ));
     }
     let mut changes: Vec<String> = Vec::new();
-    let existing = sqlx::query("SELECT rolsuper, rolcanlogin FROM pg_roles WHERE rolname = $1")
+    let existing = sqlx::query(PRIVILEGES)
         .bind(role)
         .fetch_optional(&conn)
         .await
         .map_err(|e| e.to_string())?;
     let verifier = scram_verifier(spec.password.expose_secret());
-    let pw = verifier
-        .as_deref()
-        .unwrap_or_else(|| spec.password.expose_secret());
+    let pw = verifier.as_str();
     match existing {
         None => {
             run(&conn, "CREATE ROLE %I LOGIN PASSWORD %L", &[role, pw]).await?;
             changes.push(format!("created role {role} with the Secret's password"));
         }
         Some(row) => {
-            let superuser: bool = row.try_get("rolsuper").map_err(|e| e.to_string())?;
             let can_login: bool = row.try_get("rolcanlogin").map_err(|e| e.to_string())?;
-            if superuser {
+            let attributes: Vec<String> = row.try_get("attributes").map_err(|e| e.to_string())?;
+            let memberships: Vec<String> = row.try_get("memberships").map_err(|e| e.to_string())?;
+            if !attributes.is_empty() || !memberships.is_empty() {
+                let mut what = attributes.join(", ");
+                if !memberships.is_empty() {
+                    if !what.is_empty() {
+                        what.push_str("; ");
+                    }
+                    what.push_str(&format!("member of {}", memberships.join(", ")));
+                }
                 return Err(format!(
-                    "the backup role {role:?} is a superuser; the service does not change superusers"
+                    "the backup role {role:?} is privileged ({what}); the service changes only \
+                     an unprivileged backup role"
                 ));
             }
             // A dedicated backup role owns nothing. One that owns databases, tables or other

@@ -2,13 +2,15 @@
 //! --from=cronjob/…`), watched to the end, then S3 must hold a new object — newer than the start
 //! of the verification, non-empty, its first block decrypting to `PGDMP` with the current key
 //! (the encryption probe's own check). The Job's name is fixed in the intent, so a resumed
-//! verification adopts the Job it already started instead of starting a second backup.
+//! verification adopts the Job it already started instead of starting a second backup; a Job
+//! still running at the deadline is deleted, so the next attempt never runs beside it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
+use kube::api::DeleteParams;
 use kube::Api;
 use serde_json::{json, Value};
 
@@ -63,9 +65,15 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, String>
             return Err(format!("backup Job {name} failed: {reason}: {message}"))
         }
         JobOutcome::TimedOut { after_seconds } => {
+            // Never two backup Jobs at once: the next attempt must not start beside this one.
+            let deleted = match api.delete(name, &DeleteParams::background()).await {
+                Ok(_) => "deleted it".to_owned(),
+                Err(kube::Error::Api(e)) if e.code == 404 => "it is gone".to_owned(),
+                Err(e) => format!("deleting it failed ({e}); the next verification waits for it"),
+            };
             return Err(format!(
-                "backup Job {name} was still running after {after_seconds} s"
-            ))
+                "backup Job {name} was still running after {after_seconds} s; {deleted}"
+            ));
         }
     }
 

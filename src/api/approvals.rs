@@ -16,7 +16,8 @@ use utoipa_axum::routes;
 use super::auth::AdminCaller;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::plan::{Decision, Step, StepState, Transition};
+use crate::incident::IncidentStatus;
+use crate::plan::{Step, StepState, Transition};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -62,10 +63,23 @@ async fn decide(
     let step = steps.iter().find(|s| s.id == step_id).ok_or_else(|| {
         ApiError::NotFound(format!("incident {incident_id} has no action {step_id}"))
     })?;
-    if step.decision != Decision::Approve {
+    // Only an open incident's waiting step can be decided; an approval is not a pass either:
+    // the approved step still goes through the action gate (policy in force, budget, lock…).
+    let incident = state
+        .store
+        .get_incident(incident_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("incident {incident_id} does not exist")))?;
+    if incident.status != IncidentStatus::Open {
         return Err(ApiError::Conflict(format!(
-            "action {step_id} ({}) does not need an approval: its policy decision is {}",
-            step.name, step.decision
+            "incident {incident_id} is {}, not open: its actions are no longer decided",
+            incident.status
+        )));
+    }
+    if step.state != StepState::WaitingApproval {
+        return Err(ApiError::Conflict(format!(
+            "action {step_id} ({}) is {}, not waiting for an approval",
+            step.name, step.state
         )));
     }
     let (to, event) = if approve {
@@ -78,13 +92,14 @@ async fn decide(
         .transition(
             &Transition {
                 step_id,
-                from: &[StepState::Planned, StepState::WaitingApproval],
+                from: &[StepState::WaitingApproval],
                 to,
                 reason: &body.comment,
                 output: None,
                 decided_by: Some(&caller.actor),
                 at: Utc::now(),
                 event,
+                fence: None,
             },
             &json!({ "step": step_id, "name": step.name, "target": step.target,
                      "by": caller.actor, "comment": body.comment }),
@@ -124,7 +139,7 @@ async fn decide(
     responses(
         (status = 200, description = "Approved; the service runs it", body = Step),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, description = "Not waiting for a decision", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The incident is not open, or the action is not waiting for an approval", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -149,7 +164,7 @@ pub async fn approve(
     responses(
         (status = 200, description = "Rejected", body = Step),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, description = "Not waiting for a decision", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The incident is not open, or the action is not waiting for an approval", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -14,6 +14,7 @@
 //! `notification_failed`) and counted in `backup_remediator_notifications_total`.
 
 pub mod pagerduty;
+mod scrub;
 pub mod slack;
 pub mod view;
 
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 use crate::config::{NotifySettings, Settings};
 use crate::incident::{Incident, IncidentStatus};
 use crate::store::{Attempt, Delivery, NewDelivery, Store, StoreError};
+use scrub::{scrub_text, scrub_value, secrets_of};
 use view::View;
 
 /// Where the notifier reads the time: the system clock, or a test's.
@@ -94,51 +96,6 @@ impl SendError {
             | SendError::Gone(error)
             | SendError::Permanent(error) => error,
         }
-    }
-}
-
-/// The password of a `scheme://user:password@host` URL, which may appear without the rest.
-fn url_password(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let userinfo = rest.split_once('@')?.0;
-    userinfo.split_once(':').map(|(_, p)| p)
-}
-
-/// Every configured secret value (and the password inside a secret URL) worth scrubbing.
-fn secrets_of(settings: &Settings) -> Vec<String> {
-    let n = &settings.notify;
-    [
-        n.slack_token.expose_secret(),
-        n.slack_webhook_url.expose_secret(),
-        n.pagerduty_routing_key.expose_secret(),
-        settings.auth.webhook_token.expose_secret(),
-        settings.auth.webhook_basic_password.expose_secret(),
-        settings.auth.api_token.expose_secret(),
-        settings.auth.admin_token.expose_secret(),
-        settings.database.url.expose_secret(),
-        settings.remediation.admin_database_url.expose_secret(),
-        settings.iam.secret_access_key.expose_secret(),
-    ]
-    .into_iter()
-    .flat_map(|s| [Some(s), url_password(s)])
-    .flatten()
-    .filter(|s| s.len() >= 4)
-    .map(str::to_owned)
-    .collect()
-}
-
-fn scrub_text(secrets: &[String], s: &str) -> String {
-    secrets.iter().fold(s.to_owned(), |acc, secret| {
-        acc.replace(secret.as_str(), "[redacted]")
-    })
-}
-
-fn scrub_value(secrets: &[String], v: &mut Value) {
-    match v {
-        Value::String(s) => *s = scrub_text(secrets, s),
-        Value::Array(a) => a.iter_mut().for_each(|x| scrub_value(secrets, x)),
-        Value::Object(o) => o.values_mut().for_each(|x| scrub_value(secrets, x)),
-        _ => {}
     }
 }
 
@@ -234,12 +191,20 @@ impl Notifier {
         !self.cfg.pagerduty_routing_key.expose_secret().is_empty()
     }
 
+    /// The configured secrets and every backup Secret value this process has read (the
+    /// backup job's database password, encryption key and S3 keys).
+    fn all_secrets(&self) -> Vec<String> {
+        let mut all = self.secrets.clone();
+        all.extend(crate::probes::secret::seen_values());
+        all
+    }
+
     fn scrub(&self, s: &str) -> String {
-        scrub_text(&self.secrets, s)
+        scrub_text(&self.all_secrets(), s)
     }
 
     fn scrub_json(&self, v: &mut Value) {
-        scrub_value(&self.secrets, v);
+        scrub_value(&self.all_secrets(), v);
     }
 
     /// Polls every `poll_interval_ms` until `stop`.
@@ -569,27 +534,28 @@ mod tests {
             .starts_with("no successful backup"));
     }
 
-    #[test]
-    fn a_url_password_is_found_for_scrubbing() {
-        assert_eq!(url_password("postgres://u:pw-1@h:5432/db"), Some("pw-1"));
-        assert_eq!(url_password("postgres://u@h/db"), None);
-        assert_eq!(url_password("https://hooks.slack.com/services/T/B/x"), None);
-        assert_eq!(url_password(""), None);
-    }
-
-    #[test]
-    fn configured_secrets_are_scrubbed_from_nested_json() {
-        let settings = Settings::from_toml(
-            "[notify]\nslack_token = \"xoxb-secret-1\"\nslack_channel = \"C1\"\n\
-             [database]\nurl = \"postgres://u:db-pass-2@h/d\"",
-        )
-        .unwrap();
-        let n = secrets_of(&settings);
-        let mut v = json!({ "a": ["token xoxb-secret-1", { "b": "pw db-pass-2 here" }], "c": 1 });
-        scrub_value(&n, &mut v);
+    #[tokio::test]
+    async fn the_backup_secrets_values_are_scrubbed_once_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("n.sqlite").display());
+        let opts = crate::store::StoreOptions {
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(5),
+        };
+        let store = Store::connect(&url, dir.path(), &opts).await.unwrap();
+        let settings = Settings::from_toml("").unwrap();
+        let notifier = Notifier::new(store, &settings, Arc::new(SystemClock));
+        let leaked = "pg_dump: password authentication failed, password was notifier-canary-7f2";
+        assert_eq!(notifier.scrub(leaked), leaked, "not read yet");
+        crate::probes::secret::remember(&crate::probes::secret::BackupSecret {
+            postgres_password: Some("notifier-canary-7f2".to_owned().into()),
+            ..Default::default()
+        });
+        let mut v = json!({ "detail": leaked });
+        notifier.scrub_json(&mut v);
         assert_eq!(
-            v,
-            json!({ "a": ["token [redacted]", { "b": "pw [redacted] here" }], "c": 1 })
+            v["detail"],
+            "pg_dump: password authentication failed, password was [redacted]"
         );
     }
 }

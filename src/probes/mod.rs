@@ -24,7 +24,6 @@ use tokio::time::Instant;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use tokio::sync::OnceCell;
 use utoipa::ToSchema;
 
@@ -266,10 +265,34 @@ impl ProbeContext {
     }
 }
 
-/// A short, non-reversible fingerprint of a secret value, for evidence ("same key as before?").
+/// The installation's key for [`fingerprint`]: set once from the store; until then (or in a
+/// process without a store) a random per-process key.
+static FINGERPRINT_KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Loads (or creates, once per installation) the fingerprint key from the store. Fingerprints
+/// made before this in the same process use a random key.
+pub async fn use_installation_key(
+    store: &crate::store::Store,
+) -> Result<(), crate::store::StoreError> {
+    if FINGERPRINT_KEY.get().is_some() {
+        return Ok(());
+    }
+    let fresh = hex::encode(rand::random::<[u8; 32]>());
+    let key = store.installation_key(&fresh).await?;
+    let _ = FINGERPRINT_KEY.set(key.into_bytes());
+    Ok(())
+}
+
+/// A short, non-reversible fingerprint of a secret value, for evidence ("same key as before?"):
+/// HMAC-SHA256 under the installation's key, so that the API never serves an unsalted hash of a
+/// password that could be brute-forced offline.
 pub fn fingerprint(secret: &[u8]) -> String {
-    let digest = sha2::Sha256::digest(secret);
-    format!("sha256:{}", hex::encode(&digest[..6]))
+    use hmac::{Hmac, Mac};
+    let key = FINGERPRINT_KEY.get_or_init(|| rand::random::<[u8; 32]>().to_vec());
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
+    mac.update(secret);
+    let digest = mac.finalize().into_bytes();
+    format!("hmac-sha256:{}", hex::encode(&digest[..8]))
 }
 
 /// Builds the enabled probes, in [`NAMES`] order.
@@ -350,6 +373,7 @@ pub async fn run_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
 
     struct Sleepy(&'static str, u64);
 
@@ -427,7 +451,9 @@ mod tests {
     #[test]
     fn a_fingerprint_does_not_reveal_the_secret() {
         let f = fingerprint(b"correct horse battery staple");
-        assert!(f.starts_with("sha256:") && f.len() == 19 && !f.contains("horse"));
+        assert!(f.starts_with("hmac-sha256:") && f.len() == 28 && !f.contains("horse"));
         assert_eq!(f, fingerprint(b"correct horse battery staple"));
+        let unsalted = hex::encode(&sha2::Sha256::digest(b"correct horse battery staple")[..8]);
+        assert!(!f.contains(&unsalted), "not the plain SHA-256 of the value");
     }
 }

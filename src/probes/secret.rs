@@ -105,6 +105,35 @@ pub enum SecretUnavailable {
     Api { name: String, reason: String },
 }
 
+/// Backup Secret values this process has read, for the notifier to scrub from everything it
+/// renders (a value quoted in a log line or an error message never reaches Slack).
+static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Too short a value would scrub ordinary words; such a value is no secret worth the name.
+const SCRUB_MIN_LEN: usize = 4;
+
+/// Adds the Secret's values to those scrubbed (done by every read of the Secret).
+pub(crate) fn remember(secret: &BackupSecret) {
+    let values = [
+        &secret.postgres_password,
+        &secret.encryption_key,
+        &secret.aws_access_key_id,
+        &secret.aws_secret_access_key,
+    ];
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    for v in values.into_iter().flatten() {
+        let v = v.expose_secret();
+        if v.len() >= SCRUB_MIN_LEN && !seen.iter().any(|s| s == v) {
+            seen.push(v.to_owned());
+        }
+    }
+}
+
+/// Every backup Secret value read so far by this process.
+pub fn seen_values() -> Vec<String> {
+    SEEN.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// Reads the Secret `name` in `namespace`.
 pub async fn load(
     kube: Option<&kube::Client>,
@@ -114,7 +143,11 @@ pub async fn load(
     let client = kube.ok_or(SecretUnavailable::NoKubernetes)?;
     let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
     match api.get_opt(name).await {
-        Ok(Some(secret)) => Ok(BackupSecret::from_data(&secret.data.unwrap_or_default())),
+        Ok(Some(secret)) => {
+            let secret = BackupSecret::from_data(&secret.data.unwrap_or_default());
+            remember(&secret);
+            Ok(secret)
+        }
         Ok(None) => Err(SecretUnavailable::NotFound(name.to_owned())),
         // kube's error text names the request, never the Secret's data.
         Err(e) => Err(SecretUnavailable::Api {
@@ -184,5 +217,18 @@ mod tests {
             "{shown}"
         );
         assert_eq!(s.describe()["postgres-password"]["length"], 13);
+        let fp = s.describe()["postgres-password"]["fingerprint"].to_string();
+        assert!(fp.contains("hmac-sha256:"), "{fp}");
+    }
+
+    #[test]
+    fn the_values_of_a_secret_read_are_remembered_for_scrubbing() {
+        remember(&BackupSecret::from_data(&data(&[
+            ("postgres-password", "seen-pw-8c1"),
+            ("encryption-key", "k"),
+        ])));
+        let seen = seen_values();
+        assert!(seen.contains(&"seen-pw-8c1".to_owned()));
+        assert!(!seen.contains(&"k".to_owned()), "too short to scrub");
     }
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::diagnosis::Diagnosis;
 use crate::incident::{Incident, IncidentStatus, NewIncident, TimelineEvent};
-use crate::plan::{PlannedStep, Step, Transition};
+use crate::plan::{Claim, GateOutcome, GateRequest, PlannedStep, Step, Transition};
 use crate::probes::Finding;
 
 pub use postgres::PgStore;
@@ -283,17 +283,6 @@ impl Store {
         dispatch!(self, s => s.transition(tr, detail).await)
     }
 
-    /// Claims the incident for `holder` until `until` unless another live claim holds it.
-    pub async fn claim(
-        &self,
-        incident_id: i64,
-        holder: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.claim(incident_id, holder, now, until).await)
-    }
-
     /// Releases `holder`'s claim; `work_done` marks the incident as needing no more work.
     pub async fn release(
         &self,
@@ -324,34 +313,59 @@ impl Store {
         dispatch!(self, s => s.settle(incident_id, status, at, detail).await)
     }
 
-    /// Locks what an action changes, across incidents and processes, until `until`.
-    pub async fn lock_target(
-        &self,
-        target: &str,
-        incident_id: i64,
-        holder: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.lock_target(target, incident_id, holder, now, until).await)
-    }
-
     pub async fn unlock_target(&self, target: &str, incident_id: i64) -> Result<(), StoreError> {
         dispatch!(self, s => s.unlock_target(target, incident_id).await)
     }
 
-    /// When action `name` last started on `target` (cooldowns), in any incident.
-    pub async fn last_started(
+    /// Claims the incident for `holder` for `lease` (judged by the database's clock) unless
+    /// another live claim holds it; returns the new claim's epoch (the fencing token).
+    pub async fn claim(
         &self,
-        name: &str,
-        target: &str,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        dispatch!(self, s => s.last_started(name, target).await)
+        incident_id: i64,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<Claim>, StoreError> {
+        let secs = i64::try_from(lease.as_secs()).unwrap_or(i64::MAX / 2);
+        let epoch = dispatch!(self, s => s.claim(incident_id, holder, secs).await)?;
+        Ok(epoch.map(|epoch| Claim {
+            holder: holder.to_owned(),
+            epoch,
+        }))
     }
 
-    /// How many steps named `name` have started for the incident (the attempt cap).
-    pub async fn attempts(&self, incident_id: i64, name: &str) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.attempts(incident_id, name).await)
+    /// Extends `claim` by `lease` while it is still the incident's current claim; `false` when
+    /// another process has claimed the incident since (this one must stop working it).
+    pub async fn renew_claim(
+        &self,
+        incident_id: i64,
+        claim: &Claim,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let secs = i64::try_from(lease.as_secs()).unwrap_or(i64::MAX / 2);
+        dispatch!(self, s => s.renew_claim(incident_id, claim, secs).await)
+    }
+
+    /// The action gate (see [`GateRequest`]): one transaction that starts the step or says why
+    /// not.
+    pub async fn gate(&self, request: &GateRequest<'_>) -> Result<GateOutcome, StoreError> {
+        dispatch!(self, s => s.gate(request).await)
+    }
+
+    /// Incidents of alert `fingerprint` opened before `before_id` within `window` (database
+    /// clock): the flapping breaker's count.
+    pub async fn recent_incidents(
+        &self,
+        fingerprint: &str,
+        before_id: i64,
+        window: Duration,
+    ) -> Result<i64, StoreError> {
+        let secs = i64::try_from(window.as_secs()).unwrap_or(i64::MAX / 2);
+        dispatch!(self, s => s.recent_incidents(fingerprint, before_id, secs).await)
+    }
+
+    /// The per-installation key (stores `fresh` if there is none yet).
+    pub async fn installation_key(&self, fresh: &str) -> Result<String, StoreError> {
+        dispatch!(self, s => s.installation_key(fresh).await)
     }
 
     pub async fn close(&self) {

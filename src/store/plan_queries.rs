@@ -99,7 +99,9 @@ pub(super) async fn transition(
            decided_at = CASE WHEN $4 IS NULL THEN decided_at ELSE $5 END, \
            started_at = CASE WHEN $6 THEN $5 ELSE started_at END, \
            finished_at = CASE WHEN $7 THEN $5 ELSE finished_at END \
-         WHERE id = $8 AND state = $9",
+         WHERE id = $8 AND state = $9 \
+         AND ($10 IS NULL OR EXISTS (SELECT 1 FROM incidents i WHERE i.id = plan_steps.incident_id \
+              AND i.claimed_by = $10 AND i.claim_epoch = $11))",
     )
     .bind(tr.to.as_str())
     .bind(tr.reason)
@@ -110,6 +112,8 @@ pub(super) async fn transition(
     .bind(finished)
     .bind(tr.step_id)
     .bind(&state)
+    .bind(tr.fence.map(|c| c.holder.as_str()))
+    .bind(tr.fence.map_or(0, |c| c.epoch))
     .execute(&mut *tx)
     .await
     .map_err(classify)?;
@@ -126,28 +130,6 @@ pub(super) async fn transition(
         .map_err(classify)?;
     tx.commit().await.map_err(classify)?;
     Ok(true)
-}
-
-/// Claims the incident for `holder` until `until`, if nobody else holds a live claim.
-pub(super) async fn claim(
-    &self,
-    incident_id: i64,
-    holder: &str,
-    now: DateTime<Utc>,
-    until: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE incidents SET claimed_by = $1, claim_expires_at = $2 \
-         WHERE id = $3 AND (claimed_by IS NULL OR claimed_by = $1 OR claim_expires_at < $4)",
-    )
-    .bind(holder)
-    .bind(t(until))
-    .bind(incident_id)
-    .bind(t(now))
-    .execute(&self.pool)
-    .await
-    .map_err(classify)?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// Gives up the claim (if still ours); `work_done` also marks the incident as needing no more
@@ -221,33 +203,6 @@ pub(super) async fn settle(
     Ok(true)
 }
 
-/// Locks `target` for `incident_id` until `until`, unless another incident holds a live lock.
-pub(super) async fn lock_target(
-    &self,
-    target: &str,
-    incident_id: i64,
-    holder: &str,
-    now: DateTime<Utc>,
-    until: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let got: Option<String> = sqlx::query_scalar(
-        "INSERT INTO target_locks (target, incident_id, holder, expires_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (target) DO UPDATE SET incident_id = excluded.incident_id, holder = excluded.holder, \
-         expires_at = excluded.expires_at \
-         WHERE target_locks.incident_id = excluded.incident_id OR target_locks.expires_at < $5 \
-         RETURNING target",
-    )
-    .bind(target)
-    .bind(incident_id)
-    .bind(holder)
-    .bind(t(until))
-    .bind(t(now))
-    .fetch_optional(&self.pool)
-    .await
-    .map_err(classify)?;
-    Ok(got.is_some())
-}
-
 pub(super) async fn unlock_target(&self, target: &str, incident_id: i64) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM target_locks WHERE target = $1 AND incident_id = $2")
         .bind(target)
@@ -256,35 +211,5 @@ pub(super) async fn unlock_target(&self, target: &str, incident_id: i64) -> Resu
         .await
         .map_err(classify)?;
     Ok(())
-}
-
-/// When action `name` last started on `target`, in any incident.
-pub(super) async fn last_started(
-    &self,
-    name: &str,
-    target: &str,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let row = sqlx::query(
-        "SELECT started_at FROM plan_steps WHERE kind = 'action' AND name = $1 AND target = $2 \
-         AND started_at IS NOT NULL ORDER BY started_at DESC LIMIT 1",
-    )
-    .bind(name)
-    .bind(target)
-    .fetch_optional(&self.pool)
-    .await
-    .map_err(classify)?;
-    row.map(|r| get_t(&r, "started_at")).transpose()
-}
-
-/// How many times steps named `name` have started for this incident.
-pub(super) async fn attempts(&self, incident_id: i64, name: &str) -> Result<i64, StoreError> {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM plan_steps WHERE incident_id = $1 AND name = $2 AND started_at IS NOT NULL",
-    )
-    .bind(incident_id)
-    .bind(name)
-    .fetch_one(&self.pool)
-    .await
-    .map_err(classify)
 }
 }

@@ -419,6 +419,20 @@ fn step_row(r: &PgRow) -> Result<Step, StoreError> {
 type This = PgStore;
 include!("plan_queries.rs");
 
+// ---- The action gate (queries shared with SQLite; time from PostgreSQL's clock) ----
+
+type Db = sqlx::Postgres;
+const DB_NOW: &str = "now()";
+/// Makes gate transactions run one at a time (the mode conflicts with itself, not with reads).
+const GATE_SERIALIZE: &str = "LOCK TABLE action_starts IN SHARE ROW EXCLUSIVE MODE";
+
+/// The database's now plus or minus the number of seconds bound to `$param`.
+fn db_shift(param: usize, sign: char) -> String {
+    format!("(now() {sign} make_interval(secs => ${param}))")
+}
+
+include!("gate_queries.rs");
+
 // ---- Restore tests and manual backups (queries shared with SQLite) ----
 
 type DbRow = PgRow;

@@ -430,6 +430,22 @@ fn step_row(r: &SqliteRow) -> Result<Step, StoreError> {
 type This = SqliteStore;
 include!("plan_queries.rs");
 
+// ---- The action gate (queries shared with PostgreSQL; time from SQLite's clock, in the
+// stored fixed-width form) ----
+
+type Db = sqlx::Sqlite;
+const DB_NOW: &str = "(strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z')";
+/// A write as the first statement takes SQLite's write lock at once: gate transactions run one
+/// at a time instead of failing to upgrade a read lock.
+const GATE_SERIALIZE: &str = "DELETE FROM action_starts WHERE id < 0";
+
+/// The database's now plus or minus the number of seconds bound to `$param`.
+fn db_shift(param: usize, sign: char) -> String {
+    format!("(strftime('%Y-%m-%dT%H:%M:%f', 'now', '{sign}' || ${param} || ' seconds') || '000Z')")
+}
+
+include!("gate_queries.rs");
+
 // ---- Restore tests and manual backups (queries shared with PostgreSQL) ----
 
 type DbRow = SqliteRow;

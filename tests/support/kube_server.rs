@@ -26,6 +26,15 @@ pub struct Recorded {
 /// A change to an object, as a watch reports it: (collection, ADDED|MODIFIED|DELETED, object).
 type Change = (String, &'static str, Value);
 
+/// A delay on requests: of `method` (any when `None`) under `prefix`, before the request is
+/// handled, or after it was applied and before it is answered (`after`).
+struct Delay {
+    method: Option<String>,
+    prefix: String,
+    by: Duration,
+    after: bool,
+}
+
 #[derive(Default)]
 struct World {
     /// Watchers of every change (absent until the server starts).
@@ -34,7 +43,7 @@ struct World {
     objects: BTreeMap<String, BTreeMap<String, Value>>,
     logs: HashMap<(String, String), String>,
     requests: Vec<Recorded>,
-    delays: Vec<(String, Duration)>,
+    delays: Vec<Delay>,
     next_rv: u64,
 }
 
@@ -235,7 +244,7 @@ async fn handle(
         .unwrap_or("")
         .to_owned();
     let body_json: Option<Value> = serde_json::from_slice(&body).ok();
-    let delay = {
+    let (delay, after) = {
         let mut w = world.lock().unwrap();
         w.requests.push(Recorded {
             method: method.to_string(),
@@ -244,10 +253,17 @@ async fn handle(
             content_type,
             body: body_json.clone(),
         });
-        w.delays
-            .iter()
-            .find(|(p, _)| path.starts_with(p.as_str()))
-            .map(|(_, d)| *d)
+        let find = |after: bool| {
+            w.delays
+                .iter()
+                .find(|d| {
+                    d.after == after
+                        && path.starts_with(d.prefix.as_str())
+                        && d.method.as_deref().is_none_or(|m| m == method.as_str())
+                })
+                .map(|d| d.by)
+        };
+        (find(false), find(true))
     };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
@@ -261,103 +277,109 @@ async fn handle(
     {
         return watch(&world, coll, &query);
     }
-    let mut w = world.lock().unwrap();
-    match (method.as_str(), name, sub.as_deref()) {
-        ("GET", Some(pod), Some("log")) => {
-            let ns = coll.split('/').nth(4).unwrap_or_default().to_owned();
-            match w.logs.get(&(ns, pod.clone())) {
-                Some(text) => {
-                    let tail =
-                        query_param(&query, "tailLines").and_then(|n| n.parse::<usize>().ok());
-                    let lines: Vec<&str> = text.lines().collect();
-                    let start = tail.map_or(0, |n| lines.len().saturating_sub(n));
-                    let mut out = lines[start..].join("\n");
-                    out.push('\n');
-                    (StatusCode::OK, out).into_response()
+    let response = {
+        let mut w = world.lock().unwrap();
+        match (method.as_str(), name, sub.as_deref()) {
+            ("GET", Some(pod), Some("log")) => {
+                let ns = coll.split('/').nth(4).unwrap_or_default().to_owned();
+                match w.logs.get(&(ns, pod.clone())) {
+                    Some(text) => {
+                        let tail =
+                            query_param(&query, "tailLines").and_then(|n| n.parse::<usize>().ok());
+                        let lines: Vec<&str> = text.lines().collect();
+                        let start = tail.map_or(0, |n| lines.len().saturating_sub(n));
+                        let mut out = lines[start..].join("\n");
+                        out.push('\n');
+                        (StatusCode::OK, out).into_response()
+                    }
+                    None => status(404, "NotFound", format!("pods \"{pod}\" not found")),
                 }
-                None => status(404, "NotFound", format!("pods \"{pod}\" not found")),
             }
-        }
-        ("GET", Some(name), None) => match w.objects.get(&coll).and_then(|m| m.get(&name)) {
-            Some(obj) => axum::Json(obj.clone()).into_response(),
-            None => status(
-                404,
-                "NotFound",
-                format!(
-                    "{} \"{name}\" not found",
-                    coll.rsplit('/').next().unwrap_or("")
+            ("GET", Some(name), None) => match w.objects.get(&coll).and_then(|m| m.get(&name)) {
+                Some(obj) => axum::Json(obj.clone()).into_response(),
+                None => status(
+                    404,
+                    "NotFound",
+                    format!(
+                        "{} \"{name}\" not found",
+                        coll.rsplit('/').next().unwrap_or("")
+                    ),
                 ),
-            ),
-        },
-        ("GET", None, None) => {
-            let selector = query_param(&query, "labelSelector").unwrap_or_default();
-            let items: Vec<Value> = w
-                .objects
-                .get(&coll)
-                .map(|m| {
-                    m.values()
-                        .filter(|o| matches(o, &selector))
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            let api_version = coll.split('/').collect::<Vec<_>>();
-            let api_version = if api_version[1] == "api" {
-                "v1".to_owned()
-            } else {
-                format!("{}/{}", api_version[2], api_version[3])
-            };
-            axum::Json(json!({"apiVersion": api_version, "kind": "List", "metadata": {"resourceVersion": w.next_rv.to_string()}, "items": items}))
+            },
+            ("GET", None, None) => {
+                let selector = query_param(&query, "labelSelector").unwrap_or_default();
+                let items: Vec<Value> = w
+                    .objects
+                    .get(&coll)
+                    .map(|m| {
+                        m.values()
+                            .filter(|o| matches(o, &selector))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let api_version = coll.split('/').collect::<Vec<_>>();
+                let api_version = if api_version[1] == "api" {
+                    "v1".to_owned()
+                } else {
+                    format!("{}/{}", api_version[2], api_version[3])
+                };
+                axum::Json(json!({"apiVersion": api_version, "kind": "List", "metadata": {"resourceVersion": w.next_rv.to_string()}, "items": items}))
                 .into_response()
-        }
-        ("POST", None, None) => {
-            let Some(mut obj) = body_json else {
-                return status(400, "BadRequest", "body is not JSON".into());
-            };
-            let name = obj["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            if w.objects.get(&coll).is_some_and(|m| m.contains_key(&name)) {
-                return status(409, "AlreadyExists", format!("\"{name}\" already exists"));
             }
-            w.next_rv += 1;
-            obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
-            obj["metadata"]["resourceVersion"] = json!(w.next_rv.to_string());
-            obj["metadata"]["creationTimestamp"] =
-                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-            w.publish(&coll, "ADDED", &obj);
-            w.objects.entry(coll).or_default().insert(name, obj.clone());
-            (StatusCode::CREATED, axum::Json(obj)).into_response()
-        }
-        ("PATCH", Some(name), None) => {
-            let Some(patch) = body_json else {
-                return status(400, "BadRequest", "body is not JSON".into());
-            };
-            w.next_rv += 1;
-            let rv = w.next_rv;
-            match w.objects.get_mut(&coll).and_then(|m| m.get_mut(&name)) {
-                Some(obj) => {
-                    merge(obj, &patch);
-                    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-                    let obj = obj.clone();
-                    w.publish(&coll, "MODIFIED", &obj);
-                    axum::Json(obj).into_response()
+            ("POST", None, None) => {
+                let Some(mut obj) = body_json else {
+                    return status(400, "BadRequest", "body is not JSON".into());
+                };
+                let name = obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if w.objects.get(&coll).is_some_and(|m| m.contains_key(&name)) {
+                    return status(409, "AlreadyExists", format!("\"{name}\" already exists"));
                 }
-                None => status(404, "NotFound", format!("\"{name}\" not found")),
+                w.next_rv += 1;
+                obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+                obj["metadata"]["resourceVersion"] = json!(w.next_rv.to_string());
+                obj["metadata"]["creationTimestamp"] =
+                    json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                w.publish(&coll, "ADDED", &obj);
+                w.objects.entry(coll).or_default().insert(name, obj.clone());
+                (StatusCode::CREATED, axum::Json(obj)).into_response()
             }
-        }
-        ("DELETE", Some(name), None) => {
-            match w.objects.get_mut(&coll).and_then(|m| m.remove(&name)) {
-                Some(obj) => {
-                    w.publish(&coll, "DELETED", &obj);
-                    axum::Json(obj).into_response()
+            ("PATCH", Some(name), None) => {
+                let Some(patch) = body_json else {
+                    return status(400, "BadRequest", "body is not JSON".into());
+                };
+                w.next_rv += 1;
+                let rv = w.next_rv;
+                match w.objects.get_mut(&coll).and_then(|m| m.get_mut(&name)) {
+                    Some(obj) => {
+                        merge(obj, &patch);
+                        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+                        let obj = obj.clone();
+                        w.publish(&coll, "MODIFIED", &obj);
+                        axum::Json(obj).into_response()
+                    }
+                    None => status(404, "NotFound", format!("\"{name}\" not found")),
                 }
-                None => status(404, "NotFound", format!("\"{name}\" not found")),
             }
+            ("DELETE", Some(name), None) => {
+                match w.objects.get_mut(&coll).and_then(|m| m.remove(&name)) {
+                    Some(obj) => {
+                        w.publish(&coll, "DELETED", &obj);
+                        axum::Json(obj).into_response()
+                    }
+                    None => status(404, "NotFound", format!("\"{name}\" not found")),
+                }
+            }
+            _ => status(405, "MethodNotAllowed", format!("{method} {path}")),
         }
-        _ => status(405, "MethodNotAllowed", format!("{method} {path}")),
+    };
+    if let Some(d) = after {
+        tokio::time::sleep(d).await;
     }
+    response
 }
 
 impl KubeServer {
@@ -458,13 +480,66 @@ impl KubeServer {
             .insert((namespace.into(), pod.into()), text.into());
     }
 
-    /// Requests under `path_prefix` wait `d` before being answered.
+    /// Requests under `path_prefix` wait `d` before being handled.
     pub fn delay(&self, path_prefix: &str, d: Duration) {
-        self.world
-            .lock()
-            .unwrap()
-            .delays
-            .push((path_prefix.into(), d));
+        self.push_delay(None, path_prefix, d, false);
+    }
+
+    /// `method` requests under `path_prefix` wait `d` before being handled.
+    pub fn delay_request(&self, method: &str, path_prefix: &str, d: Duration) {
+        self.push_delay(Some(method), path_prefix, d, false);
+    }
+
+    /// `method` requests under `path_prefix` are applied at once but answered `d` later (a
+    /// client killed meanwhile has changed the world without hearing so).
+    pub fn delay_answer(&self, method: &str, path_prefix: &str, d: Duration) {
+        self.push_delay(Some(method), path_prefix, d, true);
+    }
+
+    fn push_delay(&self, method: Option<&str>, prefix: &str, by: Duration, after: bool) {
+        self.world.lock().unwrap().delays.push(Delay {
+            method: method.map(str::to_owned),
+            prefix: prefix.to_owned(),
+            by,
+            after,
+        });
+    }
+
+    /// Removes every delay.
+    pub fn clear_delays(&self) {
+        self.world.lock().unwrap().delays.clear();
+    }
+
+    /// The backup Jobs (label `app=postgres-backup`) that have not finished.
+    pub fn active_jobs(&self) -> Vec<String> {
+        let w = self.world.lock().unwrap();
+        w.objects
+            .iter()
+            .filter(|(coll, _)| coll.ends_with("/jobs"))
+            .flat_map(|(_, m)| m.values())
+            .filter(|j| j["metadata"]["labels"]["app"] == "postgres-backup")
+            .filter(|j| {
+                let s = &j["status"];
+                s["succeeded"].as_i64().unwrap_or(0) == 0
+                    && s["conditions"].as_array().is_none_or(|c| {
+                        !c.iter().any(|c| {
+                            c["status"] == "True"
+                                && ["Complete", "Failed"]
+                                    .contains(&c["type"].as_str().unwrap_or(""))
+                        })
+                    })
+            })
+            .filter_map(|j| j["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The names of the Jobs deleted through the API, in order.
+    pub fn deleted_jobs(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "DELETE" && r.path.contains("/jobs/"))
+            .filter_map(|r| r.path.rsplit('/').next().map(str::to_owned))
+            .collect()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -480,110 +555,5 @@ impl KubeServer {
 }
 
 /// Object builders, in the shape the API server returns them.
-pub mod fixtures {
-    use base64::Engine;
-    use serde_json::{json, Value};
-
-    pub const NS: &str = "link-services";
-
-    pub fn secret(name: &str, data: &[(&str, &str)]) -> Value {
-        let data: serde_json::Map<String, Value> = data
-            .iter()
-            .map(|(k, v)| {
-                (
-                    (*k).to_owned(),
-                    json!(base64::engine::general_purpose::STANDARD.encode(v)),
-                )
-            })
-            .collect();
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "type": "Opaque", "data": data})
-    }
-
-    /// A backup Job created at `created` (RFC 3339): `state` is succeeded, failed or active.
-    pub fn job(name: &str, created: &str, state: &str) -> Value {
-        let status = match state {
-            "succeeded" => json!({"succeeded": 1, "completionTime": created,
-                "conditions": [{"type": "Complete", "status": "True"}]}),
-            "failed" => json!({"failed": 6, "conditions": [{"type": "Failed", "status": "True",
-                "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}),
-            _ => json!({"active": 1}),
-        };
-        json!({"apiVersion": "batch/v1", "kind": "Job",
-               "metadata": {"name": name, "namespace": NS, "creationTimestamp": created, "labels": {"app": "postgres-backup"}},
-               "spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "backup", "image": "postgres:16-alpine"}]}}},
-               "status": status})
-    }
-
-    /// A pod of a Job; `fate`: ok, error (exit 1), oomkilled, evicted-ephemeral, imagepull.
-    pub fn job_pod(name: &str, job: &str, created: &str, fate: &str) -> Value {
-        let status = match fate {
-            "evicted-ephemeral" => json!({"phase": "Failed", "reason": "Evicted",
-                "message": "Pod ephemeral local storage usage exceeds the total limit of containers 1Gi."}),
-            "oomkilled" => {
-                json!({"phase": "Failed", "containerStatuses": [{"name": "backup", "ready": false, "restartCount": 0,
-                "image": "postgres:16-alpine", "imageID": "", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]})
-            }
-            "imagepull" => {
-                json!({"phase": "Pending", "containerStatuses": [{"name": "backup", "ready": false, "restartCount": 0,
-                "image": "postgres:16-alpine", "imageID": "", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]})
-            }
-            "error" => {
-                json!({"phase": "Failed", "containerStatuses": [{"name": "backup", "ready": false, "restartCount": 0,
-                "image": "postgres:16-alpine", "imageID": "", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]})
-            }
-            _ => json!({"phase": "Succeeded"}),
-        };
-        json!({"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": name, "namespace": NS, "creationTimestamp": created, "labels": {"job-name": job}},
-               "spec": {"containers": [{"name": "backup", "image": "postgres:16-alpine"}]}, "status": status})
-    }
-
-    pub fn statefulset(name: &str, ready: i32) -> Value {
-        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name, "namespace": NS},
-               "spec": {"replicas": 1, "serviceName": name, "selector": {"matchLabels": {"app": name}},
-                        "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]}}},
-               "status": {"replicas": 1, "readyReplicas": ready}})
-    }
-
-    pub fn primary_pod(name: &str, app: &str, ready: bool) -> Value {
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, "labels": {"app": app}},
-               "spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]},
-               "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
-    }
-
-    pub fn endpoints(name: &str, addresses: &[&str]) -> Value {
-        let subsets = if addresses.is_empty() {
-            json!([])
-        } else {
-            json!([{"addresses": addresses.iter().map(|a| json!({"ip": a})).collect::<Vec<_>>(), "ports": [{"port": 5432}]}])
-        };
-        json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": NS}, "subsets": subsets})
-    }
-
-    pub fn pvc(name: &str, class: &str, size: &str) -> Value {
-        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": NS},
-               "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
-               "status": {"phase": "Bound", "capacity": {"storage": size}}})
-    }
-
-    /// The backup CronJob, shaped like the runbook's: its Job template carries labels,
-    /// an annotation and a pod spec a created Job must copy exactly.
-    pub fn cronjob(name: &str) -> Value {
-        json!({"apiVersion": "batch/v1", "kind": "CronJob",
-               "metadata": {"name": name, "namespace": NS, "uid": "3f1c9a52-5d7e-4c11-9d0b-1b2c3d4e5f60"},
-               "spec": {"schedule": "0 2 * * *", "concurrencyPolicy": "Forbid",
-                        "jobTemplate": {
-                            "metadata": {"labels": {"app": "postgres-backup"}, "annotations": {"team": "platform"}},
-                            "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 3600,
-                                     "template": {"metadata": {"labels": {"app": "postgres-backup"}},
-                                                  "spec": {"restartPolicy": "OnFailure", "serviceAccountName": "postgres-backup",
-                                                           "containers": [{"name": "backup", "image": "registry.example/postgres-backup:1.4",
-                                                                           "args": ["--all-databases"],
-                                                                           "envFrom": [{"secretRef": {"name": "postgres-backup-secret"}}]}]}}}}}})
-    }
-
-    pub fn storage_class(name: &str, expandable: bool) -> Value {
-        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
-               "provisioner": "ebs.csi.aws.com", "allowVolumeExpansion": expandable})
-    }
-}
+#[path = "kube_fixtures.rs"]
+pub mod fixtures;

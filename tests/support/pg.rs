@@ -61,28 +61,38 @@ impl Scratch {
     }
 }
 
+/// Runs `f` to the end on a runtime of its own, in a thread of its own: for `Drop`, which runs
+/// inside a test's runtime.
+pub fn on_own_runtime<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f());
+    })
+    .join();
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let (role, dbs) = (self.role.clone(), self.dbs.clone());
         // Drop runs inside the test's runtime: clean up on a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut c = admin_on("postgres").await;
-                for db in dbs {
-                    let _ = c
-                        .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
-                        .await;
-                }
+        on_own_runtime(move || async move {
+            let mut c = admin_on("postgres").await;
+            for db in dbs {
                 let _ = c
-                    .execute(format!("DROP ROLE IF EXISTS {role}").as_str())
+                    .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
                     .await;
-            });
-        })
-        .join();
+            }
+            let _ = c
+                .execute(format!("DROP ROLE IF EXISTS {role}").as_str())
+                .await;
+        });
     }
 }
 

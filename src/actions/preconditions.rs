@@ -1,0 +1,129 @@
+//! Fresh preconditions, re-probed right before a change (not the diagnosis of minutes ago): the
+//! primary is restarted only while the database still does not answer and no backup Job runs;
+//! the volume is expanded only while it is over the threshold now; a verification never starts
+//! a second backup Job while one is active. What was measured is recorded on the step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::ListParams;
+use serde_json::{json, Value};
+
+use super::ActionContext;
+use crate::plan::{Step, StepKind};
+use crate::policy::{EXPAND_PVC, RESTART_PRIMARY};
+use crate::probes::database::Database;
+use crate::probes::disk::Disk;
+use crate::probes::{Probe, ProbeOutput, Signal};
+
+/// What a fresh look at the world says about running a step now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Precondition {
+    /// It holds; what was measured goes on the step.
+    Holds(Value),
+    /// It does not hold: the step is refused with this reason.
+    Refuse(String),
+    /// Not yet (e.g. a backup Job is running): ask again shortly.
+    Wait(String),
+}
+
+/// Checks the precondition of `step` now.
+pub async fn check(ctx: &ActionContext, step: &Step) -> Precondition {
+    match (step.kind, step.name.as_str()) {
+        (StepKind::Action, EXPAND_PVC) => volume_over_threshold(ctx).await,
+        (StepKind::Action, RESTART_PRIMARY) => database_down_and_no_backup(ctx).await,
+        (StepKind::Verify, _) => match active_backup_jobs(ctx).await {
+            Ok(active) if active.is_empty() => Precondition::Holds(json!({ "active_jobs": [] })),
+            Ok(active) => Precondition::Wait(format!(
+                "backup Job {} is running; a second backup is not started beside it",
+                active.join(", ")
+            )),
+            Err(why) => Precondition::Wait(why),
+        },
+        _ => Precondition::Holds(json!({})),
+    }
+}
+
+async fn probe(ctx: &ActionContext, p: &dyn Probe) -> Option<ProbeOutput> {
+    let deadline = Duration::from_millis(ctx.settings.probes.deadline_ms);
+    tokio::time::timeout(deadline, p.run(Arc::clone(&ctx.probes)).map(Some))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn volume_over_threshold(ctx: &ActionContext) -> Precondition {
+    let threshold = ctx.settings.disk.threshold_percent;
+    let Some(out) = probe(ctx, &Disk).await else {
+        return Precondition::Refuse(
+            "the data volume's usage could not be measured now (the disk probe timed out)"
+                .to_owned(),
+        );
+    };
+    let over = out
+        .signals
+        .iter()
+        .any(|s| matches!(s, Signal::VolumeOverThreshold { .. }));
+    let measured = json!({ "disk": out.summary, "used_percent": out.evidence["used_percent"],
+                           "threshold_percent": threshold });
+    if over {
+        Precondition::Holds(measured)
+    } else if out.evidence["used_percent"].is_number() {
+        Precondition::Refuse(format!(
+            "measured now: {} — not over the {threshold}% threshold, so the volume is not expanded",
+            out.summary
+        ))
+    } else {
+        Precondition::Refuse(format!(
+            "the data volume's usage could not be measured now: {}",
+            out.summary
+        ))
+    }
+}
+
+async fn database_down_and_no_backup(ctx: &ActionContext) -> Precondition {
+    let Some(out) = probe(ctx, &Database).await else {
+        return Precondition::Refuse(
+            "the database probe timed out; a restart needs a fresh answer that the database is down"
+                .to_owned(),
+        );
+    };
+    let down = out
+        .signals
+        .iter()
+        .any(|s| matches!(s, Signal::DatabaseUnreachable { .. }));
+    if !down {
+        return Precondition::Refuse(format!(
+            "the database answers now ({}); the primary is not restarted",
+            out.summary
+        ));
+    }
+    match active_backup_jobs(ctx).await {
+        Ok(active) if active.is_empty() => {
+            Precondition::Holds(json!({ "database": out.summary, "active_jobs": [] }))
+        }
+        Ok(active) => Precondition::Refuse(format!(
+            "backup Job {} is running; the primary is not restarted under it",
+            active.join(", ")
+        )),
+        Err(why) => Precondition::Refuse(why),
+    }
+}
+
+/// The backup Jobs (by `kubernetes.backup_job_selector`) that have not finished.
+pub async fn active_backup_jobs(ctx: &ActionContext) -> Result<Vec<String>, String> {
+    let k = &ctx.settings.kubernetes;
+    let api: kube::Api<Job> = kube::Api::namespaced(ctx.kube()?.clone(), &k.namespace);
+    let jobs = api
+        .list(&ListParams::default().labels(&k.backup_job_selector))
+        .await
+        .map_err(|e| format!("listing backup Jobs to see whether one is running: {e}"))?;
+    Ok(jobs
+        .items
+        .iter()
+        .filter(|j| crate::jobs::finished(j).is_none())
+        .filter_map(|j| j.metadata.name.clone())
+        .collect())
+}

@@ -1,0 +1,358 @@
+//! The action gate's store operation and the claims it relies on, on both stores: every check
+//! of the gate (claim epoch and lease by the database clock, incident open, policy verdict,
+//! attempts, cooldown, budget, target lock) against a real PostgreSQL and a real SQLite file.
+
+#[path = "support/pg.rs"]
+mod pg;
+
+use std::time::Duration;
+
+use backup_remediator::incident::NewIncident;
+use backup_remediator::plan::{
+    Claim, Decision, GateOutcome, GateRequest, PlannedStep, Refusal, Step, StepKind, StepState,
+    Verdict,
+};
+use backup_remediator::store::{Store, StoreOptions};
+use serde_json::json;
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let db = pg::Scratch::create(&["gate"]).await;
+                let admin = pg::admin_url();
+                let url = format!("{}/{}", admin.rsplit_once('/').unwrap().0, db.dbs[0]);
+                super::$name(super::open(&url).await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite:{}", dir.path().join("gate.sqlite").display());
+                super::$name(super::open(&url).await).await;
+            }
+            use super::pg;
+        }
+    )*};
+}
+
+on_both_stores!(
+    a_new_claim_fences_the_old_one_and_the_lease_is_the_databases,
+    the_gate_starts_a_step_once_and_records_the_start,
+    the_gate_refuses_by_policy_attempts_cooldown_and_budget,
+    the_gate_skips_a_step_of_a_closed_incident_and_waits_for_a_held_target,
+);
+
+async fn open(url: &str) -> Store {
+    let store = Store::connect(
+        url,
+        std::path::Path::new("unused.sqlite"),
+        &StoreOptions {
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(5),
+        },
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// An open incident with a plan of one `expand_pvc` step on `target`; (incident, step).
+async fn incident_with_step(store: &Store, n: u32, target: &str) -> (i64, Step) {
+    let now = chrono::Utc::now();
+    let id = store
+        .open_incident(&NewIncident {
+            fingerprint: format!("fp{n}"),
+            alertname: "PostgreSQLBackupFailed".into(),
+            starts_at: now - chrono::Duration::seconds(i64::from(n)),
+            severity: "critical".into(),
+            labels: json!({}),
+            annotations: json!({}),
+            generator_url: String::new(),
+            opened_at: now,
+            detail: json!({}),
+        })
+        .await
+        .unwrap()
+        .id();
+    let planned = PlannedStep {
+        group: 1,
+        kind: StepKind::Action,
+        name: "expand_pvc".into(),
+        target: target.into(),
+        decision: Decision::Auto,
+        reason: "grow".into(),
+    };
+    assert!(store
+        .save_plan(id, &[planned], &json!({}), now)
+        .await
+        .unwrap());
+    let step = store.steps(id).await.unwrap().remove(0);
+    (id, step)
+}
+
+const READY: [StepState; 3] = [
+    StepState::Planned,
+    StepState::WaitingApproval,
+    StepState::Approved,
+];
+
+/// A request with room everywhere, to be narrowed by each test.
+fn request<'a>(step: &'a Step, claim: &'a Claim, detail: &'a serde_json::Value) -> GateRequest<'a> {
+    GateRequest {
+        step,
+        claim,
+        from: &READY,
+        verdict: Verdict::Run,
+        action: "expand_pvc",
+        counted: true,
+        cooldown_seconds: 0,
+        budget: (10, 3600),
+        max_attempts: 3,
+        lock_seconds: 600,
+        intent: detail,
+        detail,
+        resume: false,
+    }
+}
+
+async fn a_new_claim_fences_the_old_one_and_the_lease_is_the_databases(store: Store) {
+    let (id, step) = incident_with_step(&store, 1, "pvc/ns/a").await;
+    let a = store
+        .claim(id, "replica-a", Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("unclaimed");
+    assert_eq!(a.epoch, 1);
+    assert!(
+        store
+            .claim(id, "replica-b", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none(),
+        "a live claim holds"
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let b = store
+        .claim(id, "replica-b", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the lease lapsed by the database's clock");
+    assert_eq!(b.epoch, 2);
+    assert!(!store
+        .renew_claim(id, &a, Duration::from_secs(60))
+        .await
+        .unwrap());
+    assert!(store
+        .renew_claim(id, &b, Duration::from_secs(60))
+        .await
+        .unwrap());
+
+    let detail = json!({ "to": "150Gi" });
+    let lost = store.gate(&request(&step, &a, &detail)).await.unwrap();
+    assert!(matches!(lost, GateOutcome::Lost(_)), "{lost:?}");
+    assert_eq!(
+        store.steps(id).await.unwrap()[0].state,
+        StepState::Planned,
+        "untouched"
+    );
+    let a_same_holder_with_the_old_epoch = Claim {
+        holder: "replica-b".into(),
+        epoch: 1,
+    };
+    let lost = store
+        .gate(&request(&step, &a_same_holder_with_the_old_epoch, &detail))
+        .await
+        .unwrap();
+    assert!(matches!(lost, GateOutcome::Lost(_)), "{lost:?}");
+    assert_eq!(
+        store.gate(&request(&step, &b, &detail)).await.unwrap(),
+        GateOutcome::Started
+    );
+}
+
+async fn the_gate_starts_a_step_once_and_records_the_start(store: Store) {
+    let (id, step) = incident_with_step(&store, 1, "pvc/ns/a").await;
+    let claim = store
+        .claim(id, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let intent = json!({ "to": "150Gi" });
+    assert_eq!(
+        store.gate(&request(&step, &claim, &intent)).await.unwrap(),
+        GateOutcome::Started
+    );
+    let running = store.steps(id).await.unwrap().remove(0);
+    assert_eq!(running.state, StepState::Running);
+    assert_eq!(
+        running.output, intent,
+        "the intent is stored with the start"
+    );
+    assert!(running.started_at.is_some());
+    let again = store.gate(&request(&step, &claim, &intent)).await.unwrap();
+    assert!(
+        matches!(again, GateOutcome::Lost(_)),
+        "started once: {again:?}"
+    );
+    let kinds: Vec<String> = store
+        .timeline(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "step_started").count(), 1);
+    // A resume by the claim's holder moves it from running, with its own event.
+    let mut resume = request(&running, &claim, &intent);
+    resume.from = &[StepState::Running];
+    resume.resume = true;
+    assert_eq!(store.gate(&resume).await.unwrap(), GateOutcome::Started);
+}
+
+fn refused(outcome: &GateOutcome) -> Option<Refusal> {
+    match outcome {
+        GateOutcome::Ended {
+            state: StepState::Refused,
+            refusal,
+            ..
+        } => *refusal,
+        _ => None,
+    }
+}
+
+async fn the_gate_refuses_by_policy_attempts_cooldown_and_budget(store: Store) {
+    let intent = json!({});
+    // Policy in force now: never, and dry run.
+    let (id, step) = incident_with_step(&store, 1, "pvc/ns/a").await;
+    let claim = store
+        .claim(id, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut r = request(&step, &claim, &intent);
+    r.verdict = Verdict::Refuse(Refusal::Policy, "policy: never");
+    assert_eq!(
+        refused(&store.gate(&r).await.unwrap()),
+        Some(Refusal::Policy)
+    );
+    let (id, step) = incident_with_step(&store, 2, "pvc/ns/a").await;
+    let claim = store
+        .claim(id, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut r = request(&step, &claim, &intent);
+    r.verdict = Verdict::DryRun("dry run now");
+    let out = store.gate(&r).await.unwrap();
+    assert!(
+        matches!(&out, GateOutcome::Ended { state: StepState::DryRun, reason, .. } if reason == "dry run now"),
+        "{out:?}"
+    );
+
+    // One start on target a; the cooldown then refuses another incident on the same target.
+    let (id, step) = incident_with_step(&store, 3, "pvc/ns/a").await;
+    let claim = store
+        .claim(id, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.gate(&request(&step, &claim, &intent)).await.unwrap(),
+        GateOutcome::Started
+    );
+    store.unlock_target("pvc/ns/a", id).await.unwrap();
+    let (id, step) = incident_with_step(&store, 4, "pvc/ns/a").await;
+    let claim = store
+        .claim(id, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut r = request(&step, &claim, &intent);
+    r.cooldown_seconds = 3600;
+    let out = store.gate(&r).await.unwrap();
+    assert_eq!(refused(&out), Some(Refusal::Cooldown), "{out:?}");
+
+    // The budget counts starts of the action on every target: 1 start so far, budget 1.
+    let (id, step) = incident_with_step(&store, 5, "pvc/ns/b").await;
+    let claim = store
+        .claim(id, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut r = request(&step, &claim, &intent);
+    r.budget = (1, 3600);
+    let out = store.gate(&r).await.unwrap();
+    assert_eq!(refused(&out), Some(Refusal::Budget), "{out:?}");
+    let timeline = store.timeline(id).await.unwrap();
+    let event = timeline.iter().find(|e| e.kind == "step_refused").unwrap();
+    assert_eq!(event.detail["refusal"], "budget");
+    assert!(event.detail["reason"].as_str().unwrap().contains("budget"));
+
+    // Attempts: this incident's own starts of the action.
+    let (id, step) = incident_with_step(&store, 6, "pvc/ns/c").await;
+    let claim = store
+        .claim(id, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut r = request(&step, &claim, &intent);
+    r.max_attempts = 0;
+    assert_eq!(
+        refused(&store.gate(&r).await.unwrap()),
+        Some(Refusal::Attempts)
+    );
+}
+
+async fn the_gate_skips_a_step_of_a_closed_incident_and_waits_for_a_held_target(store: Store) {
+    let intent = json!({});
+    let (a, step_a) = incident_with_step(&store, 1, "cronjob/ns/backup").await;
+    let claim_a = store
+        .claim(a, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .gate(&request(&step_a, &claim_a, &intent))
+            .await
+            .unwrap(),
+        GateOutcome::Started
+    );
+    let (b, step_b) = incident_with_step(&store, 2, "cronjob/ns/backup").await;
+    let claim_b = store
+        .claim(b, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let busy = store
+        .gate(&request(&step_b, &claim_b, &intent))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&busy, GateOutcome::Busy(why) if why.contains(&format!("incident {a}"))),
+        "{busy:?}"
+    );
+    assert_eq!(store.steps(b).await.unwrap()[0].state, StepState::Planned);
+
+    let fp = store.get_incident(b).await.unwrap().unwrap();
+    store
+        .resolve_by_alert(
+            &fp.fingerprint,
+            fp.starts_at,
+            chrono::Utc::now(),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    let out = store
+        .gate(&request(&step_b, &claim_b, &intent))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out, GateOutcome::Ended { state: StepState::Skipped, reason, .. } if reason.contains("resolved")),
+        "{out:?}"
+    );
+    assert_eq!(store.steps(b).await.unwrap()[0].state, StepState::Skipped);
+}
