@@ -32,7 +32,6 @@ pub struct Remediator {
     kube: Option<kube::Client>,
     holder: String,
     wake: Arc<Notify>,
-    poll: Duration,
 }
 
 /// How working the plan ended for now.
@@ -59,11 +58,11 @@ impl Remediator {
             kube,
             holder,
             wake: Arc::new(Notify::new()),
-            poll: Duration::from_secs(1),
         }
     }
 
-    /// Wakes steps waiting for an approval (the API calls it after recording one).
+    /// Wakes the plans parked for an approval (the API calls it after recording one; the engine
+    /// listens).
     pub fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
     }
@@ -379,41 +378,38 @@ impl Remediator {
         }
         let timeout = chrono::Duration::from_std(self.policy.approval_timeout())
             .unwrap_or(chrono::Duration::MAX);
-        loop {
-            let now = self.store.steps(incident_id).await?;
-            let Some(current) = now.into_iter().find(|s| s.id == step.id) else {
-                return Ok(StepState::Skipped);
-            };
-            match current.state {
-                StepState::Approved => return self.execute(incident_id, &current).await,
-                StepState::WaitingApproval => {}
-                other => return Ok(other),
-            }
-            if let Some(stop) = self.stopped(incident_id).await? {
-                self.skip(&current, &stop).await?;
-                return Ok(StepState::Skipped);
-            }
-            if Utc::now() - waiting_since > timeout {
-                let why = format!(
-                    "no approval within {} minutes",
-                    self.policy.approval_timeout_minutes
-                );
-                self.move_step(
-                    &current,
-                    &[StepState::WaitingApproval],
-                    StepState::Refused,
-                    &why,
-                    None,
-                    "approval_timed_out",
-                )
-                .await?;
-                return Ok(StepState::Refused);
-            }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.poll) => {}
-            }
+        let now = self.store.steps(incident_id).await?;
+        let Some(current) = now.into_iter().find(|s| s.id == step.id) else {
+            return Ok(StepState::Skipped);
+        };
+        match current.state {
+            StepState::Approved => return self.execute(incident_id, &current).await,
+            StepState::WaitingApproval => {}
+            other => return Ok(other),
         }
+        if let Some(stop) = self.stopped(incident_id).await? {
+            self.skip(&current, &stop).await?;
+            return Ok(StepState::Skipped);
+        }
+        if Utc::now() - waiting_since > timeout {
+            let why = format!(
+                "no approval within {} minutes",
+                self.policy.approval_timeout_minutes
+            );
+            self.move_step(
+                &current,
+                &[StepState::WaitingApproval],
+                StepState::Refused,
+                &why,
+                None,
+                "approval_timed_out",
+            )
+            .await?;
+            return Ok(StepState::Refused);
+        }
+        // Still waiting: parked in the store rather than in a task. The engine works the plan
+        // again when an approval wakes it (see `waker`), or when its claim lapses.
+        Ok(StepState::WaitingApproval)
     }
 
     fn context(&self, incident_id: i64) -> ActionContext {
