@@ -179,13 +179,26 @@ impl Service {
 
     /// Peak resident memory so far (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        status_kib(self.child.id(), "VmHWM:")
+    }
+
+    /// Samples the anonymous resident memory (heap and stacks: what a backlog can grow, unlike
+    /// the binary's own pages) every 100 ms until the returned guard is dropped; the guard keeps
+    /// the peak, in KiB.
+    pub fn sample_anonymous_memory(&self) -> AnonSampler {
+        let pid = self.child.id();
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let p = peak.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                p.fetch_max(
+                    status_kib(pid, "RssAnon:"),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        AnonSampler { peak, task }
     }
 
     /// Runs `sql` (a single-number query) against the service's store, from outside it.
@@ -213,6 +226,36 @@ impl Service {
                 n
             }
         }
+    }
+}
+
+/// A field of /proc/PID/status in KiB (0 when unreadable).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The running sampler of [`Service::sample_anonymous_memory`].
+pub struct AnonSampler {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AnonSampler {
+    /// The highest anonymous resident memory seen so far, in KiB.
+    pub fn peak_kib(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for AnonSampler {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
