@@ -6,22 +6,29 @@
 //! (b) A re-send storm: the same alert over and over at 200 connections (Alertmanager repeating
 //!     a group). Next to it, a bare axum handler in this process that only decodes the same body
 //!     and answers 202: the HTTP ceiling of this machine.
-//! And the service's peak resident memory (VmHWM) over the whole run.
+//! (c) Distinct alerts again, with the engine and the DEFAULT probe set on (every system the
+//!     probes ask pointed at a closed loopback port, so each probe fails fast): intake competes
+//!     with diagnosis, planning and escalation for the store and the CPU.
+//! (a) and (c) also run on the embedded SQLite store (shown against the same pgbench ceiling, for
+//! scale). Each service's peak resident memory (VmHWM) is read at the end of its phases, after
+//! its engine has worked the backlog a few seconds more.
 //!
-//! The service is the real binary, started as a child process on a fresh PostgreSQL database.
-//! Every phase is bounded by time and by request count; traffic stays on 127.0.0.1.
+//! The service is the real binary, started as a child process on a fresh database. Every phase
+//! is bounded by time and by request count; traffic stays on 127.0.0.1.
 //! Run: `cargo bench --bench load` (BENCH_SECONDS=5, BENCH_CONCURRENCY_DISTINCT=16,
 //! BENCH_CONCURRENCY_STORM=200, BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres).
 
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/support/service.rs"]
+mod service;
+
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use sqlx::{Connection, Executor};
 
-const TOKEN: &str = "bench-webhook-token";
+const TOKEN: &str = service::WEBHOOK_TOKEN;
 const MAX_REQUESTS_PER_TASK: usize = 200_000;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -31,61 +38,10 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn body(fingerprint: &str) -> String {
     format!(
         r#"{{"receiver":"backup-remediator","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"PostgreSQLBackupFailed","severity":"critical","namespace":"link-services"}},"annotations":{{"summary":"PostgreSQL backup failed"}},"startsAt":"2026-11-25T01:02:03.456Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus:9090/graph","fingerprint":"{fingerprint}"}}],"groupLabels":{{"alertname":"PostgreSQLBackupFailed"}},"commonLabels":{{"alertname":"PostgreSQLBackupFailed"}},"commonAnnotations":{{}},"externalURL":"http://alertmanager:9093","version":"4","groupKey":"{{}}:{{}}","truncatedAlerts":0}}"#
     )
-}
-
-/// The service child process and its database; both go away on drop, also on a panic.
-struct Service {
-    child: Child,
-    db: String,
-    admin: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let (admin, db) = (self.admin.clone(), self.db.clone());
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async {
-                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = c
-                            .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
-                            .await;
-                    }
-                });
-            }
-        })
-        .join();
-    }
-}
-
-impl Service {
-    fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
 }
 
 struct Run {
@@ -372,12 +328,60 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// One service's figures.
+struct Pass {
+    label: String,
+    distinct: Summary,
+    rss_mib: f64,
+    worked: i64,
+}
+
+/// Starts the service on `backend` with `config`, measures distinct alerts, lets the engine work
+/// `settle` longer, and reads the peak memory.
+async fn distinct_pass(
+    label: &str,
+    backend: service::Backend,
+    config: &str,
+    concurrency: u64,
+    secs: Duration,
+    settle: Duration,
+    dir: &std::path::Path,
+) -> (service::Service, Pass) {
+    let svc =
+        service::Service::start(env!("CARGO_BIN_EXE_backup-remediator"), backend, config).await;
+    let hook = svc.webhook_url();
+    let tag = format!("{:02x}", rand_tag());
+    measure(
+        &hook,
+        concurrency,
+        Duration::from_secs(1),
+        Some(&format!("w{tag}")),
+        dir,
+    )
+    .await;
+    let (distinct, _) = measure(&hook, concurrency, secs, Some(&format!("m{tag}")), dir).await;
+    tokio::time::sleep(settle).await;
+    let worked = svc
+        .count("SELECT COUNT(*) FROM incidents WHERE status <> 'open'")
+        .await;
+    let rss_mib = svc.peak_rss_kib() as f64 / 1024.0;
+    let pass = Pass {
+        label: label.to_owned(),
+        distinct,
+        rss_mib,
+        worked,
+    };
+    (svc, pass)
+}
+
+fn rand_tag() -> u8 {
+    (uuid::Uuid::new_v4().as_u128() & 0xff) as u8
+}
+
 fn main() {
     let seconds = env_u64("BENCH_SECONDS", 5).clamp(1, 60);
     let c_distinct = env_u64("BENCH_CONCURRENCY_DISTINCT", 16).clamp(1, 256);
     let c_storm = env_u64("BENCH_CONCURRENCY_STORM", 200).clamp(1, 1000);
-    let admin = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     assert!(
         Command::new("pgbench").arg("--version").output().is_ok(),
         "pgbench is missing: apt-get install postgresql-contrib"
@@ -387,71 +391,71 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL at {admin} is not reachable ({e}): start it (scripts/test.sh does)")
-        });
-        let db = format!("bench_{}", uuid::Uuid::new_v4().simple());
-        conn.execute(format!("CREATE DATABASE {db}").as_str()).await.expect("create database");
-        let db_url = format!("{}/{db}", admin.rsplit_once('/').expect("URL ends in /DB").0);
+        use service::Backend;
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("bench.toml"), "[probes]\nenabled = []\n[database]\nmax_connections = 16\n")
-            .expect("config");
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_backup-remediator"))
-            .current_dir(dir.path())
-            .args(["--config", "bench.toml", "--log-format", "json", "serve", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["--database-url", &db_url])
-            .env("BR_WEBHOOK_TOKEN", TOKEN)
-            .env("BR_API_TOKEN", "bench-api-token")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the service");
-        let service = Service { child, db: db.clone(), admin: admin.clone() };
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let mut ready = false;
-        for _ in 0..100 {
-            if client.get(format!("{base}/readyz")).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(ready, "the service did not become ready");
-        let hook = format!("{base}/webhook/alertmanager");
-        let secs = Duration::from_secs(seconds);
-
-        // (a) distinct alerts: warm up, then measure; then the database's ceiling.
         let d = dir.path();
-        measure(&hook, c_distinct, Duration::from_secs(1), Some("a0"), d).await;
-        let (a, generator) = measure(&hook, c_distinct, secs, Some("a1"), d).await;
-        let (tps, pg_lat) = pgbench(&db_url, c_distinct, seconds, d);
+        let secs = Duration::from_secs(seconds);
+        let settle = Duration::from_secs(5);
+        let pool = "[database]\nmax_connections = 16\n";
+        let off = format!("{pool}{}", service::PROBES_OFF);
+        let on = format!("{pool}{}", service::probes_at_closed_ports());
 
-        // (b) the storm: open the alert once, warm up, measure; then the bare handler.
+        // (a) distinct alerts, probes off, PostgreSQL; then the database's ceiling.
+        let (svc, a) = distinct_pass("PostgreSQL, probes off", Backend::Postgres, &off, c_distinct, secs, Duration::ZERO, d).await;
+        let (tps, pg_lat) = pgbench(&svc.db_url, c_distinct, seconds, d);
+
+        // (b) the storm on the same service: open the alert once, warm up, measure; then the
+        // bare handler.
+        let hook = svc.webhook_url();
         load(&hook, 1, Duration::from_millis(200), false).await;
         measure(&hook, c_storm, Duration::from_secs(1), None, d).await;
-        let (b, _) = measure(&hook, c_storm, secs, None, d).await;
+        let (b, generator) = measure(&hook, c_storm, secs, None, d).await;
         let bare = bare_server().await;
         measure(&bare, c_storm, Duration::from_secs(1), None, d).await;
         let (ceiling, _) = measure(&bare, c_storm, secs, None, d).await;
-        let rss_mib = service.peak_rss_kib() as f64 / 1024.0;
+        let rss_a = svc.peak_rss_kib() as f64 / 1024.0;
+        let stored = svc
+            .count("SELECT renotified_count FROM incidents WHERE fingerprint = '6f3d1f1b2c0a9e77'")
+            .await;
+        drop(svc);
 
-        let ratio_a = a.rps() / tps;
-        let ratio_b = b.rps() / ceiling.rps();
+        // (c) distinct alerts with the engine and the default probes on; and both on SQLite.
+        let mut passes = vec![Pass { rss_mib: rss_a, ..a }];
+        for (label, backend, config) in [
+            ("PostgreSQL, probes ON", Backend::Postgres, &on),
+            ("SQLite, probes off", Backend::Sqlite, &off),
+            ("SQLite, probes ON", Backend::Sqlite, &on),
+        ] {
+            let (svc, pass) = distinct_pass(label, backend, config, c_distinct, secs, settle, d).await;
+            drop(svc);
+            passes.push(pass);
+        }
+
         let verdict = |ok: bool| if ok { "MET" } else { "MISSED" };
         println!();
         println!("load generator: {generator}");
-        println!("(a) distinct alerts, {c_distinct} connections, {seconds} s, PostgreSQL");
-        println!(
-            "    service : {:>8.0} alerts/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {} errors)",
-            a.rps(), a.p50_ms, a.p99_ms, a.ok, a.errors
-        );
-        println!("    pgbench : {tps:>8.0} tx/s      avg {pg_lat:>6.2} ms  (same insert transaction, same concurrency)");
-        println!("    ratio   : {:.2} of the database ceiling (target >= 0.70) {}", ratio_a, verdict(ratio_a >= 0.70));
-        println!("(b) identical re-sends, {c_storm} connections, {seconds} s");
+        println!("distinct alerts, {c_distinct} connections, {seconds} s each; pgbench ceiling {tps:.0} tx/s (avg {pg_lat:.2} ms, same insert transaction, same concurrency, PostgreSQL)");
+        for p in &passes {
+            let ratio = p.distinct.rps() / tps;
+            let probes_on = p.label.contains("ON");
+            let target = if probes_on { 0.50 } else { 0.70 };
+            println!(
+                "  {:<24} {:>7.0} alerts/s  p50 {:>6.2} ms  p99 {:>7.2} ms  ({} ok, {} errors)  ratio {:.2} (target >= {target:.2}) {}  peak RSS {:.1} MiB (target < 64) {}{}",
+                p.label,
+                p.distinct.rps(),
+                p.distinct.p50_ms,
+                p.distinct.p99_ms,
+                p.distinct.ok,
+                p.distinct.errors,
+                ratio,
+                verdict(ratio >= target),
+                p.rss_mib,
+                verdict(p.rss_mib < 64.0),
+                if probes_on { format!("  ({} incidents worked to the end meanwhile)", p.worked) } else { String::new() },
+            );
+        }
+        let ratio_b = b.rps() / ceiling.rps();
+        println!("identical re-sends, {c_storm} connections, {seconds} s (PostgreSQL, probes off)");
         println!(
             "    service : {:>8.0} req/s     p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {} errors)",
             b.rps(), b.p50_ms, b.p99_ms, b.ok, b.errors
@@ -467,12 +471,6 @@ fn main() {
             b.p99_ms,
             verdict(b.p99_ms < 10.0)
         );
-        println!("peak resident memory of the service: {rss_mib:.1} MiB (target < 64 MiB) {}", verdict(rss_mib < 64.0));
-        let stored: i64 = sqlx::query_scalar("SELECT renotified_count FROM incidents WHERE fingerprint = '6f3d1f1b2c0a9e77'")
-            .fetch_one(&mut sqlx::PgConnection::connect(&db_url).await.expect("connect"))
-            .await
-            .unwrap_or(-1);
         println!("(re-sends written durably so far by the batched counter: {stored})");
-        drop(service);
     });
 }

@@ -62,11 +62,18 @@ impl Limits {
     }
 }
 
-/// The HTTP client for every AWS SDK client: rustls with the ring crypto provider.
+/// The HTTP client for every AWS SDK client: rustls with the ring crypto provider. One per
+/// process: it holds the TLS roots and the connection pools, and the SDK keys its connectors by
+/// timeout settings, so clients with different limits still share it.
 pub fn http_client() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
+    static CLIENT: std::sync::OnceLock<SharedHttpClient> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                .build_https()
+        })
+        .clone()
 }
 
 /// Static credentials of the backup job, as its Secret holds them.

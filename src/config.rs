@@ -48,6 +48,9 @@ pub struct RemediationSettings {
     pub policy_file: String,
     /// A claim on an incident lasts this long unless renewed; another replica takes over after.
     pub lease_seconds: u64,
+    /// Incidents this process works at once (diagnosis, plan, steps); the rest wait in the
+    /// store. A plan waiting for an approval does not count.
+    pub window: usize,
     /// Deadline of a backup Job started to verify a fix.
     pub job_deadline_seconds: u64,
     /// How long to wait for the database to answer again (scenario 1) before the next step.

@@ -6,8 +6,15 @@
 //! it holds a claim (a lease renewed while it works); a replica that dies leaves a claim that
 //! expires, and the periodic sweep of another replica (or of the restarted process) takes the
 //! incident over and resumes it from the store.
+//!
+//! Memory is bounded whatever the backlog: at most `remediation.window` incidents are worked at
+//! once (one task each, `probes.concurrency` of them diagnosing); the rest wait in the store, and
+//! the sweep pages them in as slots free up. A plan waiting for an approval holds no slot: it is
+//! parked (its claim left to lapse) and worked again when an approval arrives or the sweep finds
+//! it.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +27,7 @@ use crate::diagnosis::{self, Diagnosis};
 use crate::incident::IncidentStatus;
 use crate::plan::Claim;
 use crate::playbooks;
-use crate::probes::{self, Finding, Probe, ProbeContext};
+use crate::probes::{self, Clients, Finding, Probe, ProbeContext};
 use crate::remediation::{Outcome, Remediator};
 use crate::store::{Store, StoreError};
 
@@ -30,6 +37,8 @@ pub struct Examiner {
     probes: Vec<Arc<dyn Probe>>,
     kube: Option<kube::Client>,
     http: reqwest::Client,
+    /// The AWS clients every diagnosis shares.
+    clients: Arc<Clients>,
 }
 
 /// Works incidents: claims each (one process per incident, with a lease), diagnoses it, and
@@ -41,9 +50,16 @@ pub struct Engine {
     /// Who this process is in claims and locks.
     holder: String,
     lease: Duration,
+    /// Diagnoses at once (`probes.concurrency`).
     permits: Arc<Semaphore>,
+    /// Incidents worked at once (`remediation.window`).
+    window: usize,
     /// Incidents being worked by this process: the queue and the sweep can name the same one.
     in_flight: Mutex<HashSet<i64>>,
+    /// Incidents whose plan waits for an approval, parked by this process (ids only).
+    parked: Mutex<HashSet<i64>>,
+    /// Approval wake-ups seen so far: a plan that parks after one arrived is woken again.
+    wakes: AtomicU64,
 }
 
 /// What one diagnosis produced.
@@ -67,6 +83,7 @@ impl Examiner {
             probes,
             kube,
             http,
+            clients: Arc::default(),
         }
     }
 
@@ -80,13 +97,12 @@ impl Examiner {
         Duration::from_millis(self.settings.probes.deadline_ms)
     }
 
-    /// A fresh context: the Secret is read again for every diagnosis.
+    /// A fresh context: the Secret is read again for every diagnosis; the clients are shared.
     pub fn context(&self) -> Arc<ProbeContext> {
-        Arc::new(ProbeContext::new(
-            self.settings.clone(),
-            self.kube.clone(),
-            self.http.clone(),
-        ))
+        Arc::new(
+            ProbeContext::new(self.settings.clone(), self.kube.clone(), self.http.clone())
+                .with_clients(self.clients.clone()),
+        )
     }
 
     /// Runs the probes and the diagnosis.
@@ -105,6 +121,7 @@ impl Engine {
     pub fn new(store: Store, examiner: Examiner) -> Self {
         let permits = Arc::new(Semaphore::new(examiner.settings.probes.concurrency));
         let lease = Duration::from_secs(examiner.settings.remediation.lease_seconds);
+        let window = examiner.settings.remediation.window.max(1);
         Self {
             store,
             examiner,
@@ -112,7 +129,10 @@ impl Engine {
             holder: holder_name(),
             lease,
             permits,
+            window,
             in_flight: Mutex::new(HashSet::new()),
+            parked: Mutex::new(HashSet::new()),
+            wakes: AtomicU64::new(0),
         }
     }
 
@@ -197,15 +217,11 @@ impl Engine {
 
     /// Claims the incident, works it while renewing the claim, and releases it.
     async fn work_logged(self: Arc<Self>, incident_id: i64) {
-        if !self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(incident_id)
-        {
-            return;
-        }
-        let result: Result<(), StoreError> = async {
+        // `start` has put the incident in `in_flight`.
+        lock(&self.parked).remove(&incident_id);
+        let wakes = self.wakes.load(Ordering::SeqCst);
+        // Whether the incident was parked.
+        let result: Result<bool, StoreError> = async {
             // The lease is judged by the database's clock; the epoch fences every step this
             // process moves, so a process presumed dead cannot act after another took over.
             let Some(claim) = self
@@ -214,7 +230,7 @@ impl Engine {
                 .await?
             else {
                 tracing::debug!(incident_id, "claimed by another process");
-                return Ok(());
+                return Ok(false);
             };
             // Renew the claim while working; a failed renewal (the claim was lost, or the store
             // could not confirm it) stops the work here: the lease may lapse and another
@@ -244,12 +260,16 @@ impl Engine {
             };
             heartbeat.abort();
             match outcome {
-                Ok(Some(done)) => {
-                    self.store
-                        .release(incident_id, &self.holder, done.then(Utc::now))
-                        .await
-                }
-                Ok(None) => Ok(()),
+                // Parked (a plan waiting for an approval): the claim is kept to lapse at its
+                // lease end, so that no sweep takes the incident up again before then; an
+                // approval wakes it earlier.
+                Ok(Some(false)) => Ok(true),
+                Ok(Some(true)) => self
+                    .store
+                    .release(incident_id, &self.holder, Some(Utc::now()))
+                    .await
+                    .map(|()| false),
+                Ok(None) => Ok(false),
                 Err(e) => {
                     let _ = self.store.release(incident_id, &self.holder, None).await;
                     Err(e)
@@ -257,38 +277,60 @@ impl Engine {
             }
         }
         .await;
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&incident_id);
+        lock(&self.in_flight).remove(&incident_id);
+        if let Ok(true) = result {
+            lock(&self.parked).insert(incident_id);
+            if self.wakes.load(Ordering::SeqCst) != wakes {
+                // An approval arrived while this plan was being worked: look again.
+                if let Some(r) = &self.remediator {
+                    r.waker().notify_waiters();
+                }
+            }
+        }
         if let Err(e) = result {
             // Left claimable: the next sweep (here or in another replica) picks it up again.
             tracing::error!(incident_id, error = %e, "working the incident failed");
         }
     }
 
-    /// Spawns work for every claimable incident.
-    async fn sweep(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
-        match self.store.claimable(Utc::now(), 1000).await {
-            Ok(ids) => {
-                for (id, _) in ids {
-                    let busy = self
-                        .in_flight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .contains(&id);
-                    if !busy {
-                        tasks.spawn(self.clone().work_logged(id));
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not look for incidents to work"),
+    /// Starts working `incident_id` unless this process already is.
+    fn start(self: &Arc<Self>, tasks: &mut JoinSet<()>, incident_id: i64) {
+        if lock(&self.in_flight).insert(incident_id) {
+            tasks.spawn(self.clone().work_logged(incident_id));
         }
     }
 
-    /// Works incidents from `queue` until `stop`; at start and every half lease also picks up
-    /// open incidents nobody holds (left by a crash, a full queue, or a dead replica). At stop,
-    /// work in flight is dropped: claims expire and every step resumes from its record.
+    /// Fills the free slots with the oldest claimable incidents of the store. `true` when the
+    /// page was full: more may be waiting.
+    async fn sweep(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> bool {
+        let free = self.window.saturating_sub(tasks.len());
+        if free == 0 {
+            return true;
+        }
+        match self
+            .store
+            .claimable(Utc::now(), i64::try_from(free).unwrap_or(i64::MAX))
+            .await
+        {
+            Ok(ids) => {
+                let full = ids.len() >= free;
+                for (id, _) in ids {
+                    self.start(tasks, id);
+                }
+                full
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for incidents to work");
+                false
+            }
+        }
+    }
+
+    /// Works incidents from `queue` until `stop`, at most `remediation.window` at once. Also
+    /// pages in open incidents nobody holds (left by a crash, a full queue, a dead replica, or a
+    /// lapsed parking) at start, every half lease, and whenever the window was full; and works a
+    /// parked incident again when an approval arrives. At stop, work in flight is dropped:
+    /// claims expire and every step resumes from its record.
     pub async fn run(
         self: Arc<Self>,
         mut queue: mpsc::Receiver<i64>,
@@ -297,21 +339,61 @@ impl Engine {
         let mut tasks = JoinSet::new();
         let mut sweep = tokio::time::interval((self.lease / 2).max(Duration::from_secs(1)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (woken_tx, mut woken) = mpsc::channel::<()>(1);
+        let forwarder = self.remediator.as_ref().map(|r| {
+            let wake = r.waker();
+            tokio::spawn(async move {
+                loop {
+                    wake.notified().await;
+                    // A full channel already holds a wake-up: nothing is lost.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = woken_tx.try_send(()) {
+                        return;
+                    }
+                }
+            })
+        });
+        // Parked incidents an approval woke, waiting for a slot.
+        let mut resume: VecDeque<i64> = VecDeque::new();
+        // Whether the store may hold work this process has not seen (a full queue drops ids).
+        let mut look = true;
         loop {
+            while tasks.len() < self.window {
+                match resume.pop_front() {
+                    Some(id) => self.start(&mut tasks, id),
+                    None => break,
+                }
+            }
+            if look && tasks.len() < self.window {
+                look = self.sweep(&mut tasks).await;
+            }
+            let room = tasks.len() < self.window;
+            if !room {
+                // While the window is full the queue is not read: the webhook may drop ids.
+                look = true;
+            }
             tokio::select! {
                 _ = stop.changed() => break,
-                _ = sweep.tick() => self.sweep(&mut tasks).await,
-                next = queue.recv() => match next {
-                    Some(id) => {
-                        tasks.spawn(self.clone().work_logged(id));
-                    }
+                _ = sweep.tick() => look = true,
+                Some(()) = woken.recv() => {
+                    self.wakes.fetch_add(1, Ordering::SeqCst);
+                    resume.extend(lock(&self.parked).drain());
+                }
+                next = queue.recv(), if room => match next {
+                    Some(id) => self.start(&mut tasks, id),
                     None => break,
                 },
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
+        if let Some(f) = forwarder {
+            f.abort();
+        }
         tasks.shutdown().await;
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A name for this process in claims: host, pid and a random part (a restarted process with the

@@ -46,7 +46,6 @@ pub struct Remediator {
     kube: Option<kube::Client>,
     holder: String,
     wake: Arc<Notify>,
-    poll: Duration,
 }
 
 /// How working the plan ended for now.
@@ -93,11 +92,11 @@ impl Remediator {
             kube,
             holder,
             wake: Arc::new(Notify::new()),
-            poll: Duration::from_secs(1),
         }
     }
 
-    /// Wakes steps waiting for an approval (the API calls it after recording one).
+    /// Wakes the plans parked for an approval (the API calls it after recording one; the engine
+    /// listens).
     pub fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
     }

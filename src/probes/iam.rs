@@ -9,15 +9,14 @@
 //! Condition is reported as uncertain, never as allowed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use secrecy::ExposeSecret;
+
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{Probe, ProbeContext, ProbeOutput, Signal};
-use crate::aws::{self, FailureKind, Limits};
+use crate::aws::{self, FailureKind};
 
 /// The actions the backup job needs and the resources it needs them on.
 pub fn required_actions(bucket: &str, prefix: &str) -> Vec<(&'static str, String)> {
@@ -260,17 +259,7 @@ impl Probe for Iam {
                     }
                 }
             };
-            let limits = Limits::for_deadline(Duration::from_millis(settings.probes.deadline_ms));
-            let own = (!settings.iam.access_key_id.is_empty()).then(|| {
-                aws_credential_types::Credentials::new(
-                    settings.iam.access_key_id.clone(),
-                    settings.iam.secret_access_key.expose_secret().to_owned(),
-                    None,
-                    None,
-                    "backup-remediator-config",
-                )
-            });
-            let client = aws::iam_client(&settings.iam, &settings.s3.region, own, limits).await;
+            let client = ctx.iam_client().await;
             check(
                 &client,
                 &settings.iam.user,

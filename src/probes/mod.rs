@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use utoipa::ToSchema;
@@ -231,7 +232,18 @@ pub struct ProbeContext {
     /// `None` when no Kubernetes API is configured or reachable: kube probes are skipped.
     pub kube: Option<kube::Client>,
     pub http: reqwest::Client,
+    clients: Arc<Clients>,
     secret: OnceCell<Result<BackupSecret, SecretUnavailable>>,
+}
+
+/// The AWS clients, built once and shared by every diagnosis of a process: building one loads
+/// TLS roots and credential providers, which per incident cost more than the calls they make.
+#[derive(Default)]
+pub struct Clients {
+    iam: OnceCell<aws_sdk_iam::Client>,
+    /// The S3 client of the backup job, for the credentials it was built with (a fingerprint of
+    /// them, never the values): the Secret is read for every diagnosis and may have changed.
+    s3: std::sync::Mutex<Option<(String, aws_sdk_s3::Client)>>,
 }
 
 impl ProbeContext {
@@ -240,8 +252,15 @@ impl ProbeContext {
             settings,
             kube,
             http,
+            clients: Arc::default(),
             secret: OnceCell::new(),
         }
+    }
+
+    /// Shares `clients` with other contexts (the engine's diagnoses).
+    pub fn with_clients(mut self, clients: Arc<Clients>) -> Self {
+        self.clients = clients;
+        self
     }
 
     /// A context whose backup Secret is already known (tests, `replay` without a cluster).
@@ -262,6 +281,59 @@ impl ProbeContext {
             .await
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// Limits of one AWS call within the probe deadline.
+    pub fn aws_limits(&self) -> crate::aws::Limits {
+        crate::aws::Limits::for_deadline(Duration::from_millis(self.settings.probes.deadline_ms))
+    }
+
+    /// The IAM client with the service's own credentials (`[iam]` keys, else the default chain),
+    /// built on first use.
+    pub async fn iam_client(&self) -> aws_sdk_iam::Client {
+        let settings = &self.settings;
+        self.clients
+            .iam
+            .get_or_init(|| async {
+                let own = (!settings.iam.access_key_id.is_empty()).then(|| {
+                    aws_credential_types::Credentials::new(
+                        settings.iam.access_key_id.clone(),
+                        settings.iam.secret_access_key.expose_secret().to_owned(),
+                        None,
+                        None,
+                        "backup-remediator-config",
+                    )
+                });
+                crate::aws::iam_client(&settings.iam, &settings.s3.region, own, self.aws_limits())
+                    .await
+            })
+            .await
+            .clone()
+    }
+
+    /// The S3 client acting as the backup job with these credentials; rebuilt only when they
+    /// change.
+    pub fn s3_client(
+        &self,
+        key_id: &secrecy::SecretString,
+        secret_key: &secrecy::SecretString,
+    ) -> aws_sdk_s3::Client {
+        let id = fingerprint(
+            format!("{}\n{}", key_id.expose_secret(), secret_key.expose_secret()).as_bytes(),
+        );
+        let mut cached = self.clients.s3.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((for_id, client)) = cached.as_ref() {
+            if *for_id == id {
+                return client.clone();
+            }
+        }
+        let client = crate::aws::s3_client(
+            &self.settings.s3,
+            crate::aws::job_credentials(key_id, secret_key),
+            self.aws_limits(),
+        );
+        *cached = Some((id, client.clone()));
+        client
     }
 }
 

@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 use super::{fingerprint, Probe, ProbeContext, ProbeOutput, Signal};
-use crate::aws::{self, Failure, FailureKind, Limits};
+use crate::aws::{self, Failure, FailureKind};
 
 /// Every object this probe writes has this in its key, so that listings of backups skip it.
 pub const PROBE_OBJECT_MARKER: &str = "backup-remediator-probe-";
@@ -72,14 +72,7 @@ pub async fn job_s3(ctx: &ProbeContext) -> Result<JobS3, String> {
             "the backup Secret lacks aws-access-key-id or aws-secret-access-key".to_owned(),
         );
     };
-    let limits = Limits::for_deadline(std::time::Duration::from_millis(
-        settings.probes.deadline_ms,
-    ));
-    let client = aws::s3_client(
-        &settings.s3,
-        aws::job_credentials(key_id, secret_key),
-        limits,
-    );
+    let client = ctx.s3_client(key_id, secret_key);
     let secrets = [
         &secret.aws_access_key_id,
         &secret.aws_secret_access_key,

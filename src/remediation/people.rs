@@ -109,46 +109,43 @@ impl Remediator {
         }
         let timeout = chrono::Duration::from_std(self.policy.approval_timeout())
             .unwrap_or(chrono::Duration::MAX);
-        loop {
-            let Some(current) = self.current(incident_id, step.id).await? else {
-                return Ok(Ran::Lost);
-            };
-            match current.state {
-                // An approval is not a pass: the approved step still goes through the gate.
-                StepState::Approved => return self.execute(incident_id, claim, &current).await,
-                StepState::WaitingApproval => {}
-                StepState::Planned | StepState::Running => return Ok(Ran::Lost),
-                other => return Ok(Ran::State(other)),
-            }
-            if let Some(stop) = self.stopped(incident_id).await? {
-                return Ok(if self.skip(&current, claim, &stop).await? {
-                    Ran::State(StepState::Skipped)
-                } else {
-                    Ran::Lost
-                });
-            }
-            if Utc::now() - waiting_since > timeout {
-                let why = format!(
-                    "no approval within {} minutes",
-                    self.policy.approval_timeout_minutes
-                );
-                let from = [StepState::WaitingApproval];
-                let to = StepState::Refused;
-                if !self
-                    .move_step(&current, claim, &from, to, &why, None, "approval_timed_out")
-                    .await?
-                {
-                    return Ok(Ran::Lost);
-                }
-                metrics::counter!("backup_remediator_actions_refused_total",
-                    "action" => policy_action(step).to_owned(), "reason" => Refusal::Policy.as_str())
-                .increment(1);
-                return Ok(Ran::State(StepState::Refused));
-            }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.poll) => {}
-            }
+        let Some(current) = self.current(incident_id, step.id).await? else {
+            return Ok(Ran::Lost);
+        };
+        match current.state {
+            // An approval is not a pass: the approved step still goes through the gate.
+            StepState::Approved => return self.execute(incident_id, claim, &current).await,
+            StepState::WaitingApproval => {}
+            StepState::Planned | StepState::Running => return Ok(Ran::Lost),
+            other => return Ok(Ran::State(other)),
         }
+        if let Some(stop) = self.stopped(incident_id).await? {
+            return Ok(if self.skip(&current, claim, &stop).await? {
+                Ran::State(StepState::Skipped)
+            } else {
+                Ran::Lost
+            });
+        }
+        if Utc::now() - waiting_since > timeout {
+            let why = format!(
+                "no approval within {} minutes",
+                self.policy.approval_timeout_minutes
+            );
+            let from = [StepState::WaitingApproval];
+            let to = StepState::Refused;
+            if !self
+                .move_step(&current, claim, &from, to, &why, None, "approval_timed_out")
+                .await?
+            {
+                return Ok(Ran::Lost);
+            }
+            metrics::counter!("backup_remediator_actions_refused_total",
+                "action" => policy_action(step).to_owned(), "reason" => Refusal::Policy.as_str())
+            .increment(1);
+            return Ok(Ran::State(StepState::Refused));
+        }
+        // Still waiting: parked in the store rather than in a task. The engine works the plan
+        // again when an approval wakes it (see `waker`), or when its claim lapses.
+        Ok(Ran::State(StepState::WaitingApproval))
     }
 }

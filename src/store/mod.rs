@@ -3,6 +3,7 @@
 
 mod postgres;
 mod sqlite;
+mod sqlite_pools;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,17 +1,16 @@
-//! The embedded SQLite store: the default on a bare machine, one process at a time.
+//! The embedded SQLite store: the default on a bare machine, one process at a time. Writes go
+//! through one writer connection, reads through a few readers (see `sqlite_pools`).
 //!
 //! Times are stored as fixed-width RFC 3339 text (microseconds, `Z`), so that comparing text
 //! compares times and the `(fingerprint, starts_at)` constraint sees equal times as equal.
 
 use std::path::Path;
-use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{QueryBuilder, Row};
+
+use super::sqlite_pools::{self, Writer};
 
 use super::{
     classify, corrupt, diagnosed_event, parse_status, probe_event, push_filter, IncidentFilter,
@@ -28,7 +27,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// Incidents in a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// The writer. Named `pool` because the queries shared with PostgreSQL use `self.pool`: they
+    /// all run on the writer, reads included (their reads mostly precede a write).
+    pool: Writer,
+    /// The readers, for this module's read-only queries (the API, the engine's look-ups).
+    read: SqlitePool,
 }
 
 /// The stored form of a time.
@@ -52,37 +55,24 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| classify(sqlx::Error::Io(e)))?;
         }
-        let connect = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(opts.max_connections)
-            .acquire_timeout(opts.acquire_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(classify)?;
-        Ok(Self { pool })
+        let (pool, read) = sqlite_pools::open(path, opts).await?;
+        Ok(Self { pool, read })
     }
 
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
+        MIGRATOR.run(self.pool.pool()).await?;
         Ok(())
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&self.read)
             .await
             .map_err(classify)?;
         Ok(())
     }
 
     pub(super) async fn open_incident(&self, new: &NewIncident) -> Result<Opened, StoreError> {
-        // BEGIN IMMEDIATE would be ideal; the unique constraint keeps this correct either way.
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let opened_at = ts(new.opened_at);
         let created: Option<i64> = sqlx::query_scalar(
@@ -199,7 +189,7 @@ impl SqliteStore {
         let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1");
         let row = sqlx::query(&sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(classify)?;
         row.map(|r| incident(&r)).transpose()
@@ -210,7 +200,7 @@ impl SqliteStore {
             "SELECT id, at, kind, detail FROM incident_events WHERE incident_id = ?1 ORDER BY id",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(classify)?;
         rows.iter()
@@ -231,7 +221,7 @@ impl SqliteStore {
     ) -> Result<Vec<Incident>, StoreError> {
         let mut qb = QueryBuilder::new(format!("SELECT {INCIDENT_COLUMNS} FROM incidents"));
         push_filter(&mut qb, filter, ts);
-        let rows = qb.build().fetch_all(&self.pool).await.map_err(classify)?;
+        let rows = qb.build().fetch_all(&self.read).await.map_err(classify)?;
         rows.iter().map(incident).collect()
     }
 
@@ -320,7 +310,7 @@ impl SqliteStore {
              WHERE incident_id = ?1 ORDER BY id",
         )
         .bind(incident_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(classify)?;
         rows.iter()
@@ -352,7 +342,7 @@ impl SqliteStore {
         let detail: Option<String> =
             sqlx::query_scalar("SELECT detail FROM diagnoses WHERE incident_id = ?1")
                 .bind(incident_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await
                 .map_err(classify)?;
         detail
@@ -366,13 +356,14 @@ impl SqliteStore {
              AND NOT EXISTS (SELECT 1 FROM diagnoses d WHERE d.incident_id = i.id) ORDER BY id LIMIT ?1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(classify)
     }
 
     pub(super) async fn close(&self) {
-        self.pool.close().await;
+        self.read.close().await;
+        self.pool.pool().close().await;
     }
 }
 
