@@ -105,10 +105,16 @@ const MAX_ERROR_TEXT: usize = 4096;
 /// Turns every error answer that is not JSON into `{"error": "…"}`, keeping its status and
 /// headers (`Allow` on 405, `WWW-Authenticate` on 401).
 pub async fn json_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
+    }
+    // The body was not read to its end: the connection cannot carry another request, and a
+    // client that is not told would send its next one into a closed socket.
+    if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let is_json = resp
         .headers()

@@ -186,7 +186,11 @@ async fn connections_past_the_cap_wait_until_one_is_free() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_answer_is_the_json_error_shape() {
-    let app = spawn_app_with(Backend::Sqlite, "[auth]\nadmin_token = \"admin-t\"\n").await;
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        "[auth]\nadmin_token = \"admin-t\"\n[server]\nbody_limit_bytes = 1024\n",
+    )
+    .await;
     let url = |p: &str| format!("{}{p}", app.address);
 
     let wrong_method = app.client.delete(url("/healthz")).send().await.unwrap();
@@ -196,11 +200,16 @@ async fn every_error_answer_is_the_json_error_shape() {
         .client
         .post(url("/api/v1/backups"))
         .bearer_auth("admin-t")
-        .body(vec![b' '; 2 * 1024 * 1024])
+        .body(vec![b' '; 4096])
         .send()
         .await
         .unwrap();
     assert_eq!(too_big.status(), 413);
+    assert_eq!(
+        too_big.headers()["connection"],
+        "close",
+        "the unread body ends the connection"
+    );
     let missing = app.client.get(url("/nowhere")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 
