@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, set-up included, on a Debian machine with the Rust toolchain:
-# installs what the tests need and is missing (PostgreSQL, Prometheus, Alertmanager), starts
+# installs what the tests need and is missing (PostgreSQL, Prometheus, Alertmanager from Debian;
+# moto's server and schemathesis from PyPI into a venv), starts
 # PostgreSQL when it is down, then runs `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,20 +27,33 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# moto's server stands in for S3 and IAM: from PATH, or installed once into a venv.
+# Python tools, from PATH or installed once into one venv: moto's server stands in for S3 and
+# IAM; schemathesis fuzzes the running service from its OpenAPI document (tests/api/fuzz.rs).
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/backup-remediator/venv"
+venv_install() {
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  log "installing $* into $venv"
+  "$venv/bin/pip" install -q "$@"
+}
 if [ -z "${MOTO_SERVER:-}" ]; then
   if command -v moto_server >/dev/null; then
     MOTO_SERVER=$(command -v moto_server)
   else
-    venv="${XDG_CACHE_HOME:-$HOME/.cache}/backup-remediator/moto-venv"
-    if [ ! -x "$venv/bin/moto_server" ]; then
-      log "installing moto[server] into $venv"
-      python3 -m venv "$venv"
-      "$venv/bin/pip" install -q 'moto[server]'
-    fi
+    [ -x "$venv/bin/moto_server" ] || venv_install 'moto[server]'
     MOTO_SERVER="$venv/bin/moto_server"
   fi
   export MOTO_SERVER
+fi
+if [ -z "${SCHEMATHESIS:-}" ]; then
+  if [ -x "$venv/bin/st" ]; then
+    SCHEMATHESIS="$venv/bin/st"
+  elif command -v st >/dev/null && st --version 2>/dev/null | grep -qi schemathesis; then
+    SCHEMATHESIS=$(command -v st)
+  else
+    venv_install 'schemathesis>=4,<5'
+    SCHEMATHESIS="$venv/bin/st"
+  fi
+  export SCHEMATHESIS
 fi
 
 # kubernetes-validate checks the rendered deploy/ against the Kubernetes schemas

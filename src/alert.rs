@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -17,15 +17,15 @@ pub struct WebhookPayload {
     version: String,
     #[serde(default)]
     group_key: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_count")]
     truncated_alerts: u64,
     status: AlertStatus,
     receiver: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     group_labels: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     common_labels: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     common_annotations: BTreeMap<String, String>,
     #[serde(default, rename = "externalURL")]
     external_url: String,
@@ -37,8 +37,9 @@ pub struct WebhookPayload {
 #[serde(rename_all = "camelCase")]
 pub struct WebhookAlert {
     status: AlertStatus,
+    #[serde(deserialize_with = "unique_keys")]
     labels: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     annotations: BTreeMap<String, String>,
     starts_at: DateTime<Utc>,
     #[serde(default)]
@@ -68,6 +69,8 @@ pub struct Notification {
     pub external_url: String,
     pub truncated_alerts: u64,
     pub alerts: Vec<Alert>,
+    /// What decoding changed in the delivery's own fields (receiver, groupKey, …), in sentences.
+    pub adjustments: Vec<String>,
 }
 
 /// One validated alert.
@@ -84,6 +87,9 @@ pub struct Alert {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub generator_url: String,
+    /// What decoding changed in this alert so that every store can hold it, in sentences (said
+    /// on the incident's timeline and in the webhook's answer).
+    pub adjustments: Vec<String>,
 }
 
 impl Alert {
@@ -175,28 +181,89 @@ pub fn decode(body: &[u8]) -> Result<Notification, DecodeError> {
         .enumerate()
         .map(|(i, a)| validate_alert(i, a))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut adjustments = Vec::new();
+    let mut fix = |field: &str, value: String| storable(field, value, &mut adjustments);
+    let receiver = fix("receiver", raw.receiver);
+    let group_key = fix("groupKey", raw.group_key);
+    let external_url = fix("externalURL", raw.external_url);
+    let group_labels = storable_map("groupLabels", raw.group_labels, &mut adjustments);
+    let common_labels = storable_map("commonLabels", raw.common_labels, &mut adjustments);
+    let common_annotations = storable_map(
+        "commonAnnotations",
+        raw.common_annotations,
+        &mut adjustments,
+    );
     Ok(Notification {
-        receiver: raw.receiver,
+        receiver,
         status: raw.status,
-        group_key: raw.group_key,
-        group_labels: raw.group_labels,
-        common_labels: raw.common_labels,
-        common_annotations: raw.common_annotations,
-        external_url: raw.external_url,
+        group_key,
+        group_labels,
+        common_labels,
+        common_annotations,
+        external_url,
         truncated_alerts: raw.truncated_alerts,
         alerts,
+        adjustments,
     })
 }
 
+/// NUL (U+0000) is valid JSON and valid Unicode, but PostgreSQL can hold it neither in `text`
+/// nor in `jsonb`. Both stores must hold the same alert, so it is replaced here, before either
+/// sees it, by U+FFFD (the replacement character), and the change is said.
+const UNSTORABLE: char = '\u{0}';
+const REPLACEMENT: char = '\u{FFFD}';
+
+fn storable(field: &str, value: String, adjustments: &mut Vec<String>) -> String {
+    if !value.contains(UNSTORABLE) {
+        return value;
+    }
+    adjustments.push(format!(
+        "{field}: NUL characters replaced by U+FFFD (the store cannot hold NUL)"
+    ));
+    value.replace(UNSTORABLE, &REPLACEMENT.to_string())
+}
+
+fn storable_map(
+    field: &str,
+    map: BTreeMap<String, String>,
+    adjustments: &mut Vec<String>,
+) -> BTreeMap<String, String> {
+    if !map
+        .iter()
+        .any(|(k, v)| k.contains(UNSTORABLE) || v.contains(UNSTORABLE))
+    {
+        return map;
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        let k = storable(&format!("{field} key"), k, adjustments);
+        let v = storable(&format!("{field}.{k}"), v, adjustments);
+        // Two keys that differ only by NUL vs U+FFFD would collide: the first (in order) stays.
+        out.entry(k).or_insert(v);
+    }
+    adjustments.dedup();
+    out
+}
+
+/// One form for every time, whichever store keeps it: microseconds (what both keep), and a leap
+/// second (`23:59:60.5`) as the instant after it (`00:00:00.5`), as PostgreSQL counts it.
+pub fn normalise_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
 fn validate_alert(i: usize, raw: WebhookAlert) -> Result<Alert, DecodeError> {
-    let name = match raw.labels.get("alertname") {
-        Some(n) if !n.trim().is_empty() && n.len() <= MAX_ALERTNAME => n.clone(),
-        Some(n) if n.len() > MAX_ALERTNAME => {
+    let mut adjustments = Vec::new();
+    let labels = storable_map("labels", raw.labels, &mut adjustments);
+    let annotations = storable_map("annotations", raw.annotations, &mut adjustments);
+    let generator_url = storable("generatorURL", raw.generator_url, &mut adjustments);
+    let name = match labels.get("alertname") {
+        Some(n) if n.chars().count() > MAX_ALERTNAME => {
             return Err(field(
                 format!("alerts[{i}].labels.alertname"),
-                "longer than 256 bytes",
+                "longer than 256 characters",
             ))
         }
+        Some(n) if !n.is_empty() => n.clone(),
         _ => {
             return Err(field(
                 format!("alerts[{i}].labels.alertname"),
@@ -204,7 +271,8 @@ fn validate_alert(i: usize, raw: WebhookAlert) -> Result<Alert, DecodeError> {
             ))
         }
     };
-    let fp = raw.fingerprint.trim();
+    // Exactly as the OpenAPI document states it: no trimming, so what is stored is what came.
+    let fp = raw.fingerprint.as_str();
     if fp.is_empty() || fp.len() > MAX_FINGERPRINT || !fp.bytes().all(|b| b.is_ascii_alphanumeric())
     {
         return Err(field(
@@ -215,26 +283,86 @@ fn validate_alert(i: usize, raw: WebhookAlert) -> Result<Alert, DecodeError> {
     if raw.starts_at.year() <= 1 {
         return Err(field(format!("alerts[{i}].startsAt"), "is the zero time"));
     }
+    let starts_at = normalise_time(raw.starts_at);
     // Alertmanager marks "not ended" with the zero time 0001-01-01T00:00:00Z.
-    let ends_at = raw
-        .ends_at
-        .filter(|t| t.year() > 1)
-        .map(|t| t.trunc_subsecs(6));
+    let mut ends_at = raw.ends_at.filter(|t| t.year() > 1).map(normalise_time);
+    if let Some(end) = ends_at.filter(|end| *end < starts_at) {
+        adjustments.push(format!(
+            "endsAt {} precedes startsAt: clamped to startsAt",
+            end.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        ));
+        ends_at = Some(starts_at);
+    }
     Ok(Alert {
         name,
         status: raw.status,
         fingerprint: fp.to_owned(),
-        starts_at: raw.starts_at.trunc_subsecs(6),
+        starts_at,
         ends_at,
-        labels: raw.labels,
-        annotations: raw.annotations,
-        generator_url: raw.generator_url,
+        labels,
+        annotations,
+        generator_url,
+        adjustments,
     })
+}
+
+/// The largest count accepted: JSON numbers are exact up to 2^53 - 1 everywhere.
+const MAX_COUNT: u64 = (1 << 53) - 1;
+
+/// A count: a whole JSON number from 0 to 2^53 - 1. `648.0` is a whole number in JSON (and in
+/// the OpenAPI document's `integer`), so it is accepted as 648.
+fn whole_count<'de, D>(de: D) -> Result<u64, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let n = serde_json::Number::deserialize(de)?;
+    let value = match (n.as_u64(), n.as_f64()) {
+        (Some(v), _) => Some(v),
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..=MAX_COUNT as f64).contains(&f) => {
+            Some(f as u64)
+        }
+        _ => None,
+    };
+    value.filter(|v| *v <= MAX_COUNT).ok_or_else(|| {
+        serde::de::Error::custom(format_args!("must be a whole number from 0 to {MAX_COUNT}"))
+    })
+}
+
+/// A JSON object of strings whose keys must be unique: serde would silently keep the last of two
+/// equal keys, and which label an alert carries must not depend on the order of the bytes.
+fn unique_keys<'de, D>(de: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of strings")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = map.next_entry::<String, String>()? {
+                if out.contains_key(&k) {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "duplicate key {k:?}"
+                    )));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    de.deserialize_map(Unique)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::SubsecRound;
     use proptest::prelude::*;
 
     /// A body exactly as Alertmanager 0.25 sent it on this project's machines.

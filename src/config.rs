@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+mod env;
+pub use env::{var_name, EnvLayer, ALIASES as ENV_ALIASES};
 
 /// The defaults shipped with the binary; the same file documents every key.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
@@ -248,6 +251,14 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub body_limit_bytes: usize,
     pub shutdown_grace_seconds: u64,
+    /// The request head must be complete this long after the server starts waiting for it.
+    pub header_read_timeout_ms: u64,
+    /// The request body must be complete this long after the head (else 408).
+    pub body_timeout_ms: u64,
+    /// A connection with no traffic either way for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -336,8 +347,18 @@ impl Settings {
         Self::from_figment(Self::figment(file, overrides)?)
     }
 
-    /// The layered sources, exposed so tests can add their own layer (e.g. `Figment::join`).
+    /// The layered sources over the process environment, exposed so tests can add their own
+    /// layer (e.g. `Figment::join`).
     pub fn figment(file: Option<&Path>, overrides: &Overrides) -> Result<Figment, ConfigError> {
+        Self::figment_with_env(file, overrides, EnvLayer::from_process()?)
+    }
+
+    /// The layered sources with `env` as the environment layer.
+    pub fn figment_with_env(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: EnvLayer,
+    ) -> Result<Figment, ConfigError> {
         let mut fig = Figment::from(Toml::string(DEFAULT_CONFIG));
         if let Some(path) = file {
             if !path.exists() {
@@ -345,26 +366,7 @@ impl Settings {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig
-            .merge(
-                Env::prefixed("BR_")
-                    .split("__")
-                    .filter(|k| k.as_str().contains("__")),
-            )
-            .merge(
-                Env::raw()
-                    .only(&["BR_WEBHOOK_TOKEN", "BR_API_TOKEN", "BR_ADMIN_TOKEN"])
-                    .map(|k| match k.as_str() {
-                        "BR_WEBHOOK_TOKEN" => "auth.webhook_token".into(),
-                        "BR_API_TOKEN" => "auth.api_token".into(),
-                        _ => "auth.admin_token".into(),
-                    }),
-            )
-            .merge(
-                Env::raw()
-                    .only(&["DATABASE_URL"])
-                    .map(|_| "database.url".into()),
-            );
+        fig = fig.merge(env);
         let mut cli = serde_json::Map::new();
         let mut put = |section: &str, key: &str, value: serde_json::Value| {
             let entry = cli
@@ -447,6 +449,21 @@ impl Settings {
         let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
         if self.server.body_limit_bytes < 1024 {
             return bad("server.body_limit_bytes", "must be at least 1024");
+        }
+        for (key, ms) in [
+            (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
+            ("server.idle_timeout_ms", self.server.idle_timeout_ms),
+        ] {
+            if ms < 100 {
+                return bad(key, "must be at least 100");
+            }
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", "must be at least 1");
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");
@@ -651,70 +668,4 @@ impl NotifySettings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with(toml: &str) -> Result<Settings, ConfigError> {
-        let fig = Figment::from(Toml::string(DEFAULT_CONFIG)).merge(Toml::string(toml));
-        Settings::from_figment(fig)
-    }
-
-    #[test]
-    fn defaults_refuse_to_serve_without_credentials() {
-        let err = with("").unwrap().check_serving().unwrap_err().to_string();
-        assert!(err.contains("auth.webhook_token"), "{err}");
-    }
-
-    #[test]
-    fn insecure_no_auth_starts_with_the_defaults() {
-        let s = with("[auth]\ninsecure_no_auth = true").unwrap();
-        s.check_serving().unwrap();
-        assert_eq!(s.server.listen.port(), 9095);
-        assert_eq!(s.server.body_limit_bytes, 1024 * 1024);
-        assert_eq!(s.alerts.handled, vec!["PostgreSQLBackupFailed".to_string()]);
-    }
-
-    #[test]
-    fn a_wrong_type_names_the_key() {
-        let err = with("[server]\nbody_limit_bytes = \"big\"")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("body_limit_bytes"), "{err}");
-    }
-
-    #[test]
-    fn an_unknown_key_is_an_error_naming_it() {
-        let err = with("[server]\nlisten_adress = \"1.2.3.4:1\"")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("listen_adress"), "{err}");
-    }
-
-    #[test]
-    fn debug_output_never_shows_a_token() {
-        let s =
-            with("[auth]\nwebhook_token = \"canary-7f3a\"\napi_token = \"canary-9b1c\"").unwrap();
-        let shown = format!("{s:?}");
-        assert!(!shown.contains("canary"), "{shown}");
-    }
-
-    #[test]
-    fn notifications_are_off_by_default_and_a_token_needs_a_channel() {
-        let s = with("").unwrap();
-        assert!(s.notify.slack_token.expose_secret().is_empty());
-        assert_eq!(s.notify.escalate_after_hours, 2);
-        assert_eq!(s.notify.rpo_hours, 24);
-        let err = with("[notify]\nslack_token = \"xoxb-canary\"")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("notify.slack_channel"), "{err}");
-        assert!(!err.contains("canary"), "{err}");
-    }
-
-    #[test]
-    fn half_configured_basic_auth_is_refused() {
-        let s = with("[auth]\napi_token=\"a\"\nwebhook_basic_user = \"am\"").unwrap();
-        let err = s.check_serving().unwrap_err().to_string();
-        assert!(err.contains("webhook_basic"), "{err}");
-    }
-}
+mod tests;

@@ -37,6 +37,9 @@ pub enum Outcome {
     ResolvedUnknown,
     /// Not an alert this service handles: acknowledged and counted only.
     Ignored,
+    /// This alert could not be stored (the store refused it while it was up); the others of the
+    /// delivery were still applied. The reason is in `error` and in the service's log.
+    Failed,
 }
 
 /// One alert's result, as the webhook reports it.
@@ -45,7 +48,15 @@ pub struct AlertResult {
     pub alertname: String,
     pub fingerprint: String,
     pub outcome: Outcome,
+    /// The incident the alert belongs to; absent when there is none (`ignored`, `failed`…).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<i64>,
+    /// What was changed so that the store can hold the alert (also on the incident's timeline).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adjustments: Vec<String>,
+    /// Why the alert was not stored (outcome `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 struct Entry {
@@ -96,7 +107,13 @@ pub struct Intake {
     known: Mutex<Known>,
     pending: Mutex<HashMap<i64, Pending>>,
     opened_tx: Option<mpsc::Sender<i64>>,
+    /// Alerts of names this service does not handle, by name: misrouted alerts are common and
+    /// their names are the sender's choice, so the series are bounded.
+    ignored: crate::telemetry::BoundedCounter,
 }
+
+/// How many names of ignored alerts get a series of their own; the rest count as `other`.
+const IGNORED_NAMES: usize = 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave them inconsistent (plain map updates).
@@ -120,6 +137,11 @@ impl Intake {
             }),
             pending: Mutex::new(HashMap::new()),
             opened_tx: None,
+            ignored: crate::telemetry::BoundedCounter::new(
+                "backup_remediator_alerts_ignored_total",
+                "alertname",
+                IGNORED_NAMES,
+            ),
         }
     }
 
@@ -131,18 +153,36 @@ impl Intake {
         self
     }
 
-    /// Applies every alert of a delivery. Stops at the first store failure (the caller answers
-    /// 503 and Alertmanager retries the whole delivery; what was stored is joined, not duplicated).
+    /// Applies every alert of a delivery, each on its own: one alert the store refuses is
+    /// reported `failed` and never keeps the others from being stored. Only an unavailable store
+    /// fails the delivery (the caller answers 503 and Alertmanager retries it; what was stored
+    /// is joined on the retry, not duplicated).
     pub async fn accept(&self, n: &Notification) -> Result<Vec<AlertResult>, StoreError> {
         let mut out = Vec::with_capacity(n.alerts.len());
         for alert in &n.alerts {
-            let (outcome, incident_id) = self.accept_one(n, alert).await?;
+            let mut adjustments = n.adjustments.clone();
+            adjustments.extend(alert.adjustments.iter().cloned());
+            let (outcome, incident_id, error) = match self.accept_one(n, alert, &adjustments).await
+            {
+                Ok((outcome, id)) => (outcome, id, None),
+                Err(e) if e.is_unavailable() => return Err(e),
+                Err(e) => {
+                    tracing::error!(error = %e, fingerprint = %alert.fingerprint, "could not store an alert; the rest of the delivery goes on");
+                    (
+                        Outcome::Failed,
+                        None,
+                        Some("the store refused this alert; see the service log".to_owned()),
+                    )
+                }
+            };
             alerts_counter(outcome).increment(1);
             out.push(AlertResult {
                 alertname: alert.name.clone(),
                 fingerprint: alert.fingerprint.clone(),
                 outcome,
                 incident_id,
+                adjustments,
+                error,
             });
         }
         Ok(out)
@@ -152,14 +192,15 @@ impl Intake {
         &self,
         n: &Notification,
         alert: &Alert,
+        adjustments: &[String],
     ) -> Result<(Outcome, Option<i64>), StoreError> {
         if !self.handled.contains(&alert.name) {
-            metrics::counter!("backup_remediator_alerts_ignored_total", "alertname" => alert.name.clone()).increment(1);
+            self.ignored.count(&alert.name);
             return Ok((Outcome::Ignored, None));
         }
         match alert.status {
-            AlertStatus::Firing => self.firing(n, alert).await,
-            AlertStatus::Resolved => self.resolved(alert).await,
+            AlertStatus::Firing => self.firing(n, alert, adjustments).await,
+            AlertStatus::Resolved => self.resolved(alert, adjustments).await,
         }
     }
 
@@ -167,6 +208,7 @@ impl Intake {
         &self,
         n: &Notification,
         alert: &Alert,
+        adjustments: &[String],
     ) -> Result<(Outcome, Option<i64>), StoreError> {
         let entry = lock(&self.known).entry(&alert.key());
         let created = AtomicBool::new(false);
@@ -183,12 +225,7 @@ impl Intake {
                     annotations: to_json(&alert.annotations),
                     generator_url: alert.generator_url.clone(),
                     opened_at: now,
-                    detail: serde_json::json!({
-                        "receiver": n.receiver,
-                        "group_key": n.group_key,
-                        "external_url": n.external_url,
-                        "starts_at": alert.starts_at,
-                    }),
+                    detail: opened_detail(n, alert, adjustments),
                 };
                 let opened = self.store.open_incident(&new).await?;
                 created.store(matches!(opened, Opened::Created(_)), Ordering::Relaxed);
@@ -220,13 +257,20 @@ impl Intake {
         }
     }
 
-    async fn resolved(&self, alert: &Alert) -> Result<(Outcome, Option<i64>), StoreError> {
+    async fn resolved(
+        &self,
+        alert: &Alert,
+        adjustments: &[String],
+    ) -> Result<(Outcome, Option<i64>), StoreError> {
         let entry = lock(&self.known).entry(&alert.key());
         if entry.resolved.load(Ordering::Relaxed) {
             return Ok((Outcome::AlreadyResolved, entry.id.get().copied()));
         }
         let at = alert.ends_at.unwrap_or_else(Utc::now);
-        let detail = serde_json::json!({ "source": "alertmanager", "ends_at": at });
+        let mut detail = serde_json::json!({ "source": "alertmanager", "ends_at": at });
+        if !adjustments.is_empty() {
+            detail["adjustments"] = serde_json::json!(adjustments);
+        }
         let res = self
             .store
             .resolve_by_alert(&alert.fingerprint, alert.starts_at, at, &detail)
@@ -301,6 +345,20 @@ impl Intake {
     }
 }
 
+/// Detail of the `opened` event: where the alert came from, and what was changed to store it.
+fn opened_detail(n: &Notification, alert: &Alert, adjustments: &[String]) -> serde_json::Value {
+    let mut detail = serde_json::json!({
+        "receiver": n.receiver,
+        "group_key": n.group_key,
+        "external_url": n.external_url,
+        "starts_at": alert.starts_at,
+    });
+    if !adjustments.is_empty() {
+        detail["adjustments"] = serde_json::json!(adjustments);
+    }
+    detail
+}
+
 fn alerts_counter(o: Outcome) -> &'static metrics::Counter {
     use crate::static_counter as c;
     match o {
@@ -314,5 +372,6 @@ fn alerts_counter(o: Outcome) -> &'static metrics::Counter {
             c!("backup_remediator_alerts_total", "outcome" => "resolved_unknown")
         }
         Outcome::Ignored => c!("backup_remediator_alerts_total", "outcome" => "ignored"),
+        Outcome::Failed => c!("backup_remediator_alerts_total", "outcome" => "failed"),
     }
 }

@@ -132,6 +132,8 @@ impl Application {
             auth: Arc::new(Auth::from_settings(&settings.auth)),
             metrics: telemetry::metrics_handle(),
             body_limit: settings.server.body_limit_bytes,
+            body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
+            databases: settings.target.databases.clone(),
             approvals: remediation,
             restore_tests,
             manual_backups,
@@ -195,7 +197,12 @@ impl Application {
         );
 
         let (signalled_tx, mut signalled_rx) = watch::channel(false);
-        let server = axum::serve(listener, api::app(state)).with_graceful_shutdown(async move {
+        let limits = api::server::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(settings.server.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(settings.server.idle_timeout_ms),
+            max_connections: settings.server.max_connections,
+        };
+        let server = api::server::serve(listener, api::app(state), limits, async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing requests in flight");
             let _ = signalled_tx.send(true);

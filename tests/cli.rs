@@ -14,11 +14,29 @@ fn command(dir: &Path) -> Command {
     let mut c = Command::new(BIN);
     c.current_dir(dir)
         .env_remove("DATABASE_URL")
-        .env_remove("BR_WEBHOOK_TOKEN")
-        .env_remove("BR_API_TOKEN")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
+    // Every BR_* variable of the test's own environment is configuration: start from none.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("BR_") {
+            c.env_remove(name);
+        }
+    }
     c
+}
+
+/// Waits up to `limit` for the child to exit; kills it and returns `None` if it does not.
+fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
@@ -31,6 +49,19 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A runtime for the async HTTP client in these synchronous tests.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A client and the base URL of a service on `port`.
+fn client_for(port: u16) -> (reqwest::Client, String) {
+    (reqwest::Client::new(), format!("http://127.0.0.1:{port}"))
 }
 
 struct Server(Child);
@@ -103,13 +134,8 @@ fn the_service_logs_no_secret_stops_cleanly_on_sigterm_and_the_cli_reads_its_sto
     let mut stdout = child.stdout.take().unwrap();
     let server = Server(child);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{port}");
+    runtime().block_on(async {
+        let (client, base) = client_for(port);
         let deadline = Instant::now() + Duration::from_secs(15);
         while client.get(format!("{base}/readyz")).send().await.is_err() {
             assert!(Instant::now() < deadline, "server did not start");
@@ -194,6 +220,104 @@ fn the_service_logs_no_secret_stops_cleanly_on_sigterm_and_the_cli_reads_its_sto
     let missing = run(dir.path(), &["incidents", "show", "42"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no incident with id 42"));
+}
+
+#[test]
+fn an_unknown_br_variable_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value, said) in [
+        ("BR_SERVER__LISTN", "127.0.0.1:0", "BR_SERVER__LISTN"),
+        ("BR_SERVE__LISTEN", "127.0.0.1:0", "BR_SERVE__LISTEN"),
+        // One underscore sets nothing: refused with the name that would have worked.
+        ("BR_SERVER_LISTEN", "127.0.0.1:0", "BR_SERVER__LISTEN"),
+        (
+            "BR_SERVER__BODY_LIMIT_BYTES",
+            "big",
+            "BR_SERVER__BODY_LIMIT_BYTES",
+        ),
+    ] {
+        let mut child = command(dir.path())
+            .args(["serve", "--insecure-no-auth", "--listen", "127.0.0.1:0"])
+            .env(var, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve");
+        let status = exit_within(&mut child, Duration::from_secs(10));
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(
+            matches!(status, Some(s) if !s.success()),
+            "{var}={value}: start-up went on ({status:?}): {err}"
+        );
+        assert!(err.contains(said), "{var}: the error names {said}: {err}");
+    }
+}
+
+#[test]
+fn the_br_server_listen_variable_decides_where_the_binary_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = command(dir.path())
+        .args(["serve"])
+        .env("BR_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("BR_PROBES__ENABLED", "")
+        .env("BR_WEBHOOK_TOKEN", CANARY_HOOK)
+        .env("BR_API_TOKEN", CANARY_API)
+        .env("BR_SERVER__BODY_LIMIT_BYTES", "2048")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    let mut server = Server(child);
+    runtime().block_on(async {
+        let (client, base) = client_for(port);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while client.get(format!("{base}/readyz")).send().await.is_err() {
+            if let Some(status) = server.0.try_wait().unwrap() {
+                let mut err = String::new();
+                server
+                    .0
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("the service exited ({status}): {err}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing listens on 127.0.0.1:{port}: BR_SERVER__LISTEN was ignored"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The other variables were applied too: the API wants BR_API_TOKEN, the limit is 2 KiB.
+        let list = client
+            .get(format!("{base}/api/v1/incidents"))
+            .bearer_auth(CANARY_API)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(list.status(), 200);
+        let big = client
+            .post(format!("{base}/webhook/alertmanager"))
+            .bearer_auth(CANARY_HOOK)
+            .header("content-type", "application/json")
+            .body(vec![b' '; 4096])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            big.status(),
+            413,
+            "BR_SERVER__BODY_LIMIT_BYTES=2048 applies"
+        );
+    });
 }
 
 #[test]

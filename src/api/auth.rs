@@ -146,19 +146,31 @@ impl FromRequestParts<AppState> for AdminCaller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         state.auth.check_admin(&parts.headers)?;
         let actor = match parts.headers.get(ACTOR_HEADER) {
-            None => "admin-token".to_owned(),
-            Some(v) => {
-                let v = v.to_str().ok().map(str::trim).unwrap_or_default();
-                if v.is_empty() || v.chars().count() > 100 || v.chars().any(|c| c.is_control()) {
-                    return Err(ApiError::BadRequest(
-                        "X-Actor must be 1 to 100 printable characters".to_owned(),
-                    ));
-                }
-                v.to_owned()
-            }
+            None => None,
+            Some(v) => actor(v.as_bytes())?,
         };
+        let actor = actor.unwrap_or_else(|| "admin-token".to_owned());
         Ok(AdminCaller { actor })
     }
+}
+
+/// The caller's name from `X-Actor`. Header values are bytes: UTF-8 is read as UTF-8 (`José`),
+/// anything else as ISO-8859-1, as HTTP/1.1 historically defined them. Blank means not given.
+fn actor(raw: &[u8]) -> Result<Option<String>, ApiError> {
+    let text = match std::str::from_utf8(raw) {
+        Ok(s) => s.to_owned(),
+        Err(_) => raw.iter().map(|&b| char::from(b)).collect(),
+    };
+    let name = text.trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "X-Actor must be at most 100 printable characters".to_owned(),
+        ));
+    }
+    Ok(Some(name.to_owned()))
 }
 
 fn bearer(value: &str) -> Option<&str> {
@@ -246,6 +258,21 @@ mod tests {
         assert!(a.check_api(&with("Bearer api-token")).is_ok());
         assert!(a.check_api(&with("Bearer hook-token")).is_err());
         assert!(a.check_api(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn x_actor_is_read_as_utf8_or_latin1_and_must_be_printable() {
+        assert_eq!(actor("José".as_bytes()).unwrap().as_deref(), Some("José"));
+        assert_eq!(actor(b"Jos\xe9").unwrap().as_deref(), Some("José"));
+        assert_eq!(actor(b"  ").unwrap(), None);
+        assert!(actor(b"a\x07b").is_err());
+        assert!(actor("é".repeat(101).as_bytes()).is_err());
+        assert_eq!(
+            actor("é".repeat(100).as_bytes())
+                .unwrap()
+                .map(|a| a.chars().count()),
+            Some(100)
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@ use utoipa_axum::routes;
 
 use super::auth::ApiCaller;
 use super::error::{ApiError, ErrorBody};
+use super::restore_tests::parse_cursor;
 use super::AppState;
+use crate::alert::normalise_time;
 use crate::diagnosis::Diagnosis;
 use crate::incident::{Incident, IncidentStatus, TimelineEvent};
 use crate::plan::Step;
@@ -32,15 +34,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    /// Only incidents in this status (open, resolved, escalated, remediated).
-    status: Option<String>,
+    /// Only incidents in this status.
+    status: Option<IncidentStatus>,
     /// Only incidents opened at or after this time (RFC 3339).
     since: Option<DateTime<Utc>>,
     /// Only incidents opened before this time (RFC 3339).
     until: Option<DateTime<Utc>>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     cursor: Option<String>,
 }
 
@@ -49,6 +53,7 @@ pub struct ListParams {
 pub struct IncidentPage {
     pub incidents: Vec<Incident>,
     /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 
@@ -86,32 +91,18 @@ pub async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<IncidentPage>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let status = p
-        .status
-        .as_deref()
-        .map(str::parse::<IncidentStatus>)
-        .transpose()
-        .map_err(ApiError::BadRequest)?;
+    let status = p.status;
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
-    let before_id = p
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<i64>()
-                .ok()
-                .filter(|&id| id > 0)
-                .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))
-        })
-        .transpose()?;
+    let before_id = p.cursor.as_deref().map(parse_cursor).transpose()?;
     let filter = IncidentFilter {
         status,
-        since: p.since,
-        until: p.until,
+        since: p.since.map(normalise_time),
+        until: p.until.map(normalise_time),
         before_id,
         limit: limit + 1,
     };

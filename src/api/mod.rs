@@ -7,7 +7,10 @@ mod backups;
 mod error;
 mod health;
 mod incidents;
+mod limits;
+mod openapi;
 mod restore_tests;
+pub mod server;
 mod webhook;
 
 use std::collections::HashMap;
@@ -43,6 +46,10 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub metrics: PrometheusHandle,
     pub body_limit: usize,
+    /// A request body must be complete this long after its head (else 408).
+    pub body_timeout: Duration,
+    /// The configured database names (`target.databases`), which the document lists.
+    pub databases: Vec<String>,
     /// Wakes steps waiting for an approval in this process (None: no remediation here).
     pub approvals: Option<Arc<tokio::sync::Notify>>,
     /// Runs the runbook's restore tests (`/api/v1/restore-tests`).
@@ -100,12 +107,19 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(backups::router())
 }
 
-/// The OpenAPI document of every route, generated from the same definitions `app` serves.
-pub fn openapi() -> OpenApiDoc {
+/// The OpenAPI document of every route, generated from the same definitions `app` serves, with
+/// the constraints the handlers enforce (the served one also lists the configured databases).
+pub fn openapi() -> serde_json::Value {
+    document(None)
+}
+
+fn document(databases: Option<&[String]>) -> serde_json::Value {
     let mut doc = openapi_router().into_openapi();
     doc.paths
         .paths
         .insert(OPENAPI_PATH.to_owned(), openapi_path_item());
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    openapi::constrain(&mut doc, databases);
     doc
 }
 
@@ -121,6 +135,12 @@ fn openapi_path_item() -> utoipa::openapi::PathItem {
                 "200",
                 ResponseBuilder::new()
                     .description("OpenAPI 3 document")
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::schema::Object::new()))
+                            .build(),
+                    )
                     .build(),
             ),
     )
@@ -129,8 +149,9 @@ fn openapi_path_item() -> utoipa::openapi::PathItem {
 /// The whole application: routes, auth, limits, metrics and request tracing.
 pub fn app(state: AppState) -> Router {
     let (router, _) = openapi_router().split_for_parts();
-    let doc = Arc::new(openapi());
+    let doc = Arc::new(document(Some(&state.databases)));
     let body_limit = state.body_limit;
+    let body_timeout = limits::BodyTimeout(state.body_timeout);
     router
         .route(
             OPENAPI_PATH,
@@ -138,6 +159,11 @@ pub fn app(state: AppState) -> Router {
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            body_timeout,
+            limits::body_deadline,
+        ))
+        .layer(middleware::from_fn(limits::json_errors))
         .layer(middleware::from_fn(track))
         .layer(
             TraceLayer::new_for_http()

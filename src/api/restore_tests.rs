@@ -53,8 +53,10 @@ pub struct RestoreTestList {
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     pub cursor: Option<String>,
 }
 
@@ -69,16 +71,18 @@ pub(super) fn page(
             "limit must be between 1 and 200".into(),
         ));
     }
-    let before = p
-        .cursor
-        .map(|c| {
-            c.parse::<i64>()
-                .ok()
-                .filter(|&id| id > 0)
-                .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))
-        })
-        .transpose()?;
+    let before = p.cursor.as_deref().map(parse_cursor).transpose()?;
     Ok((before, limit))
+}
+
+/// A page cursor: an id, written as the API writes it (1 to 18 digits, no sign, no leading 0).
+pub(super) fn parse_cursor(c: &str) -> Result<i64, ApiError> {
+    let well_formed =
+        (1..=18).contains(&c.len()) && !c.starts_with('0') && c.bytes().all(|b| b.is_ascii_digit());
+    well_formed
+        .then(|| c.parse::<i64>().ok())
+        .flatten()
+        .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))
 }
 
 /// Trims a page fetched with `limit + 1` rows and says where the next one starts.

@@ -365,3 +365,36 @@ async fn a_restore_test_started_over_the_api_restores_the_newest_backup() {
         assert!(!text.contains(canary));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x_actor_written_in_utf8_is_recorded_as_written() {
+    let s = setup(Backend::Sqlite, "").await;
+
+    let resp = s
+        .app
+        .client
+        .post(format!("{}/api/v1/backups", s.app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .header(
+            "x-actor",
+            reqwest::header::HeaderValue::from_bytes("José Müller".as_bytes()).unwrap(),
+        )
+        .json(&json!({"databases": ["link_users"]}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    let started: Value = resp.json().await.unwrap();
+    assert_eq!(started["actor"], "José Müller");
+    let too_long = s
+        .app
+        .client
+        .post(format!("{}/api/v1/backups", s.app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-actor", "x".repeat(101))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_long.status(), 400);
+}

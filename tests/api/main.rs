@@ -19,10 +19,13 @@ macro_rules! on_both_stores {
 
 mod alertmanager;
 mod backups;
+mod connections;
 mod diagnosis;
+mod fuzz;
 mod health;
 mod helpers;
 mod incidents;
+mod ingest;
 #[path = "../support/kube_server.rs"]
 mod kube_server;
 #[path = "../support/moto.rs"]

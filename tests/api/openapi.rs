@@ -70,6 +70,70 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_exists() 
 }
 
 #[test]
+fn the_document_states_the_constraints_the_server_enforces() {
+    let doc = serde_json::to_value(backup_remediator::api::openapi()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let list = &doc["paths"]["/api/v1/incidents"]["get"]["parameters"];
+    let param = |name: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("parameter {name}"))["schema"]
+            .clone()
+    };
+    assert_eq!(
+        schemas["IncidentStatus"]["enum"],
+        serde_json::json!(["open", "resolved", "escalated", "remediated"])
+    );
+    assert_eq!(
+        param("status")["$ref"],
+        "#/components/schemas/IncidentStatus"
+    );
+    assert_eq!(param("limit")["maximum"], 500);
+    assert_eq!(param("limit")["minimum"], 1);
+    assert_eq!(
+        schemas["WebhookPayload"]["properties"]["version"]["const"],
+        "4"
+    );
+    assert_eq!(
+        schemas["WebhookPayload"]["properties"]["alerts"]["minItems"],
+        1
+    );
+    assert_eq!(
+        schemas["WebhookAlert"]["properties"]["labels"]["required"],
+        serde_json::json!(["alertname"])
+    );
+    for decision in ["approve", "reject"] {
+        let path = format!("/api/v1/incidents/{{id}}/actions/{{action_id}}/{decision}");
+        let body =
+            &doc["paths"][&path]["post"]["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(
+            body["$ref"], "#/components/schemas/DecisionBody",
+            "{decision}: null is refused, so not offered: {body}"
+        );
+        let actor = doc["paths"][&path]["post"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "X-Actor")
+            .unwrap()["schema"]
+            .clone();
+        assert_eq!(actor["maxLength"], 100);
+    }
+}
+
+#[test]
+fn the_readme_lists_the_document_among_the_open_routes() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains("| `GET /api/v1/openapi.json` | — |"),
+        "README's route table lists the document as open"
+    );
+}
+
+#[test]
 fn the_generated_document_matches_the_served_one() {
     let doc = serde_json::to_value(backup_remediator::api::openapi()).unwrap();
     assert!(doc["paths"]["/webhook/alertmanager"]["post"]["requestBody"].is_object());

@@ -1,0 +1,65 @@
+//! The settings: defaults, unknown keys, secrets kept out of `Debug`.
+use super::*;
+
+fn with(toml: &str) -> Result<Settings, ConfigError> {
+    let fig = Figment::from(Toml::string(DEFAULT_CONFIG)).merge(Toml::string(toml));
+    Settings::from_figment(fig)
+}
+
+#[test]
+fn defaults_refuse_to_serve_without_credentials() {
+    let err = with("").unwrap().check_serving().unwrap_err().to_string();
+    assert!(err.contains("auth.webhook_token"), "{err}");
+}
+
+#[test]
+fn insecure_no_auth_starts_with_the_defaults() {
+    let s = with("[auth]\ninsecure_no_auth = true").unwrap();
+    s.check_serving().unwrap();
+    assert_eq!(s.server.listen.port(), 9095);
+    assert_eq!(s.server.body_limit_bytes, 1024 * 1024);
+    assert_eq!(s.alerts.handled, vec!["PostgreSQLBackupFailed".to_string()]);
+}
+
+#[test]
+fn a_wrong_type_names_the_key() {
+    let err = with("[server]\nbody_limit_bytes = \"big\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("body_limit_bytes"), "{err}");
+}
+
+#[test]
+fn an_unknown_key_is_an_error_naming_it() {
+    let err = with("[server]\nlisten_adress = \"1.2.3.4:1\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("listen_adress"), "{err}");
+}
+
+#[test]
+fn debug_output_never_shows_a_token() {
+    let s = with("[auth]\nwebhook_token = \"canary-7f3a\"\napi_token = \"canary-9b1c\"").unwrap();
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("canary"), "{shown}");
+}
+
+#[test]
+fn notifications_are_off_by_default_and_a_token_needs_a_channel() {
+    let s = with("").unwrap();
+    assert!(s.notify.slack_token.expose_secret().is_empty());
+    assert_eq!(s.notify.escalate_after_hours, 2);
+    assert_eq!(s.notify.rpo_hours, 24);
+    let err = with("[notify]\nslack_token = \"xoxb-canary\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("notify.slack_channel"), "{err}");
+    assert!(!err.contains("canary"), "{err}");
+}
+
+#[test]
+fn half_configured_basic_auth_is_refused() {
+    let s = with("[auth]\napi_token=\"a\"\nwebhook_basic_user = \"am\"").unwrap();
+    let err = s.check_serving().unwrap_err().to_string();
+    assert!(err.contains("webhook_basic"), "{err}");
+}
