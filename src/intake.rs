@@ -106,6 +106,10 @@ pub struct Intake {
     handled: HashSet<String>,
     known: Mutex<Known>,
     pending: Mutex<HashMap<i64, Pending>>,
+    /// Held for writing while a flush moves counts from `pending` into the store, and for
+    /// reading while the API adds `pending` to what it read from the store: a reader sees the
+    /// counts either still in memory or already stored, never neither (or both).
+    flushing: tokio::sync::RwLock<()>,
     opened_tx: Option<mpsc::Sender<i64>>,
     /// Alerts of names this service does not handle, by name: misrouted alerts are common and
     /// their names are the sender's choice, so the series are bounded.
@@ -136,6 +140,7 @@ impl Intake {
                 capacity: cache_capacity.max(1),
             }),
             pending: Mutex::new(HashMap::new()),
+            flushing: tokio::sync::RwLock::new(()),
             opened_tx: None,
             ignored: crate::telemetry::BoundedCounter::new(
                 "backup_remediator_alerts_ignored_total",
@@ -290,6 +295,12 @@ impl Intake {
         Ok((outcome, id))
     }
 
+    /// Hold this while reading incidents from the store and adding [`Intake::pending`] to them,
+    /// so that a flush in progress is neither missed nor counted twice.
+    pub async fn consistent_read(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.flushing.read().await
+    }
+
     /// Re-sends of `incident_id` counted here and not yet written.
     pub fn pending(&self, incident_id: i64) -> Option<Pending> {
         lock(&self.pending).get(&incident_id).copied()
@@ -297,6 +308,7 @@ impl Intake {
 
     /// Writes the counted re-sends in one batch. On failure they are kept for the next flush.
     pub async fn flush(&self) -> Result<usize, StoreError> {
+        let _flushing = self.flushing.write().await;
         let taken: HashMap<i64, Pending> = std::mem::take(&mut *lock(&self.pending));
         if taken.is_empty() {
             return Ok(0);

@@ -106,6 +106,7 @@ pub async fn list(
         before_id,
         limit: limit + 1,
     };
+    let counted = state.intake.consistent_read().await;
     let mut incidents = state.store.list_incidents(&filter).await?;
     let next_cursor = if incidents.len() > limit as usize {
         incidents.truncate(limit as usize);
@@ -116,6 +117,7 @@ pub async fn list(
     for i in &mut incidents {
         state.with_pending(i);
     }
+    drop(counted);
     Ok(Json(IncidentPage {
         incidents,
         next_cursor,
@@ -144,12 +146,14 @@ pub async fn show(
 ) -> Result<Json<IncidentDetail>, ApiError> {
     let Path(id) =
         id.map_err(|_| ApiError::BadRequest("incident id must be a whole number".into()))?;
+    let counted = state.intake.consistent_read().await;
     let mut incident = state
         .store
         .get_incident(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no incident with id {id}")))?;
     state.with_pending(&mut incident);
+    drop(counted);
     let (diagnosis, findings, actions, timeline) = tokio::try_join!(
         state.store.diagnosis(id),
         state.store.findings(id),
