@@ -365,15 +365,17 @@ async fn a_service_killed_after_storing_the_intent_and_after_the_patch_does_noth
     )
     .await;
     let pvc_path = format!("/api/v1/namespaces/link-services/persistentvolumeclaims/{PVC}");
+    // Kill point 1: the intent is stored (step running) and apply's read of the PVC hangs (every
+    // read of it takes 4 s: the disk probe, the re-probe and prepare before the gate, apply after
+    // it). Set before the alert: the plan runs at once after the diagnosis, so a delay set after
+    // seeing `planned` can come too late. 4 s is within the probes' 10 s deadline.
+    w.kube
+        .delay_request("GET", &pvc_path, Duration::from_secs(4));
     let id = w.alert(&w.base.clone(), "2026-11-24T02:30:00Z").await;
     w.wait_for(id, "the plan", |i| {
         timeline_kinds(i).contains(&"planned".to_owned())
     })
     .await;
-    // Kill point 1: the intent is stored (step running) and apply's read of the PVC hangs (every
-    // read of it takes 4 s: the re-probe and prepare before the gate, apply after it).
-    w.kube
-        .delay_request("GET", &pvc_path, Duration::from_secs(4));
     w.wait_for(id, "the expansion to start", |i| {
         step(i, "expand_pvc")["state"] == "running"
     })
