@@ -10,8 +10,10 @@ use figment::Figment;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
+mod auth;
 mod env;
 mod sections;
+pub use auth::*;
 pub use env::{var_name, EnvLayer, ALIASES as ENV_ALIASES};
 pub use sections::*;
 
@@ -61,6 +63,7 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
     pub insecure_no_auth: bool,
+    pub insecure_no_auth_on_network: bool,
 }
 
 impl serde::Serialize for LogFormat {
@@ -123,6 +126,9 @@ impl Settings {
         if overrides.insecure_no_auth {
             put("auth", "insecure_no_auth", true.into());
         }
+        if overrides.insecure_no_auth_on_network {
+            put("auth", "insecure_no_auth_on_network", true.into());
+        }
         Ok(fig.merge(Serialized::defaults(serde_json::Value::Object(cli))))
     }
 
@@ -146,34 +152,40 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The checks only `serve` needs: credentials must be configured unless explicitly waived.
-    pub fn check_serving(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
-        let a = &self.auth;
-        let user = !a.webhook_basic_user.is_empty();
-        let pass = !a.webhook_basic_password.expose_secret().is_empty();
-        if user != pass {
-            return bad(
-                "auth.webhook_basic_user",
-                "webhook_basic_user and webhook_basic_password go together",
-            );
+    /// The checks only `serve` needs: credentials must be configured unless explicitly waived,
+    /// and every credential file must read.
+    pub fn check_serving(&self) -> Result<CredentialSet, ConfigError> {
+        self.auth.check_serving()
+    }
+
+    /// With `insecure_no_auth` the service binds loopback unless an address was named
+    /// explicitly (`--listen`, or a `server.listen` other than the default); an explicit address
+    /// other than loopback needs `insecure_no_auth_on_network`. Returns whether the service is
+    /// then reachable from the network (the caller warns loudly).
+    pub fn secure_insecure_listen(&mut self, cli_listen: bool) -> Result<bool, ConfigError> {
+        if !self.auth.insecure_no_auth {
+            return Ok(false);
         }
-        if !a.insecure_no_auth {
-            if a.webhook_token.expose_secret().is_empty() && !user {
-                return bad(
-                    "auth.webhook_token",
-                    "no webhook credentials configured; set BR_WEBHOOK_TOKEN (or basic auth), \
-                     or start with --insecure-no-auth on a machine nobody else can reach",
-                );
-            }
-            if a.api_token.expose_secret().is_empty() {
-                return bad(
-                    "auth.api_token",
-                    "no API token configured; set BR_API_TOKEN, or start with --insecure-no-auth",
-                );
-            }
+        let default = Self::from_toml("")?.server.listen;
+        let explicit = cli_listen || self.server.listen != default;
+        if !explicit {
+            self.server
+                .listen
+                .set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            return Ok(false);
         }
-        Ok(())
+        if self.server.listen.ip().is_loopback() {
+            return Ok(false);
+        }
+        if !self.auth.insecure_no_auth_on_network {
+            return Err(ConfigError::Invalid(format!(
+                "server.listen: {} is reachable from the network and --insecure-no-auth turns \
+                 authentication off; listen on 127.0.0.1, configure credentials, or add \
+                 --insecure-no-auth-on-network if you really mean it",
+                self.server.listen
+            )));
+        }
+        Ok(true)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

@@ -34,12 +34,21 @@ struct Cli {
 enum Command {
     /// Run the service: webhook receiver, REST API, metrics.
     Serve {
-        /// Address to listen on (default 0.0.0.0:9095).
+        /// Address to listen on (default 0.0.0.0:9095; 127.0.0.1:9095 with --insecure-no-auth).
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
-        /// Start without webhook and API credentials. For a laptop only.
+        /// Start without webhook and read credentials, on loopback only. Write endpoints still
+        /// need an admin credential. For a laptop only.
         #[arg(long)]
         insecure_no_auth: bool,
+        /// With --insecure-no-auth, accept a --listen address other than loopback.
+        #[arg(long, requires = "insecure_no_auth")]
+        insecure_no_auth_on_network: bool,
+    },
+    /// Tokens for the configuration.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Apply the store's migrations and exit.
     Migrate,
@@ -88,6 +97,12 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Read a token from stdin and print its SHA-256 (hex) for auth.admins / auth.readers.
+    Hash,
+}
+
+#[derive(Debug, Subcommand)]
 enum IncidentsCommand {
     /// List incidents, newest first.
     List {
@@ -120,31 +135,43 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (listen, insecure) = match &cli.command {
+    if let Command::Token { command } = &cli.command {
+        // Needs no configuration: it only hashes what it reads.
+        return token(command);
+    }
+    let (listen, insecure, on_network) = match &cli.command {
         Command::Serve {
             listen,
             insecure_no_auth,
-        } => (*listen, *insecure_no_auth),
-        _ => (None, false),
+            insecure_no_auth_on_network,
+        } => (*listen, *insecure_no_auth, *insecure_no_auth_on_network),
+        _ => (None, false, false),
     };
     let overrides = Overrides {
         listen,
         database_url: cli.database_url.clone(),
         log_format: cli.log_format,
         insecure_no_auth: insecure,
+        insecure_no_auth_on_network: on_network,
     };
-    let settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    let mut settings = Settings::load(cli.config.as_deref(), &overrides)?;
     telemetry::init_tracing(settings.log.format, &settings.log.level);
 
     match cli.command {
         Command::Serve { .. } => {
+            let on_network = settings.secure_insecure_listen(listen.is_some())?;
             settings.check_serving()?;
-            if settings.auth.insecure_no_auth {
-                tracing::warn!("running with --insecure-no-auth: anyone who reaches this port can post alerts and read incidents");
+            if on_network {
+                for _ in 0..3 {
+                    tracing::warn!(listen = %settings.server.listen, "INSECURE: --insecure-no-auth on a network address: anyone who reaches this port can post alerts and read every incident (write endpoints still need an admin credential)");
+                }
+            } else if settings.auth.insecure_no_auth {
+                tracing::warn!(listen = %settings.server.listen, "running with --insecure-no-auth on loopback: local processes can post alerts and read incidents; write endpoints need an admin credential");
             }
             let app = Application::build(settings).await?;
             app.run_until(startup::shutdown_signal()).await?;
         }
+        Command::Token { command } => token(&command)?,
         Command::Replay { alert, json } => {
             let body =
                 std::fs::read(&alert).with_context(|| format!("reading {}", alert.display()))?;
@@ -290,6 +317,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `token hash`: the SHA-256 (hex) of the token on stdin, without its final line break.
+fn token(command: &TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Hash => {
+            let mut token = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut token)
+                .context("reading the token from stdin")?;
+            let token = token.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!token.is_empty(), "no token on stdin");
+            println!(
+                "{}",
+                hex::encode(backup_remediator::config::sha256(token.as_bytes()))
+            );
+        }
+    }
+    Ok(())
+}
+
 fn print_table(list: &[Incident]) {
     println!(
         "{:>6}  {:<9}  {:<26}  {:<9}  {:<20}  {:>10}",
@@ -398,7 +443,7 @@ mod runbook_cli {
         json: bool,
     ) -> anyhow::Result<()> {
         let (store, _, backups) = open(settings).await?;
-        let (record, plan) = backups.start(databases, "cli", &actor()).await?;
+        let (record, plan) = backups.start(databases, "cli", &actor(), None).await?;
         eprintln!(
             "Job {} created in {}; watching it",
             plan.job_name, record.namespace

@@ -81,6 +81,8 @@ impl Application {
     /// Opens and migrates the store, and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         crate::install_crypto_provider();
+        // Credentials first: a malformed or unreadable one stops start-up before anything binds.
+        let auth = Arc::new(Auth::new(&settings.auth)?);
         let store = open_store(&settings).await.map_err(|source| Error::Store {
             doing: "opening the incident store",
             source,
@@ -129,7 +131,7 @@ impl Application {
         let state = AppState {
             store,
             intake: Arc::new(intake),
-            auth: Arc::new(Auth::from_settings(&settings.auth)),
+            auth,
             metrics: telemetry::metrics_handle(),
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
@@ -184,6 +186,7 @@ impl Application {
             tokio::spawn(state.restore_tests.clone().run_schedule(stop_rx.clone()));
         let notifier = crate::notify::Notifier::new(state.store.clone(), &settings, clock);
         let notifier_task = tokio::spawn(notifier.run(stop_rx.clone()));
+        let auth_watch = tokio::spawn(state.auth.clone().watch(stop_rx.clone()));
         let flusher = tokio::spawn(state.intake.clone().run_flusher(
             Duration::from_millis(settings.dedupe.flush_interval_ms),
             stop_rx,
@@ -220,6 +223,7 @@ impl Application {
         };
         let _ = stop_tx.send(true);
         let _ = flusher.await;
+        let _ = auth_watch.await;
         restore_schedule.abort();
         let _ = notifier_task.await;
         if let Some(task) = engine_task {

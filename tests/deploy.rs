@@ -92,9 +92,6 @@ const SERVICE_MONITOR: &str = "deploy/components/prometheus-operator/servicemoni
 const SECRET_NAME: &str = "backup-remediator";
 const SECRET_ENV: &[(&str, &str)] = &[
     ("DATABASE_URL", "database-url"),
-    ("BR_WEBHOOK_TOKEN", "webhook-token"),
-    ("BR_API_TOKEN", "api-token"),
-    ("BR_ADMIN_TOKEN", "admin-token"),
     ("BR_IAM__ACCESS_KEY_ID", "iam-access-key-id"),
     ("BR_IAM__SECRET_ACCESS_KEY", "iam-secret-access-key"),
     ("BR_REMEDIATION__ADMIN_DATABASE_URL", "admin-database-url"),
@@ -102,6 +99,14 @@ const SECRET_ENV: &[(&str, &str)] = &[
     ("BR_NOTIFY__SLACK_TOKEN", "slack-token"),
     ("BR_NOTIFY__SLACK_WEBHOOK_URL", "slack-webhook-url"),
     ("BR_NOTIFY__PAGERDUTY_ROUTING_KEY", "pagerduty-routing-key"),
+];
+
+/// The Secret's keys the service reads as files (re-read while it runs, for rotation): Secret
+/// key ← the config key naming its file.
+const SECRET_FILES: &[(&str, &str)] = &[
+    ("webhook-tokens", "auth.webhook_token_file"),
+    ("readers", "auth.readers_file"),
+    ("admins", "auth.admins_file"),
 ];
 
 /// Metrics the dashboard and rules use before the code emits them (remediation, escalation and
@@ -520,7 +525,11 @@ fn the_configmap_holds_a_configuration_the_service_accepts_and_no_secret() {
         );
     }
     assert!(
-        !s.auth.insecure_no_auth,
+        s.auth.webhook_tokens.is_empty() && s.auth.admins.is_empty() && s.auth.readers.is_empty(),
+        "deploy/config.toml lists credentials: they belong in the Secret's files"
+    );
+    assert!(
+        !s.auth.insecure_no_auth && !s.auth.insecure_no_auth_on_network,
         "deploy/config.toml turns authentication off"
     );
 }

@@ -1,6 +1,7 @@
 //! `POST /api/v1/incidents/{id}/actions/{action_id}/approve` and `/reject`: a person decides on
-//! a step the policy holds for approval. Needs the admin token; who decided (the `X-Actor`
-//! header, else the token's name) is stored with the step and on the timeline.
+//! a step the policy holds for approval. Needs an admin credential; who decided is that
+//! credential's configured name, stored with the step and on the timeline with its role (an
+//! `X-Actor` header is kept next to it as an "on behalf of" note, never in its place).
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -102,7 +103,8 @@ async fn decide(
                 fence: None,
             },
             &json!({ "step": step_id, "name": step.name, "target": step.target,
-                     "by": caller.actor, "comment": body.comment }),
+                     "by": caller.actor, "role": caller.role, "on_behalf_of": caller.on_behalf_of,
+                     "comment": body.comment }),
         )
         .await?;
     if !moved {
@@ -111,7 +113,7 @@ async fn decide(
             step.name, step.state
         )));
     }
-    tracing::info!(incident_id, step = step_id, action = %step.name, by = %caller.actor, approved = approve, "approval decision");
+    tracing::info!(incident_id, step = step_id, action = %step.name, by = %caller.actor, on_behalf_of = caller.on_behalf_of.as_deref(), approved = approve, "approval decision");
     metrics::counter!("backup_remediator_approvals_total", "decision" => event).increment(1);
     if let Some(wake) = &state.approvals {
         wake.notify_waiters();
@@ -134,7 +136,7 @@ async fn decide(
     path = "/api/v1/incidents/{id}/actions/{action_id}/approve",
     tag = "approvals",
     params(("id" = i64, Path, description = "Incident id"), ("action_id" = i64, Path, description = "Step id from the incident's `actions`"),
-           ("X-Actor" = Option<String>, Header, description = "Who approves (recorded)")),
+           ("X-Actor" = Option<String>, Header, description = "On whose behalf (a note recorded next to the authenticated name, never instead of it)")),
     request_body(content = Option<DecisionBody>, description = "Optional comment"),
     responses(
         (status = 200, description = "Approved; the service runs it", body = Step),
@@ -159,7 +161,7 @@ pub async fn approve(
     path = "/api/v1/incidents/{id}/actions/{action_id}/reject",
     tag = "approvals",
     params(("id" = i64, Path, description = "Incident id"), ("action_id" = i64, Path, description = "Step id from the incident's `actions`"),
-           ("X-Actor" = Option<String>, Header, description = "Who rejects (recorded)")),
+           ("X-Actor" = Option<String>, Header, description = "On whose behalf (a note recorded next to the authenticated name, never instead of it)")),
     request_body(content = Option<DecisionBody>, description = "Optional comment"),
     responses(
         (status = 200, description = "Rejected", body = Step),

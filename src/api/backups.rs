@@ -1,4 +1,4 @@
-//! `POST /api/v1/backups` (admin token) launches the runbook's manual backup Job and watches it
+//! `POST /api/v1/backups` (an admin) launches the runbook's manual backup Job and watches it
 //! in the background; `GET /api/v1/backups` and `/{id}` (API token) show how it went and which
 //! objects it uploaded.
 
@@ -66,7 +66,12 @@ pub async fn start(
     let req: BackupRequest = optional_json(&body, "{\"databases\": [\"…\"]} (optional)")?;
     let backups = state.manual_backups.clone();
     let (record, plan) = backups
-        .start(&req.databases, "api", &caller.actor)
+        .start(
+            &req.databases,
+            "api",
+            &caller.actor,
+            caller.on_behalf_of.as_deref(),
+        )
         .await
         .map_err(|e| match e {
             StartError::Invalid(m) => ApiError::BadRequest(m),

@@ -12,6 +12,7 @@ mod openapi;
 mod restore_tests;
 pub mod server;
 mod webhook;
+mod whoami;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -31,7 +32,7 @@ use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-pub use auth::{AdminCaller, Auth, ACTOR_HEADER};
+pub use auth::{AdminCaller, Auth, Identity, ReloadTrigger, ACTOR_HEADER};
 pub use error::{ApiError, ErrorBody};
 
 use crate::incident::Incident;
@@ -105,6 +106,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(restore_tests::router())
         .merge(backups::router())
+        .merge(whoami::router())
 }
 
 /// The OpenAPI document of every route, generated from the same definitions `app` serves, with

@@ -239,19 +239,6 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuthSettings {
-    pub webhook_token: SecretString,
-    pub webhook_basic_user: String,
-    pub webhook_basic_password: SecretString,
-    pub api_token: SecretString,
-    /// Bearer token for the write endpoints (approvals, manual backups, restore tests). Empty:
-    /// those endpoints refuse every request (403) unless `insecure_no_auth`.
-    pub admin_token: SecretString,
-    pub insecure_no_auth: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AlertSettings {
     pub handled: Vec<String>,
 }

@@ -63,3 +63,157 @@ fn half_configured_basic_auth_is_refused() {
     let err = s.check_serving().unwrap_err().to_string();
     assert!(err.contains("webhook_basic"), "{err}");
 }
+
+fn hash_of(token: &str) -> String {
+    hex::encode(sha256(token.as_bytes()))
+}
+
+fn serving_error(toml: &str) -> String {
+    with(&format!(
+        "[auth]\napi_token = \"a\"\nwebhook_token = \"w\"\n{toml}"
+    ))
+    .and_then(|s| s.check_serving().map(|_| ()))
+    .unwrap_err()
+    .to_string()
+}
+
+#[test]
+fn a_token_sha256_that_is_not_64_hex_characters_stops_start_up_naming_the_key() {
+    let short = serving_error("admins = [\"alice:abc123\"]");
+    assert!(short.contains("auth.admins"), "{short}");
+    assert!(short.contains("64 hex"), "{short}");
+    let not_hex = serving_error(&format!(
+        "readers = [{{ name = \"dash\", token_sha256 = \"{}\" }}]",
+        "g".repeat(64)
+    ));
+    assert!(not_hex.contains("auth.readers"), "{not_hex}");
+    // The token itself pasted where its hash belongs is refused, and not echoed.
+    let pasted = serving_error("admins = [\"alice:s3cr3t-token-canary\"]");
+    assert!(!pasted.contains("canary"), "{pasted}");
+}
+
+#[test]
+fn duplicate_names_stop_start_up_naming_the_key() {
+    let h = hash_of("t1");
+    let err = serving_error(&format!(
+        "admins = [\"alice:{h}\", \"alice:{}\"]",
+        hash_of("t2")
+    ));
+    assert!(
+        err.contains("auth.admins") && err.contains("duplicate"),
+        "{err}"
+    );
+    // The single admin token is the admin named "admin": a listed "admin" collides with it.
+    let err = serving_error(&format!("admin_token = \"x\"\nadmins = [\"admin:{h}\"]"));
+    assert!(
+        err.contains("auth.admins") && err.contains("\"admin\""),
+        "{err}"
+    );
+    // One name is one person: not an admin and a reader at once.
+    let err = serving_error(&format!("admins = [\"bob:{h}\"]\nreaders = [\"bob:{h}\"]"));
+    assert!(
+        err.contains("auth.readers") && err.contains("duplicate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn credential_files_that_cannot_be_read_or_hold_nothing_stop_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let err = serving_error(&format!("admins_file = \"{}\"", missing.display()));
+    assert!(err.contains("auth.admins_file"), "{err}");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "# rotated out by mistake\n\n").unwrap();
+    for key in ["webhook_token_file", "webhook_basic_file", "readers_file"] {
+        let err = serving_error(&format!("{key} = \"{}\"", empty.display()));
+        assert!(err.contains(&format!("auth.{key}")), "{err}");
+        assert!(err.contains("no credential"), "{err}");
+    }
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "alice\n").unwrap();
+    let err = serving_error(&format!("admins_file = \"{}\"", bad.display()));
+    assert!(err.contains("auth.admins_file"), "{err}");
+}
+
+#[test]
+fn named_credentials_come_from_tables_strings_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admins");
+    std::fs::write(&file, format!("# on call\ncarol:{}\n", hash_of("c"))).unwrap();
+    let s = with(&format!(
+        "[auth]\nadmin_token = \"legacy\"\napi_token = \"r\"\nwebhook_token = \"w\"\n\
+         admins = [{{ name = \"alice\", token_sha256 = \"{}\" }}, \"bob:{}\"]\n\
+         admins_file = \"{}\"",
+        hash_of("a"),
+        hash_of("b").to_uppercase(),
+        file.display()
+    ))
+    .unwrap();
+    let set = s.check_serving().unwrap();
+    let names: Vec<_> = set
+        .principals
+        .iter()
+        .map(|p| (p.name.as_str(), p.role.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("admin", "admin"),
+            ("alice", "admin"),
+            ("bob", "admin"),
+            ("carol", "admin"),
+            ("reader", "reader")
+        ]
+    );
+    assert_eq!(set.principals[2].token_sha256, sha256(b"b"));
+}
+
+#[test]
+fn named_credentials_are_settable_from_the_environment() {
+    let env = EnvLayer::from_vars([
+        (
+            "BR_AUTH__ADMINS",
+            format!("alice:{},bob:{}", hash_of("a"), hash_of("b")),
+        ),
+        ("BR_AUTH__WEBHOOK_TOKENS", "old,new".to_owned()),
+        ("BR_API_TOKEN", "r".to_owned()),
+    ])
+    .unwrap();
+    let fig = Settings::figment_with_env(None, &Overrides::default(), env).unwrap();
+    let s = Settings::from_figment(fig).unwrap();
+    let set = s.check_serving().unwrap();
+    assert_eq!(set.principals.len(), 3);
+    assert_eq!(set.webhook_bearer, [sha256(b"old"), sha256(b"new")]);
+}
+
+#[test]
+fn insecure_no_auth_binds_loopback_unless_an_address_is_named() {
+    let mut s = with("[auth]\ninsecure_no_auth = true").unwrap();
+    assert!(!s.secure_insecure_listen(false).unwrap());
+    assert_eq!(s.server.listen.to_string(), "127.0.0.1:9095");
+
+    let mut s =
+        with("[auth]\ninsecure_no_auth = true\n[server]\nlisten = \"0.0.0.0:9999\"").unwrap();
+    let err = s.secure_insecure_listen(false).unwrap_err().to_string();
+    assert!(
+        err.contains("server.listen") && err.contains("--insecure-no-auth-on-network"),
+        "{err}"
+    );
+
+    let mut s =
+        with("[auth]\ninsecure_no_auth = true\ninsecure_no_auth_on_network = true").unwrap();
+    assert!(
+        s.secure_insecure_listen(true).unwrap(),
+        "named on the command line"
+    );
+    assert_eq!(s.server.listen.to_string(), "0.0.0.0:9095");
+
+    let mut s =
+        with("[auth]\ninsecure_no_auth = true\n[server]\nlisten = \"127.0.0.1:9999\"").unwrap();
+    assert!(!s.secure_insecure_listen(false).unwrap());
+    // Without insecure_no_auth nothing changes.
+    let mut s = with("").unwrap();
+    assert!(!s.secure_insecure_listen(false).unwrap());
+    assert_eq!(s.server.listen.to_string(), "0.0.0.0:9095");
+}

@@ -158,11 +158,13 @@ impl ManualBackups {
     }
 
     /// Records the backup and returns it with its plan; [`ManualBackups::run`] launches it.
+    /// `actor` is the authenticated requester; `on_behalf_of` the caller's free-text note.
     pub async fn start(
         &self,
         requested: &[String],
         trigger: &str,
         actor: &str,
+        on_behalf_of: Option<&str>,
     ) -> Result<(ManualBackup, BackupPlan), StartError> {
         let databases = self.databases_for(requested)?;
         if self.kube.is_none() {
@@ -179,7 +181,12 @@ impl ManualBackups {
             actor: actor.to_owned(),
             started_at: now,
             object_keys: Vec::new(),
-            detail: json!({ "planned_object_keys": plan.object_keys }),
+            detail: match on_behalf_of {
+                Some(note) => {
+                    json!({ "planned_object_keys": plan.object_keys, "on_behalf_of": note })
+                }
+                None => json!({ "planned_object_keys": plan.object_keys }),
+            },
         };
         let id = self.store.insert_manual_backup(&new).await?;
         let record = self

@@ -127,7 +127,11 @@ async fn a_manual_backup_job_takes_credentials_only_from_the_secret_and_is_watch
     assert_eq!(resp.status(), 202);
     let started: Value = resp.json().await.unwrap();
     assert_eq!(started["status"], "running");
-    assert_eq!(started["actor"], "jane.oncall");
+    assert_eq!(
+        started["actor"], "admin",
+        "the authenticated name, not X-Actor"
+    );
+    assert_eq!(started["detail"]["on_behalf_of"], "jane.oncall");
     assert_eq!(started["databases"], json!(["it's-odd"]));
     let planned = started["detail"]["planned_object_keys"].clone();
     let key = planned[0].as_str().unwrap().to_owned();
@@ -337,7 +341,10 @@ async fn a_restore_test_started_over_the_api_restores_the_newest_backup() {
     let test = &started["restore_tests"][0];
     assert_eq!(test["status"], "running");
     assert_eq!(test["trigger"], "api");
-    assert_eq!(test["actor"], "jane.oncall");
+    assert_eq!(
+        test["actor"], "admin",
+        "the authenticated name, not X-Actor"
+    );
     let id = test["id"].as_i64().unwrap();
     let done = s
         .wait_status(
@@ -367,7 +374,7 @@ async fn a_restore_test_started_over_the_api_restores_the_newest_backup() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_x_actor_written_in_utf8_is_recorded_as_written() {
+async fn an_x_actor_written_in_utf8_is_recorded_as_written_next_to_the_name() {
     let s = setup(Backend::Sqlite, "").await;
 
     let resp = s
@@ -386,7 +393,8 @@ async fn an_x_actor_written_in_utf8_is_recorded_as_written() {
 
     assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
     let started: Value = resp.json().await.unwrap();
-    assert_eq!(started["actor"], "José Müller");
+    assert_eq!(started["actor"], "admin");
+    assert_eq!(started["detail"]["on_behalf_of"], "José Müller");
     let too_long = s
         .app
         .client

@@ -18,6 +18,7 @@ macro_rules! on_both_stores {
 }
 
 mod alertmanager;
+mod auth;
 mod backups;
 mod connections;
 mod diagnosis;

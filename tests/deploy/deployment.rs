@@ -92,7 +92,11 @@ fn the_deployment_runs_two_replicas_on_postgresql_sized_from_the_measured_footpr
         .unwrap_or_default()
         .into_keys()
         .collect();
-    let wanted: BTreeSet<_> = SECRET_ENV.iter().map(|(_, k)| k.to_string()).collect();
+    let wanted: BTreeSet<_> = SECRET_ENV
+        .iter()
+        .map(|(_, k)| k.to_string())
+        .chain(SECRET_FILES.iter().map(|(k, _)| k.to_string()))
+        .collect();
     assert_eq!(keys, wanted, "deploy/secret.example.yaml");
     assert_eq!(example.data, None, "the example holds no values");
 
@@ -223,5 +227,63 @@ fn the_deployment_service_probes_and_config_agree() {
     ] {
         let port = port.unwrap_or_else(|| panic!("no port for {what}"));
         assert!(egress_ports.contains(&port), "no egress to {what} ({port})");
+    }
+}
+
+#[test]
+fn the_credentials_are_files_from_the_secret_that_the_service_re_reads() {
+    let d = deployment();
+    let c = container(&d);
+    let settings = configured();
+    let file_of = |key: &str| match key {
+        "auth.webhook_token_file" => settings.auth.webhook_token_file.clone(),
+        "auth.readers_file" => settings.auth.readers_file.clone(),
+        "auth.admins_file" => settings.auth.admins_file.clone(),
+        other => panic!("{other}"),
+    };
+    let volumes = pod_spec(&d).volumes.unwrap_or_default();
+    let mounts = c.volume_mounts.clone().unwrap_or_default();
+    for (secret_key, config_key) in SECRET_FILES {
+        let file = file_of(config_key);
+        let file = Path::new(&file);
+        assert!(
+            file.is_absolute(),
+            "deploy/config.toml must set {config_key}"
+        );
+        let mount = mounts
+            .iter()
+            .find(|m| Some(Path::new(&m.mount_path)) == file.parent())
+            .unwrap_or_else(|| panic!("{config_key}: {} is not mounted", file.display()));
+        assert_eq!(
+            mount.sub_path, None,
+            "a subPath mount never sees the Secret change: rotation would need a restart"
+        );
+        let volume = volumes
+            .iter()
+            .find(|v| v.name == mount.name)
+            .expect("the mounted volume");
+        let secret = volume.secret.clone().expect("a Secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some(SECRET_NAME));
+        let items = secret.items.unwrap_or_default();
+        let item = items
+            .iter()
+            .find(|i| i.key == *secret_key)
+            .unwrap_or_else(|| panic!("the Secret's key {secret_key} is not mounted"));
+        assert_eq!(
+            Some(item.path.as_str()),
+            file.file_name().and_then(|f| f.to_str()),
+            "{config_key}"
+        );
+        // Only credential keys become files: never the database URL or cloud keys.
+        assert!(items
+            .iter()
+            .all(|i| SECRET_FILES.iter().any(|(k, _)| *k == i.key)));
+    }
+    let env = c.env.clone().unwrap_or_default();
+    for var in ["BR_WEBHOOK_TOKEN", "BR_API_TOKEN", "BR_ADMIN_TOKEN"] {
+        assert!(
+            env.iter().all(|e| e.name != var),
+            "{var} alongside the files: a token that cannot rotate without a restart"
+        );
     }
 }

@@ -156,6 +156,16 @@ impl Service {
         panic!("the service did not become ready:\n{}", service.log_text());
     }
 
+    /// The service's process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running (not restarted, not crashed).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn webhook_url(&self) -> String {
         format!("{}/webhook/alertmanager", self.base)
     }
