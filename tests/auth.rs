@@ -121,7 +121,7 @@ async fn the_readmes_insecure_command_listens_on_loopback_only_and_opens_no_writ
 
     assert_eq!(
         sockets,
-        ["0100007F:237F"],
+        ["0100007F:2387"],
         "listens on 127.0.0.1:9095 and nothing else"
     );
     if let (Some(ip), Some(reachable)) = (network, reachable) {

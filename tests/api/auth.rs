@@ -151,13 +151,23 @@ async fn an_admin_removed_from_the_admins_file_can_no_longer_approve() {
 
     // Bob leaves the rota: the Secret is updated, the service is not restarted.
     std::fs::write(&file, format!("alice:{}\n", hash(ALICE))).unwrap();
-    let second = waiting_for_approval(&app, "5555666677778888").await;
     let revoked = eventually(Duration::from_secs(5), || async {
-        decide(&app, second, "approve", BOB, None).await.status() == 401
+        let whoami = app
+            .client
+            .get(format!("{}/api/v1/whoami", app.address))
+            .bearer_auth(BOB)
+            .send()
+            .await
+            .unwrap();
+        whoami.status() == 401
     })
     .await;
+    assert!(revoked, "bob's token still accepted 5 s after his removal");
+    let second = waiting_for_approval(&app, "5555666677778888").await;
 
-    assert!(revoked, "bob's token still approves after his removal");
+    let refused = decide(&app, second, "approve", BOB, None).await;
+
+    assert_eq!(refused.status(), 401);
     assert_eq!(
         app.store.steps(second.0).await.unwrap()[0].state,
         StepState::WaitingApproval,

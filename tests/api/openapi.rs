@@ -28,6 +28,7 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_exists() 
         ("GET", "/api/v1/openapi.json"),
         ("GET", "/api/v1/restore-tests"),
         ("GET", "/api/v1/restore-tests/{id}"),
+        ("GET", "/api/v1/whoami"),
         ("GET", "/healthz"),
         ("GET", "/metrics"),
         ("GET", "/readyz"),
