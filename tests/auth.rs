@@ -220,6 +220,19 @@ async fn with_token_file(poll_ms: u64) -> (tempfile::TempDir, std::path::PathBuf
     (secrets, file, service)
 }
 
+/// Waits until the old webhook token is refused; fails after 5 s.
+async fn old_token_refused_within_5_s(service: &Service, after: &str) {
+    let started = Instant::now();
+    while deliver(service, OLD).await != 401 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the old token is still accepted 5 s after {after}:\n{}",
+            service.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Anything but 401 means the credentials were accepted (an empty delivery is then a 400).
 fn accepted(status: u16) -> bool {
     status != 401
@@ -251,15 +264,7 @@ async fn two_webhook_tokens_are_valid_at_once_and_sighup_retires_the_old_one_wit
         .unwrap();
     assert!(kill.success());
 
-    let started = Instant::now();
-    while deliver(&service, OLD).await != 401 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the old token is still accepted 5 s after SIGHUP:\n{}",
-            service.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    old_token_refused_within_5_s(&service, "SIGHUP").await;
     assert!(accepted(deliver(&service, NEW).await));
     assert!(service.running(), "SIGHUP must not stop the service");
     assert_eq!(service.pid(), pid);
@@ -271,15 +276,7 @@ async fn a_changed_token_file_is_reloaded_without_a_signal_and_a_broken_one_is_i
     assert!(accepted(deliver(&service, OLD).await));
 
     std::fs::write(&file, format!("{NEW}\n")).unwrap();
-    let started = Instant::now();
-    while deliver(&service, OLD).await != 401 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the old token is still accepted 5 s after the file changed:\n{}",
-            service.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    old_token_refused_within_5_s(&service, "the file changed").await;
     assert!(accepted(deliver(&service, NEW).await));
 
     // A half-done edit (no token left) keeps the credentials in force and says so.
