@@ -525,7 +525,10 @@ fn the_configmap_holds_a_configuration_the_service_accepts_and_no_secret() {
         );
     }
     assert!(
-        s.auth.webhook_tokens.is_empty() && s.auth.admins.is_empty() && s.auth.readers.is_empty(),
+        s.auth.webhook_tokens.is_empty()
+            && s.auth.webhook_basic.is_empty()
+            && s.auth.admins.is_empty()
+            && s.auth.readers.is_empty(),
         "deploy/config.toml lists credentials: they belong in the Secret's files"
     );
     assert!(

@@ -31,6 +31,8 @@ pub struct AuthSettings {
     pub webhook_token_file: String,
     pub webhook_basic_user: String,
     pub webhook_basic_password: SecretString,
+    /// More basic-auth pairs valid at the same time, each `user:password` (rotation). Secret.
+    pub webhook_basic: Vec<SecretString>,
     /// A file with one `user:password` per line for the webhook's basic auth; re-read.
     pub webhook_basic_file: String,
     /// The API reader named `reader`. Secret.
@@ -335,17 +337,23 @@ impl AuthSettings {
             set.webhook_basic
                 .push((sha256(user.as_bytes()), sha256(pass.as_bytes())));
         }
+        let mut pairs: Vec<(&str, String)> = self
+            .webhook_basic
+            .iter()
+            .map(|p| ("auth.webhook_basic", p.expose_secret().to_owned()))
+            .collect();
         if !self.webhook_basic_file.is_empty() {
             for line in read_lines("auth.webhook_basic_file", &self.webhook_basic_file)? {
-                let (u, p) = line
-                    .split_once(':')
-                    .filter(|(u, p)| !u.is_empty() && !p.is_empty())
-                    .ok_or_else(|| {
-                        invalid("auth.webhook_basic_file", "each line must be user:password")
-                    })?;
-                set.webhook_basic
-                    .push((sha256(u.as_bytes()), sha256(p.as_bytes())));
+                pairs.push(("auth.webhook_basic_file", line));
             }
+        }
+        for (key, pair) in pairs {
+            let (u, p) = pair
+                .split_once(':')
+                .filter(|(u, p)| !u.is_empty() && !p.is_empty())
+                .ok_or_else(|| invalid(key, "each entry must be user:password"))?;
+            set.webhook_basic
+                .push((sha256(u.as_bytes()), sha256(p.as_bytes())));
         }
         Ok(set)
     }

@@ -17,6 +17,7 @@ fn auth() -> Auth {
     Auth::new(&settings(&format!(
         "[auth]\nwebhook_token = \"hook-token\"\nwebhook_tokens = [\"hook-token-new\"]\n\
          webhook_basic_user = \"am\"\nwebhook_basic_password = \"pa:ss\"\n\
+         webhook_basic = [\"am:rotated\"]\n\
          api_token = \"api-token\"\nadmin_token = \"admin-token\"\n\
          admins = [\"alice:{}\", {{ name = \"bob\", token_sha256 = \"{}\" }}]\n\
          readers = [\"grafana:{}\"]\n",
@@ -46,6 +47,7 @@ fn webhook_accepts_every_listed_token_or_basic_and_nothing_else() {
     assert!(a.check_webhook(&with("Bearer hook-token")).is_ok());
     assert!(a.check_webhook(&with("bearer hook-token-new")).is_ok());
     assert!(a.check_webhook(&basic_header("am:pa:ss")).is_ok());
+    assert!(a.check_webhook(&basic_header("am:rotated")).is_ok());
     assert!(a.check_webhook(&basic_header("am:pass")).is_err());
     assert!(a.check_webhook(&with("Bearer api-token")).is_err());
     assert!(a.check_webhook(&with("Bearer hook-token2")).is_err());
@@ -169,11 +171,12 @@ fn every_credential_kind_is_compared_with_all_configured_ones() {
     }
     for (user, pass, index) in [
         ("am", "pa:ss", Some(0)),
+        ("am", "rotated", Some(1)),
         ("am", "x", None),
         ("x", "pa:ss", None),
     ] {
         let s = compare::find_webhook_basic(&set, user, pass);
-        assert_eq!((s.index, s.compared), (index, 1), "{user}");
+        assert_eq!((s.index, s.compared), (index, 2), "{user}:{pass}");
     }
 }
 
