@@ -120,10 +120,12 @@ pub fn diagnose(findings: &[Finding]) -> Diagnosis {
         let mut v: Vec<(Scenario, &Support)> = support.iter().map(|(k, v)| (*k, v)).collect();
         // Confirmed both ways first, then total support, then the earliest step of the job
         // (the enum's order), which `sort_by` keeps for equal keys.
+        // A scenario whose log line is decisive counts as confirmed.
         v.sort_by(|a, b| {
-            let confirmed = |s: &Support| s.direct > 0.0 && s.log > 0.0;
-            confirmed(b.1)
-                .cmp(&confirmed(a.1))
+            let confirmed =
+                |k: Scenario, s: &Support| s.log > 0.0 && (s.direct > 0.0 || k.log_is_decisive());
+            confirmed(b.0, b.1)
+                .cmp(&confirmed(a.0, a.1))
                 .then((b.1.direct + b.1.log).total_cmp(&(a.1.direct + a.1.log)))
                 .then(a.0.cmp(&b.0))
         });
@@ -143,7 +145,8 @@ pub fn diagnose(findings: &[Finding]) -> Diagnosis {
     } else if top.direct > 0.0 {
         (0.85 * top.direct - 0.1 * competitors as f64).max(0.5)
     } else {
-        top.log
+        // A decisive log line alone is strong, but short of a probe's agreement.
+        top.log.min(0.9)
     };
     let mut evidence: Vec<(f64, Evidence)> = top.evidence.clone();
     evidence.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -155,10 +158,12 @@ pub fn diagnose(findings: &[Finding]) -> Diagnosis {
         .filter(|(_, s)| s.direct > 0.0)
         .map(|(k, _)| *k)
         .collect();
+    let name = match scenario.number() {
+        Some(n) => format!("Scenario {n} ({})", scenario.title()),
+        None => format!("Scenario: {}", scenario.title()),
+    };
     let mut summary = format!(
-        "Scenario {} ({}): {}",
-        scenario.number().map(|n| n.to_string()).unwrap_or_default(),
-        scenario.title(),
+        "{name}: {}",
         evidence
             .iter()
             .take(3)
@@ -224,4 +229,3 @@ fn transient(findings: &[Finding], context: Vec<String>) -> Diagnosis {
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
-

@@ -33,13 +33,19 @@ pub(super) fn direct_support(signal: &Signal) -> Option<(Scenario, f64)> {
             (Encryption, 1.0)
         }
         Signal::KeyMismatch { .. } => (Encryption, 0.7),
+        Signal::CronJobSuspended { .. }
+        | Signal::CronJobMissing { .. }
+        | Signal::ScheduleNotFiring { .. } => (BackupSchedule, 1.0),
+        Signal::ClientOlderThanServer { .. } => (VersionMismatch, 1.0),
         Signal::BackupNeverReported
         | Signal::LastSuccessStale { .. }
         | Signal::BackupErrors { .. }
         | Signal::NoBackupJob
         | Signal::JobFailed { .. }
         | Signal::PodFailed { .. }
-        | Signal::LogMatch { .. } => return None,
+        | Signal::LogMatch { .. }
+        | Signal::ClientVersionUnknown { .. }
+        | Signal::RestoreClientOlder { .. } => return None,
     })
 }
 
@@ -47,7 +53,10 @@ const LOG_WEIGHT: f64 = 0.6;
 const AMBIGUOUS_LOG_WEIGHT: f64 = 0.4;
 
 /// Where a log pattern points, given what the probes found directly.
-pub(super) fn log_support(pattern: LogPattern, direct: &BTreeMap<Scenario, Support>) -> (Scenario, f64) {
+pub(super) fn log_support(
+    pattern: LogPattern,
+    direct: &BTreeMap<Scenario, Support>,
+) -> (Scenario, f64) {
     use LogPattern as P;
     use Scenario::*;
     let found = |s: Scenario| direct.get(&s).is_some_and(|x| x.direct > 0.0);
@@ -75,6 +84,7 @@ pub(super) fn log_support(pattern: LogPattern, direct: &BTreeMap<Scenario, Suppo
         | P::AwsInvalidAccessKeyId
         | P::AwsSignatureDoesNotMatch => (S3Access, LOG_WEIGHT),
         P::EncryptionFailed | P::InvalidKey | P::OpensslError => (Encryption, LOG_WEIGHT),
+        P::ServerVersionMismatch => (VersionMismatch, 1.0),
     }
 }
 
@@ -164,6 +174,33 @@ pub fn describe(signal: &Signal) -> String {
             format!("the newest backup {object} does not decrypt with the current key")
         }
         Signal::RoundTripFailed { detail } => format!("encryption round trip failed: {detail}"),
+        Signal::CronJobSuspended { cronjob } => {
+            format!("CronJob {cronjob} is suspended: no backup runs until it is resumed")
+        }
+        Signal::CronJobMissing { cronjob } => {
+            format!("CronJob {cronjob} does not exist: nothing schedules the backup")
+        }
+        Signal::ScheduleNotFiring { cronjob, detail } => {
+            format!("CronJob {cronjob} does not fire: {detail}")
+        }
+        Signal::ClientOlderThanServer {
+            image,
+            client_major,
+            server_major,
+            suggested_image,
+        } => format!(
+            "the backup image {image} has pg_dump {client_major}, older than the server \
+             (PostgreSQL {server_major}): set the CronJob's image to {suggested_image}"
+        ),
+        Signal::ClientVersionUnknown { image, .. } => {
+            format!("the pg_dump version of the backup image {image} is unknown (not an official postgres:N tag)")
+        }
+        Signal::RestoreClientOlder {
+            program,
+            client_major,
+            server_major,
+        } => format!(
+            "{program} {client_major} is older than the server (PostgreSQL {server_major}): restore tests of its backups will fail"
+        ),
     }
 }
-

@@ -1,6 +1,6 @@
 use super::*;
-use chrono::Utc;
 use crate::probes::{ConnectFailure, LogPattern};
+use chrono::Utc;
 
 fn finding(probe: &str, status: Status, signals: Vec<Signal>) -> Finding {
     Finding {
@@ -315,4 +315,86 @@ fn missing_secret_keys_point_at_the_scenario_that_uses_them() {
         diagnose(&k("encryption-key")).scenario,
         Scenario::Encryption
     );
+}
+
+#[test]
+fn pg_dumps_version_mismatch_line_outranks_the_generic_scenarios_and_names_the_image() {
+    let mismatch = || {
+        finding(
+            "backup_job",
+            Status::Problem,
+            vec![log(
+                LogPattern::ServerVersionMismatch,
+                "pg_dump: error: aborting because of server version mismatch",
+            )],
+        )
+    };
+    // The log line alone beats a problem another probe found directly.
+    let d = diagnose(&[
+        mismatch(),
+        finding(
+            "disk",
+            Status::Problem,
+            vec![Signal::VolumeOverThreshold {
+                pvc: "p".into(),
+                percent: 85.0,
+                threshold: 80.0,
+            }],
+        ),
+    ]);
+    assert_eq!(d.scenario, Scenario::VersionMismatch, "{}", d.summary);
+    assert_eq!(d.confidence, 0.9);
+    assert_eq!(d.also, [Scenario::Storage]);
+    // With the image's version known, the change to make is in the summary.
+    let d = diagnose(&[
+        mismatch(),
+        finding(
+            "versions",
+            Status::Problem,
+            vec![Signal::ClientOlderThanServer {
+                image: "postgres:14-alpine".into(),
+                client_major: 14,
+                server_major: 15,
+                suggested_image: "postgres:15-alpine".into(),
+            }],
+        ),
+    ]);
+    assert_eq!(d.scenario, Scenario::VersionMismatch);
+    assert_eq!(d.confidence, 0.95);
+    assert!(
+        d.summary
+            .starts_with("Scenario: client/server version mismatch: ")
+            && d.summary
+                .contains("set the CronJob's image to postgres:15-alpine"),
+        "{}",
+        d.summary
+    );
+}
+
+#[test]
+fn a_suspended_or_missing_cronjob_is_the_backup_schedule_scenario() {
+    for signal in [
+        Signal::CronJobSuspended {
+            cronjob: "postgres-backup".into(),
+        },
+        Signal::CronJobMissing {
+            cronjob: "postgres-backup".into(),
+        },
+    ] {
+        let d = diagnose(&[
+            stale(),
+            finding(
+                "backup_job",
+                Status::Problem,
+                vec![Signal::NoBackupJob, signal],
+            ),
+            ok("database"),
+        ]);
+        assert_eq!(d.scenario, Scenario::BackupSchedule, "{}", d.summary);
+        assert!(
+            d.summary.contains("CronJob postgres-backup"),
+            "{}",
+            d.summary
+        );
+    }
 }
