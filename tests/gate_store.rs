@@ -41,6 +41,7 @@ on_both_stores!(
     the_gate_starts_a_step_once_and_records_the_start,
     the_gate_refuses_by_policy_attempts_cooldown_and_budget,
     the_gate_skips_a_step_of_a_closed_incident_and_waits_for_a_held_target,
+    each_watchdog_period_is_taken_once_and_only_open_or_escalated_incidents_are_live,
 );
 
 async fn open(url: &str) -> Store {
@@ -355,4 +356,75 @@ async fn the_gate_skips_a_step_of_a_closed_incident_and_waits_for_a_held_target(
         "{out:?}"
     );
     assert_eq!(store.steps(b).await.unwrap()[0].state, StepState::Skipped);
+}
+
+/// The freshness watchdog's store side: two replicas claiming one period get it once; the live
+/// incident of a fingerprint is its open or escalated one, never a resolved one.
+async fn each_watchdog_period_is_taken_once_and_only_open_or_escalated_incidents_are_live(
+    store: Store,
+) {
+    let period: chrono::DateTime<chrono::Utc> = "2026-11-30T12:00:00Z".parse().unwrap();
+    let (a, b) = tokio::join!(
+        store.claim_watchdog_period(period, "replica-a"),
+        store.claim_watchdog_period(period, "replica-b")
+    );
+    assert_eq!(
+        [a.unwrap(), b.unwrap()].iter().filter(|won| **won).count(),
+        1,
+        "exactly one replica checks the period"
+    );
+    assert!(!store
+        .claim_watchdog_period(period, "replica-a")
+        .await
+        .unwrap());
+    let next = period + chrono::Duration::minutes(15);
+    assert!(store
+        .claim_watchdog_period(next, "replica-b")
+        .await
+        .unwrap());
+    store
+        .finish_watchdog_period(period, &json!({ "opened": {} }))
+        .await
+        .unwrap();
+
+    assert_eq!(store.live_incident("fp-watchdog").await.unwrap(), None);
+    let now = chrono::Utc::now();
+    let id = store
+        .open_incident(&NewIncident {
+            fingerprint: "fp-watchdog".into(),
+            alertname: "PostgreSQLBackupStale".into(),
+            starts_at: period,
+            severity: "critical".into(),
+            labels: json!({}),
+            annotations: json!({}),
+            generator_url: String::new(),
+            opened_at: now,
+            detail: json!({}),
+        })
+        .await
+        .unwrap()
+        .id();
+    assert_eq!(
+        store.live_incident("fp-watchdog").await.unwrap(),
+        Some((id, period))
+    );
+    store
+        .settle(
+            id,
+            backup_remediator::incident::IncidentStatus::Escalated,
+            now,
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.live_incident("fp-watchdog").await.unwrap(),
+        Some((id, period)),
+        "an escalated incident is still live"
+    );
+    store
+        .resolve_by_alert("fp-watchdog", period, now, &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(store.live_incident("fp-watchdog").await.unwrap(), None);
 }

@@ -52,6 +52,8 @@ pub struct World {
     pub config: std::path::PathBuf,
     /// The service's settings (as in `config`).
     pub settings: Settings,
+    /// The in-process service's freshness watchdog, for tests that check chosen periods.
+    pub watchdog: Option<std::sync::Arc<backup_remediator::watchdog::Watchdog>>,
 }
 
 impl Drop for World {
@@ -79,6 +81,11 @@ pub struct Opts<'a> {
     pub gone_role: Option<&'a str>,
     /// No service at all: the test drives the library itself on the PostgreSQL store.
     pub no_service: bool,
+    /// Run the freshness watchdog's loop (off by default: tests that want it check periods
+    /// through [`World::watchdog`]).
+    pub watchdog: bool,
+    /// moto reports objects whose key holds `aged<N>h` as N hours old ([`moto::Moto::start_aging`]).
+    pub aging_moto: bool,
 }
 
 pub async fn world(broken: Break, job_log: &str) -> World {
@@ -96,7 +103,11 @@ pub async fn world_with(broken: Break, job_log: &str, opts: Opts<'_>) -> World {
     .await;
 
     // S3 and IAM: a bucket with a real encrypted backup, the backup user and its policy.
-    let moto = moto::Moto::start().await;
+    let moto = if opts.aging_moto {
+        moto::Moto::start_aging().await
+    } else {
+        moto::Moto::start().await
+    };
     moto.create_bucket(BUCKET).await;
     moto.put(
         BUCKET,
@@ -249,7 +260,10 @@ pub async fn world_with(broken: Break, job_log: &str, opts: Opts<'_>) -> World {
         endpoint = "{moto}"
         access_key_id = "{admin_id}"
         secret_access_key = "{admin_secret}"
+        [watchdog]
+        enabled = {watchdog}
         "#,
+        watchdog = opts.watchdog,
         admin_url = pg::admin_url(),
         remediation = opts.remediation,
         kube = kube.url,
@@ -275,6 +289,7 @@ pub async fn world_with(broken: Break, job_log: &str, opts: Opts<'_>) -> World {
         bases: Vec::new(),
         config,
         settings: settings.clone(),
+        watchdog: None,
     };
     if opts.no_service {
         return w;
@@ -282,6 +297,7 @@ pub async fn world_with(broken: Break, job_log: &str, opts: Opts<'_>) -> World {
     if opts.processes == 0 {
         let app = Application::build(settings).await.expect("service starts");
         w.base = format!("http://{}", app.local_addr());
+        w.watchdog = Some(app.watchdog());
         w.task = Some(tokio::spawn(async move {
             app.run_until(std::future::pending()).await.ok();
         }));
