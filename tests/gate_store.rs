@@ -59,24 +59,40 @@ async fn open(url: &str) -> Store {
     store
 }
 
-/// An open incident with a plan of one `expand_pvc` step on `target`; (incident, step).
-async fn incident_with_step(store: &Store, n: u32, target: &str) -> (i64, Step) {
-    let now = chrono::Utc::now();
-    let id = store
+/// Opens an incident of alert `alertname` (`fingerprint`, `starts_at`); its id.
+async fn open_incident(
+    store: &Store,
+    fingerprint: &str,
+    alertname: &str,
+    starts_at: chrono::DateTime<chrono::Utc>,
+) -> i64 {
+    store
         .open_incident(&NewIncident {
-            fingerprint: format!("fp{n}"),
-            alertname: "PostgreSQLBackupFailed".into(),
-            starts_at: now - chrono::Duration::seconds(i64::from(n)),
+            fingerprint: fingerprint.into(),
+            alertname: alertname.into(),
+            starts_at,
             severity: "critical".into(),
             labels: json!({}),
             annotations: json!({}),
             generator_url: String::new(),
-            opened_at: now,
+            opened_at: chrono::Utc::now(),
             detail: json!({}),
         })
         .await
         .unwrap()
-        .id();
+        .id()
+}
+
+/// An open incident with a plan of one `expand_pvc` step on `target`; (incident, step).
+async fn incident_with_step(store: &Store, n: u32, target: &str) -> (i64, Step) {
+    let now = chrono::Utc::now();
+    let id = open_incident(
+        store,
+        &format!("fp{n}"),
+        "PostgreSQLBackupFailed",
+        now - chrono::Duration::seconds(i64::from(n)),
+    )
+    .await;
     let planned = PlannedStep {
         group: 1,
         kind: StepKind::Action,
@@ -389,21 +405,7 @@ async fn each_watchdog_period_is_taken_once_and_only_open_or_escalated_incidents
 
     assert_eq!(store.live_incident("fp-watchdog").await.unwrap(), None);
     let now = chrono::Utc::now();
-    let id = store
-        .open_incident(&NewIncident {
-            fingerprint: "fp-watchdog".into(),
-            alertname: "PostgreSQLBackupStale".into(),
-            starts_at: period,
-            severity: "critical".into(),
-            labels: json!({}),
-            annotations: json!({}),
-            generator_url: String::new(),
-            opened_at: now,
-            detail: json!({}),
-        })
-        .await
-        .unwrap()
-        .id();
+    let id = open_incident(&store, "fp-watchdog", "PostgreSQLBackupStale", period).await;
     assert_eq!(
         store.live_incident("fp-watchdog").await.unwrap(),
         Some((id, period))

@@ -39,23 +39,9 @@ async fn server_major() -> i64 {
 
 /// The incidents the service serves for `alertname`, newest first.
 async fn incidents_named(w: &World, alertname: &str) -> Vec<Value> {
-    let page: Value = w
-        .client
-        .get(format!("{}/api/v1/incidents?limit=500", w.base))
-        .bearer_auth(API)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    page["incidents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["alertname"] == alertname)
-        .cloned()
-        .collect()
+    let mut all = w.incidents().await;
+    all.retain(|i| i["alertname"] == alertname);
+    all
 }
 
 fn escalation_reason(incident: &Value) -> String {

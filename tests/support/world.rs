@@ -379,8 +379,19 @@ impl World {
     }
 
     pub async fn incident(&self, id: i64) -> Value {
+        self.api(&format!("incidents/{id}")).await
+    }
+
+    /// The incidents the service serves, newest first (up to 500).
+    pub async fn incidents(&self) -> Vec<Value> {
+        let page = self.api("incidents?limit=500").await;
+        page["incidents"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// GET `/api/v1/<path>` with the API token.
+    async fn api(&self, path: &str) -> Value {
         self.client
-            .get(format!("{}/api/v1/incidents/{id}", self.base))
+            .get(format!("{}/api/v1/{path}", self.base))
             .bearer_auth(API)
             .send()
             .await
