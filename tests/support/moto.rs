@@ -73,10 +73,16 @@ impl Moto {
 
     /// A moto server in which an object whose key contains `aged<N>h` (e.g.
     /// `postgres-backup-aged30h_link_users.sql.enc`) reports a LastModified N hours ago: moto's
-    /// own server, started from `support/aging_moto.py` with that one patch (`$MOTO_PYTHON`,
-    /// else `python3`, must import moto).
+    /// own server, started from `support/aging_moto.py` with that one patch. The interpreter is
+    /// `$MOTO_PYTHON`, else the `python3` next to moto_server (its venv's), else `python3`.
     pub async fn start_aging() -> Self {
-        let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".into());
+        let python = std::env::var_os("MOTO_PYTHON")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let beside = binary().parent()?.join("python3");
+                beside.is_file().then_some(beside)
+            })
+            .unwrap_or_else(|| PathBuf::from("python3"));
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/aging_moto.py");
         let mut cmd = Command::new(python);
         cmd.arg(script);
