@@ -44,6 +44,19 @@ async fn incidents_named(w: &World, alertname: &str) -> Vec<Value> {
     all
 }
 
+/// A backup of each configured database, made just now.
+async fn put_fresh_backups(w: &World) {
+    for db in &w.pg.dbs[..2] {
+        w.moto
+            .put(
+                BUCKET,
+                &format!("postgres-backups/postgres-backup-20261130_020000_{db}.sql.enc"),
+                b"fresh".to_vec(),
+            )
+            .await;
+    }
+}
+
 fn escalation_reason(incident: &Value) -> String {
     step(incident, "escalate")["reason"]
         .as_str()
@@ -236,15 +249,7 @@ async fn the_watchdog_opens_one_incident_per_stale_database_once_and_resolves_it
     );
 
     // Fresh backups again: the watchdog resolves its incidents.
-    for db in [&db0, &db1] {
-        w.moto
-            .put(
-                BUCKET,
-                &format!("postgres-backups/postgres-backup-20261130_{db}.sql.enc"),
-                b"new".to_vec(),
-            )
-            .await;
-    }
+    put_fresh_backups(&w).await;
     let fresh = dog.check_period(p2 + interval).await.unwrap().unwrap();
     assert_eq!(fresh.resolved.len(), 2, "{fresh:?}");
     for incident in incidents_named(&w, "PostgreSQLBackupStale").await {
@@ -255,15 +260,7 @@ async fn the_watchdog_opens_one_incident_per_stale_database_once_and_resolves_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watchdog_that_finds_nothing_wrong_opens_nothing_and_lists_s3_once() {
     let w = world(Break::Nothing, FAILED_DUMP).await;
-    for db in &w.pg.dbs[..2] {
-        w.moto
-            .put(
-                BUCKET,
-                &format!("postgres-backups/postgres-backup-20261130_020000_{db}.sql.enc"),
-                b"fresh".to_vec(),
-            )
-            .await;
-    }
+    put_fresh_backups(&w).await;
     let dog = w.watchdog.clone().unwrap();
     w.moto.start_recording().await;
 
@@ -297,6 +294,48 @@ async fn a_watchdog_that_finds_nothing_wrong_opens_nothing_and_lists_s3_once() {
     assert!(incidents_named(&w, "PostgreSQLBackupStale")
         .await
         .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_backups_without_the_backup_metric_still_open_an_incident_per_database() {
+    let w = world_with(
+        Break::Nothing,
+        FAILED_DUMP,
+        Opts {
+            no_backup_metrics: true,
+            ..Opts::default()
+        },
+    )
+    .await;
+    put_fresh_backups(&w).await;
+    let dog = w.watchdog.clone().unwrap();
+
+    let report = dog
+        .check_period(watchdog::period_of(
+            chrono::Utc::now(),
+            Duration::from_secs(900),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(
+        report
+            .verdicts
+            .iter()
+            .all(|v| v.reasons == [Reason::MetricAbsent]),
+        "{report:?}"
+    );
+    assert_eq!(report.opened.len(), 2);
+    let id = report.opened[&w.pg.dbs[0]];
+    let incident = w
+        .wait_for(id, "a diagnosis", |i| !i["diagnosis"].is_null())
+        .await;
+    assert_eq!(incident["labels"]["reason"], "metric_absent");
+    assert!(incident["annotations"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("postgres_backup_last_success_timestamp is absent"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

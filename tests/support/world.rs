@@ -86,6 +86,8 @@ pub struct Opts<'a> {
     pub watchdog: bool,
     /// moto reports objects whose key holds `aged<N>h` as N hours old ([`moto::Moto::start_aging`]).
     pub aging_moto: bool,
+    /// The backup job exports no metrics (a CronJob that stopped running).
+    pub no_backup_metrics: bool,
 }
 
 pub async fn world(broken: Break, job_log: &str) -> World {
@@ -190,11 +192,15 @@ pub async fn world_with(broken: Break, job_log: &str, opts: Opts<'_>) -> World {
     // Prometheus: the backup's own metrics (last success 30 h ago) and the data volume.
     let used = if broken == Break::Storage { 95.0 } else { 40.0 };
     let last = chrono::Utc::now().timestamp() - 30 * 3600;
+    let backup_metrics = if opts.no_backup_metrics {
+        String::new()
+    } else {
+        format!("postgres_backup_last_success_timestamp {last}\npostgres_backup_errors_total 1\n")
+    };
     let exporter = procs::exporter(move || {
         let gib = 1024.0f64.powi(3);
         format!(
-            "postgres_backup_last_success_timestamp {last}\npostgres_backup_errors_total 1\n\
-             kubelet_volume_stats_used_bytes{{namespace=\"{ns}\",persistentvolumeclaim=\"{PVC}\"}} {u}\n\
+            "{backup_metrics}kubelet_volume_stats_used_bytes{{namespace=\"{ns}\",persistentvolumeclaim=\"{PVC}\"}} {u}\n\
              kubelet_volume_stats_capacity_bytes{{namespace=\"{ns}\",persistentvolumeclaim=\"{PVC}\"}} {c}\n",
             ns = fx::NS,
             u = used * gib,
