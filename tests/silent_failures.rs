@@ -57,6 +57,16 @@ async fn put_fresh_backups(w: &World) {
     }
 }
 
+/// The in-process watchdog checks the current 15-minute period (this test's replica takes it).
+async fn check_now(w: &World) -> watchdog::PeriodReport {
+    let now = watchdog::period_of(chrono::Utc::now(), Duration::from_secs(900));
+    let dog = w.watchdog.clone().unwrap();
+    dog.check_period(now)
+        .await
+        .unwrap()
+        .expect("the period is ours")
+}
+
 fn escalation_reason(incident: &Value) -> String {
     step(incident, "escalate")["reason"]
         .as_str()
@@ -261,17 +271,9 @@ async fn the_watchdog_opens_one_incident_per_stale_database_once_and_resolves_it
 async fn a_watchdog_that_finds_nothing_wrong_opens_nothing_and_lists_s3_once() {
     let w = world(Break::Nothing, FAILED_DUMP).await;
     put_fresh_backups(&w).await;
-    let dog = w.watchdog.clone().unwrap();
     w.moto.start_recording().await;
 
-    let report = dog
-        .check_period(watchdog::period_of(
-            chrono::Utc::now(),
-            Duration::from_secs(900),
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+    let report = check_now(&w).await;
 
     assert!(report.opened.is_empty(), "{report:?}");
     assert!(report.verdicts.iter().all(|v| v.fresh), "{report:?}");
@@ -308,16 +310,8 @@ async fn fresh_backups_without_the_backup_metric_still_open_an_incident_per_data
     )
     .await;
     put_fresh_backups(&w).await;
-    let dog = w.watchdog.clone().unwrap();
 
-    let report = dog
-        .check_period(watchdog::period_of(
-            chrono::Utc::now(),
-            Duration::from_secs(900),
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+    let report = check_now(&w).await;
 
     assert!(
         report
