@@ -42,6 +42,7 @@ pub struct Settings {
     pub restore_test: RestoreTestSettings,
     pub manual_backup: ManualBackupSettings,
     pub notify: NotifySettings,
+    pub watchdog: WatchdogSettings,
 }
 
 /// What went wrong while reading the configuration. The message names the key and its source.
@@ -260,6 +261,15 @@ impl Settings {
             return bad("alerts.handled", "must name at least one alert");
         }
         self.notify.validate()?;
+        if self.watchdog.interval_minutes == 0 || self.watchdog.interval_minutes > 24 * 60 {
+            return bad("watchdog.interval_minutes", "must be 1 to 1440");
+        }
+        let stale = crate::playbooks::BACKUP_STALE;
+        if self.watchdog.enabled && !self.alerts.handled.iter().any(|a| a == stale) {
+            return Err(ConfigError::Invalid(format!(
+                "watchdog.enabled: the watchdog opens {stale} incidents; add {stale} to alerts.handled or set watchdog.enabled = false"
+            )));
+        }
         let url = self.database.url.expose_secret();
         if !(url.is_empty()
             || url.starts_with("postgres://")

@@ -28,6 +28,7 @@ pub mod restore;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod watchdog;
 
 use std::net::SocketAddr;
 

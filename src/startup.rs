@@ -75,6 +75,8 @@ pub struct Application {
     engine: Option<(Arc<Engine>, mpsc::Receiver<i64>)>,
     /// The notifier's time (escalation deadline, retry times); tests inject their own.
     clock: Arc<dyn crate::notify::Clock>,
+    /// The freshness watchdog (its loop runs only when `watchdog.enabled`).
+    watchdog: Arc<crate::watchdog::Watchdog>,
 }
 
 impl Application {
@@ -127,10 +129,17 @@ impl Application {
             }
             Some((Arc::new(engine), rx))
         };
+        let intake = Arc::new(intake);
+        let watchdog = Arc::new(crate::watchdog::Watchdog::new(
+            Arc::new(settings.clone()),
+            store.clone(),
+            intake.clone(),
+            kube.clone(),
+        ));
         let (restore_tests, manual_backups) = runbook_operations_with(&settings, &store, kube);
         let state = AppState {
             store,
-            intake: Arc::new(intake),
+            intake,
             auth,
             metrics: telemetry::metrics_handle(),
             body_limit: settings.server.body_limit_bytes,
@@ -146,7 +155,13 @@ impl Application {
             settings,
             engine,
             clock: Arc::new(crate::notify::SystemClock),
+            watchdog,
         })
+    }
+
+    /// The freshness watchdog (tests check a chosen period with it).
+    pub fn watchdog(&self) -> Arc<crate::watchdog::Watchdog> {
+        self.watchdog.clone()
     }
 
     /// Replaces the notifier's clock (tests drive the escalation deadline with a fake time).
@@ -178,12 +193,14 @@ impl Application {
             settings,
             engine,
             clock,
+            watchdog,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let engine_task =
             engine.map(|(engine, queue)| tokio::spawn(engine.run(queue, stop_rx.clone())));
         let restore_schedule =
             tokio::spawn(state.restore_tests.clone().run_schedule(stop_rx.clone()));
+        let watchdog_task = tokio::spawn(watchdog.run(stop_rx.clone()));
         let notifier = crate::notify::Notifier::new(state.store.clone(), &settings, clock);
         let notifier_task = tokio::spawn(notifier.run(stop_rx.clone()));
         let auth_watch = tokio::spawn(state.auth.clone().watch(stop_rx.clone()));
@@ -225,6 +242,7 @@ impl Application {
         let _ = flusher.await;
         let _ = auth_watch.await;
         restore_schedule.abort();
+        watchdog_task.abort();
         let _ = notifier_task.await;
         if let Some(task) = engine_task {
             let _ = task.await;

@@ -41,6 +41,7 @@ on_both_stores!(
     the_gate_starts_a_step_once_and_records_the_start,
     the_gate_refuses_by_policy_attempts_cooldown_and_budget,
     the_gate_skips_a_step_of_a_closed_incident_and_waits_for_a_held_target,
+    each_watchdog_period_is_taken_once_and_only_open_or_escalated_incidents_are_live,
 );
 
 async fn open(url: &str) -> Store {
@@ -58,24 +59,40 @@ async fn open(url: &str) -> Store {
     store
 }
 
-/// An open incident with a plan of one `expand_pvc` step on `target`; (incident, step).
-async fn incident_with_step(store: &Store, n: u32, target: &str) -> (i64, Step) {
-    let now = chrono::Utc::now();
-    let id = store
+/// Opens an incident of alert `alertname` (`fingerprint`, `starts_at`); its id.
+async fn open_incident(
+    store: &Store,
+    fingerprint: &str,
+    alertname: &str,
+    starts_at: chrono::DateTime<chrono::Utc>,
+) -> i64 {
+    store
         .open_incident(&NewIncident {
-            fingerprint: format!("fp{n}"),
-            alertname: "PostgreSQLBackupFailed".into(),
-            starts_at: now - chrono::Duration::seconds(i64::from(n)),
+            fingerprint: fingerprint.into(),
+            alertname: alertname.into(),
+            starts_at,
             severity: "critical".into(),
             labels: json!({}),
             annotations: json!({}),
             generator_url: String::new(),
-            opened_at: now,
+            opened_at: chrono::Utc::now(),
             detail: json!({}),
         })
         .await
         .unwrap()
-        .id();
+        .id()
+}
+
+/// An open incident with a plan of one `expand_pvc` step on `target`; (incident, step).
+async fn incident_with_step(store: &Store, n: u32, target: &str) -> (i64, Step) {
+    let now = chrono::Utc::now();
+    let id = open_incident(
+        store,
+        &format!("fp{n}"),
+        "PostgreSQLBackupFailed",
+        now - chrono::Duration::seconds(i64::from(n)),
+    )
+    .await;
     let planned = PlannedStep {
         group: 1,
         kind: StepKind::Action,
@@ -355,4 +372,61 @@ async fn the_gate_skips_a_step_of_a_closed_incident_and_waits_for_a_held_target(
         "{out:?}"
     );
     assert_eq!(store.steps(b).await.unwrap()[0].state, StepState::Skipped);
+}
+
+/// The freshness watchdog's store side: two replicas claiming one period get it once; the live
+/// incident of a fingerprint is its open or escalated one, never a resolved one.
+async fn each_watchdog_period_is_taken_once_and_only_open_or_escalated_incidents_are_live(
+    store: Store,
+) {
+    let period: chrono::DateTime<chrono::Utc> = "2026-11-30T12:00:00Z".parse().unwrap();
+    let (a, b) = tokio::join!(
+        store.claim_watchdog_period(period, "replica-a"),
+        store.claim_watchdog_period(period, "replica-b")
+    );
+    assert_eq!(
+        [a.unwrap(), b.unwrap()].iter().filter(|won| **won).count(),
+        1,
+        "exactly one replica checks the period"
+    );
+    assert!(!store
+        .claim_watchdog_period(period, "replica-a")
+        .await
+        .unwrap());
+    let next = period + chrono::Duration::minutes(15);
+    assert!(store
+        .claim_watchdog_period(next, "replica-b")
+        .await
+        .unwrap());
+    store
+        .finish_watchdog_period(period, &json!({ "opened": {} }))
+        .await
+        .unwrap();
+
+    assert_eq!(store.live_incident("fp-watchdog").await.unwrap(), None);
+    let now = chrono::Utc::now();
+    let id = open_incident(&store, "fp-watchdog", "PostgreSQLBackupStale", period).await;
+    assert_eq!(
+        store.live_incident("fp-watchdog").await.unwrap(),
+        Some((id, period))
+    );
+    store
+        .settle(
+            id,
+            backup_remediator::incident::IncidentStatus::Escalated,
+            now,
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.live_incident("fp-watchdog").await.unwrap(),
+        Some((id, period)),
+        "an escalated incident is still live"
+    );
+    store
+        .resolve_by_alert("fp-watchdog", period, now, &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(store.live_incident("fp-watchdog").await.unwrap(), None);
 }

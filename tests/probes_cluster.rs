@@ -26,6 +26,7 @@ fn ctx(kube: &KubeServer) -> Arc<ProbeContext> {
 #[tokio::test]
 async fn the_newest_job_is_examined_and_an_ephemeral_storage_eviction_is_named() {
     let kube = KubeServer::start().await;
+    kube.put(fx::cronjob("postgres-backup"));
     kube.put(fx::job(
         "postgres-backup-1",
         "2026-11-24T02:00:00Z",
@@ -92,6 +93,25 @@ async fn the_newest_job_is_examined_and_an_ephemeral_storage_eviction_is_named()
 async fn a_succeeded_job_is_ok_and_no_job_at_all_is_a_problem() {
     let kube = KubeServer::start().await;
     let out = BackupJob.run(ctx(&kube)).await;
+    assert_eq!(
+        out.signals,
+        vec![
+            Signal::NoBackupJob,
+            Signal::CronJobMissing {
+                cronjob: "postgres-backup".into()
+            }
+        ],
+        "no Job, and nothing that would make one"
+    );
+    assert!(
+        out.summary
+            .contains("CronJob postgres-backup does not exist"),
+        "{}",
+        out.summary
+    );
+
+    kube.put(fx::cronjob("postgres-backup"));
+    let out = BackupJob.run(ctx(&kube)).await;
     assert_eq!(out.signals, vec![Signal::NoBackupJob]);
 
     kube.put(fx::job(
@@ -113,6 +133,45 @@ async fn a_succeeded_job_is_ok_and_no_job_at_all_is_a_problem() {
     let out = BackupJob.run(ctx(&kube)).await;
     assert_eq!(out.status, Status::Ok, "{}", out.summary);
     assert_eq!(out.summary, "Job postgres-backup-2 succeeded");
+}
+
+#[tokio::test]
+async fn a_suspended_or_never_scheduled_cronjob_is_a_finding_even_when_the_last_job_succeeded() {
+    let kube = KubeServer::start().await;
+    kube.put(fx::job(
+        "postgres-backup-2",
+        "2026-11-24T02:00:00Z",
+        "succeeded",
+    ));
+    kube.put(fx::cronjob_with(
+        "postgres-backup",
+        "postgres:15-alpine",
+        true,
+    ));
+    let out = BackupJob.run(ctx(&kube)).await;
+    assert_eq!(out.status, Status::Problem);
+    assert_eq!(
+        out.signals,
+        vec![Signal::CronJobSuspended {
+            cronjob: "postgres-backup".into()
+        }]
+    );
+    assert_eq!(out.evidence["cronjob"]["suspend"], true);
+
+    // Created three days ago with a daily schedule, and never scheduled since.
+    let mut never = fx::cronjob("postgres-backup");
+    let created = chrono::Utc::now() - chrono::Duration::days(3);
+    never["metadata"]["creationTimestamp"] = serde_json::json!(created.to_rfc3339());
+    kube.put(never);
+    let out = BackupJob.run(ctx(&kube)).await;
+    let [Signal::ScheduleNotFiring { cronjob, detail }] = &out.signals[..] else {
+        panic!("{:?}", out.signals)
+    };
+    assert_eq!(cronjob, "postgres-backup");
+    assert!(
+        detail.starts_with("never scheduled in the 72 h since it was created"),
+        "{detail}"
+    );
 }
 
 #[tokio::test]

@@ -140,6 +140,16 @@ pub struct NotifySettings {
     pub max_backoff_seconds: u64,
 }
 
+/// The freshness watchdog (a dead man's switch): backups that stop without any alert.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogSettings {
+    /// Check the newest backup of each database and the backup metric every period.
+    pub enabled: bool,
+    /// The period; replicas share it through the store (each period is checked once).
+    pub interval_minutes: u64,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeSettings {

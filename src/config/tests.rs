@@ -18,7 +18,10 @@ fn insecure_no_auth_starts_with_the_defaults() {
     s.check_serving().unwrap();
     assert_eq!(s.server.listen.port(), 9095);
     assert_eq!(s.server.body_limit_bytes, 1024 * 1024);
-    assert_eq!(s.alerts.handled, vec!["PostgreSQLBackupFailed".to_string()]);
+    assert_eq!(
+        s.alerts.handled,
+        ["PostgreSQLBackupFailed", "PostgreSQLBackupStale"]
+    );
 }
 
 #[test]
@@ -216,4 +219,23 @@ fn insecure_no_auth_binds_loopback_unless_an_address_is_named() {
     let mut s = with("").unwrap();
     assert!(!s.secure_insecure_listen(false).unwrap());
     assert_eq!(s.server.listen.to_string(), "0.0.0.0:9095");
+}
+
+#[test]
+fn the_watchdog_needs_its_alert_handled_and_a_sane_period() {
+    let err = with("[alerts]\nhandled = [\"PostgreSQLBackupFailed\"]").unwrap_err();
+    assert!(
+        err.to_string().contains("watchdog.enabled") && err.to_string().contains("alerts.handled"),
+        "{err}"
+    );
+    let off = "[alerts]\nhandled = [\"PostgreSQLBackupFailed\"]\n[watchdog]\nenabled = false";
+    assert!(with(off).is_ok());
+    let err = with("[watchdog]\ninterval_minutes = 0").unwrap_err();
+    assert!(
+        err.to_string().contains("watchdog.interval_minutes"),
+        "{err}"
+    );
+    let env = EnvLayer::from_vars([("BR_WATCHDOG__INTERVAL_MINUTES", "5")]).unwrap();
+    let s = Settings::from_figment(Figment::from(Toml::string(DEFAULT_CONFIG)).merge(env)).unwrap();
+    assert_eq!(s.watchdog.interval_minutes, 5);
 }

@@ -170,7 +170,7 @@ impl Notifier {
                 names.extend(
                     crate::playbooks::registry()
                         .iter()
-                        .map(|p| p.alertname().to_owned()),
+                        .flat_map(|p| p.alertnames().iter().map(|n| (*n).to_owned())),
                 );
                 names.sort();
                 names.dedup();

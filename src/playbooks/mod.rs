@@ -10,8 +10,10 @@ mod authentication;
 mod connection;
 mod encryption;
 mod s3_access;
+mod schedule;
 mod storage;
 mod transient;
+mod version_mismatch;
 
 use crate::config::Settings;
 use crate::diagnosis::{Diagnosis, Scenario};
@@ -21,6 +23,9 @@ use crate::probes::{Finding, Signal};
 
 /// The alert the built-in playbooks answer.
 pub const BACKUP_FAILED: &str = "PostgreSQLBackupFailed";
+/// The backups went stale with no failure reported: the freshness watchdog's incident (and the
+/// alert rules' for a metric gone absent). Answered by the same playbooks.
+pub const BACKUP_STALE: &str = "PostgreSQLBackupStale";
 
 /// Check: the database answers the backup user's connection (scenario 1).
 pub const CHECK_DATABASE_ANSWERS: &str = "database_answers";
@@ -94,9 +99,9 @@ impl Proposed {
 
 /// Turns one scenario of one alert into attempt groups of steps.
 pub trait Playbook: Send + Sync {
-    /// The alert it answers.
-    fn alertname(&self) -> &'static str {
-        BACKUP_FAILED
+    /// The alerts it answers.
+    fn alertnames(&self) -> &'static [&'static str] {
+        &[BACKUP_FAILED, BACKUP_STALE]
     }
     /// The scenario it answers.
     fn scenario(&self) -> Scenario;
@@ -113,12 +118,16 @@ pub fn registry() -> Vec<Box<dyn Playbook>> {
         Box::new(s3_access::S3Access),
         Box::new(encryption::Encryption),
         Box::new(transient::Transient),
+        Box::new(schedule::BackupSchedule),
+        Box::new(version_mismatch::VersionMismatch),
     ]
 }
 
 /// Whether any playbook answers `alertname`.
 pub fn handles(alertname: &str) -> bool {
-    registry().iter().any(|p| p.alertname() == alertname)
+    registry()
+        .iter()
+        .any(|p| p.alertnames().contains(&alertname))
 }
 
 /// Target names: what an action acts on; cooldowns and locks key on them.
@@ -161,9 +170,9 @@ pub mod targets {
 /// policy's decision on each. `None` when no playbook answers.
 pub fn plan(alertname: &str, input: &PlanInput<'_>, policy: &Policy) -> Option<Vec<PlannedStep>> {
     let registry = registry();
-    let book = registry
-        .iter()
-        .find(|p| p.alertname() == alertname && p.scenario() == input.diagnosis.scenario)?;
+    let book = registry.iter().find(|p| {
+        p.alertnames().contains(&alertname) && p.scenario() == input.diagnosis.scenario
+    })?;
     let mut steps = Vec::new();
     for (i, group) in book.groups(input).into_iter().enumerate() {
         for p in group {
@@ -242,6 +251,8 @@ mod tests {
     #[test]
     fn every_scenario_has_a_playbook_that_ends_in_escalation() {
         for scenario in [
+            Scenario::BackupSchedule,
+            Scenario::VersionMismatch,
             Scenario::DatabaseConnection,
             Scenario::Authentication,
             Scenario::Storage,
@@ -287,8 +298,13 @@ mod tests {
     }
 
     #[test]
-    fn s3_and_encryption_escalate_at_once() {
-        for sc in [Scenario::S3Access, Scenario::Encryption] {
+    fn s3_encryption_schedule_and_versions_escalate_at_once() {
+        for sc in [
+            Scenario::S3Access,
+            Scenario::Encryption,
+            Scenario::BackupSchedule,
+            Scenario::VersionMismatch,
+        ] {
             assert_eq!(
                 steps(sc, &live()),
                 vec![(1, ESCALATE.into(), Decision::Auto)]

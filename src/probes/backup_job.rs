@@ -95,12 +95,27 @@ impl Probe for BackupJob {
             };
             let k = &ctx.settings.kubernetes;
             let jobs: Api<Job> = Api::namespaced(client.clone(), &k.namespace);
-            let list = match jobs
-                .list(&ListParams::default().labels(&k.backup_job_selector))
-                .await
-            {
+            let selector = ListParams::default().labels(&k.backup_job_selector);
+            let (listed, (cron_evidence, cron_signals)) = tokio::join!(
+                jobs.list(&selector),
+                super::schedule::check(client.clone(), k)
+            );
+            let cron_note = cron_signals
+                .iter()
+                .map(|s| format!("; {}", crate::diagnosis::describe(s)))
+                .collect::<String>();
+            let list = match listed {
                 Ok(l) => l,
-                Err(e) => return ProbeOutput::error(format!("listing backup Jobs failed: {e}")),
+                Err(e) if cron_signals.is_empty() => {
+                    return ProbeOutput::error(format!("listing backup Jobs failed: {e}"))
+                }
+                Err(e) => {
+                    return ProbeOutput::problem(
+                        format!("listing backup Jobs failed: {e}{cron_note}"),
+                        cron_signals,
+                    )
+                    .with_evidence(serde_json::json!({ "cronjob": cron_evidence }))
+                }
             };
             let Some(job) = list.items.into_iter().max_by(|a, b| {
                 a.metadata
@@ -109,13 +124,16 @@ impl Probe for BackupJob {
                     .map(|t| t.0)
                     .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
             }) else {
+                let mut signals = vec![Signal::NoBackupJob];
+                signals.extend(cron_signals);
                 return ProbeOutput::problem(
                     format!(
-                        "No Job labelled {} in {}: the backup CronJob has not run",
+                        "No Job labelled {} in {}: the backup CronJob has not run{cron_note}",
                         k.backup_job_selector, k.namespace
                     ),
-                    vec![Signal::NoBackupJob],
-                );
+                    signals,
+                )
+                .with_evidence(serde_json::json!({ "cronjob": cron_evidence }));
             };
             let name = job.metadata.name.clone().unwrap_or_default();
             let status = job.status.clone().unwrap_or_default();
@@ -132,7 +150,7 @@ impl Probe for BackupJob {
                 .find(|c| c.type_ == "Failed" && c.status == "True")
                 .map(|c| c.reason.clone().unwrap_or_else(|| "Failed".into()));
             let succeeded = status.succeeded.unwrap_or(0) > 0;
-            let mut signals = Vec::new();
+            let mut signals = cron_signals;
             if let Some(reason) = &failed_condition {
                 signals.push(Signal::JobFailed {
                     job: name.clone(),
@@ -149,6 +167,7 @@ impl Probe for BackupJob {
                 "failed": status.failed.unwrap_or(0),
                 "completion_time": status.completion_time.as_ref().map(|t| t.0),
                 "conditions": conditions,
+                "cronjob": cron_evidence,
             });
             match pods
                 .list(&ListParams::default().labels(&format!("job-name={name}")))
@@ -243,6 +262,7 @@ impl Probe for BackupJob {
                 _ => None,
             });
             summary.push_str(&pod_note.unwrap_or_default());
+            summary.push_str(&cron_note);
             if signals.is_empty() {
                 ProbeOutput::ok(summary).with_evidence(evidence)
             } else {

@@ -223,6 +223,22 @@ async fn check_database(
     r
 }
 
+/// How the probes connect to the primary as the backup job does (its user and password).
+pub(super) fn job_options(
+    t: &crate::config::TargetSettings,
+    user: &str,
+    password: &str,
+) -> PgConnectOptions {
+    PgConnectOptions::new()
+        .host(&t.host)
+        .port(t.port)
+        .username(user)
+        .password(password)
+        .ssl_mode(PgSslMode::Prefer)
+        .application_name("backup-remediator-probe")
+        .disable_statement_logging()
+}
+
 impl Probe for Database {
     fn name(&self) -> &'static str {
         "database"
@@ -270,14 +286,7 @@ impl Probe for Database {
                 )
                 .with_evidence(evidence);
             };
-            let opts = PgConnectOptions::new()
-                .host(&t.host)
-                .port(t.port)
-                .username(user)
-                .password(password.expose_secret())
-                .ssl_mode(PgSslMode::Prefer)
-                .application_name("backup-remediator-probe")
-                .disable_statement_logging();
+            let opts = job_options(t, user, password.expose_secret());
             let results = join_all(
                 t.databases
                     .iter()

@@ -14,7 +14,9 @@ pub mod iam;
 pub mod patterns;
 pub mod primary;
 pub mod s3;
+pub mod schedule;
 pub mod secret;
+pub mod versions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,7 @@ pub const NAMES: &[&str] = &[
     "backup_job",
     "secret",
     "database",
+    "versions",
     "primary",
     "disk",
     "s3",
@@ -105,6 +108,13 @@ pub enum Signal {
     },
     /// A log line of the backup pod matches a runbook error pattern.
     LogMatch { pattern: LogPattern, line: String },
+    /// The backup CronJob is suspended: no backup runs until it is resumed.
+    CronJobSuspended { cronjob: String },
+    /// The backup CronJob does not exist (any more).
+    CronJobMissing { cronjob: String },
+    /// The backup CronJob does not fire: its last run is older than its schedule allows, or it
+    /// never ran long after it was created.
+    ScheduleNotFiring { cronjob: String, detail: String },
     // secret
     /// The backup Secret does not exist.
     SecretMissing { name: String },
@@ -128,6 +138,26 @@ pub enum Signal {
     NoReadAccess {
         database: String,
         tables: Vec<String>,
+    },
+    // versions
+    /// The backup image's pg_dump is older than the server: pg_dump refuses to dump it.
+    ClientOlderThanServer {
+        image: String,
+        client_major: u32,
+        server_major: u32,
+        /// The image to set instead.
+        suggested_image: String,
+    },
+    /// The backup image is not an official `postgres:N…` tag: its pg_dump version is unknown.
+    ClientVersionUnknown {
+        image: String,
+        server_major: Option<u32>,
+    },
+    /// The service's pg_restore is older than the server: restore tests of its dumps fail.
+    RestoreClientOlder {
+        program: String,
+        client_major: u32,
+        server_major: u32,
     },
     // primary
     /// The primary StatefulSet / pod is not ready, or the Service has no endpoints.
@@ -374,6 +404,7 @@ pub fn enabled(settings: &Settings) -> Vec<Arc<dyn Probe>> {
         Arc::new(backup_job::BackupJob),
         Arc::new(secret::SecretProbe),
         Arc::new(database::Database),
+        Arc::new(versions::Versions),
         Arc::new(primary::Primary),
         Arc::new(disk::Disk),
         Arc::new(s3::S3),

@@ -32,6 +32,8 @@ pub enum LogPattern {
     AwsInvalidAccessKeyId,
     /// AWS error code `SignatureDoesNotMatch`.
     AwsSignatureDoesNotMatch,
+    /// pg_dump refused a server newer than itself (`aborting because of server version mismatch`).
+    ServerVersionMismatch,
 }
 
 /// Patterns in match order: (pattern, regex). Runbook phrases are case-insensitive; AWS error
@@ -81,6 +83,10 @@ const TABLE: &[(LogPattern, &str)] = &[
     (
         LogPattern::AwsSignatureDoesNotMatch,
         r"\bSignatureDoesNotMatch\b",
+    ),
+    (
+        LogPattern::ServerVersionMismatch,
+        r"(?i)server version mismatch",
     ),
 ];
 
@@ -145,6 +151,7 @@ mod tests {
             ("An error occurred (NoSuchBucket) when calling the PutObject operation: The specified bucket does not exist", vec![BucketDoesNotExist, AwsNoSuchBucket]),
             ("An error occurred (InvalidAccessKeyId) when calling the PutObject operation", vec![AwsInvalidAccessKeyId]),
             ("An error occurred (SignatureDoesNotMatch) when calling the PutObject operation", vec![AwsSignatureDoesNotMatch]),
+            ("pg_dump: error: aborting because of server version mismatch", vec![ServerVersionMismatch]),
             ("pg_dump: dumping contents of table \"public.users\"", vec![]),
         ];
         for (line, want) in cases {

@@ -113,6 +113,8 @@ pub struct Listing {
     pub complete: bool,
     /// Backups modified at or after the `since` given to [`list_backups_since`], oldest first.
     pub recent: Vec<ObjectInfo>,
+    /// ListObjectsV2 requests made (one per page of up to 1000 keys).
+    pub pages: u32,
 }
 
 /// The error of a listing.
@@ -154,6 +156,7 @@ pub async fn list_backups_since(
             .set_continuation_token(token.take())
             .send()
             .await?;
+        listing.pages += 1;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
             if is_probe_object(key) {

@@ -136,8 +136,9 @@ macro_rules! dispatch {
     };
 }
 
-// After `dispatch!`, which it uses.
+// After `dispatch!`, which they use.
 mod outbox;
+mod watchdog;
 
 impl Store {
     /// Connects to `url` (`postgres://…` or `sqlite:…`), or to the SQLite file at `sqlite_path`

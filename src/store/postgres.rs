@@ -447,3 +447,4 @@ use crate::restore::{NewRestoreTest, RestoreTest, TestResult, TestStatus};
 include!("runbook_queries.rs");
 use super::{Attempt, Delivery, DeliveryRecord, NewDelivery, NotifyState};
 include!("notify_queries.rs");
+include!("watchdog_queries.rs");

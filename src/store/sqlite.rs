@@ -451,6 +451,7 @@ use crate::restore::{NewRestoreTest, RestoreTest, TestResult, TestStatus};
 include!("runbook_queries.rs");
 use super::{Attempt, Delivery, DeliveryRecord, NewDelivery, NotifyState};
 include!("notify_queries.rs");
+include!("watchdog_queries.rs");
 
 #[cfg(test)]
 mod tests {

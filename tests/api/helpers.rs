@@ -142,6 +142,8 @@ pub fn test_settings(db_url: &str, extra: &str) -> Settings {
         flush_interval_ms = 50
         [probes]
         enabled = []
+        [watchdog]
+        enabled = false
         "#
     );
     let fig = Figment::from(Toml::string(DEFAULT_CONFIG))

@@ -47,6 +47,7 @@ fn the_alert_rules_include_the_runbook_and_service_alerts() {
     let alerts: BTreeSet<String> = rule_fields("alert").into_iter().collect();
     for name in [
         "PostgreSQLBackupFailed",
+        "PostgreSQLBackupStale",
         "PostgreSQLDataVolumeAlmostFull",
         "BackupRemediatorDown",
         "BackupRemediatorWebhookErrors",

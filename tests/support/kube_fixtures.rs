@@ -88,15 +88,20 @@ pub fn pvc(name: &str, class: &str, size: &str) -> Value {
 /// The backup CronJob, shaped like the runbook's: its Job template carries labels,
 /// an annotation and a pod spec a created Job must copy exactly.
 pub fn cronjob(name: &str) -> Value {
+    cronjob_with(name, "registry.example/postgres-backup:1.4", false)
+}
+
+/// [`cronjob`] with the backup container's `image`, suspended or not.
+pub fn cronjob_with(name: &str, image: &str, suspend: bool) -> Value {
     json!({"apiVersion": "batch/v1", "kind": "CronJob",
            "metadata": {"name": name, "namespace": NS, "uid": "3f1c9a52-5d7e-4c11-9d0b-1b2c3d4e5f60"},
-           "spec": {"schedule": "0 2 * * *", "concurrencyPolicy": "Forbid",
+           "spec": {"schedule": "0 2 * * *", "concurrencyPolicy": "Forbid", "suspend": suspend,
                     "jobTemplate": {
                         "metadata": {"labels": {"app": "postgres-backup"}, "annotations": {"team": "platform"}},
                         "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 3600,
                                  "template": {"metadata": {"labels": {"app": "postgres-backup"}},
                                               "spec": {"restartPolicy": "OnFailure", "serviceAccountName": "postgres-backup",
-                                                       "containers": [{"name": "backup", "image": "registry.example/postgres-backup:1.4",
+                                                       "containers": [{"name": "backup", "image": image,
                                                                        "args": ["--all-databases"],
                                                                        "envFrom": [{"secretRef": {"name": "postgres-backup-secret"}}]}]}}}}}})
 }

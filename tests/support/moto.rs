@@ -25,6 +25,8 @@ pub struct Moto {
     child: Child,
     pub url: String,
     log: tempfile::NamedTempFile,
+    /// Where moto's recorder writes the requests it serves (see [`Moto::start_recording`]).
+    recording: tempfile::NamedTempFile,
 }
 
 impl Drop for Moto {
@@ -69,26 +71,51 @@ impl Moto {
         Self::start_with(None).await
     }
 
+    /// A moto server in which an object whose key contains `aged<N>h` (e.g.
+    /// `postgres-backup-aged30h_link_users.sql.enc`) reports a LastModified N hours ago: moto's
+    /// own server, started from `support/aging_moto.py` with that one patch. The interpreter is
+    /// `$MOTO_PYTHON`, else the `python3` next to moto_server (its venv's), else `python3`.
+    pub async fn start_aging() -> Self {
+        let python = std::env::var_os("MOTO_PYTHON")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let beside = binary().parent()?.join("python3");
+                beside.is_file().then_some(beside)
+            })
+            .unwrap_or_else(|| PathBuf::from("python3"));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/aging_moto.py");
+        let mut cmd = Command::new(python);
+        cmd.arg(script);
+        Self::spawn(cmd).await
+    }
+
     /// A moto server that enforces IAM after `count` requests (`INITIAL_NO_AUTH_ACTION_COUNT`).
     pub async fn start_enforcing_after(count: u32) -> Self {
         Self::start_with(Some(count)).await
     }
 
     async fn start_with(no_auth_count: Option<u32>) -> Self {
+        let mut cmd = Command::new(binary());
+        if let Some(count) = no_auth_count {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", count.to_string());
+        }
+        Self::spawn(cmd).await
+    }
+
+    /// Runs `cmd` (a moto server) on a free loopback port and waits until it answers.
+    async fn spawn(mut cmd: Command) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let log = tempfile::NamedTempFile::new().unwrap();
-        let mut cmd = Command::new(binary());
+        let recording = tempfile::NamedTempFile::new().unwrap();
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_RECORDER_FILEPATH", recording.path())
             .stdin(Stdio::null())
             .stdout(log.reopen().unwrap())
             .stderr(log.reopen().unwrap());
-        if let Some(count) = no_auth_count {
-            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", count.to_string());
-        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting moto_server: {e} (run scripts/test.sh)"));
@@ -96,6 +123,7 @@ impl Moto {
             child,
             url: format!("http://127.0.0.1:{port}"),
             log,
+            recording,
         };
         moto.wait_ready().await;
         moto
@@ -136,6 +164,39 @@ impl Moto {
             .await
             .unwrap();
         assert!(r.status().is_success(), "moto reset-auth: {}", r.status());
+    }
+
+    /// From now on moto records every request it serves (its recorder), from a clean slate.
+    pub async fn start_recording(&self) {
+        let http = reqwest::Client::new();
+        for verb in ["reset-recording", "start-recording"] {
+            let r = http
+                .post(format!("{}/moto-api/recorder/{verb}", self.url))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "moto {verb}: {}", r.status());
+        }
+    }
+
+    /// The requests moto served since [`Moto::start_recording`]: (method, URL), in order.
+    pub async fn recorded(&self) -> Vec<(String, String)> {
+        let text = reqwest::get(format!("{}/moto-api/recorder/download-recording", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["method"].as_str().unwrap_or_default().to_owned(),
+                    v["url"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
     }
 
     /// Settings pointing S3 and IAM at this server, plus `extra` TOML.

@@ -52,6 +52,8 @@ pub struct World {
     pub config: std::path::PathBuf,
     /// The service's settings (as in `config`).
     pub settings: Settings,
+    /// The in-process service's freshness watchdog, for tests that check chosen periods.
+    pub watchdog: Option<std::sync::Arc<backup_remediator::watchdog::Watchdog>>,
 }
 
 impl Drop for World {
@@ -79,6 +81,13 @@ pub struct Opts<'a> {
     pub gone_role: Option<&'a str>,
     /// No service at all: the test drives the library itself on the PostgreSQL store.
     pub no_service: bool,
+    /// Run the freshness watchdog's loop (off by default: tests that want it check periods
+    /// through [`World::watchdog`]).
+    pub watchdog: bool,
+    /// moto reports objects whose key holds `aged<N>h` as N hours old ([`moto::Moto::start_aging`]).
+    pub aging_moto: bool,
+    /// The backup job exports no metrics (a CronJob that stopped running).
+    pub no_backup_metrics: bool,
 }
 
 pub async fn world(broken: Break, job_log: &str) -> World {
@@ -96,7 +105,11 @@ pub async fn world_with(broken: Break, job_log: &str, opts: Opts<'_>) -> World {
     .await;
 
     // S3 and IAM: a bucket with a real encrypted backup, the backup user and its policy.
-    let moto = moto::Moto::start().await;
+    let moto = if opts.aging_moto {
+        moto::Moto::start_aging().await
+    } else {
+        moto::Moto::start().await
+    };
     moto.create_bucket(BUCKET).await;
     moto.put(
         BUCKET,
@@ -179,11 +192,15 @@ pub async fn world_with(broken: Break, job_log: &str, opts: Opts<'_>) -> World {
     // Prometheus: the backup's own metrics (last success 30 h ago) and the data volume.
     let used = if broken == Break::Storage { 95.0 } else { 40.0 };
     let last = chrono::Utc::now().timestamp() - 30 * 3600;
+    let backup_metrics = if opts.no_backup_metrics {
+        String::new()
+    } else {
+        format!("postgres_backup_last_success_timestamp {last}\npostgres_backup_errors_total 1\n")
+    };
     let exporter = procs::exporter(move || {
         let gib = 1024.0f64.powi(3);
         format!(
-            "postgres_backup_last_success_timestamp {last}\npostgres_backup_errors_total 1\n\
-             kubelet_volume_stats_used_bytes{{namespace=\"{ns}\",persistentvolumeclaim=\"{PVC}\"}} {u}\n\
+            "{backup_metrics}kubelet_volume_stats_used_bytes{{namespace=\"{ns}\",persistentvolumeclaim=\"{PVC}\"}} {u}\n\
              kubelet_volume_stats_capacity_bytes{{namespace=\"{ns}\",persistentvolumeclaim=\"{PVC}\"}} {c}\n",
             ns = fx::NS,
             u = used * gib,
@@ -249,7 +266,10 @@ pub async fn world_with(broken: Break, job_log: &str, opts: Opts<'_>) -> World {
         endpoint = "{moto}"
         access_key_id = "{admin_id}"
         secret_access_key = "{admin_secret}"
+        [watchdog]
+        enabled = {watchdog}
         "#,
+        watchdog = opts.watchdog,
         admin_url = pg::admin_url(),
         remediation = opts.remediation,
         kube = kube.url,
@@ -275,6 +295,7 @@ pub async fn world_with(broken: Break, job_log: &str, opts: Opts<'_>) -> World {
         bases: Vec::new(),
         config,
         settings: settings.clone(),
+        watchdog: None,
     };
     if opts.no_service {
         return w;
@@ -282,6 +303,7 @@ pub async fn world_with(broken: Break, job_log: &str, opts: Opts<'_>) -> World {
     if opts.processes == 0 {
         let app = Application::build(settings).await.expect("service starts");
         w.base = format!("http://{}", app.local_addr());
+        w.watchdog = Some(app.watchdog());
         w.task = Some(tokio::spawn(async move {
             app.run_until(std::future::pending()).await.ok();
         }));
@@ -363,8 +385,19 @@ impl World {
     }
 
     pub async fn incident(&self, id: i64) -> Value {
+        self.api(&format!("incidents/{id}")).await
+    }
+
+    /// The incidents the service serves, newest first (up to 500).
+    pub async fn incidents(&self) -> Vec<Value> {
+        let page = self.api("incidents?limit=500").await;
+        page["incidents"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// GET `/api/v1/<path>` with the API token.
+    async fn api(&self, path: &str) -> Value {
         self.client
-            .get(format!("{}/api/v1/incidents/{id}", self.base))
+            .get(format!("{}/api/v1/{path}", self.base))
             .bearer_auth(API)
             .send()
             .await

@@ -1,0 +1,78 @@
+//! The scenarios a diagnosis names: the runbook's, and those the service adds beyond it.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The scenarios: the runbook's five, the transient case, and two silent failures the service
+/// finds beyond the runbook (a schedule that never runs, a pg_dump older than the server). The
+/// order is the order in which a backup run meets them: the earliest broken step wins a tie.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// The backup never starts: the CronJob is suspended, deleted, or its schedule never fires.
+    BackupSchedule,
+    /// 1: connection refused / timeout / host unreachable.
+    DatabaseConnection,
+    /// 2: authentication failed / role does not exist / permission denied.
+    Authentication,
+    /// pg_dump older than the server: it aborts with `server version mismatch`.
+    VersionMismatch,
+    /// 3: no space left on device / disk full.
+    Storage,
+    /// 5: encryption failed / invalid key / openssl error.
+    Encryption,
+    /// 4: access denied / bucket does not exist / invalid credentials.
+    S3Access,
+    /// Every probe healthy, or nothing explains the failure.
+    TransientUnknown,
+}
+
+impl Scenario {
+    /// The runbook's number for the scenario (none for those beyond the runbook).
+    pub fn number(self) -> Option<u8> {
+        match self {
+            Scenario::BackupSchedule | Scenario::VersionMismatch => None,
+            Scenario::DatabaseConnection => Some(1),
+            Scenario::Authentication => Some(2),
+            Scenario::Storage => Some(3),
+            Scenario::S3Access => Some(4),
+            Scenario::Encryption => Some(5),
+            Scenario::TransientUnknown => None,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Scenario::BackupSchedule => "backup schedule",
+            Scenario::VersionMismatch => "client/server version mismatch",
+            Scenario::DatabaseConnection => "database connection",
+            Scenario::Authentication => "authentication",
+            Scenario::Storage => "storage",
+            Scenario::S3Access => "S3 access",
+            Scenario::Encryption => "encryption",
+            Scenario::TransientUnknown => "transient or unknown",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::BackupSchedule => "backup_schedule",
+            Scenario::VersionMismatch => "version_mismatch",
+            Scenario::DatabaseConnection => "database_connection",
+            Scenario::Authentication => "authentication",
+            Scenario::Storage => "storage",
+            Scenario::S3Access => "s3_access",
+            Scenario::Encryption => "encryption",
+            Scenario::TransientUnknown => "transient_unknown",
+        }
+    }
+
+    /// Whether a matching log line alone settles the scenario, ahead of what other probes found:
+    /// pg_dump's `server version mismatch` is its own unambiguous statement of why it stopped
+    /// (it has connected and logged in by then).
+    pub fn log_is_decisive(self) -> bool {
+        self == Scenario::VersionMismatch
+    }
+}
