@@ -376,6 +376,19 @@ impl NotifySettings {
         if !http(&self.slack_api_url) {
             return bad("slack_api_url", "must be an http(s) URL");
         }
+        if !self.slack_approvers.is_empty() && self.slack_signing_secret.expose_secret().is_empty()
+        {
+            return bad(
+                "slack_signing_secret",
+                "notify.slack_approvers is set: Slack clicks cannot be verified without the app's signing secret (BR_NOTIFY__SLACK_SIGNING_SECRET)",
+            );
+        }
+        if let Some(id) = self.slack_approvers.iter().find(|id| !slack_user_id(id)) {
+            return bad(
+                "slack_approvers",
+                &format!("{id:?} is not a Slack user id (U0123ABCD or W0123ABCD)"),
+            );
+        }
         if !http(&self.pagerduty_url) {
             return bad("pagerduty_url", "must be an http(s) URL");
         }
@@ -396,6 +409,16 @@ impl NotifySettings {
         }
         Ok(())
     }
+}
+
+/// A Slack user id as Slack sends it: `U` or `W` and upper-case letters and digits.
+fn slack_user_id(id: &str) -> bool {
+    id.len() >= 3
+        && id.len() <= 32
+        && (id.starts_with('U') || id.starts_with('W'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 #[cfg(test)]

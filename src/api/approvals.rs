@@ -59,10 +59,44 @@ async fn decide(
         ApiError::BadRequest("incident and action ids must be whole numbers".into())
     })?;
     let body = parse_body(body)?;
-    let steps = state.store.steps(incident_id).await?;
-    let step = steps.iter().find(|s| s.id == step_id).ok_or_else(|| {
-        ApiError::NotFound(format!("incident {incident_id} has no action {step_id}"))
-    })?;
+    let step = decide_step(
+        state,
+        incident_id,
+        step_id,
+        &caller.actor,
+        &body.comment,
+        approve,
+    )
+    .await?;
+    Ok(Json(step))
+}
+
+/// " (already decided by X)" when the step records who decided it.
+fn decided_by(step: &Step) -> String {
+    step.decided_by
+        .as_deref()
+        .map(|by| format!(": already decided by {by}"))
+        .unwrap_or_default()
+}
+
+/// Approves or rejects a waiting step as `actor`: the one path every way of deciding takes (the
+/// API, Slack). The store moves the step only from `waiting_approval`, in one statement, so two
+/// replicas deciding the same step at once decide it once; the other gets a conflict naming who
+/// decided. An approval is not a pass: the approved step still goes through the action gate.
+pub(crate) async fn decide_step(
+    state: &AppState,
+    incident_id: i64,
+    step_id: i64,
+    actor: &str,
+    comment: &str,
+    approve: bool,
+) -> Result<Step, ApiError> {
+    let find = |steps: Vec<Step>| {
+        steps.into_iter().find(|s| s.id == step_id).ok_or_else(|| {
+            ApiError::NotFound(format!("incident {incident_id} has no action {step_id}"))
+        })
+    };
+    let step = find(state.store.steps(incident_id).await?)?;
     // Only an open incident's waiting step can be decided; an approval is not a pass either:
     // the approved step still goes through the action gate (policy in force, budget, lock…).
     let incident = state
@@ -78,8 +112,10 @@ async fn decide(
     }
     if step.state != StepState::WaitingApproval {
         return Err(ApiError::Conflict(format!(
-            "action {step_id} ({}) is {}, not waiting for an approval",
-            step.name, step.state
+            "action {step_id} ({}) is {}, not waiting for an approval{}",
+            step.name,
+            step.state,
+            decided_by(&step)
         )));
     }
     let (to, event) = if approve {
@@ -94,38 +130,32 @@ async fn decide(
                 step_id,
                 from: &[StepState::WaitingApproval],
                 to,
-                reason: &body.comment,
+                reason: comment,
                 output: None,
-                decided_by: Some(&caller.actor),
+                decided_by: Some(actor),
                 at: Utc::now(),
                 event,
                 fence: None,
             },
             &json!({ "step": step_id, "name": step.name, "target": step.target,
-                     "by": caller.actor, "comment": body.comment }),
+                     "by": actor, "comment": comment }),
         )
         .await?;
     if !moved {
+        let now = find(state.store.steps(incident_id).await?)?;
         return Err(ApiError::Conflict(format!(
-            "action {step_id} ({}) is {}, no longer waiting for a decision",
-            step.name, step.state
+            "action {step_id} ({}) is {}, no longer waiting for a decision{}",
+            now.name,
+            now.state,
+            decided_by(&now)
         )));
     }
-    tracing::info!(incident_id, step = step_id, action = %step.name, by = %caller.actor, approved = approve, "approval decision");
+    tracing::info!(incident_id, step = step_id, action = %step.name, by = %actor, approved = approve, "approval decision");
     metrics::counter!("backup_remediator_approvals_total", "decision" => event).increment(1);
     if let Some(wake) = &state.approvals {
         wake.notify_waiters();
     }
-    let updated = state
-        .store
-        .steps(incident_id)
-        .await?
-        .into_iter()
-        .find(|s| s.id == step_id)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("incident {incident_id} has no action {step_id}"))
-        })?;
-    Ok(Json(updated))
+    find(state.store.steps(incident_id).await?)
 }
 
 /// Approve an action the policy holds for a person.

@@ -123,6 +123,11 @@ pub struct NotifySettings {
     /// Channel the bot posts to (an id such as C0123, or #name).
     pub slack_channel: String,
     pub slack_api_url: String,
+    /// The Slack app's signing secret: `POST /slack/interactions` accepts only requests signed
+    /// with it. Secret.
+    pub slack_signing_secret: SecretString,
+    /// Slack user ids (U…/W…) who may approve or reject from the incident's message.
+    pub slack_approvers: Vec<String>,
     /// PagerDuty Events API v2 routing key; empty = no paging. Secret.
     pub pagerduty_routing_key: SecretString,
     pub pagerduty_url: String,

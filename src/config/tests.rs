@@ -63,3 +63,27 @@ fn half_configured_basic_auth_is_refused() {
     let err = s.check_serving().unwrap_err().to_string();
     assert!(err.contains("webhook_basic"), "{err}");
 }
+
+#[test]
+fn slack_approvers_need_the_signing_secret_and_real_user_ids() {
+    let err = with("[notify]\nslack_approvers = [\"U0123ABCD\"]")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("notify.slack_signing_secret"), "{err}");
+    let err = with(
+        "[notify]\nslack_signing_secret = \"canary-signing-1\"\nslack_approvers = [\"alice\"]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("notify.slack_approvers") && err.contains("alice"),
+        "{err}"
+    );
+    assert!(!err.contains("canary"), "{err}");
+    let s = with(
+        "[notify]\nslack_signing_secret = \"canary-signing-1\"\nslack_approvers = [\"U0123ABCD\", \"W0123ABCD\"]",
+    )
+    .unwrap();
+    assert_eq!(s.notify.slack_approvers, ["U0123ABCD", "W0123ABCD"]);
+    assert!(!format!("{s:?}").contains("canary-signing-1"));
+}

@@ -18,6 +18,8 @@ macro_rules! on_both_stores {
 }
 
 mod alertmanager;
+#[path = "../support/approvals.rs"]
+mod approvals;
 mod backups;
 mod connections;
 mod diagnosis;
@@ -35,4 +37,5 @@ mod openapi;
 mod pg;
 #[path = "../support/procs.rs"]
 mod procs;
+mod slack;
 mod webhook;
