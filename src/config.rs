@@ -287,6 +287,33 @@ impl Settings {
                 "must be 1 to 20 lowercase letters, digits or underscores, starting with a letter",
             );
         }
+        if !(r.rto_minutes.is_finite() && r.rto_minutes >= 0.0) {
+            return bad(
+                "restore_test.rto_minutes",
+                "must be a number of minutes, 0 (no limit) or more",
+            );
+        }
+        for (i, c) in r.checks.iter().enumerate() {
+            let key = format!("restore_test.checks[{i}]");
+            if !self.target.databases.contains(&c.database) {
+                return bad(
+                    &format!("{key}.database"),
+                    &format!("{:?} is not one of target.databases", c.database),
+                );
+            }
+            if c.name.trim().is_empty() || c.sql.trim().is_empty() {
+                return bad(&key, "needs a name and an sql query");
+            }
+            if r.checks[..i]
+                .iter()
+                .any(|o| o.database == c.database && o.name == c.name)
+            {
+                return bad(
+                    &format!("{key}.name"),
+                    &format!("{:?} is used twice for {}", c.name, c.database),
+                );
+            }
+        }
         let url = r.target_url.expose_secret();
         if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return bad(

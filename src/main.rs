@@ -447,6 +447,19 @@ mod runbook_cli {
                         t.result.duration_ms.unwrap_or(0)
                     );
                 }
+                for c in &t.result.checks {
+                    let verdict = if c.passed { "ok" } else { "FAILED" };
+                    let what = c.reason.as_deref().or(c.value.as_deref()).unwrap_or("");
+                    println!("    check {:?}: {verdict} ({what})", c.name);
+                }
+                if let Some(rto) = &t.result.rto {
+                    println!(
+                        "    restore {} ms, RTO {} min: {}",
+                        rto.restore_ms,
+                        rto.rto_minutes,
+                        if rto.met { "met" } else { "MISSED" }
+                    );
+                }
                 if let Some(reason) = &t.result.reason {
                     println!("    {reason}");
                 }

@@ -35,6 +35,9 @@ use crate::probes::s3::{job_s3, list_backups_since};
 use crate::probes::ProbeContext;
 use crate::store::{Store, StoreError};
 
+mod checks;
+pub use checks::{CheckResult, RtoResult};
+
 /// The alertname of the incident a failed restore test opens.
 pub const NOT_RESTORABLE_ALERT: &str = "PostgreSQLBackupNotRestorable";
 
@@ -131,6 +134,10 @@ pub struct TestResult {
     pub table_data_expected: Option<i64>,
     /// Rows counted in the restored tables.
     pub rows_restored: Option<i64>,
+    /// `restore_test.checks` of the database, run on the restored data.
+    pub checks: Vec<CheckResult>,
+    /// The restore phase against `restore_test.rto_minutes` (when one is set).
+    pub rto: Option<RtoResult>,
     /// Timings, per-table row counts, pg_restore's messages.
     #[schema(value_type = Object)]
     pub detail: Value,
@@ -975,7 +982,8 @@ impl RestoreTester {
                 now,
                 "restore_test_failed",
                 &json!({ "restore_test_id": t.id, "database": t.database, "object": object,
-                         "reason": reason, "scratch_database": t.scratch_database }),
+                         "reason": reason, "scratch_database": t.scratch_database,
+                         "checks": outcome.checks, "rto": outcome.rto }),
             )
             .await?;
         // No playbook can fix a backup that does not restore: it goes to people at once, and the
@@ -985,7 +993,7 @@ impl RestoreTester {
                 opened.id(),
                 crate::incident::IncidentStatus::Escalated,
                 Utc::now(),
-                &json!({ "reason": format!("the newest backup of {} is not restorable: {reason}", t.database),
+                &json!({ "reason": format!("the newest backup of {} failed its restore test: {reason}", t.database),
                          "restore_test_id": t.id, "object": object }),
             )
             .await?;
@@ -1101,7 +1109,9 @@ impl RestoreTester {
         let run = async {
             let report = restore_stream(body, expected, &key_bytes, &into).await?;
             let checked = check_restored(&target, &scratch.name, &report.toc).await?;
-            Ok::<_, Problem>((report, checked))
+            let own = checks::checks_for(&settings.restore_test, &t.database);
+            let checks = checks::run_checks(&target, &scratch.name, &own).await?;
+            Ok::<_, Problem>((report, checked, checks))
         };
         let result = match tokio::time::timeout(deadline, run).await {
             Ok(r) => r,
@@ -1116,7 +1126,14 @@ impl RestoreTester {
             tracing::error!(error = %e, "the scratch database could not be dropped");
             out.detail["scratch_drop_error"] = json!(e);
         }
-        let (report, checked) = result?;
+        let (report, checked, checks) = result?;
+        let verdict = checks::judge(
+            out,
+            &settings.restore_test,
+            &t.database,
+            report.elapsed,
+            checks,
+        );
         out.archive_bytes = i64::try_from(report.archive_bytes).ok();
         out.object_bytes = i64::try_from(report.ciphertext_bytes).ok();
         out.tables_expected = i64::try_from(report.toc.tables.len()).ok();
@@ -1156,7 +1173,7 @@ impl RestoreTester {
                     .join(", ")
             )));
         }
-        Ok(())
+        verdict
     }
 
     /// The schedule: every `schedule_hours`, one test of each database, claimed through the store

@@ -51,6 +51,24 @@ pub struct RestoreTestSettings {
     pub pg_restore: String,
     /// Deadline of one database's test, download and restore included.
     pub timeout_seconds: u64,
+    /// The longest the restore phase (download, decrypt, pg_restore) may take; a slower restore
+    /// fails the test. 0 = no limit.
+    pub rto_minutes: f64,
+    /// Named SQL queries run on the restored scratch database; each must return one `true`.
+    pub checks: Vec<RestoreCheck>,
+}
+
+/// One `[[restore_test.checks]]`: a query that must return exactly one boolean `true` on the
+/// restored copy of `database`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreCheck {
+    /// A database of `target.databases`.
+    pub database: String,
+    /// Unique per database; shown in results.
+    pub name: String,
+    /// One SELECT, e.g. `select max(created_at) > now() - interval '26 hours' from orders`.
+    pub sql: String,
 }
 
 /// The runbook's manual backup Job.
