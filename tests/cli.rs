@@ -1,6 +1,7 @@
 //! The real binary as an operator runs it: start-up checks, logs without secrets, SIGTERM, and
 //! the `migrate` / `incidents` commands over the same store.
 
+#[allow(dead_code)]
 #[path = "support/approvals.rs"]
 mod approvals;
 

@@ -12,10 +12,9 @@ use axum::response::IntoResponse;
 use backup_remediator::plan::StepState;
 use backup_remediator::store::Store;
 use chrono::Utc;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
+use crate::approvals::{click, slack_signature};
 use crate::helpers::{self, Backend, TestApp, TestDb};
 
 const SIGNING_SECRET: &str = "canary-signing-secret-8e2f41";
@@ -90,38 +89,6 @@ impl FakeSlack {
 async fn waiting_restart(store: &Store) -> (i64, i64) {
     let (id, steps) = crate::approvals::waiting_for_approval(store, &["restart_primary"]).await;
     (id, steps[0])
-}
-
-/// A `block_actions` click as Slack sends it, form-encoded.
-fn click(user: &str, action: &str, incident: i64, step: i64, response_url: &str) -> String {
-    let payload = json!({
-        "type": "block_actions",
-        "user": { "id": user, "username": "alice", "name": "alice", "team_id": "T0TEAM" },
-        "api_app_id": "A0APP", "token": "legacy-verification-token",
-        "container": { "type": "message", "message_ts": "1700000000.000100", "channel_id": "C0INCIDENTS" },
-        "trigger_id": "123.456.abc",
-        "team": { "id": "T0TEAM", "domain": "example" },
-        "channel": { "id": "C0INCIDENTS", "name": "db-incidents" },
-        "response_url": response_url,
-        "actions": [{
-            "action_id": action, "block_id": format!("approval:{step}"),
-            "text": { "type": "plain_text", "text": "Approve" },
-            "value": format!("{incident}:{step}"), "type": "button", "action_ts": "1700000001.0001"
-        }]
-    });
-    let encoded: String = percent_encoding::utf8_percent_encode(
-        &payload.to_string(),
-        percent_encoding::NON_ALPHANUMERIC,
-    )
-    .to_string();
-    format!("payload={encoded}")
-}
-
-/// Slack's signature of `body` at `timestamp`, computed independently of the service.
-fn slack_signature(secret: &str, timestamp: i64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
-    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 async fn post_click(
