@@ -217,9 +217,14 @@ impl View<'_> {
                 .unwrap_or("");
             let url = format!("{}{path}", self.external_url.trim_end_matches('/'));
             lines.push(format!(
-                "approve `{}` on {}: `POST {}` (with the admin token)",
+                "approve `{}` on {}: {}`POST {}` (with the admin token)",
                 escape(name),
                 escape(target),
+                if self.buttons {
+                    "the buttons below, or "
+                } else {
+                    ""
+                },
                 escape(&url)
             ));
         }

@@ -124,13 +124,20 @@ async fn a_signed_click_by_an_approver_decides_and_the_message_says_who(backend:
     let slack = FakeSlack::start().await;
     let mut app = helpers::spawn_app_with(backend, &slack.config()).await;
     let (id, step) = waiting_restart(&app.store).await;
+    // The message is posted once the diagnosis is in and updated as the plan waits: the
+    // rendering that shows the waiting step carries its buttons.
+    let has_buttons = |m: &Value| m["blocks"].to_string().contains("\"actions\"");
     assert!(
         helpers::eventually(Duration::from_secs(10), || async {
-            !slack.to("/api/chat.postMessage").is_empty()
+            slack.to("/api/chat.").iter().any(has_buttons)
         })
         .await
     );
-    let posted = slack.to("/api/chat.postMessage").remove(0);
+    let posted = slack
+        .to("/api/chat.")
+        .into_iter()
+        .find(has_buttons)
+        .unwrap();
     let buttons: Vec<&Value> = posted["blocks"]
         .as_array()
         .unwrap()
@@ -149,6 +156,10 @@ async fn a_signed_click_by_an_approver_decides_and_the_message_says_who(backend:
             )
         })
         .collect();
+    assert!(
+        posted.to_string().contains("the buttons below, or `POST"),
+        "{posted:#}"
+    );
     let value = format!("{id}:{step}");
     assert_eq!(
         values,
