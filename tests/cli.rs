@@ -555,6 +555,43 @@ fn incidents_approve_and_reject_decide_through_the_running_service_with_clear_re
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("did not answer"), "{err}");
     assert!(!err.contains(CANARY_ADMIN));
+    // A service with no admin token configured refuses every decision (403) and says why.
+    let closed_dir = tempfile::tempdir().unwrap();
+    let closed_port = free_port();
+    let closed = command(closed_dir.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{closed_port}")])
+        .env("BR_PROBES__ENABLED", "")
+        .env("BR_WEBHOOK_TOKEN", CANARY_HOOK)
+        .env("BR_API_TOKEN", CANARY_API)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let _closed = Server(closed);
+    let closed_url = format!("http://127.0.0.1:{closed_port}");
+    rt.block_on(async {
+        let (client, _) = client_for(closed_port);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while client
+            .get(format!("{closed_url}/readyz"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let (code, _, err) = decide(
+        dir.path(),
+        Some(CANARY_ADMIN),
+        &["incidents", "approve", "1", "1", "--url", &closed_url],
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("403 forbidden") && err.contains("no admin token"),
+        "{err}"
+    );
 
     // The store holds both decisions, by whom, with the comment on the timeline.
     rt.block_on(async {
