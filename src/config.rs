@@ -309,6 +309,33 @@ impl Settings {
                 "must be 1 to 20 lowercase letters, digits or underscores, starting with a letter",
             );
         }
+        if !(r.rto_minutes.is_finite() && r.rto_minutes >= 0.0) {
+            return bad(
+                "restore_test.rto_minutes",
+                "must be a number of minutes, 0 (no limit) or more",
+            );
+        }
+        for (i, c) in r.checks.iter().enumerate() {
+            let key = format!("restore_test.checks[{i}]");
+            if !self.target.databases.contains(&c.database) {
+                return bad(
+                    &format!("{key}.database"),
+                    &format!("{:?} is not one of target.databases", c.database),
+                );
+            }
+            if c.name.trim().is_empty() || c.sql.trim().is_empty() {
+                return bad(&key, "needs a name and an sql query");
+            }
+            if r.checks[..i]
+                .iter()
+                .any(|o| o.database == c.database && o.name == c.name)
+            {
+                return bad(
+                    &format!("{key}.name"),
+                    &format!("{:?} is used twice for {}", c.name, c.database),
+                );
+            }
+        }
         let url = r.target_url.expose_secret();
         if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return bad(
@@ -398,6 +425,19 @@ impl NotifySettings {
         if !http(&self.slack_api_url) {
             return bad("slack_api_url", "must be an http(s) URL");
         }
+        if !self.slack_approvers.is_empty() && self.slack_signing_secret.expose_secret().is_empty()
+        {
+            return bad(
+                "slack_signing_secret",
+                "notify.slack_approvers is set: Slack clicks cannot be verified without the app's signing secret (BR_NOTIFY__SLACK_SIGNING_SECRET)",
+            );
+        }
+        if let Some(id) = self.slack_approvers.iter().find(|id| !slack_user_id(id)) {
+            return bad(
+                "slack_approvers",
+                &format!("{id:?} is not a Slack user id (U0123ABCD or W0123ABCD)"),
+            );
+        }
         if !http(&self.pagerduty_url) {
             return bad("pagerduty_url", "must be an http(s) URL");
         }
@@ -418,6 +458,16 @@ impl NotifySettings {
         }
         Ok(())
     }
+}
+
+/// A Slack user id as Slack sends it: `U` or `W` and upper-case letters and digits.
+fn slack_user_id(id: &str) -> bool {
+    id.len() >= 3
+        && id.len() <= 32
+        && (id.starts_with('U') || id.starts_with('W'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod alert;
 pub mod api;
+pub mod approval_client;
 pub mod aws;
 pub mod config;
 pub mod crypto;

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use backup_remediator::config::{LogFormat, Overrides, Settings};
 use backup_remediator::incident::{Incident, IncidentStatus};
-use backup_remediator::report;
 use backup_remediator::startup::{self, Application};
 use backup_remediator::store::IncidentFilter;
 use backup_remediator::telemetry;
+use backup_remediator::{approval_client, report};
 use clap::{Parser, Subcommand};
 
 /// Diagnoses and safely remediates failed PostgreSQL backups from Alertmanager alerts.
@@ -121,6 +121,32 @@ enum IncidentsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Approve a step waiting for a person, through a running service's API (admin token from
+    /// BR_ADMIN_TOKEN). Exit codes: 3 service unreachable or failing, 4 auth, 5 not found,
+    /// 6 conflict (not waiting, incident not open, already decided).
+    Approve(DecideArgs),
+    /// Reject a step waiting for a person (as `approve`); the plan moves on.
+    Reject(DecideArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DecideArgs {
+    /// Incident id.
+    id: i64,
+    /// Step id (the `id` in the incident's `actions`).
+    step: i64,
+    /// Why, in a sentence (kept on the timeline).
+    #[arg(long)]
+    comment: Option<String>,
+    /// The running service.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9095")]
+    url: String,
+    /// Who decides (sent as X-Actor); default: the OS user name.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Print the decided step as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[tokio::main]
@@ -129,9 +155,40 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            e.downcast_ref::<approval_client::ClientError>()
+                .map_or(ExitCode::FAILURE, |c| ExitCode::from(c.exit_code()))
         }
     }
+}
+
+/// The OS user running the command (what `whoami` prints), else "cli".
+fn os_user() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "cli".to_owned())
+}
+
+/// `incidents approve|reject`: the decision through the running service's API.
+async fn decide(args: DecideArgs, approve: bool) -> anyhow::Result<()> {
+    let token = std::env::var("BR_ADMIN_TOKEN").unwrap_or_default();
+    let actor = args.actor.unwrap_or_else(os_user);
+    let step = approval_client::decide(&approval_client::DecisionRequest {
+        url: &args.url,
+        token: &token,
+        actor: &actor,
+        incident: args.id,
+        step: args.step,
+        comment: args.comment.as_deref(),
+        approve,
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&step)?);
+    } else {
+        println!("{}", approval_client::summary(&step));
+    }
+    Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -254,65 +311,84 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({})", store.backend());
             store.close().await;
         }
-        Command::Incidents { command } => {
-            let store = startup::open_store(&settings)
+        Command::Incidents { command } => incidents(&settings, command).await?,
+    }
+    Ok(())
+}
+
+/// `incidents list|show` read the store directly; `approve|reject` go through the running
+/// service's API.
+async fn incidents(settings: &Settings, command: IncidentsCommand) -> anyhow::Result<()> {
+    let read = match command {
+        IncidentsCommand::Approve(args) => return decide(args, true).await,
+        IncidentsCommand::Reject(args) => return decide(args, false).await,
+        read => read,
+    };
+    let store = startup::open_store(settings)
+        .await
+        .context("opening the incident store")?;
+    let shown = show_incidents(&store, read).await;
+    store.close().await;
+    shown
+}
+
+async fn show_incidents(
+    store: &backup_remediator::store::Store,
+    command: IncidentsCommand,
+) -> anyhow::Result<()> {
+    match command {
+        IncidentsCommand::List {
+            status,
+            limit,
+            json,
+        } => {
+            let filter = IncidentFilter {
+                status,
+                limit: limit.clamp(1, 10_000),
+                ..Default::default()
+            };
+            let list = store
+                .list_incidents(&filter)
                 .await
-                .context("opening the incident store")?;
-            match command {
-                IncidentsCommand::List {
-                    status,
-                    limit,
-                    json,
-                } => {
-                    let filter = IncidentFilter {
-                        status,
-                        limit: limit.clamp(1, 10_000),
-                        ..Default::default()
-                    };
-                    let list = store
-                        .list_incidents(&filter)
-                        .await
-                        .context("listing incidents")?;
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&list)?);
-                    } else {
-                        print_table(&list);
-                    }
-                }
-                IncidentsCommand::Show { id, json } => {
-                    let incident = store
-                        .get_incident(id)
-                        .await
-                        .context("reading the incident")?
-                        .with_context(|| format!("no incident with id {id}"))?;
-                    let timeline = store.timeline(id).await.context("reading the timeline")?;
-                    if json {
-                        let mut v = serde_json::to_value(&incident)?;
-                        v["diagnosis"] = serde_json::to_value(store.diagnosis(id).await?)?;
-                        v["findings"] = serde_json::to_value(store.findings(id).await?)?;
-                        v["timeline"] = serde_json::to_value(&timeline)?;
-                        println!("{}", serde_json::to_string_pretty(&v)?);
-                    } else {
-                        print_table(std::slice::from_ref(&incident));
-                        println!();
-                        let findings = store.findings(id).await.context("reading the findings")?;
-                        let diagnosis =
-                            store.diagnosis(id).await.context("reading the diagnosis")?;
-                        print!("{}", report::render(&findings, diagnosis.as_ref()));
-                        println!();
-                        for e in timeline {
-                            println!(
-                                "{}  {:<12} {}",
-                                e.at.format("%Y-%m-%d %H:%M:%S%.3fZ"),
-                                e.kind,
-                                e.detail
-                            );
-                        }
-                    }
+                .context("listing incidents")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_table(&list);
+            }
+        }
+        IncidentsCommand::Show { id, json } => {
+            let incident = store
+                .get_incident(id)
+                .await
+                .context("reading the incident")?
+                .with_context(|| format!("no incident with id {id}"))?;
+            let timeline = store.timeline(id).await.context("reading the timeline")?;
+            if json {
+                let mut v = serde_json::to_value(&incident)?;
+                v["diagnosis"] = serde_json::to_value(store.diagnosis(id).await?)?;
+                v["findings"] = serde_json::to_value(store.findings(id).await?)?;
+                v["timeline"] = serde_json::to_value(&timeline)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_table(std::slice::from_ref(&incident));
+                println!();
+                let findings = store.findings(id).await.context("reading the findings")?;
+                let diagnosis = store.diagnosis(id).await.context("reading the diagnosis")?;
+                print!("{}", report::render(&findings, diagnosis.as_ref()));
+                println!();
+                for e in timeline {
+                    println!(
+                        "{}  {:<12} {}",
+                        e.at.format("%Y-%m-%d %H:%M:%S%.3fZ"),
+                        e.kind,
+                        e.detail
+                    );
                 }
             }
-            store.close().await;
         }
+        IncidentsCommand::Approve(args) => decide(args, true).await?,
+        IncidentsCommand::Reject(args) => decide(args, false).await?,
     }
     Ok(())
 }
@@ -376,7 +452,7 @@ mod runbook_cli {
     }
 
     fn actor() -> String {
-        std::env::var("USER").unwrap_or_else(|_| "cli".to_owned())
+        super::os_user()
     }
 
     /// Runs the tests in the foreground, records them, prints them; fails unless all passed.
@@ -414,6 +490,19 @@ mod runbook_cli {
                         t.result.rows_restored.unwrap_or(0),
                         t.result.archive_bytes.unwrap_or(0),
                         t.result.duration_ms.unwrap_or(0)
+                    );
+                }
+                for c in &t.result.checks {
+                    let verdict = if c.passed { "ok" } else { "FAILED" };
+                    let what = c.reason.as_deref().or(c.value.as_deref()).unwrap_or("");
+                    println!("    check {:?}: {verdict} ({what})", c.name);
+                }
+                if let Some(rto) = &t.result.rto {
+                    println!(
+                        "    restore {} ms, RTO {} min: {}",
+                        rto.restore_ms,
+                        rto.rto_minutes,
+                        if rto.met { "met" } else { "MISSED" }
                     );
                 }
                 if let Some(reason) = &t.result.reason {

@@ -35,6 +35,9 @@ use crate::probes::s3::{job_s3, list_backups_since};
 use crate::probes::ProbeContext;
 use crate::store::{Store, StoreError};
 
+mod checks;
+pub use checks::{CheckResult, RtoResult};
+
 /// The alertname of the incident a failed restore test opens.
 pub const NOT_RESTORABLE_ALERT: &str = "PostgreSQLBackupNotRestorable";
 
@@ -131,6 +134,10 @@ pub struct TestResult {
     pub table_data_expected: Option<i64>,
     /// Rows counted in the restored tables.
     pub rows_restored: Option<i64>,
+    /// `restore_test.checks` of the database, run on the restored data.
+    pub checks: Vec<CheckResult>,
+    /// The restore phase against `restore_test.rto_minutes` (when one is set).
+    pub rto: Option<RtoResult>,
     /// Timings, per-table row counts, pg_restore's messages.
     #[schema(value_type = Object)]
     pub detail: Value,
@@ -975,7 +982,8 @@ impl RestoreTester {
                 now,
                 "restore_test_failed",
                 &json!({ "restore_test_id": t.id, "database": t.database, "object": object,
-                         "reason": reason, "scratch_database": t.scratch_database }),
+                         "reason": reason, "scratch_database": t.scratch_database,
+                         "checks": outcome.checks, "rto": outcome.rto }),
             )
             .await?;
         // No playbook can fix a backup that does not restore: it goes to people at once, and the
@@ -985,7 +993,7 @@ impl RestoreTester {
                 opened.id(),
                 crate::incident::IncidentStatus::Escalated,
                 Utc::now(),
-                &json!({ "reason": format!("the newest backup of {} is not restorable: {reason}", t.database),
+                &json!({ "reason": format!("the newest backup of {} failed its restore test: {reason}", t.database),
                          "restore_test_id": t.id, "object": object }),
             )
             .await?;
@@ -1101,7 +1109,9 @@ impl RestoreTester {
         let run = async {
             let report = restore_stream(body, expected, &key_bytes, &into).await?;
             let checked = check_restored(&target, &scratch.name, &report.toc).await?;
-            Ok::<_, Problem>((report, checked))
+            let own = checks::checks_for(&settings.restore_test, &t.database);
+            let checks = checks::run_checks(&target, &scratch.name, &own).await?;
+            Ok::<_, Problem>((report, checked, checks))
         };
         let result = match tokio::time::timeout(deadline, run).await {
             Ok(r) => r,
@@ -1116,7 +1126,14 @@ impl RestoreTester {
             tracing::error!(error = %e, "the scratch database could not be dropped");
             out.detail["scratch_drop_error"] = json!(e);
         }
-        let (report, checked) = result?;
+        let (report, checked, checks) = result?;
+        let verdict = checks::judge(
+            out,
+            &settings.restore_test,
+            &t.database,
+            report.elapsed,
+            checks,
+        );
         out.archive_bytes = i64::try_from(report.archive_bytes).ok();
         out.object_bytes = i64::try_from(report.ciphertext_bytes).ok();
         out.tables_expected = i64::try_from(report.toc.tables.len()).ok();
@@ -1156,7 +1173,7 @@ impl RestoreTester {
                     .join(", ")
             )));
         }
-        Ok(())
+        verdict
     }
 
     /// The schedule: every `schedule_hours`, one test of each database, claimed through the store
@@ -1239,95 +1256,4 @@ pub fn incident_fingerprint(database: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_table_of_contents_names_tables_and_their_data() {
-        let listing =
-            ";\n; Archive created at 2026-11-25 01:02:03 UTC\n;     dbname: link_users\n;\n\
-            215; 1259 16385 TABLE public accounts postgres\n\
-            216; 1259 16390 TABLE public order lines postgres\n\
-            217; 1259 16391 SEQUENCE public accounts_id_seq postgres\n\
-            3340; 0 16385 TABLE DATA public accounts postgres\n\
-            3341; 0 16390 TABLE DATA public order lines postgres\n\
-            3190; 2606 16395 CONSTRAINT public accounts accounts_pkey postgres\n";
-        let toc = parse_toc(listing);
-        let t = |s: &str, n: &str| TableRef {
-            schema: s.into(),
-            name: n.into(),
-        };
-        assert_eq!(toc.entries, 6);
-        assert_eq!(
-            toc.tables,
-            [t("public", "accounts"), t("public", "order lines")]
-        );
-        assert_eq!(
-            toc.table_data,
-            [t("public", "accounts"), t("public", "order lines")]
-        );
-    }
-
-    #[test]
-    fn backups_are_matched_to_the_longest_database_name() {
-        let dbs: Vec<String> = ["users", "link_users", "link_ai"]
-            .map(String::from)
-            .to_vec();
-        let of = |k: &str| database_of(k, &dbs);
-        assert_eq!(
-            of("postgres-backups/postgres-backup-latest_link_users.sql.enc"),
-            Some("link_users")
-        );
-        assert_eq!(
-            of("postgres-backups/manual/manual-backup-20261125_010203-link_ai.sql.enc"),
-            Some("link_ai")
-        );
-        assert_eq!(
-            of("postgres-backups/users/2026-11-25.dump.enc"),
-            Some("users")
-        );
-        assert_eq!(of("postgres-backups/link_ai_archive.sql.enc"), None);
-        assert_eq!(of("postgres-backups/superusers.sql.enc"), None);
-    }
-
-    #[test]
-    fn scratch_names_are_safe_identifiers_of_at_most_63_bytes() {
-        let n = scratch_name("br_restore", "Link-Users \"x\"; DROP");
-        assert!(n.starts_with("br_restore_link_users__x___drop_"), "{n}");
-        assert!(n
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
-        assert!(scratch_name("br_restore", &"x".repeat(200)).len() <= 63);
-        assert_ne!(scratch_name("p", "d"), scratch_name("p", "d"));
-    }
-
-    #[test]
-    fn the_incident_fingerprint_is_stable_per_database() {
-        let a = incident_fingerprint("link_users");
-        assert_eq!(a.len(), 16);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(a, incident_fingerprint("link_users"));
-        assert_ne!(a, incident_fingerprint("link_chat"));
-    }
-
-    #[test]
-    fn the_target_url_is_parsed_and_never_shown() {
-        let url = SecretString::from(
-            "postgres://restorer:s%40cret-canary@db.example:6432/maint?sslmode=require",
-        );
-        let t = PgTarget::parse(&url).unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.user.as_str()),
-            ("db.example", 6432, "restorer")
-        );
-        assert_eq!(t.maintenance_db, "maint");
-        assert_eq!(t.sslmode.as_deref(), Some("require"));
-        assert_eq!(
-            t.password.as_ref().unwrap().expose_secret(),
-            "s@cret-canary"
-        );
-        assert!(!format!("{t:?}").contains("canary"));
-        let err = PgTarget::parse(&SecretString::from("mysql://u:canary@h/db")).unwrap_err();
-        assert!(!err.contains("canary"), "{err}");
-    }
-}
+mod tests;

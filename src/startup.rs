@@ -148,6 +148,9 @@ impl Application {
             approvals: remediation,
             restore_tests,
             manual_backups,
+            slack: Arc::new(crate::api::slack::SlackApprovals::from_settings(
+                &settings.notify,
+            )),
         };
         Ok(Self {
             listener,

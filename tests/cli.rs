@@ -1,6 +1,10 @@
 //! The real binary as an operator runs it: start-up checks, logs without secrets, SIGTERM, and
 //! the `migrate` / `incidents` commands over the same store.
 
+#[allow(dead_code)]
+#[path = "support/approvals.rs"]
+mod approvals;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -412,4 +416,196 @@ fn replay_and_probe_print_findings_and_a_diagnosis_and_store_nothing() {
         !dir.path().join("data").exists(),
         "replay and probe open no store"
     );
+}
+
+const CANARY_ADMIN: &str = "canary-admin-31c9e8";
+
+/// Runs `incidents approve|reject` as an operator does, with `BR_ADMIN_TOKEN` = `token`.
+fn decide(dir: &Path, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut c = command(dir);
+    c.args(args).env("USER", "opsuser");
+    if let Some(t) = token {
+        c.env("BR_ADMIN_TOKEN", t);
+    }
+    let out = c.output().expect("run the binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn incidents_approve_and_reject_decide_through_the_running_service_with_clear_refusals() {
+    // Arrange: the real service on its embedded store, an incident with two steps waiting.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = command(dir.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("BR_PROBES__ENABLED", "")
+        .env("BR_WEBHOOK_TOKEN", CANARY_HOOK)
+        .env("BR_API_TOKEN", CANARY_API)
+        .env("BR_ADMIN_TOKEN", CANARY_ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let _server = Server(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let rt = runtime();
+    let store_url = format!(
+        "sqlite:{}",
+        dir.path().join("data/backup-remediator.sqlite").display()
+    );
+    let (store, id, steps) = rt.block_on(async {
+        let (client, _) = client_for(port);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while client.get(format!("{base}/readyz")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let opts = backup_remediator::store::StoreOptions {
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(3),
+        };
+        let store = backup_remediator::store::Store::connect(&store_url, Path::new(""), &opts)
+            .await
+            .unwrap();
+        let (id, steps) =
+            approvals::waiting_for_approval(&store, &["restart_primary", "expand_pvc"]).await;
+        (store, id, steps)
+    });
+    let (id_s, restart, expand) = (id.to_string(), steps[0].to_string(), steps[1].to_string());
+
+    // Act / Assert: approve as a named person, with a comment.
+    let approve = [
+        "incidents",
+        "approve",
+        &id_s,
+        &restart,
+        "--url",
+        &base,
+        "--actor",
+        "jane@example.com",
+        "--comment",
+        "primary checked",
+    ];
+    let (code, out, err) = decide(dir.path(), Some(CANARY_ADMIN), &approve);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "approved action {restart} (restart_primary on {}) of incident {id}",
+            approvals::TARGET
+        )) && out.contains("jane@example.com"),
+        "{out}"
+    );
+    // Twice: the server's reason, exit code 6.
+    let (code, _, err) = decide(dir.path(), Some(CANARY_ADMIN), &approve);
+    assert_eq!(code, 6, "{err}");
+    assert!(
+        err.contains("409 conflict")
+            && err.contains("already decided by")
+            && err.contains("jane@example.com"),
+        "{err}"
+    );
+    // Reject without --actor: the OS user decides.
+    let (code, out, err) = decide(
+        dir.path(),
+        Some(CANARY_ADMIN),
+        &[
+            "incidents",
+            "reject",
+            &id_s,
+            &expand,
+            "--url",
+            &base,
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let step: serde_json::Value = serde_json::from_str(&out).expect("--json prints the step");
+    assert_eq!(step["state"], "rejected");
+    assert!(
+        step["decided_by"].as_str().unwrap().contains("opsuser"),
+        "{step}"
+    );
+    // A wrong token, no token, an unknown incident, a service that is not there.
+    let (code, _, err) = decide(dir.path(), Some("not-the-token"), &approve);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("401") && err.contains("BR_ADMIN_TOKEN"),
+        "{err}"
+    );
+    let (code, _, err) = decide(dir.path(), None, &approve);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("BR_ADMIN_TOKEN is not set"), "{err}");
+    let (code, _, err) = decide(
+        dir.path(),
+        Some(CANARY_ADMIN),
+        &["incidents", "approve", "999", &restart, "--url", &base],
+    );
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("404") && err.contains("incident 999"), "{err}");
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let (code, _, err) = decide(
+        dir.path(),
+        Some(CANARY_ADMIN),
+        &["incidents", "approve", &id_s, &restart, "--url", &down],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("did not answer"), "{err}");
+    assert!(!err.contains(CANARY_ADMIN));
+    // A service with no admin token configured refuses every decision (403) and says why.
+    let closed_dir = tempfile::tempdir().unwrap();
+    let closed_port = free_port();
+    let closed = command(closed_dir.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{closed_port}")])
+        .env("BR_PROBES__ENABLED", "")
+        .env("BR_WEBHOOK_TOKEN", CANARY_HOOK)
+        .env("BR_API_TOKEN", CANARY_API)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let _closed = Server(closed);
+    let closed_url = format!("http://127.0.0.1:{closed_port}");
+    rt.block_on(async {
+        let (client, _) = client_for(closed_port);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while client
+            .get(format!("{closed_url}/readyz"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let (code, _, err) = decide(
+        dir.path(),
+        Some(CANARY_ADMIN),
+        &["incidents", "approve", "1", "1", "--url", &closed_url],
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("403 forbidden") && err.contains("no admin token"),
+        "{err}"
+    );
+
+    // The store holds both decisions, by whom, with the comment on the timeline.
+    rt.block_on(async {
+        let steps = store.steps(id).await.unwrap();
+        assert_eq!(steps[0].state.as_str(), "approved");
+        assert!(steps[0]
+            .decided_by
+            .as_deref()
+            .unwrap()
+            .contains("jane@example.com"));
+        assert_eq!(steps[1].state.as_str(), "rejected");
+        let timeline = store.timeline(id).await.unwrap();
+        let approved = timeline.iter().find(|e| e.kind == "approved").unwrap();
+        assert_eq!(approved.detail["comment"], "primary checked");
+        store.close().await;
+    });
 }

@@ -98,6 +98,7 @@ const SECRET_ENV: &[(&str, &str)] = &[
     ("BR_RESTORE_TEST__TARGET_URL", "restore-test-url"),
     ("BR_NOTIFY__SLACK_TOKEN", "slack-token"),
     ("BR_NOTIFY__SLACK_WEBHOOK_URL", "slack-webhook-url"),
+    ("BR_NOTIFY__SLACK_SIGNING_SECRET", "slack-signing-secret"),
     ("BR_NOTIFY__PAGERDUTY_ROUTING_KEY", "pagerduty-routing-key"),
 ];
 

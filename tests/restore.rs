@@ -158,7 +158,12 @@ impl World {
 
     /// Runs the restore test of this world's database (or of `object`).
     async fn restore_test(&self, object: Option<&str>) -> RestoreTest {
-        let tester = self.tester("");
+        self.restore_test_with(object, "").await
+    }
+
+    /// Runs the restore test with `extra` settings under `[restore_test]`.
+    async fn restore_test_with(&self, object: Option<&str>, extra: &str) -> RestoreTest {
+        let tester = self.tester(extra);
         let started = tester
             .start(&request(Some(self.database()), object), None)
             .await
@@ -585,4 +590,189 @@ async fn the_manual_backup_script_makes_backups_the_restore_test_restores() {
     );
     assert_eq!(t.result.tables_restored, Some(4));
     assert_eq!(t.result.rows_restored, Some(120 + 2500 + 7));
+}
+
+/// `[[restore_test.checks]]` tables for `db`: (name, sql).
+fn checks(db: &str, list: &[(&str, &str)]) -> String {
+    list.iter()
+        .map(|(name, sql)| {
+            format!("[[restore_test.checks]]\ndatabase = \"{db}\"\nname = \"{name}\"\nsql = \"{sql}\"\n")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_checks_prove_the_restored_data_is_recent_and_a_stale_table_fails_the_test() {
+    // Arrange: a table written 30 hours ago (the backups kept running, the data stopped) and
+    // one written just now, in a real pg_dump archive.
+    let w = world(KEY).await;
+    seed(&w.db, w.database()).await;
+    w.db.sql(
+        w.database(),
+        "CREATE TABLE events (created_at timestamptz NOT NULL);
+         INSERT INTO events SELECT now() - interval '30 hours' - g * interval '1 minute' FROM generate_series(1, 50) g;
+         CREATE TABLE sessions (created_at timestamptz NOT NULL);
+         INSERT INTO sessions SELECT now() - g * interval '1 minute' FROM generate_series(1, 50) g;",
+    )
+    .await;
+    let object = object_key(w.database(), "20261125_020000");
+    w.moto.put(BUCKET, &object, w.backup_of(KEY).await).await;
+    let fresh = "select max(created_at) > now() - interval '26 hours' from";
+
+    // Act 1: the check of the fresh table, and a generous RTO.
+    let passing = checks(
+        w.database(),
+        &[("sessions fresh", &format!("{fresh} sessions"))],
+    );
+    let ok = w
+        .restore_test_with(Some(&object), &format!("rto_minutes = 30\n{passing}"))
+        .await;
+
+    // Assert 1
+    assert_eq!(
+        ok.result.status,
+        TestStatus::Passed,
+        "{:?}",
+        ok.result.reason
+    );
+    assert_eq!(ok.result.checks.len(), 1);
+    let c = &ok.result.checks[0];
+    assert!(
+        c.passed && c.value.as_deref() == Some("true") && c.reason.is_none(),
+        "{c:?}"
+    );
+    let rto = ok.result.rto.as_ref().expect("the RTO is judged");
+    assert!(
+        rto.met && rto.rto_minutes == 30.0 && rto.restore_ms > 0,
+        "{rto:?}"
+    );
+    assert_eq!(w.store.get_restore_test(ok.id).await.unwrap().unwrap(), ok);
+
+    // Act 2: the stale table, and every way a check can fail to say true.
+    let failing = checks(
+        w.database(),
+        &[
+            ("sessions fresh", &format!("{fresh} sessions")),
+            ("events fresh", &format!("{fresh} events")),
+            (
+                "audit fresh",
+                "select max(at) > now() - interval '1 day' from audit_empty",
+            ),
+            ("accounts counted", "select count(*) from accounts"),
+            ("two answers", "select true union all select true"),
+            ("missing table", "select true from no_such_table"),
+            (
+                "no writes",
+                "select count(*) > 0 from accounts; delete from accounts",
+            ),
+        ],
+    );
+    let t = w.restore_test_with(Some(&object), &failing).await;
+
+    // Assert 2: failed, each check with its own outcome, stored and served as such.
+    assert_eq!(t.result.status, TestStatus::Failed, "{:?}", t.result.reason);
+    let outcome: Vec<(&str, bool, Option<&str>)> = t
+        .result
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.passed, c.value.as_deref()))
+        .collect();
+    assert_eq!(
+        outcome,
+        [
+            ("sessions fresh", true, Some("true")),
+            ("events fresh", false, Some("false")),
+            ("audit fresh", false, Some("NULL")),
+            (
+                "accounts counted",
+                false,
+                Some("a value of type int8, not a boolean")
+            ),
+            ("two answers", false, Some("2 rows")),
+            ("missing table", false, None),
+            ("no writes", false, None),
+        ]
+    );
+    let missing = &t.result.checks[5];
+    assert!(
+        missing.reason.as_deref().unwrap().contains("no_such_table"),
+        "{missing:?}"
+    );
+    let reason = t.result.reason.clone().unwrap();
+    assert!(
+        reason.contains("check \"events fresh\" on") && reason.contains("returned false, not true"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("sessions fresh"),
+        "a passing check is no reason: {reason}"
+    );
+    assert_eq!(t.result.rto, None, "no RTO configured");
+    let stored = w.store.get_restore_test(t.id).await.unwrap().unwrap();
+    assert_eq!(stored, t);
+    let listed = w.store.list_restore_tests(None, 10).await.unwrap();
+    assert_eq!(listed[0], t);
+    assert_eq!(listed[1], ok);
+    let json = serde_json::to_value(&stored).unwrap();
+    assert_eq!(json["checks"][1]["name"], "events fresh");
+    assert_eq!(json["checks"][1]["passed"], false);
+    assert_eq!(w.scratch_left().await, Vec::<String>::new());
+    // The incident (and so the Slack message's escalation line) names the failed check.
+    let id = t.incident_id.expect("a failed test opens an incident");
+    let timeline = w.store.timeline(id).await.unwrap();
+    let escalated = timeline.iter().find(|e| e.kind == "escalated").unwrap();
+    let why = escalated.detail["reason"].as_str().unwrap();
+    assert!(
+        why.contains("failed its restore test") && why.contains("events fresh"),
+        "{why}"
+    );
+    let failed = timeline
+        .iter()
+        .find(|e| e.kind == "restore_test_failed")
+        .unwrap();
+    assert_eq!(failed.detail["checks"][1]["value"], "false");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_slower_than_the_rto_fails_the_test() {
+    // Arrange: 300 000 rows, so that pg_restore alone takes far longer than an RTO of 0.001
+    // minutes (60 ms).
+    let w = world(KEY).await;
+    w.db.sql(
+        w.database(),
+        "CREATE TABLE readings (id bigint PRIMARY KEY, value double precision, note text);
+         INSERT INTO readings SELECT g, random(), md5(g::text) FROM generate_series(1, 300000) g;",
+    )
+    .await;
+    let object = object_key(w.database(), "20261125_020000");
+    w.moto.put(BUCKET, &object, w.backup_of(KEY).await).await;
+
+    // Act
+    let t = w
+        .restore_test_with(Some(&object), "rto_minutes = 0.001\n")
+        .await;
+
+    // Assert: the data restored completely, but too slowly.
+    assert_eq!(t.result.rows_restored, Some(300_000));
+    assert_eq!(t.result.status, TestStatus::Failed, "{:?}", t.result.reason);
+    let rto = t.result.rto.clone().expect("the RTO is judged");
+    assert!(!rto.met, "{rto:?}");
+    assert!(rto.restore_ms > 60, "{rto:?}");
+    assert_eq!(
+        rto.restore_ms,
+        t.result.detail["restore_ms"].as_i64().unwrap()
+    );
+    let reason = t.result.reason.clone().unwrap();
+    assert!(
+        reason.starts_with("the restore took ")
+            && reason.contains("longer than restore_test.rto_minutes = 0.001 (0.060 s)"),
+        "{reason}"
+    );
+    eprintln!(
+        "restore phase {} ms against an RTO of 60 ms",
+        rto.restore_ms
+    );
+    assert_eq!(w.store.get_restore_test(t.id).await.unwrap().unwrap(), t);
+    assert!(t.incident_id.is_some());
+    assert_eq!(w.scratch_left().await, Vec::<String>::new());
 }

@@ -6,6 +6,9 @@
 //! to the running service, and the diagnosis it stores must name the right scenario for the
 //! right reasons.
 
+#[allow(dead_code)]
+#[path = "support/approvals.rs"]
+mod approvals;
 #[path = "support/kube_server.rs"]
 mod kube_server;
 #[path = "support/moto.rs"]
@@ -501,6 +504,62 @@ async fn an_approved_restart_patches_the_statefulset_as_kubectl_rollout_restart_
     let at = &patched[0].body.as_ref().unwrap()["spec"]["template"]["metadata"]["annotations"]
         ["kubectl.kubernetes.io/restartedAt"];
     assert!(at.as_str().is_some_and(|t| t.ends_with('Z')), "{at}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_approved_from_slack_goes_through_the_gate_and_patches_the_statefulset() {
+    // Arrange: the service with Slack approvals on, the restart waiting for a person.
+    const SECRET: &str = "scenario-signing-secret-77d1";
+    let slack =
+        format!("[notify]\nslack_signing_secret = \"{SECRET}\"\nslack_approvers = [\"U123ABC\"]\n");
+    let w = world_with(
+        Break::Connection,
+        &format!("{FAILED_DUMP}pg_dump: error: connection to server failed: Connection refused\n"),
+        Opts {
+            policy: Some(LIVE),
+            remediation: &slack,
+            ..Opts::default()
+        },
+    )
+    .await;
+    let (id, restart) = w.restart_waiting_for_approval().await;
+
+    // Act: U123ABC clicks Approve; Slack signs the request.
+    let body = approvals::click("U123ABC", "approve_step", id, restart, "");
+    let now = chrono::Utc::now().timestamp();
+    let resp = w
+        .client
+        .post(format!("{}/slack/interactions", w.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", now.to_string())
+        .header(
+            "x-slack-signature",
+            approvals::slack_signature(SECRET, now, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+
+    // Assert: the parked plan woke, the gate let the approved restart through, and the decider
+    // is the Slack user.
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Approved `restart_primary`"),
+        "{answer}"
+    );
+    let incident = w
+        .wait_for(id, "an outcome", |i| i["status"] != "open")
+        .await;
+    let s = step(&incident, "restart_primary");
+    assert_eq!(s["state"], "succeeded", "{s:#}");
+    assert_eq!(s["decided_by"], "slack:U123ABC (alice)");
+    assert_eq!(patches(&w, "/statefulsets/postgres-primary").len(), 1);
+    assert!(timeline_kinds(&incident).contains(&"approved".to_owned()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

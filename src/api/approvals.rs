@@ -60,10 +60,49 @@ async fn decide(
         ApiError::BadRequest("incident and action ids must be whole numbers".into())
     })?;
     let body = parse_body(body)?;
-    let steps = state.store.steps(incident_id).await?;
-    let step = steps.iter().find(|s| s.id == step_id).ok_or_else(|| {
-        ApiError::NotFound(format!("incident {incident_id} has no action {step_id}"))
-    })?;
+    let decider = Decider {
+        name: &caller.actor,
+        role: caller.role.as_str(),
+        on_behalf_of: caller.on_behalf_of.as_deref(),
+    };
+    let step = decide_step(state, incident_id, step_id, &decider, &body.comment, approve).await?;
+    Ok(Json(step))
+}
+
+/// " (already decided by X)" when the step records who decided it.
+fn decided_by(step: &Step) -> String {
+    step.decided_by
+        .as_deref()
+        .map(|by| format!(": already decided by {by}"))
+        .unwrap_or_default()
+}
+
+/// Who decides: the authenticated name (an API credential's configured name, or the Slack user),
+/// its role, and the free-text "on behalf of" note an API caller may add with `X-Actor`.
+pub(crate) struct Decider<'a> {
+    pub name: &'a str,
+    pub role: &'a str,
+    pub on_behalf_of: Option<&'a str>,
+}
+
+/// Approves or rejects a waiting step as `decider`: the one path every way of deciding takes (the
+/// API, Slack). The store moves the step only from `waiting_approval`, in one statement, so two
+/// replicas deciding the same step at once decide it once; the other gets a conflict naming who
+/// decided. An approval is not a pass: the approved step still goes through the action gate.
+pub(crate) async fn decide_step(
+    state: &AppState,
+    incident_id: i64,
+    step_id: i64,
+    decider: &Decider<'_>,
+    comment: &str,
+    approve: bool,
+) -> Result<Step, ApiError> {
+    let find = |steps: Vec<Step>| {
+        steps.into_iter().find(|s| s.id == step_id).ok_or_else(|| {
+            ApiError::NotFound(format!("incident {incident_id} has no action {step_id}"))
+        })
+    };
+    let step = find(state.store.steps(incident_id).await?)?;
     // Only an open incident's waiting step can be decided; an approval is not a pass either:
     // the approved step still goes through the action gate (policy in force, budget, lock…).
     let incident = state
@@ -79,8 +118,10 @@ async fn decide(
     }
     if step.state != StepState::WaitingApproval {
         return Err(ApiError::Conflict(format!(
-            "action {step_id} ({}) is {}, not waiting for an approval",
-            step.name, step.state
+            "action {step_id} ({}) is {}, not waiting for an approval{}",
+            step.name,
+            step.state,
+            decided_by(&step)
         )));
     }
     let (to, event) = if approve {
@@ -95,39 +136,33 @@ async fn decide(
                 step_id,
                 from: &[StepState::WaitingApproval],
                 to,
-                reason: &body.comment,
+                reason: comment,
                 output: None,
-                decided_by: Some(&caller.actor),
+                decided_by: Some(decider.name),
                 at: Utc::now(),
                 event,
                 fence: None,
             },
             &json!({ "step": step_id, "name": step.name, "target": step.target,
-                     "by": caller.actor, "role": caller.role, "on_behalf_of": caller.on_behalf_of,
-                     "comment": body.comment }),
+                     "by": decider.name, "role": decider.role,
+                     "on_behalf_of": decider.on_behalf_of, "comment": comment }),
         )
         .await?;
     if !moved {
+        let now = find(state.store.steps(incident_id).await?)?;
         return Err(ApiError::Conflict(format!(
-            "action {step_id} ({}) is {}, no longer waiting for a decision",
-            step.name, step.state
+            "action {step_id} ({}) is {}, no longer waiting for a decision{}",
+            now.name,
+            now.state,
+            decided_by(&now)
         )));
     }
-    tracing::info!(incident_id, step = step_id, action = %step.name, by = %caller.actor, on_behalf_of = caller.on_behalf_of.as_deref(), approved = approve, "approval decision");
+    tracing::info!(incident_id, step = step_id, action = %step.name, by = %decider.name, role = decider.role, on_behalf_of = decider.on_behalf_of, approved = approve, "approval decision");
     metrics::counter!("backup_remediator_approvals_total", "decision" => event).increment(1);
     if let Some(wake) = &state.approvals {
         wake.notify_waiters();
     }
-    let updated = state
-        .store
-        .steps(incident_id)
-        .await?
-        .into_iter()
-        .find(|s| s.id == step_id)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("incident {incident_id} has no action {step_id}"))
-        })?;
-    Ok(Json(updated))
+    find(state.store.steps(incident_id).await?)
 }
 
 /// Approve an action the policy holds for a person.

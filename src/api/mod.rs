@@ -11,6 +11,7 @@ mod limits;
 mod openapi;
 mod restore_tests;
 pub mod server;
+pub mod slack;
 mod webhook;
 mod whoami;
 
@@ -57,6 +58,8 @@ pub struct AppState {
     pub restore_tests: Arc<crate::restore::RestoreTester>,
     /// Launches the runbook's manual backup Job (`/api/v1/backups`).
     pub manual_backups: Arc<crate::manual_backup::ManualBackups>,
+    /// Verifies and decides the Approve/Reject clicks of Slack messages (`/slack/interactions`).
+    pub slack: Arc<slack::SlackApprovals>,
 }
 
 impl AppState {
@@ -107,6 +110,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(restore_tests::router())
         .merge(backups::router())
         .merge(whoami::router())
+        .merge(slack::router())
 }
 
 /// The OpenAPI document of every route, generated from the same definitions `app` serves, with

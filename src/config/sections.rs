@@ -51,6 +51,24 @@ pub struct RestoreTestSettings {
     pub pg_restore: String,
     /// Deadline of one database's test, download and restore included.
     pub timeout_seconds: u64,
+    /// The longest the restore phase (download, decrypt, pg_restore) may take; a slower restore
+    /// fails the test. 0 = no limit.
+    pub rto_minutes: f64,
+    /// Named SQL queries run on the restored scratch database; each must return one `true`.
+    pub checks: Vec<RestoreCheck>,
+}
+
+/// One `[[restore_test.checks]]`: a query that must return exactly one boolean `true` on the
+/// restored copy of `database`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreCheck {
+    /// A database of `target.databases`.
+    pub database: String,
+    /// Unique per database; shown in results.
+    pub name: String,
+    /// One SELECT, e.g. `select max(created_at) > now() - interval '26 hours' from orders`.
+    pub sql: String,
 }
 
 /// The runbook's manual backup Job.
@@ -123,6 +141,11 @@ pub struct NotifySettings {
     /// Channel the bot posts to (an id such as C0123, or #name).
     pub slack_channel: String,
     pub slack_api_url: String,
+    /// The Slack app's signing secret: `POST /slack/interactions` accepts only requests signed
+    /// with it. Secret.
+    pub slack_signing_secret: SecretString,
+    /// Slack user ids (U…/W…) who may approve or reject from the incident's message.
+    pub slack_approvers: Vec<String>,
     /// PagerDuty Events API v2 routing key; empty = no paging. Secret.
     pub pagerduty_routing_key: SecretString,
     pub pagerduty_url: String,

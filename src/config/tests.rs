@@ -239,3 +239,71 @@ fn the_watchdog_needs_its_alert_handled_and_a_sane_period() {
     let s = Settings::from_figment(Figment::from(Toml::string(DEFAULT_CONFIG)).merge(env)).unwrap();
     assert_eq!(s.watchdog.interval_minutes, 5);
 }
+
+#[test]
+fn slack_approvers_need_the_signing_secret_and_real_user_ids() {
+    let err = with("[notify]\nslack_approvers = [\"U0123ABCD\"]")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("notify.slack_signing_secret"), "{err}");
+    let err = with(
+        "[notify]\nslack_signing_secret = \"canary-signing-1\"\nslack_approvers = [\"alice\"]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("notify.slack_approvers") && err.contains("alice"),
+        "{err}"
+    );
+    assert!(!err.contains("canary"), "{err}");
+    let s = with(
+        "[notify]\nslack_signing_secret = \"canary-signing-1\"\nslack_approvers = [\"U0123ABCD\", \"W0123ABCD\"]",
+    )
+    .unwrap();
+    assert_eq!(s.notify.slack_approvers, ["U0123ABCD", "W0123ABCD"]);
+    assert!(!format!("{s:?}").contains("canary-signing-1"));
+}
+
+#[test]
+fn restore_checks_name_a_configured_database_and_the_rto_is_a_number_of_minutes() {
+    let s = with(
+        "[target]\ndatabases = [\"app\"]\n[restore_test]\nrto_minutes = 7.5\n\
+         [[restore_test.checks]]\ndatabase = \"app\"\nname = \"orders fresh\"\n\
+         sql = \"select max(created_at) > now() - interval '26 hours' from orders\"\n",
+    )
+    .unwrap();
+    assert_eq!(s.restore_test.rto_minutes, 7.5);
+    assert_eq!(s.restore_test.checks[0].name, "orders fresh");
+    let err = |toml: &str| with(toml).unwrap_err().to_string();
+    let e = err("[target]\ndatabases = [\"app\"]\n[[restore_test.checks]]\ndatabase = \"other\"\nname = \"n\"\nsql = \"select true\"\n");
+    assert!(
+        e.contains("restore_test.checks[0].database") && e.contains("other"),
+        "{e}"
+    );
+    let twice =
+        "[[restore_test.checks]]\ndatabase = \"app\"\nname = \"n\"\nsql = \"select true\"\n";
+    let e = err(&format!("[target]\ndatabases = [\"app\"]\n{twice}{twice}"));
+    assert!(e.contains("restore_test.checks[1].name"), "{e}");
+    let e = err("[restore_test]\nrto_minutes = -1\n");
+    assert!(e.contains("restore_test.rto_minutes"), "{e}");
+    // The same from the environment.
+    let env = EnvLayer::from_vars([
+        ("BR_TARGET__DATABASES", "app"),
+        ("BR_RESTORE_TEST__RTO_MINUTES", "12"),
+        (
+            "BR_RESTORE_TEST__CHECKS",
+            "[{database = \"app\", name = \"fresh\", sql = \"select true\"}]",
+        ),
+    ])
+    .unwrap();
+    let s = Settings::from_figment(Figment::from(Toml::string(DEFAULT_CONFIG)).merge(env)).unwrap();
+    assert_eq!(s.restore_test.rto_minutes, 12.0);
+    assert_eq!(
+        s.restore_test.checks,
+        [RestoreCheck {
+            database: "app".into(),
+            name: "fresh".into(),
+            sql: "select true".into()
+        }]
+    );
+}

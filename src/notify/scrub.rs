@@ -20,6 +20,7 @@ pub(super) fn secrets_of(settings: &Settings) -> Vec<String> {
     [
         n.slack_token.expose_secret(),
         n.slack_webhook_url.expose_secret(),
+        n.slack_signing_secret.expose_secret(),
         n.pagerduty_routing_key.expose_secret(),
         settings.auth.webhook_token.expose_secret(),
         settings.auth.webhook_basic_password.expose_secret(),

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::view::View;
 use super::SendError;
+use crate::plan::StepState;
 
 /// Slack's limit on a header's text.
 const HEADER_MAX: usize = 150;
@@ -75,6 +76,9 @@ pub fn render(v: &View<'_>) -> Value {
     if !person.is_empty() {
         blocks.push(section(bullets("Needs a person", &person)));
     }
+    if v.buttons {
+        blocks.extend(approval_buttons(v));
+    }
     let mut links = Vec::new();
     if let Some(url) = v.incident_url() {
         links.push(format!("<{url}|Incident #{} in the API>", i.id));
@@ -91,6 +95,52 @@ pub fn render(v: &View<'_>) -> Value {
         "elements": [{ "type": "mrkdwn", "text": links.join(" · ") }]
     }));
     json!({ "text": v.fallback(), "blocks": blocks })
+}
+
+/// The `action_id`s of the buttons; `POST /slack/interactions` reads them back.
+pub const APPROVE_ACTION: &str = "approve_step";
+pub const REJECT_ACTION: &str = "reject_step";
+
+/// The button value naming a step: `"{incident_id}:{step_id}"`.
+pub fn step_value(incident_id: i64, step_id: i64) -> String {
+    format!("{incident_id}:{step_id}")
+}
+
+/// One actions block per step waiting for a person: Approve (with a confirmation, as the step
+/// changes production) and Reject.
+fn approval_buttons(v: &View<'_>) -> Vec<Value> {
+    v.steps
+        .iter()
+        .filter(|s| s.state == StepState::WaitingApproval)
+        .take(10)
+        .map(|s| {
+            let value = step_value(v.incident.id, s.id);
+            let label = clip(&format!("{} on {}", s.name, s.target), 75);
+            json!({
+                "type": "actions",
+                "block_id": format!("approval:{}", s.id),
+                "elements": [
+                    {
+                        "type": "button", "action_id": APPROVE_ACTION, "style": "primary",
+                        "text": { "type": "plain_text", "text": "Approve" },
+                        "value": value,
+                        "confirm": {
+                            "title": { "type": "plain_text", "text": "Approve this step?" },
+                            "text": { "type": "plain_text",
+                                      "text": format!("Run {label} (through the action gate)") },
+                            "confirm": { "type": "plain_text", "text": "Approve" },
+                            "deny": { "type": "plain_text", "text": "Cancel" }
+                        }
+                    },
+                    {
+                        "type": "button", "action_id": REJECT_ACTION, "style": "danger",
+                        "text": { "type": "plain_text", "text": "Reject" },
+                        "value": value
+                    }
+                ]
+            })
+        })
+        .collect()
 }
 
 /// What a Web API call answered.

@@ -22,6 +22,8 @@ pub struct View<'a> {
     /// Base URL of this service's API as people reach it (may be empty).
     pub external_url: &'a str,
     pub rpo_hours: u64,
+    /// Waiting approvals get Approve/Reject buttons (Slack approvers are configured).
+    pub buttons: bool,
 }
 
 /// The last successful backup the probes saw: the backup job's own `last_success` metric when
@@ -165,6 +167,11 @@ impl View<'_> {
                 {
                     l.push_str(&format!(" ({})", s.reason));
                 }
+                if let (Some(by), StepState::Rejected) = (&s.decided_by, s.state) {
+                    l.push_str(&format!(" — rejected by {by}"));
+                } else if let Some(by) = &s.decided_by {
+                    l.push_str(&format!(" — approved by {by}"));
+                }
                 l
             })
             .collect()
@@ -210,9 +217,14 @@ impl View<'_> {
                 .unwrap_or("");
             let url = format!("{}{path}", self.external_url.trim_end_matches('/'));
             lines.push(format!(
-                "approve `{}` on {}: `POST {}` (with the admin token)",
+                "approve `{}` on {}: {}`POST {}` (with the admin token)",
                 escape(name),
                 escape(target),
+                if self.buttons {
+                    "the buttons below, or "
+                } else {
+                    ""
+                },
                 escape(&url)
             ));
         }
@@ -338,6 +350,7 @@ mod tests {
             now: i.opened_at,
             external_url: "",
             rpo_hours: 24,
+            buttons: false,
         };
         assert!(v.rpo_words().starts_with("unknown"), "{}", v.rpo_words());
         assert_eq!(v.incident_url(), None);

@@ -6,7 +6,10 @@
 
 const RESTORE_TEST_COLUMNS: &str = "id, database, object_key, trigger, actor, status, reason, \
     started_at, finished_at, duration_ms, object_bytes, archive_bytes, tables_expected, \
-    tables_restored, table_data_expected, rows_restored, scratch_database, incident_id, detail";
+    tables_restored, table_data_expected, rows_restored, scratch_database, incident_id, detail, \
+    restore_ms, rto_minutes";
+
+const CHECK_COLUMNS: &str = "restore_test_id, name, sql, passed, value, reason, duration_ms";
 
 const MANUAL_BACKUP_COLUMNS: &str = "id, job_name, namespace, databases, storage_class, trigger, \
     actor, status, reason, started_at, finished_at, object_keys, detail";
@@ -34,9 +37,32 @@ fn restore_test_row(r: &DbRow) -> Result<RestoreTest, StoreError> {
             tables_restored: int("tables_restored")?,
             table_data_expected: int("table_data_expected")?,
             rows_restored: int("rows_restored")?,
+            // Filled in by `with_checks`.
+            checks: Vec::new(),
+            rto: match (
+                r.try_get::<Option<f64>, _>("rto_minutes").map_err(classify)?,
+                int("restore_ms")?,
+            ) {
+                (Some(m), Some(ms)) => Some(crate::restore::RtoResult::new(m, ms)),
+                _ => None,
+            },
             detail: col_json(r, "detail")?,
         },
     })
+}
+
+fn check_row(r: &DbRow) -> Result<(i64, crate::restore::CheckResult), StoreError> {
+    Ok((
+        r.try_get("restore_test_id").map_err(classify)?,
+        crate::restore::CheckResult {
+            name: r.try_get("name").map_err(classify)?,
+            sql: r.try_get("sql").map_err(classify)?,
+            passed: r.try_get("passed").map_err(classify)?,
+            value: r.try_get("value").map_err(classify)?,
+            reason: r.try_get("reason").map_err(classify)?,
+            duration_ms: r.try_get("duration_ms").map_err(classify)?,
+        },
+    ))
 }
 
 fn manual_backup_row(r: &DbRow) -> Result<ManualBackup, StoreError> {
@@ -84,17 +110,18 @@ pub(super) async fn insert_restore_test(
     .map_err(classify)
 }
 
-/// Stores how a restore test ended.
+/// Stores how a restore test ended, with its checks, in one transaction.
 pub(super) async fn finish_restore_test(
     &self,
     id: i64,
     o: &TestResult,
 ) -> Result<(), StoreError> {
+    let mut tx = self.pool.begin().await.map_err(classify)?;
     sqlx::query(
         "UPDATE restore_tests SET status = $1, reason = $2, object_key = COALESCE($3, object_key), \
          finished_at = $4, duration_ms = $5, object_bytes = $6, archive_bytes = $7, \
          tables_expected = $8, tables_restored = $9, table_data_expected = $10, \
-         rows_restored = $11, detail = $12 WHERE id = $13",
+         rows_restored = $11, detail = $12, restore_ms = $13, rto_minutes = $14 WHERE id = $15",
     )
     .bind(o.status.as_str())
     .bind(&o.reason)
@@ -108,11 +135,57 @@ pub(super) async fn finish_restore_test(
     .bind(o.table_data_expected)
     .bind(o.rows_restored)
     .bind(j(&o.detail))
+    .bind(o.rto.as_ref().map(|r| r.restore_ms))
+    .bind(o.rto.as_ref().map(|r| r.rto_minutes))
     .bind(id)
-    .execute(&self.pool)
+    .execute(&mut *tx)
     .await
     .map_err(classify)?;
-    Ok(())
+    for (position, c) in o.checks.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO restore_test_checks (restore_test_id, position, name, sql, passed, \
+             value, reason, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(i32::try_from(position).unwrap_or(i32::MAX))
+        .bind(&c.name)
+        .bind(&c.sql)
+        .bind(c.passed)
+        .bind(&c.value)
+        .bind(&c.reason)
+        .bind(c.duration_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+    }
+    tx.commit().await.map_err(classify)
+}
+
+/// Attaches each test's stored checks (one query for the page).
+async fn with_checks(&self, mut tests: Vec<RestoreTest>) -> Result<Vec<RestoreTest>, StoreError> {
+    let (Some(lo), Some(hi)) = (
+        tests.iter().map(|t| t.id).min(),
+        tests.iter().map(|t| t.id).max(),
+    ) else {
+        return Ok(tests);
+    };
+    let sql = format!(
+        "SELECT {CHECK_COLUMNS} FROM restore_test_checks \
+         WHERE restore_test_id >= $1 AND restore_test_id <= $2 ORDER BY restore_test_id, position"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+    for row in &rows {
+        let (test_id, check) = check_row(row)?;
+        if let Some(t) = tests.iter_mut().find(|t| t.id == test_id) {
+            t.result.checks.push(check);
+        }
+    }
+    Ok(tests)
 }
 
 /// Links a failed restore test to the incident it opened.
@@ -131,8 +204,10 @@ pub(super) async fn set_restore_test_incident(
 }
 
 pub(super) async fn get_restore_test(&self, id: i64) -> Result<Option<RestoreTest>, StoreError> {
-    self.row_by_id("restore_tests", RESTORE_TEST_COLUMNS, id, restore_test_row)
-        .await
+    let test = self
+        .row_by_id("restore_tests", RESTORE_TEST_COLUMNS, id, restore_test_row)
+        .await?;
+    Ok(self.with_checks(test.into_iter().collect()).await?.pop())
 }
 
 /// Restore tests newest first, below `before_id` when given.
@@ -141,8 +216,10 @@ pub(super) async fn list_restore_tests(
     before_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<RestoreTest>, StoreError> {
-    self.rows_before("restore_tests", RESTORE_TEST_COLUMNS, before_id, limit, restore_test_row)
-        .await
+    let tests = self
+        .rows_before("restore_tests", RESTORE_TEST_COLUMNS, before_id, limit, restore_test_row)
+        .await?;
+    self.with_checks(tests).await
 }
 
 /// The row of `table` with `id`, read by `read`.

@@ -317,7 +317,9 @@ async fn a_restore_test_started_over_the_api_restores_the_newest_backup() {
     let s = setup(
         Backend::Postgres,
         &format!(
-            "[restore_test]\ntarget_url = \"{}\"\n",
+            "[restore_test]\ntarget_url = \"{}\"\nrto_minutes = 60\n\
+             [[restore_test.checks]]\ndatabase = \"link_users\"\nname = \"on the scratch copy\"\n\
+             sql = \"select current_database() like 'br_restore_link_users_%'\"\n",
             crate::pg::admin_url()
         ),
     )
@@ -359,6 +361,33 @@ async fn a_restore_test_started_over_the_api_restores_the_newest_backup() {
     );
     assert_eq!(done["tables_restored"], done["tables_expected"]);
     assert_eq!(done["detail"]["scratch_dropped"], true);
+    // The configured check ran on the scratch database, and the RTO was judged.
+    assert_eq!(done["checks"][0]["name"], "on the scratch copy");
+    assert_eq!(done["checks"][0]["passed"], true, "{done:#}");
+    assert_eq!(done["checks"][0]["value"], "true");
+    assert_eq!(done["rto"]["rto_minutes"], 60.0);
+    assert_eq!(done["rto"]["met"], true);
+    assert!(done["rto"]["restore_ms"].as_i64().unwrap() > 0);
+    let doc: Value = s
+        .app
+        .get("/api/v1/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field) in [
+        ("TestResult", "checks"),
+        ("TestResult", "rto"),
+        ("CheckResult", "passed"),
+        ("RtoResult", "met"),
+    ] {
+        assert!(
+            schemas[schema]["properties"][field].is_object(),
+            "{schema}.{field} is not in the OpenAPI document: {:#}",
+            schemas[schema]
+        );
+    }
     let list: Value = s
         .app
         .api_get("/api/v1/restore-tests?limit=1")

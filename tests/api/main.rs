@@ -19,6 +19,8 @@ macro_rules! on_both_stores {
 
 mod alertmanager;
 mod auth;
+#[path = "../support/approvals.rs"]
+mod approvals;
 mod backups;
 mod connections;
 mod diagnosis;
@@ -36,4 +38,5 @@ mod openapi;
 mod pg;
 #[path = "../support/procs.rs"]
 mod procs;
+mod slack;
 mod webhook;

@@ -36,6 +36,7 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_exists() 
         ("POST", "/api/v1/incidents/{id}/actions/{action_id}/approve"),
         ("POST", "/api/v1/incidents/{id}/actions/{action_id}/reject"),
         ("POST", "/api/v1/restore-tests"),
+        ("POST", "/slack/interactions"),
         ("POST", "/webhook/alertmanager"),
     ];
     let expected: Vec<(String, String)> = expected

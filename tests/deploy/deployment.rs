@@ -210,8 +210,25 @@ fn the_deployment_service_probes_and_config_agree() {
         types.contains(&"Ingress".into()) && types.contains(&"Egress".into()),
         "{types:?}"
     );
-    let ingress_ports = numbers(np.ingress.unwrap_or_default().into_iter().map(|r| r.ports));
-    assert_eq!(ingress_ports, [http.container_port], "ingress");
+    let ingress = np.ingress.unwrap_or_default();
+    // Who may reach the service: monitoring (Alertmanager, Prometheus) and the ingress controller
+    // that forwards Slack's interactions.
+    let from: Vec<String> = ingress
+        .iter()
+        .flat_map(|r| r.from.clone().unwrap_or_default())
+        .filter_map(|peer| {
+            match_labels(peer.namespace_selector)
+                .get("kubernetes.io/metadata.name")
+                .cloned()
+        })
+        .collect();
+    assert_eq!(from, ["monitoring", "ingress-nginx"], "ingress sources");
+    let ingress_ports = numbers(ingress.into_iter().map(|r| r.ports));
+    assert_eq!(
+        ingress_ports,
+        [http.container_port, http.container_port],
+        "ingress"
+    );
     let egress_ports = numbers(np.egress.unwrap_or_default().into_iter().map(|r| r.ports));
     let prometheus_port = settings
         .prometheus
