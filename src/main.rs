@@ -141,7 +141,8 @@ struct DecideArgs {
     /// The running service.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9095")]
     url: String,
-    /// Who decides (sent as X-Actor); default: the OS user name.
+    /// On whose behalf (sent as X-Actor, recorded next to the token's name, which is who
+    /// decides); default: the OS user name.
     #[arg(long)]
     actor: Option<String>,
     /// Print the decided step as JSON.
@@ -186,7 +187,7 @@ async fn decide(args: DecideArgs, approve: bool) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&step)?);
     } else {
-        println!("{}", approval_client::summary(&step));
+        println!("{}, on behalf of {actor}", approval_client::summary(&step));
     }
     Ok(())
 }

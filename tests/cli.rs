@@ -496,7 +496,7 @@ fn incidents_approve_and_reject_decide_through_the_running_service_with_clear_re
         out.contains(&format!(
             "approved action {restart} (restart_primary on {}) of incident {id}",
             approvals::TARGET
-        )) && out.contains("jane@example.com"),
+        )) && out.contains("decided by admin, on behalf of jane@example.com"),
         "{out}"
     );
     // Twice: the server's reason, exit code 6.
@@ -504,11 +504,10 @@ fn incidents_approve_and_reject_decide_through_the_running_service_with_clear_re
     assert_eq!(code, 6, "{err}");
     assert!(
         err.contains("409 conflict")
-            && err.contains("already decided by")
-            && err.contains("jane@example.com"),
+            && err.contains("already decided by admin"),
         "{err}"
     );
-    // Reject without --actor: the OS user decides.
+    // Reject without --actor: the token's name decides, on behalf of the OS user.
     let (code, out, err) = decide(
         dir.path(),
         Some(CANARY_ADMIN),
@@ -525,10 +524,7 @@ fn incidents_approve_and_reject_decide_through_the_running_service_with_clear_re
     assert_eq!(code, 0, "{err}");
     let step: serde_json::Value = serde_json::from_str(&out).expect("--json prints the step");
     assert_eq!(step["state"], "rejected");
-    assert!(
-        step["decided_by"].as_str().unwrap().contains("opsuser"),
-        "{step}"
-    );
+    assert_eq!(step["decided_by"], "admin", "{step}");
     // A wrong token, no token, an unknown incident, a service that is not there.
     let (code, _, err) = decide(dir.path(), Some("not-the-token"), &approve);
     assert_eq!(code, 4, "{err}");
@@ -589,7 +585,7 @@ fn incidents_approve_and_reject_decide_through_the_running_service_with_clear_re
     );
     assert_eq!(code, 4, "{err}");
     assert!(
-        err.contains("403 forbidden") && err.contains("no admin token"),
+        err.contains("403 forbidden") && err.contains("no admin credential is configured"),
         "{err}"
     );
 
@@ -597,15 +593,17 @@ fn incidents_approve_and_reject_decide_through_the_running_service_with_clear_re
     rt.block_on(async {
         let steps = store.steps(id).await.unwrap();
         assert_eq!(steps[0].state.as_str(), "approved");
-        assert!(steps[0]
-            .decided_by
-            .as_deref()
-            .unwrap()
-            .contains("jane@example.com"));
+        // Who decided is the credential's name; the --actor is the note next to it.
+        assert_eq!(steps[0].decided_by.as_deref(), Some("admin"));
         assert_eq!(steps[1].state.as_str(), "rejected");
         let timeline = store.timeline(id).await.unwrap();
         let approved = timeline.iter().find(|e| e.kind == "approved").unwrap();
         assert_eq!(approved.detail["comment"], "primary checked");
+        assert_eq!(approved.detail["by"], "admin");
+        assert_eq!(approved.detail["role"], "admin");
+        assert_eq!(approved.detail["on_behalf_of"], "jane@example.com");
+        let rejected = timeline.iter().find(|e| e.kind == "rejected").unwrap();
+        assert_eq!(rejected.detail["on_behalf_of"], "opsuser");
         store.close().await;
     });
 }
