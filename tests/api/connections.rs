@@ -38,7 +38,21 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<(S
 
 /// The value of `backup_remediator_http_connections_closed_total{reason}` now.
 async fn closed_count(app: &TestApp, reason: &str) -> f64 {
-    let text = app.get("/metrics").await.text().await.unwrap();
+    // A connection of its own, never pooled: these tests set idle timeouts short enough that a
+    // kept-alive connection from the previous read can be closed by the server as it is reused.
+    let once = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let text = once
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let prefix = format!("backup_remediator_http_connections_closed_total{{reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
