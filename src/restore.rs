@@ -36,6 +36,7 @@ use crate::probes::ProbeContext;
 use crate::store::{Store, StoreError};
 
 mod checks;
+mod drift;
 pub use checks::{CheckResult, RtoResult};
 
 /// The alertname of the incident a failed restore test opens.
@@ -674,6 +675,9 @@ pub async fn restore_stream<R: AsyncRead + Unpin>(
     report.elapsed = start.elapsed();
     report.pg_restore_messages = stderr.clone();
     if !status.success() {
+        if let Some(reason) = drift::archive_newer_than_pg_restore(&stderr, &into.program) {
+            return Err(Problem::test(reason));
+        }
         let words = pg_restore_error(&stderr);
         // A server that refused the connection says nothing about the backup.
         let connect = [

@@ -503,8 +503,7 @@ fn incidents_approve_and_reject_decide_through_the_running_service_with_clear_re
     let (code, _, err) = decide(dir.path(), Some(CANARY_ADMIN), &approve);
     assert_eq!(code, 6, "{err}");
     assert!(
-        err.contains("409 conflict")
-            && err.contains("already decided by admin"),
+        err.contains("409 conflict") && err.contains("already decided by admin"),
         "{err}"
     );
     // Reject without --actor: the token's name decides, on behalf of the OS user.

@@ -68,6 +68,11 @@ async fn seed(db: &Scratch, name: &str) -> Vec<(&'static str, i64)> {
 /// `pg_dump -Fc` of `db`, then `openssl enc -aes-256-cbc -salt -pbkdf2 -iter 100000 -k KEY`,
 /// the runbook's commands.
 fn runbook_backup(dir: &Path, db: &str, key: &str) -> Vec<u8> {
+    pg::openssl_encrypt(&pg_dump_custom(dir, db), key)
+}
+
+/// `pg_dump -Fc` of `db` into a file of `dir`, as the backup job runs it.
+fn pg_dump_custom(dir: &Path, db: &str) -> std::path::PathBuf {
     let dump = dir.join(format!("{db}.sql"));
     let url = admin_url();
     let base = url.rsplit_once('/').unwrap().0;
@@ -88,7 +93,7 @@ fn runbook_backup(dir: &Path, db: &str, key: &str) -> Vec<u8> {
         "pg_dump: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    pg::openssl_encrypt(&dump, key)
+    dump
 }
 
 async fn world(secret_key: &str) -> World {
@@ -383,6 +388,42 @@ async fn no_backup_of_the_database_is_a_failed_test() {
         t.result.reason
     );
     assert!(t.incident_id.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_newer_than_our_pg_restore_is_version_drift_not_a_corrupt_backup() {
+    // Arrange: a real pg_dump archive whose header announces format 1.99 (bytes 5, 6, 7 of a
+    // custom archive are the format's major, minor and revision), which is what a pg_dump newer
+    // than the service's pg_restore writes; encrypted as the job does.
+    let w = world(KEY).await;
+    seed(&w.db, w.database()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dump = pg_dump_custom(dir.path(), w.database());
+    let mut plain = std::fs::read(&dump).unwrap();
+    assert_eq!(&plain[..5], b"PGDMP");
+    plain[6] = 99;
+    std::fs::write(&dump, &plain).unwrap();
+    let key = object_key(w.database(), "20261125_070000");
+    w.moto
+        .put(BUCKET, &key, pg::openssl_encrypt(&dump, KEY))
+        .await;
+
+    // Act
+    let t = w.restore_test(Some(&key)).await;
+
+    // Assert: the test could not verify the backup (error, no incident against the backup), and
+    // says why in terms an operator acts on: the archive's version and the image to rebuild.
+    assert_eq!(t.result.status, TestStatus::Error, "{:?}", t.result.reason);
+    let reason = t.result.reason.clone().unwrap();
+    assert!(
+        reason.contains("format 1.99")
+            && reason.contains("newer pg_dump")
+            && reason.contains("PG_MAJOR"),
+        "{reason}"
+    );
+    assert!(!reason.contains("corrupt"), "{reason}");
+    assert_eq!(t.incident_id, None, "nothing is said against the backup");
+    assert_eq!(w.scratch_left().await, Vec::<String>::new());
 }
 
 /// A TCP proxy to `upstream` that closes each connection after passing `limit` response bytes.

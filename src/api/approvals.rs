@@ -65,7 +65,15 @@ async fn decide(
         role: caller.role.as_str(),
         on_behalf_of: caller.on_behalf_of.as_deref(),
     };
-    let step = decide_step(state, incident_id, step_id, &decider, &body.comment, approve).await?;
+    let step = decide_step(
+        state,
+        incident_id,
+        step_id,
+        &decider,
+        &body.comment,
+        approve,
+    )
+    .await?;
     Ok(Json(step))
 }
 

@@ -268,8 +268,15 @@ pub async fn interactions(
             role: "slack_approver",
             on_behalf_of: None,
         };
-        let outcome =
-            decide_step(&state, incident_id, step_id, &decider, "from Slack", approve).await;
+        let outcome = decide_step(
+            &state,
+            incident_id,
+            step_id,
+            &decider,
+            "from Slack",
+            approve,
+        )
+        .await;
         let label = if outcome.is_ok() {
             "decided"
         } else {

@@ -18,9 +18,9 @@ macro_rules! on_both_stores {
 }
 
 mod alertmanager;
-mod auth;
 #[path = "../support/approvals.rs"]
 mod approvals;
+mod auth;
 mod backups;
 mod connections;
 mod diagnosis;
