@@ -107,7 +107,7 @@ impl Application {
             let (tx, rx) = mpsc::channel(WORK_QUEUE);
             intake = intake.with_opened_queue(tx);
             let examiner = Examiner::new(Arc::new(settings.clone()), kube.clone());
-            let mut engine = Engine::new(store.clone(), examiner);
+            let mut engine = Engine::new(store.clone(), examiner).with_intake_pace(intake.pace());
             if settings.remediation.enabled {
                 let policy = load_policy(&settings)?;
                 if policy.dry_run {
@@ -133,7 +133,7 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
-            databases: settings.target.databases.clone(),
+            databases: settings.target.databases.clone().into(),
             approvals: remediation,
             restore_tests,
             manual_backups,
