@@ -48,8 +48,9 @@ pub struct AppState {
     pub body_limit: usize,
     /// A request body must be complete this long after its head (else 408).
     pub body_timeout: Duration,
-    /// The configured database names (`target.databases`), which the document lists.
-    pub databases: Vec<String>,
+    /// The configured database names (`target.databases`), which the document lists. Shared:
+    /// the state is cloned for every request.
+    pub databases: Arc<[String]>,
     /// Wakes steps waiting for an approval in this process (None: no remediation here).
     pub approvals: Option<Arc<tokio::sync::Notify>>,
     /// Runs the runbook's restore tests (`/api/v1/restore-tests`).

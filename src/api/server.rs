@@ -153,9 +153,14 @@ pub async fn serve(
 }
 
 /// A socket that fails with `TimedOut` once no byte has moved either way for `idle`.
+///
+/// Moving bytes only records the time; the timer is re-armed when it fires early (bytes moved
+/// since it was set), so a busy connection costs one timer update per `idle`, not one per read
+/// and write.
 struct IdleIo {
     inner: TcpStream,
     idle: Duration,
+    last_moved: Instant,
     deadline: Pin<Box<Sleep>>,
     fired: Arc<AtomicBool>,
 }
@@ -165,21 +170,28 @@ impl IdleIo {
         Self {
             inner,
             idle,
+            last_moved: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(idle)),
             fired,
         }
     }
 
     fn moved(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.idle);
+        self.last_moved = Instant::now();
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            self.fired.store(true, Ordering::Relaxed);
-            true
-        } else {
-            false
+        loop {
+            if self.deadline.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last_moved + self.idle;
+            if due <= Instant::now() {
+                self.fired.store(true, Ordering::Relaxed);
+                return true;
+            }
+            // Bytes moved since the timer was set: wait out the rest from the last move.
+            self.deadline.as_mut().reset(due);
         }
     }
 }
