@@ -174,12 +174,7 @@ pub async fn an_alert_the_store_refuses_fails_alone_among_concurrent_deliveries(
         assert!(ids.insert(id), "incident {id} answered twice");
         let incident = app.incident(id).await;
         assert_eq!(incident["fingerprint"], fp.as_str());
-        let kinds: Vec<&str> = incident["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
+        let kinds = timeline_kinds(&incident);
         assert_eq!(kinds, ["opened"], "incident {id}");
     }
     assert_eq!(ids.len(), 39);
