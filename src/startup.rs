@@ -126,18 +126,18 @@ impl Application {
             Some((Arc::new(engine), rx))
         };
         let (restore_tests, manual_backups) = runbook_operations_with(&settings, &store, kube);
-        let state = AppState {
+        let state = AppState::new(api::Shared {
             store,
             intake: Arc::new(intake),
             auth: Arc::new(Auth::from_settings(&settings.auth)),
             metrics: telemetry::metrics_handle(),
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
-            databases: settings.target.databases.clone().into(),
+            databases: settings.target.databases.clone(),
             approvals: remediation,
             restore_tests,
             manual_backups,
-        };
+        });
         Ok(Self {
             listener,
             state,
