@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use crate::config::Settings;
 use crate::diagnosis::{self, Diagnosis};
 use crate::incident::IncidentStatus;
+use crate::pace::{self, Pace, StormWatch};
 use crate::plan::Claim;
 use crate::playbooks;
 use crate::probes::{self, Clients, Finding, Probe, ProbeContext};
@@ -60,6 +61,8 @@ pub struct Engine {
     parked: Mutex<HashSet<i64>>,
     /// Approval wake-ups seen so far: a plan that parks after one arrived is woken again.
     wakes: AtomicU64,
+    /// Intake's pace: under a storm of new alerts no new incident is started (bounded; `pace`).
+    intake_pace: Option<Arc<Pace>>,
 }
 
 /// What one diagnosis produced.
@@ -73,11 +76,7 @@ impl Examiner {
     /// The enabled probes. `kube`: the Kubernetes client, if there is a cluster.
     pub fn new(settings: Arc<Settings>, kube: Option<kube::Client>) -> Self {
         let probes = probes::enabled(&settings);
-        // No total timeout here: the probe deadline (in `run_all`) is the one authority on time.
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(settings.probes.deadline_ms))
-            .build()
-            .unwrap_or_default();
+        let http = probes::http_client(&settings);
         Self {
             settings,
             probes,
@@ -133,7 +132,14 @@ impl Engine {
             in_flight: Mutex::new(HashSet::new()),
             parked: Mutex::new(HashSet::new()),
             wakes: AtomicU64::new(0),
+            intake_pace: None,
         }
+    }
+
+    /// Holds off starting new incidents while intake opens them in a storm (see `pace`).
+    pub fn with_intake_pace(mut self, pace: Arc<Pace>) -> Self {
+        self.intake_pace = Some(pace);
+        self
     }
 
     /// Adds remediation after diagnosis.
@@ -356,6 +362,11 @@ impl Engine {
         let mut resume: VecDeque<i64> = VecDeque::new();
         // Whether the store may hold work this process has not seen (a full queue drops ids).
         let mut look = true;
+        let mut storm = self.intake_pace.clone().map(StormWatch::new);
+        let mut pace_tick = tokio::time::interval(pace::TICK);
+        pace_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Intake is in a storm: start no new incident for now (approved plans still resume).
+        let mut holding = false;
         loop {
             while tasks.len() < self.window {
                 match resume.pop_front() {
@@ -363,15 +374,22 @@ impl Engine {
                     None => break,
                 }
             }
-            if look && tasks.len() < self.window {
+            if look && !holding && tasks.len() < self.window {
                 look = self.sweep(&mut tasks).await;
             }
-            let room = tasks.len() < self.window;
+            let room = !holding && tasks.len() < self.window;
             if !room {
-                // While the window is full the queue is not read: the webhook may drop ids.
+                // While the window is full (or held) the queue is not read: the webhook may drop
+                // ids, which the sweep finds later.
                 look = true;
             }
             tokio::select! {
+                _ = pace_tick.tick(), if storm.is_some() => {
+                    if let Some(w) = storm.as_mut() {
+                        w.sample();
+                        holding = w.hold();
+                    }
+                }
                 _ = stop.changed() => break,
                 _ = sweep.tick() => look = true,
                 Some(()) = woken.recv() => {

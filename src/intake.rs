@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::alert::{Alert, AlertKey, AlertStatus, Notification};
 use crate::incident::NewIncident;
-use crate::store::{Opened, Renotified, Resolution, Store, StoreError};
+use crate::store::{GroupCommit, Opened, Renotified, Resolution, Store, StoreError};
 
 /// What happened to one alert of a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -103,6 +103,8 @@ pub struct Pending {
 /// Receives alerts; owns de-duplication and the re-send counter.
 pub struct Intake {
     store: Store,
+    /// First deliveries are written through this: concurrent ones share a transaction.
+    opener: GroupCommit,
     handled: HashSet<String>,
     known: Mutex<Known>,
     pending: Mutex<HashMap<i64, Pending>>,
@@ -111,9 +113,43 @@ pub struct Intake {
     /// counts either still in memory or already stored, never neither (or both).
     flushing: tokio::sync::RwLock<()>,
     opened_tx: Option<mpsc::Sender<i64>>,
+    /// Incidents opened here, for the engine's view of a storm.
+    pace: Arc<crate::pace::Pace>,
+    /// Ids the full work queue dropped, logged in aggregate (a storm must not flood the log).
+    queue_full: QueueFullLog,
     /// Alerts of names this service does not handle, by name: misrouted alerts are common and
     /// their names are the sender's choice, so the series are bounded.
     ignored: crate::telemetry::BoundedCounter,
+}
+
+/// At most one "work queue full" warning per this long; it says how many ids were dropped.
+const QUEUE_FULL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Aggregates the warnings for ids the full work queue dropped: one line per
+/// [`QUEUE_FULL_LOG_EVERY`] with the count since the last line and the latest id, instead of a
+/// line per alert while a storm lasts.
+#[derive(Default)]
+struct QueueFullLog {
+    since_last: std::sync::atomic::AtomicU64,
+    last_line: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl QueueFullLog {
+    fn dropped(&self, incident_id: i64) {
+        self.since_last.fetch_add(1, Ordering::Relaxed);
+        let mut last = lock(&self.last_line);
+        if last.is_some_and(|t| t.elapsed() < QUEUE_FULL_LOG_EVERY) {
+            return;
+        }
+        *last = Some(tokio::time::Instant::now());
+        let dropped = self.since_last.swap(0, Ordering::Relaxed);
+        drop(last);
+        tracing::warn!(
+            dropped,
+            latest_incident_id = incident_id,
+            "work queue full; these incidents wait in the store (the engine's sweep picks them up)"
+        );
+    }
 }
 
 /// How many names of ignored alerts get a series of their own; the rest count as `other`.
@@ -132,6 +168,7 @@ impl Intake {
     /// `handled`: the alert names that open incidents. `cache_capacity`: alerts remembered.
     pub fn new(store: Store, handled: &[String], cache_capacity: usize) -> Self {
         Self {
+            opener: GroupCommit::new(store.clone()),
             store,
             handled: handled.iter().cloned().collect(),
             known: Mutex::new(Known {
@@ -142,12 +179,19 @@ impl Intake {
             pending: Mutex::new(HashMap::new()),
             flushing: tokio::sync::RwLock::new(()),
             opened_tx: None,
+            queue_full: QueueFullLog::default(),
+            pace: Arc::default(),
             ignored: crate::telemetry::BoundedCounter::new(
                 "backup_remediator_alerts_ignored_total",
                 "alertname",
                 IGNORED_NAMES,
             ),
         }
+    }
+
+    /// How fast incidents are opened here: the engine holds off under a storm (`pace`).
+    pub fn pace(&self) -> Arc<crate::pace::Pace> {
+        self.pace.clone()
     }
 
     /// Every newly opened incident id is sent here, for the work that follows (diagnosis).
@@ -232,20 +276,18 @@ impl Intake {
                     opened_at: now,
                     detail: opened_detail(n, alert, adjustments),
                 };
-                let opened = self.store.open_incident(&new).await?;
+                let opened = self.opener.open(new).await?;
                 created.store(matches!(opened, Opened::Created(_)), Ordering::Relaxed);
                 Ok::<_, StoreError>(opened.id())
             })
             .await?;
         if created.load(Ordering::Relaxed) {
             crate::static_counter!("backup_remediator_incidents_opened_total").increment(1);
+            self.pace.opened();
             tracing::info!(incident_id = id, fingerprint = %alert.fingerprint, "incident opened");
             if let Some(tx) = &self.opened_tx {
                 if tx.try_send(id).is_err() {
-                    tracing::warn!(
-                        incident_id = id,
-                        "work queue full; the incident waits in the store"
-                    );
+                    self.queue_full.dropped(id);
                 }
             }
             Ok((Outcome::Opened, Some(id)))
@@ -385,5 +427,110 @@ fn alerts_counter(o: Outcome) -> &'static metrics::Counter {
         }
         Outcome::Ignored => c!("backup_remediator_alerts_total", "outcome" => "ignored"),
         Outcome::Failed => c!("backup_remediator_alerts_total", "outcome" => "failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::store::StoreOptions;
+
+    /// Log lines written while the guard lives (this thread's default subscriber).
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines_with(&self, needle: &str) -> Vec<String> {
+            String::from_utf8_lossy(&lock(&self.0))
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn delivery(fingerprint: &str) -> Notification {
+        let body = serde_json::json!({
+            "version": "4", "status": "firing", "receiver": "r", "groupKey": "{}:{}",
+            "externalURL": "http://alertmanager:9093", "truncatedAlerts": 0,
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "alerts": [{
+                "status": "firing", "fingerprint": fingerprint,
+                "labels": {"alertname": "PostgreSQLBackupFailed", "severity": "critical"},
+                "annotations": {}, "startsAt": "2026-11-25T01:02:03.456Z",
+                "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus:9090/graph"
+            }]
+        });
+        crate::alert::decode(body.to_string().as_bytes()).expect("valid payload")
+    }
+
+    #[tokio::test]
+    async fn a_full_work_queue_logs_one_warning_for_a_storm_not_one_per_alert() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+        };
+        let store = Store::connect("", &dir.path().join("s.sqlite"), &opts)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        // Nobody reads the queue: after the first id it is full.
+        let (tx, _rx) = mpsc::channel(1);
+        let intake =
+            Intake::new(store, &["PostgreSQLBackupFailed".to_owned()], 100).with_opened_queue(tx);
+        let (logs, _guard) = capture_logs();
+
+        for i in 0..50 {
+            let answer = intake
+                .accept(&delivery(&format!("{i:016x}")))
+                .await
+                .unwrap();
+            assert_eq!(answer[0].outcome, Outcome::Opened);
+        }
+
+        let lines = logs.lines_with("work queue full");
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_full_warning_says_how_many_ids_were_dropped_since_the_last_one() {
+        let log = QueueFullLog::default();
+        let (logs, _guard) = capture_logs();
+
+        for id in 1..=500 {
+            log.dropped(id);
+        }
+        tokio::time::advance(QUEUE_FULL_LOG_EVERY).await;
+        log.dropped(501);
+
+        let lines = logs.lines_with("work queue full");
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[0].contains("dropped=1 "), "{}", lines[0]);
+        assert!(lines[1].contains("dropped=500 "), "{}", lines[1]);
+        assert!(lines[1].contains("latest_incident_id=501"), "{}", lines[1]);
     }
 }

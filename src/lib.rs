@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod kube_client;
 pub mod manual_backup;
 pub mod notify;
+pub mod pace;
 pub mod plan;
 pub mod playbooks;
 pub mod policy;

@@ -46,6 +46,10 @@ pub struct Remediator {
     kube: Option<kube::Client>,
     holder: String,
     wake: Arc<Notify>,
+    /// One HTTP client and one set of AWS clients for every step: building them loads TLS roots
+    /// and credential providers, which per step cost more than the calls they make.
+    http: reqwest::Client,
+    clients: Arc<crate::probes::Clients>,
 }
 
 /// How working the plan ended for now.
@@ -87,11 +91,13 @@ impl Remediator {
     ) -> Self {
         Self {
             store,
+            http: crate::probes::http_client(&settings),
             settings,
             policy,
             kube,
             holder,
             wake: Arc::new(Notify::new()),
+            clients: Arc::default(),
         }
     }
 
@@ -409,11 +415,10 @@ impl Remediator {
             settings: self.settings.clone(),
             policy: self.policy.clone(),
             kube: self.kube.clone(),
-            probes: Arc::new(ProbeContext::new(
-                self.settings.clone(),
-                self.kube.clone(),
-                reqwest::Client::new(),
-            )),
+            probes: Arc::new(
+                ProbeContext::new(self.settings.clone(), self.kube.clone(), self.http.clone())
+                    .with_clients(self.clients.clone()),
+            ),
             incident_id,
         }
     }

@@ -111,7 +111,7 @@ impl Application {
             let (tx, rx) = mpsc::channel(WORK_QUEUE);
             intake = intake.with_opened_queue(tx);
             let examiner = Examiner::new(Arc::new(settings.clone()), kube.clone());
-            let mut engine = Engine::new(store.clone(), examiner);
+            let mut engine = Engine::new(store.clone(), examiner).with_intake_pace(intake.pace());
             if settings.remediation.enabled {
                 let policy = load_policy(&settings)?;
                 if policy.dry_run {
@@ -137,7 +137,7 @@ impl Application {
             kube.clone(),
         ));
         let (restore_tests, manual_backups) = runbook_operations_with(&settings, &store, kube);
-        let state = AppState {
+        let state = AppState::new(api::Shared {
             store,
             intake,
             auth,
@@ -151,7 +151,7 @@ impl Application {
             slack: Arc::new(crate::api::slack::SlackApprovals::from_settings(
                 &settings.notify,
             )),
-        };
+        });
         Ok(Self {
             listener,
             state,

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::ActionContext;
 use crate::probes::database::Database;
-use crate::probes::{Probe, ProbeContext, Signal};
+use crate::probes::{Probe, Signal};
 
 /// Waits (up to `remediation.database_wait_seconds`) until the database answers the backup
 /// user: the database probe reports no connection failure.
@@ -20,11 +20,7 @@ pub async fn database_answers(ctx: &ActionContext) -> Result<Value, String> {
     loop {
         tries += 1;
         // A fresh context each time: the Secret is read again.
-        let probe_ctx = std::sync::Arc::new(ProbeContext::new(
-            ctx.settings.clone(),
-            ctx.kube.clone(),
-            reqwest::Client::new(),
-        ));
+        let probe_ctx = std::sync::Arc::new(ctx.probes.fresh());
         let out = tokio::time::timeout(deadline, Database.run(probe_ctx).map(Some))
             .await
             .ok()

@@ -1,9 +1,9 @@
 //! Request-level limits and the error shape every route shares.
 //!
-//! - [`body_deadline`]: a request body must arrive within `server.body_timeout_ms` of its head;
+//! - [`with_body_deadline`]: a request body must arrive within `server.body_timeout_ms` of its head;
 //!   a client that declares a body and sends it slowly, or not at all, gets 408 and the
 //!   connection is closed (counted as `body_timeout`).
-//! - [`json_errors`]: every error answer is `{"error": "…"}`, including those axum makes itself
+//! - [`as_json_error`]: every error answer is `{"error": "…"}`, including those axum makes itself
 //!   (405 with an empty body, 413/415/400 from extractors as text/plain).
 
 use std::future::Future;
@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -31,7 +31,7 @@ pub struct BodyTimeout(pub Duration);
 
 /// Wraps the request body in a deadline; when it passes, answers 408 and closes the connection,
 /// whatever the handler made of the failed read.
-pub async fn body_deadline(State(limit): State<BodyTimeout>, req: Request, next: Next) -> Response {
+pub async fn with_body_deadline(limit: BodyTimeout, req: Request, next: Next) -> Response {
     let fired = Arc::new(AtomicBool::new(false));
     let req = req.map(|body| {
         Body::new(DeadlineBody {
@@ -104,8 +104,7 @@ const MAX_ERROR_TEXT: usize = 4096;
 
 /// Turns every error answer that is not JSON into `{"error": "…"}`, keeping its status and
 /// headers (`Allow` on 405, `WWW-Authenticate` on 401).
-pub async fn json_errors(req: Request, next: Next) -> Response {
-    let mut resp = next.run(req).await;
+pub async fn as_json_error(mut resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;

@@ -19,10 +19,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -40,9 +40,26 @@ use crate::incident::Incident;
 use crate::intake::Intake;
 use crate::store::Store;
 
-/// What every handler can reach.
+/// What every handler can reach. One shared allocation: axum clones the state for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct Shared {
     pub store: Store,
     pub intake: Arc<Intake>,
     pub auth: Arc<Auth>,
@@ -165,24 +182,16 @@ pub fn app(state: AppState) -> Router {
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(
-            body_timeout,
-            limits::body_deadline,
-        ))
-        .layer(middleware::from_fn(limits::json_errors))
-        .layer(middleware::from_fn(track))
+        .layer(middleware::from_fn_with_state(body_timeout, edge))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
-                    let route = req
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map(|p| p.as_str().to_owned());
+                    let route = req.extensions().get::<MatchedPath>();
                     tracing::info_span!(
                         "request",
                         method = %req.method(),
                         path = %req.uri().path(),
-                        route = route.as_deref().unwrap_or("unmatched"),
+                        route = route.map_or("unmatched", MatchedPath::as_str),
                         status = tracing::field::Empty,
                     )
                 })
@@ -200,12 +209,15 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
 }
 
-/// Counts requests and their latency by route template (never by raw path: bounded labels).
-async fn track(req: Request, next: Next) -> impl IntoResponse {
+/// Every request's edge, in one middleware (each `from_fn` layer costs a clone of the boxed
+/// service below it and a boxed future, per request): the request-body deadline, the JSON shape
+/// of every error answer, and the request count and latency by route template (never by raw
+/// path: bounded labels).
+async fn edge(State(limit): State<limits::BodyTimeout>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
-    let resp = next.run(req).await;
+    let resp = limits::as_json_error(limits::with_body_deadline(limit, req, next).await).await;
     let route = route.as_ref().map_or("unmatched", |r| r.as_str());
     latency_histogram(&method, route, resp.status().as_u16()).record(start.elapsed().as_secs_f64());
     resp

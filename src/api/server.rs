@@ -11,11 +11,12 @@
 //! `backup_remediator_http_connections_closed_total{reason}`. Shutdown is graceful: stop
 //! accepting, let each connection finish the request it is serving, then return.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 /// The connection limits of [`serve`].
@@ -75,7 +76,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // One shutdown signal per connection (see `Stops`).
+    let stops = Arc::new(Mutex::new(Stops::default()));
     // Each connection holds a clone of `done_rx`; `done_tx.closed()` completes when all are gone.
     let (done_tx, done_rx) = watch::channel(());
     let open = metrics::gauge!("backup_remediator_http_connections_open");
@@ -102,7 +104,8 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let mut stop_rx = stop_rx.clone();
+        let (id, mut stop_rx) = stops_lock(&stops).register();
+        let stops = stops.clone();
         let done_rx = done_rx.clone();
         let open = open.clone();
         tokio::spawn(async move {
@@ -116,21 +119,14 @@ pub async fn serve(
                 .keep_alive(true);
             let conn = builder.serve_connection(io, TowerToHyperService::new(app));
             tokio::pin!(conn);
-            let mut stopping = *stop_rx.borrow();
-            if stopping {
-                conn.as_mut().graceful_shutdown();
-            }
-            let result = loop {
-                tokio::select! {
-                    r = conn.as_mut() => break r,
-                    changed = stop_rx.changed(), if !stopping => {
-                        stopping = true;
-                        if changed.is_ok() {
-                            conn.as_mut().graceful_shutdown();
-                        }
-                    }
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = &mut stop_rx => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
                 }
             };
+            stops_lock(&stops).senders.remove(&id);
             if let Err(e) = result {
                 if idle_fired.load(Ordering::Relaxed) {
                     Closed::IdleTimeout.count();
@@ -146,16 +142,46 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let _ = stop_tx.send(true);
+    for (_, stop) in stops_lock(&stops).senders.drain() {
+        let _ = stop.send(());
+    }
     drop(done_rx);
     done_tx.closed().await;
     Ok(())
 }
 
+/// The shutdown signals of the open connections, one each. A connection waits on its own
+/// receiver, so serving it touches nothing the others share: waiting on one shared `watch`
+/// channel costs every poll of every connection the channel's one mutex.
+#[derive(Default)]
+struct Stops {
+    next: u64,
+    senders: HashMap<u64, oneshot::Sender<()>>,
+}
+
+impl Stops {
+    fn register(&mut self) -> (u64, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        self.next += 1;
+        self.senders.insert(self.next, tx);
+        (self.next, rx)
+    }
+}
+
+fn stops_lock(m: &Mutex<Stops>) -> std::sync::MutexGuard<'_, Stops> {
+    // Plain map updates: a panic while holding the lock cannot leave it inconsistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A socket that fails with `TimedOut` once no byte has moved either way for `idle`.
+///
+/// Moving bytes only records the time; the timer is re-armed when it fires early (bytes moved
+/// since it was set), so a busy connection costs one timer update per `idle`, not one per read
+/// and write.
 struct IdleIo {
     inner: TcpStream,
     idle: Duration,
+    last_moved: Instant,
     deadline: Pin<Box<Sleep>>,
     fired: Arc<AtomicBool>,
 }
@@ -165,21 +191,28 @@ impl IdleIo {
         Self {
             inner,
             idle,
+            last_moved: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(idle)),
             fired,
         }
     }
 
     fn moved(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.idle);
+        self.last_moved = Instant::now();
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            self.fired.store(true, Ordering::Relaxed);
-            true
-        } else {
-            false
+        loop {
+            if self.deadline.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last_moved + self.idle;
+            if due <= Instant::now() {
+                self.fired.store(true, Ordering::Relaxed);
+                return true;
+            }
+            // Bytes moved since the timer was set: wait out the rest from the last move.
+            self.deadline.as_mut().reset(due);
         }
     }
 }

@@ -266,6 +266,18 @@ pub struct ProbeContext {
     secret: OnceCell<Result<BackupSecret, SecretUnavailable>>,
 }
 
+/// The HTTP client of the probes, built once per process and shared: connect attempts are
+/// bounded by the probe deadline (no total timeout: the deadline in `run_all` is the one
+/// authority on time).
+pub fn http_client(settings: &Settings) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_millis(
+            settings.probes.deadline_ms,
+        ))
+        .build()
+        .unwrap_or_default()
+}
+
 /// The AWS clients, built once and shared by every diagnosis of a process: building one loads
 /// TLS roots and credential providers, which per incident cost more than the calls they make.
 #[derive(Default)]
@@ -285,6 +297,12 @@ impl ProbeContext {
             clients: Arc::default(),
             secret: OnceCell::new(),
         }
+    }
+
+    /// A new context with the same settings and clients, whose backup Secret is read again.
+    pub fn fresh(&self) -> Self {
+        Self::new(self.settings.clone(), self.kube.clone(), self.http.clone())
+            .with_clients(self.clients.clone())
     }
 
     /// Shares `clients` with other contexts (the engine's diagnoses).

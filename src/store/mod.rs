@@ -1,6 +1,7 @@
 //! The incident store: one interface, a PostgreSQL implementation for production and an embedded
 //! SQLite one for a bare machine. SQL lives in this module and nowhere else.
 
+mod group_commit;
 mod postgres;
 mod sqlite;
 mod sqlite_pools;
@@ -15,6 +16,7 @@ use crate::incident::{Incident, IncidentStatus, NewIncident, TimelineEvent};
 use crate::plan::{Claim, GateOutcome, GateRequest, PlannedStep, Step, Transition};
 use crate::probes::Finding;
 
+pub use group_commit::GroupCommit;
 pub use outbox::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -186,6 +188,12 @@ impl Store {
     /// for the same fingerprint and start (the `incidents_alert_key` constraint decides).
     pub async fn open_incident(&self, new: &NewIncident) -> Result<Opened, StoreError> {
         dispatch!(self, s => s.open_incident(new).await)
+    }
+
+    /// [`Store::open_incident`] for several alerts in one transaction (group commit), in order.
+    /// Opening is idempotent, so after an error the same alerts can be opened again.
+    pub async fn open_incidents(&self, news: &[&NewIncident]) -> Result<Vec<Opened>, StoreError> {
+        dispatch!(self, s => s.open_incidents(news).await)
     }
 
     /// Marks the incident of this alert resolved at `at`, with a `resolved` event, once.

@@ -25,6 +25,26 @@ pub const OPEN_INCIDENT: &str = "WITH i AS (\
      INSERT INTO incident_events (incident_id, at, kind, detail) \
      SELECT id, $8, 'opened', $9 FROM i RETURNING incident_id";
 
+/// [`OPEN_INCIDENT`] for a batch of alerts (group commit): one statement, so one round trip and
+/// one commit for all of them. Returns, per input row in order, the new incident's id, or NULL
+/// where the alert's incident already existed.
+const OPEN_INCIDENTS: &str = "WITH input AS (\
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::timestamptz[], $9::text[]) WITH ORDINALITY \
+     AS t(fingerprint, alertname, starts_at, severity, labels, annotations, generator_url, \
+     opened_at, detail, n)), \
+     i AS (INSERT INTO incidents (fingerprint, alertname, starts_at, status, severity, labels, \
+     annotations, generator_url, opened_at, updated_at, last_seen_at) \
+     SELECT fingerprint, alertname, starts_at, 'open', severity, labels::jsonb, \
+     annotations::jsonb, generator_url, opened_at, opened_at, opened_at FROM input ORDER BY n \
+     ON CONFLICT ON CONSTRAINT incidents_alert_key DO NOTHING \
+     RETURNING id, fingerprint, starts_at), \
+     e AS (INSERT INTO incident_events (incident_id, at, kind, detail) \
+     SELECT i.id, input.opened_at, 'opened', input.detail::jsonb FROM i JOIN input \
+     ON input.fingerprint = i.fingerprint AND input.starts_at = i.starts_at ORDER BY input.n) \
+     SELECT i.id FROM input LEFT JOIN i \
+     ON input.fingerprint = i.fingerprint AND input.starts_at = i.starts_at ORDER BY input.n";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Incidents in PostgreSQL.
@@ -89,16 +109,63 @@ impl PgStore {
         match created {
             Some(id) => Ok(Opened::Created(id)),
             // Another request or replica inserted it; its row is committed (ON CONFLICT waited).
-            None => sqlx::query_scalar(
-                "SELECT id FROM incidents WHERE fingerprint = $1 AND starts_at = $2",
-            )
-            .bind(&new.fingerprint)
-            .bind(new.starts_at)
+            None => self
+                .incident_id(&new.fingerprint, new.starts_at)
+                .await
+                .map(Opened::Existing),
+        }
+    }
+
+    /// Several alerts' incidents in one statement; the alerts must be distinct.
+    pub(super) async fn open_incidents(
+        &self,
+        news: &[&NewIncident],
+    ) -> Result<Vec<Opened>, StoreError> {
+        let col = |f: fn(&NewIncident) -> String| news.iter().map(|n| f(n)).collect::<Vec<_>>();
+        let time =
+            |f: fn(&NewIncident) -> DateTime<Utc>| news.iter().map(|n| f(n)).collect::<Vec<_>>();
+        let ids: Vec<Option<i64>> = sqlx::query_scalar(OPEN_INCIDENTS)
+            .bind(col(|n| n.fingerprint.clone()))
+            .bind(col(|n| n.alertname.clone()))
+            .bind(time(|n| n.starts_at))
+            .bind(col(|n| n.severity.clone()))
+            .bind(col(|n| n.labels.to_string()))
+            .bind(col(|n| n.annotations.to_string()))
+            .bind(col(|n| n.generator_url.clone()))
+            .bind(time(|n| n.opened_at))
+            .bind(col(|n| n.detail.to_string()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        if ids.len() != news.len() {
+            return Err(StoreError::Corrupt(format!(
+                "the batch insert answered {} rows for {} alerts",
+                ids.len(),
+                news.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(news.len());
+        for (new, id) in news.iter().zip(ids) {
+            out.push(match id {
+                Some(id) => Opened::Created(id),
+                // Opened before (by another request or replica): its row is committed.
+                None => Opened::Existing(self.incident_id(&new.fingerprint, new.starts_at).await?),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn incident_id(
+        &self,
+        fingerprint: &str,
+        starts_at: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT id FROM incidents WHERE fingerprint = $1 AND starts_at = $2")
+            .bind(fingerprint)
+            .bind(starts_at)
             .fetch_one(&self.pool)
             .await
-            .map(Opened::Existing)
-            .map_err(classify),
-        }
+            .map_err(classify)
     }
 
     pub(super) async fn resolve_by_alert(

@@ -74,49 +74,23 @@ impl SqliteStore {
 
     pub(super) async fn open_incident(&self, new: &NewIncident) -> Result<Opened, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let opened_at = ts(new.opened_at);
-        let created: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO incidents (fingerprint, alertname, starts_at, status, severity, labels, \
-             annotations, generator_url, opened_at, updated_at, last_seen_at) \
-             VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?8, ?8) \
-             ON CONFLICT (fingerprint, starts_at) DO NOTHING RETURNING id",
-        )
-        .bind(&new.fingerprint)
-        .bind(&new.alertname)
-        .bind(ts(new.starts_at))
-        .bind(&new.severity)
-        .bind(new.labels.to_string())
-        .bind(new.annotations.to_string())
-        .bind(&new.generator_url)
-        .bind(&opened_at)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(classify)?;
-        let opened = match created {
-            Some(id) => {
-                sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, 'opened', ?3)")
-                    .bind(id)
-                    .bind(&opened_at)
-                    .bind(new.detail.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                Opened::Created(id)
-            }
-            None => {
-                let id: i64 = sqlx::query_scalar(
-                    "SELECT id FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2",
-                )
-                .bind(&new.fingerprint)
-                .bind(ts(new.starts_at))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(classify)?;
-                Opened::Existing(id)
-            }
-        };
+        let opened = open_in(&mut tx, new).await?;
         tx.commit().await.map_err(classify)?;
         Ok(opened)
+    }
+
+    /// Several alerts' incidents in one transaction (group commit).
+    pub(super) async fn open_incidents(
+        &self,
+        news: &[&NewIncident],
+    ) -> Result<Vec<Opened>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut out = Vec::with_capacity(news.len());
+        for new in news {
+            out.push(open_in(&mut tx, new).await?);
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(out)
     }
 
     pub(super) async fn resolve_by_alert(
@@ -416,6 +390,55 @@ fn step_row(r: &SqliteRow) -> Result<Step, StoreError> {
         |c| get_ot(r, c),
         json(r.try_get("output").map_err(classify)?)?,
     )
+}
+
+/// Opens one alert's incident inside the writer's transaction `tx`.
+async fn open_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    new: &NewIncident,
+) -> Result<Opened, StoreError> {
+    let opened_at = ts(new.opened_at);
+    let created: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO incidents (fingerprint, alertname, starts_at, status, severity, labels, \
+         annotations, generator_url, opened_at, updated_at, last_seen_at) \
+         VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?8, ?8) \
+         ON CONFLICT (fingerprint, starts_at) DO NOTHING RETURNING id",
+    )
+    .bind(&new.fingerprint)
+    .bind(&new.alertname)
+    .bind(ts(new.starts_at))
+    .bind(&new.severity)
+    .bind(new.labels.to_string())
+    .bind(new.annotations.to_string())
+    .bind(&new.generator_url)
+    .bind(&opened_at)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(classify)?;
+    let opened = match created {
+        Some(id) => {
+            sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, 'opened', ?3)")
+                .bind(id)
+                .bind(&opened_at)
+                .bind(new.detail.to_string())
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Opened::Created(id)
+        }
+        None => {
+            let id: i64 = sqlx::query_scalar(
+                "SELECT id FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2",
+            )
+            .bind(&new.fingerprint)
+            .bind(ts(new.starts_at))
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(classify)?;
+            Opened::Existing(id)
+        }
+    };
+    Ok(opened)
 }
 
 type This = SqliteStore;

@@ -101,12 +101,7 @@ async fn a_hung_probe_is_recorded_as_timed_out_and_the_others_findings_are_store
         .as_str()
         .unwrap()
         .starts_with("Scenario 1 (database connection)"));
-    let kinds: Vec<&str> = incident["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = timeline_kinds(&incident);
     // The diagnosis part of the timeline; the remediation plan follows it.
     assert_eq!(
         kinds[..6],

@@ -375,3 +375,13 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The kinds of an incident's timeline events, as `GET /api/v1/incidents/{id}` serves them.
+pub fn timeline_kinds(incident: &Value) -> Vec<&str> {
+    incident["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect()
+}

@@ -10,6 +10,7 @@ use crate::helpers::*;
 on_both_stores!(
     a_nul_anywhere_is_replaced_and_said_and_the_alerts_after_it_are_stored,
     an_alert_the_store_refuses_does_not_keep_the_others_from_being_stored,
+    an_alert_the_store_refuses_fails_alone_among_concurrent_deliveries,
     a_resolved_alert_that_ends_before_it_starts_is_clamped_to_its_start_and_said_so,
     a_leap_second_start_is_served_in_one_form_by_both_stores,
     duplicate_keys_in_labels_or_annotations_are_a_400_naming_the_key,
@@ -144,6 +145,40 @@ pub async fn an_alert_the_store_refuses_does_not_keep_the_others_from_being_stor
         "C stored: {stored:?}"
     );
     assert_eq!(stored.len(), 2);
+}
+
+/// Concurrent first deliveries share a transaction (group commit): the one alert the store
+/// refuses must fail alone, and every other delivery of the same moment be stored with its own
+/// incident and exactly one `opened` event.
+pub async fn an_alert_the_store_refuses_fails_alone_among_concurrent_deliveries(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let refused = "eeeeeeeeeeee0013";
+    refuse_fingerprint(&app.db, refused).await;
+    let fingerprints: Vec<String> = (0..40).map(|i| format!("eeeeeeeeeeee{i:04}")).collect();
+
+    let posts = fingerprints
+        .iter()
+        .map(|fp| app.webhook_request(payload(vec![backup_failed(fp)]).to_string()));
+    let answers = crate::webhook::futures_join_all(posts).await;
+
+    let mut ids = std::collections::HashSet::new();
+    for (fp, resp) in fingerprints.iter().zip(answers) {
+        assert_eq!(resp.status(), 202, "only an outage answers 5xx");
+        let answer: Value = resp.json().await.unwrap();
+        if fp == refused {
+            assert_eq!(outcomes(&answer), ["failed"], "{answer}");
+            continue;
+        }
+        assert_eq!(outcomes(&answer), ["opened"], "{fp}: {answer}");
+        let id = answer["alerts"][0]["incident_id"].as_i64().expect("id");
+        assert!(ids.insert(id), "incident {id} answered twice");
+        let incident = app.incident(id).await;
+        assert_eq!(incident["fingerprint"], fp.as_str());
+        let kinds = timeline_kinds(&incident);
+        assert_eq!(kinds, ["opened"], "incident {id}");
+    }
+    assert_eq!(ids.len(), 39);
+    assert_eq!(app.incidents().await.len(), 39);
 }
 
 pub async fn a_resolved_alert_that_ends_before_it_starts_is_clamped_to_its_start_and_said_so(

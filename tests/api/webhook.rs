@@ -106,12 +106,7 @@ pub async fn a_resolved_alert_marks_its_incident_resolved_at_alertmanagers_time(
     let incident = app.incident(id).await;
     assert_eq!(incident["status"], "resolved");
     assert_eq!(incident["resolved_at"], "2026-11-25T03:00:00.500Z");
-    let kinds: Vec<&str> = incident["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = timeline_kinds(&incident);
     assert_eq!(kinds, ["opened", "resolved"]);
 }
 
