@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 
 use super::view::View;
 use super::SendError;
-use crate::plan::StepState;
 
 /// Slack's limit on a header's text.
 const HEADER_MAX: usize = 150;
@@ -109,9 +108,8 @@ pub fn step_value(incident_id: i64, step_id: i64) -> String {
 /// One actions block per step waiting for a person: Approve (with a confirmation, as the step
 /// changes production) and Reject.
 fn approval_buttons(v: &View<'_>) -> Vec<Value> {
-    v.steps
-        .iter()
-        .filter(|s| s.state == StepState::WaitingApproval)
+    v.waiting_approvals()
+        .map(|(_, s)| s)
         .take(10)
         .map(|s| {
             let value = step_value(v.incident.id, s.id);

@@ -188,22 +188,26 @@ impl View<'_> {
             .map(str::to_owned)
     }
 
+    /// The approvals a person is asked for now: each `approval_requested` event whose step is
+    /// still waiting. The message's lines and its buttons both come from this, so a rendering
+    /// read between the step's move and its event shows neither rather than one without the other.
+    pub fn waiting_approvals(&self) -> impl Iterator<Item = (&TimelineEvent, &Step)> + '_ {
+        self.timeline
+            .iter()
+            .filter(|e| e.kind == "approval_requested")
+            .filter_map(|e| {
+                let step = e.detail.get("step").and_then(Value::as_i64)?;
+                self.steps
+                    .iter()
+                    .find(|s| s.id == step && s.state == StepState::WaitingApproval)
+                    .map(|s| (e, s))
+            })
+    }
+
     /// What needs a person: approvals waiting (with how to approve) and the escalation.
     pub fn person_lines(&self, escape: impl Fn(&str) -> String) -> Vec<String> {
         let mut lines = Vec::new();
-        for e in self
-            .timeline
-            .iter()
-            .filter(|e| e.kind == "approval_requested")
-        {
-            let step = e.detail.get("step").and_then(Value::as_i64);
-            let waiting = self
-                .steps
-                .iter()
-                .any(|s| Some(s.id) == step && s.state == StepState::WaitingApproval);
-            if !waiting {
-                continue;
-            }
+        for (e, _) in self.waiting_approvals() {
             let name = e
                 .detail
                 .get("name")
@@ -359,5 +363,54 @@ mod tests {
             ["escalated: S3 &lt;denied&gt;"]
         );
         assert!(v.headline().contains("Escalated") && v.headline().contains("not diagnosed"));
+    }
+
+    #[test]
+    fn a_waiting_step_is_offered_only_once_its_approval_request_is_on_the_timeline() {
+        let i = incident(IncidentStatus::Open);
+        let step = Step {
+            id: 3,
+            incident_id: i.id,
+            seq: 1,
+            group: 0,
+            kind: StepKind::Action,
+            name: "restart_primary".into(),
+            target: "statefulset/ns/pg".into(),
+            decision: Decision::Approve,
+            state: StepState::WaitingApproval,
+            reason: String::new(),
+            output: json!({}),
+            decided_by: None,
+            decided_at: None,
+            started_at: None,
+            finished_at: None,
+        };
+        let steps = [step];
+        let requested = TimelineEvent {
+            id: 9,
+            at: i.opened_at,
+            kind: "approval_requested".into(),
+            detail: json!({ "step": 3, "name": "restart_primary", "target": "statefulset/ns/pg",
+                            "output": { "approve": "/api/v1/incidents/7/actions/3/approve" } }),
+        };
+        let empty = [];
+        let with_request = [requested];
+        let [before, after] = [&empty[..], &with_request[..]].map(|timeline| View {
+            incident: &i,
+            diagnosis: None,
+            steps: &steps,
+            timeline,
+            last_good_backup: None,
+            now: i.opened_at,
+            external_url: "https://br.example",
+            rpo_hours: 24,
+            buttons: true,
+        });
+        // Read between the step's move and its event: neither a line nor (in Slack) a button.
+        assert_eq!(before.waiting_approvals().count(), 0);
+        assert!(before.person_lines(str::to_owned).is_empty());
+        let offered: Vec<i64> = after.waiting_approvals().map(|(_, s)| s.id).collect();
+        assert_eq!(offered, [3]);
+        assert!(after.person_lines(str::to_owned)[0].contains("the buttons below"));
     }
 }
