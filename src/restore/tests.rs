@@ -1,5 +1,6 @@
 //! The restore test's pure parts: table of contents, key matching, names, the target URL.
 use super::*;
+use secrecy::{ExposeSecret, SecretString};
 
 #[test]
 fn the_table_of_contents_names_tables_and_their_data() {

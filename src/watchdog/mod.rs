@@ -31,7 +31,7 @@ use crate::alert::{Alert, AlertStatus, Notification};
 use crate::config::Settings;
 use crate::intake::{Intake, Outcome};
 use crate::playbooks::BACKUP_STALE;
-use crate::probes::s3::{job_s3, list_backups_since, Listing};
+use crate::probes::s3::{job_s3, Listing};
 use crate::probes::{Clients, ProbeContext};
 use crate::store::{Store, StoreError};
 
@@ -225,21 +225,7 @@ impl Watchdog {
     /// Every backup under the prefix (one request per 1000 keys), or why not.
     async fn list(&self, ctx: &ProbeContext) -> Result<Listing, String> {
         let job = job_s3(ctx).await?;
-        list_backups_since(
-            &job.client,
-            &job.bucket,
-            &job.prefix,
-            Some(DateTime::UNIX_EPOCH),
-        )
-        .await
-        .map_err(|e| {
-            format!(
-                "listing s3://{}/{}: {}",
-                job.bucket,
-                job.prefix,
-                job.redact(&crate::aws::explain("S3", &e).words)
-            )
-        })
+        crate::restore::list_every_backup(&job).await
     }
 
     /// Opens the database's incident through the intake unless one is open or escalated.
