@@ -299,6 +299,25 @@ async fn a_watchdog_that_finds_nothing_wrong_opens_nothing_and_lists_s3_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watchdog_that_cannot_list_the_bucket_opens_nothing_and_says_it_could_not_look() {
+    // Arrange: the job's Secret names a bucket that does not exist, so the period's one listing
+    // fails.
+    let w = world(Break::S3, FAILED_DUMP).await;
+
+    // Act
+    let report = check_now(&w).await;
+
+    // Assert: no incident from a listing that did not happen, and the blindness is on record.
+    assert!(report.opened.is_empty(), "{report:?}");
+    let why = report.unanswered.get("s3").expect("s3 is said unanswered");
+    assert!(why.contains("s3://link-backups-deleted"), "{why}");
+    assert!(!report.unanswered.contains_key("prometheus"), "{report:?}");
+    assert!(incidents_named(&w, "PostgreSQLBackupStale")
+        .await
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_backups_without_the_backup_metric_still_open_an_incident_per_database() {
     let w = world_with(
         Break::Nothing,

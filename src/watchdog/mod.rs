@@ -49,6 +49,9 @@ pub struct PeriodReport {
     pub resolved: BTreeMap<String, i64>,
     /// ListObjectsV2 requests made.
     pub s3_list_requests: u32,
+    /// The sources that did not answer ("s3", "prometheus") and why: the watchdog could not look
+    /// there this period, so a silence from it proves nothing. Counted and logged.
+    pub unanswered: BTreeMap<String, String>,
 }
 
 /// Checks backup freshness every period; see the module documentation.
@@ -157,7 +160,8 @@ impl Watchdog {
             .finish_watchdog_period(
                 period,
                 &json!({ "verdicts": findings, "opened": report.opened, "resolved": report.resolved,
-                         "s3_list_requests": report.s3_list_requests }),
+                         "s3_list_requests": report.s3_list_requests,
+                         "unanswered": report.unanswered }),
             )
             .await?;
         metrics::counter!("backup_remediator_watchdog_runs_total", "outcome" => "checked")
@@ -189,7 +193,19 @@ impl Watchdog {
             opened: BTreeMap::new(),
             resolved: BTreeMap::new(),
             s3_list_requests: listing.as_ref().map_or(0, |l| l.pages),
+            unanswered: BTreeMap::new(),
         };
+        for (source, answer) in [
+            ("s3", listing.as_ref().err()),
+            ("prometheus", samples.as_ref().err()),
+        ] {
+            if let Some(why) = answer {
+                metrics::counter!("backup_remediator_watchdog_unanswered_total", "source" => source)
+                    .increment(1);
+                tracing::warn!(source, error = %why, %period, "the watchdog could not look: a period without findings proves nothing");
+                report.unanswered.insert(source.to_owned(), why.clone());
+            }
+        }
         for db in databases {
             let newest = listing.as_ref().map(|l| {
                 l.recent
