@@ -1,8 +1,9 @@
-//! The store's interface for the freshness watchdog (the SQL is in `watchdog_queries.rs`,
-//! shared by both backends): one row per period, and the live incident of an alert.
+//! The freshness watchdog's periods (one row per period, taken by one replica) and the live
+//! incident of an alert it looks for.
 
 use chrono::{DateTime, Utc};
 
+use super::codec::Json;
 use super::{Store, StoreError};
 
 impl Store {
@@ -12,7 +13,18 @@ impl Store {
         period: DateTime<Utc>,
         holder: &str,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.claim_watchdog_period(period, holder, Utc::now()).await)
+        let done = self
+            .writer()
+            .query(
+                "INSERT INTO watchdog_periods (period, holder, started_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(period)
+            .bind(holder)
+            .bind(Utc::now())
+            .execute()
+            .await?;
+        Ok(done == 1)
     }
 
     /// Records what the check of `period` found.
@@ -21,7 +33,14 @@ impl Store {
         period: DateTime<Utc>,
         findings: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.finish_watchdog_period(period, Utc::now(), findings).await)
+        self.writer()
+            .query("UPDATE watchdog_periods SET finished_at = $1, findings = $2 WHERE period = $3")
+            .bind(Utc::now())
+            .bind(Json(findings))
+            .bind(period)
+            .execute()
+            .await?;
+        Ok(())
     }
 
     /// The newest incident of alert `fingerprint` that is open or escalated: (id, starts_at).
@@ -29,6 +48,16 @@ impl Store {
         &self,
         fingerprint: &str,
     ) -> Result<Option<(i64, DateTime<Utc>)>, StoreError> {
-        dispatch!(self, s => s.live_incident(fingerprint).await)
+        let row = self
+            .writer()
+            .query(
+                "SELECT id, starts_at FROM incidents WHERE fingerprint = $1 \
+                 AND status IN ('open', 'escalated') ORDER BY id DESC LIMIT 1",
+            )
+            .bind(fingerprint)
+            .fetch_optional()
+            .await?;
+        row.map(|r| Ok((r.get("id")?, r.get("starts_at")?)))
+            .transpose()
     }
 }
