@@ -35,8 +35,8 @@ pub(crate) trait Index: ColumnIndex<PgRow> + ColumnIndex<SqliteRow> + Copy {}
 impl Index for &str {}
 impl Index for usize {}
 
-/// Types that both backends write and read as they are.
-macro_rules! same_on_both {
+/// Parameters both backends bind as they are.
+macro_rules! bound_as_is {
     ($($t:ty),*) => {$(
         impl<'q> Param<'q> for $t {
             type Pg = Self;
@@ -48,16 +48,13 @@ macro_rules! same_on_both {
                 Ok(self)
             }
         }
-        impl<'q> Param<'q> for &'q $t {
-            type Pg = Self;
-            type Lite = Self;
-            fn pg(self) -> Self {
-                self
-            }
-            fn lite(self) -> Result<Self, StoreError> {
-                Ok(self)
-            }
-        }
+    )*};
+}
+
+/// Types both backends write and read as they are (also bound by reference).
+macro_rules! same_on_both {
+    ($($t:ty),*) => {$(
+        bound_as_is!($t, &'q $t);
         impl Column for $t {
             fn pg<I: Index>(row: &PgRow, col: I) -> Result<Self, StoreError> {
                 row.try_get(col).map_err(classify)
@@ -80,28 +77,7 @@ same_on_both!(
     Option<f64>,
     Option<String>
 );
-
-impl<'q> Param<'q> for &'q str {
-    type Pg = Self;
-    type Lite = Self;
-    fn pg(self) -> Self {
-        self
-    }
-    fn lite(self) -> Result<Self, StoreError> {
-        Ok(self)
-    }
-}
-
-impl<'q> Param<'q> for Option<&'q str> {
-    type Pg = Self;
-    type Lite = Self;
-    fn pg(self) -> Self {
-        self
-    }
-    fn lite(self) -> Result<Self, StoreError> {
-        Ok(self)
-    }
-}
+bound_as_is!(&'q str, Option<&'q str>);
 
 // ---- Time ----
 

@@ -12,13 +12,11 @@
 
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use futures_util::stream::BoxStream;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteQueryResult, SqliteRow, SqliteStatement, SqliteSynchronous, SqliteTypeInfo,
+    SqliteSynchronous,
 };
-use sqlx::{Describe, Either, Execute, Executor, Transaction};
+use sqlx::Transaction;
 
 use super::{classify, StoreError, StoreOptions};
 
@@ -33,8 +31,8 @@ const MAX_READERS: u32 = 4;
 /// single incidents by key; the operating system's file cache holds the rest.
 const READER_CACHE_KIB: u32 = 512;
 
-/// The one writer connection. Used like a pool by the queries shared with PostgreSQL (`&self.pool`
-/// is an executor, `self.pool.begin()` a transaction), so their SQL needs no SQLite variant.
+/// The one writer connection: statements run on its pool (one connection, callers queue fairly),
+/// transactions begin `IMMEDIATE` through [`Writer::begin`].
 #[derive(Debug, Clone)]
 pub(super) struct Writer(SqlitePool);
 
@@ -44,48 +42,9 @@ impl Writer {
         self.0.begin_with("BEGIN IMMEDIATE").await
     }
 
-    /// The writer's pool, for migrations.
+    /// The writer's pool: single statements and migrations run on it.
     pub(super) fn pool(&self) -> &SqlitePool {
         &self.0
-    }
-}
-
-impl<'p> Executor<'p> for &'_ Writer {
-    type Database = Sqlite;
-
-    fn fetch_many<'e, 'q: 'e, E>(
-        self,
-        query: E,
-    ) -> BoxStream<'e, Result<Either<SqliteQueryResult, SqliteRow>, sqlx::Error>>
-    where
-        E: 'q + Execute<'q, Sqlite>,
-    {
-        (&self.0).fetch_many(query)
-    }
-
-    fn fetch_optional<'e, 'q: 'e, E>(
-        self,
-        query: E,
-    ) -> BoxFuture<'e, Result<Option<SqliteRow>, sqlx::Error>>
-    where
-        E: 'q + Execute<'q, Sqlite>,
-    {
-        (&self.0).fetch_optional(query)
-    }
-
-    fn prepare_with<'e, 'q: 'e>(
-        self,
-        sql: &'q str,
-        parameters: &'e [SqliteTypeInfo],
-    ) -> BoxFuture<'e, Result<SqliteStatement<'q>, sqlx::Error>> {
-        (&self.0).prepare_with(sql, parameters)
-    }
-
-    fn describe<'e, 'q: 'e>(
-        self,
-        sql: &'q str,
-    ) -> BoxFuture<'e, Result<Describe<Sqlite>, sqlx::Error>> {
-        (&self.0).describe(sql)
     }
 }
 
