@@ -1,11 +1,11 @@
 //! Incidents: opening and resolving them, their timeline, their findings and diagnosis, and
-//! reading them back. The alert write path (open, resolve, re-send counts) is per backend (see
-//! `postgres` and `sqlite`); everything else is written once here.
+//! reading them back. Opening alerts and counting re-sends are per backend (see `postgres` and
+//! `sqlite`: batched differently); everything else is written once here.
 
 use chrono::{DateTime, Utc};
 
 use super::codec::Json;
-use super::query::Row;
+use super::query::{Row, Stamp};
 use super::{corrupt, Store, StoreError};
 use crate::diagnosis::Diagnosis;
 use crate::incident::{Incident, IncidentStatus, NewIncident, TimelineEvent};
@@ -123,10 +123,48 @@ impl Store {
         at: DateTime<Utc>,
         detail: &serde_json::Value,
     ) -> Result<Resolution, StoreError> {
-        match self {
-            Store::Postgres(s) => s.resolve_by_alert(fingerprint, starts_at, at, detail).await,
-            Store::Sqlite(s) => s.resolve_by_alert(fingerprint, starts_at, at, detail).await,
-        }
+        let mut tx = self.begin().await?;
+        let now = Stamp::of(tx.dialect());
+        // A remediated incident keeps that status (the alert clearing is the expected
+        // consequence); every other one becomes resolved.
+        let sql = format!(
+            "UPDATE incidents SET status = CASE WHEN status = 'remediated' THEN status ELSE 'resolved' END, \
+             resolved_at = $3, updated_at = {now} \
+             WHERE fingerprint = $1 AND starts_at = $2 AND resolved_at IS NULL RETURNING id",
+            now = now.sql(4),
+        );
+        let updated: Option<i64> = tx
+            .query(&sql)
+            .bind(fingerprint)
+            .bind(starts_at)
+            .bind(at)
+            .bind_stamp(now)
+            .fetch_optional_scalar()
+            .await?;
+        let outcome = match updated {
+            Some(id) => {
+                let sql = format!(
+                    "INSERT INTO incident_events (incident_id, detail, kind, at) VALUES ($1, $2, 'resolved', {now})",
+                    now = now.sql(3),
+                );
+                tx.query(&sql)
+                    .bind(id)
+                    .bind(Json(detail))
+                    .bind_stamp(now)
+                    .execute()
+                    .await?;
+                Resolution::Resolved(id)
+            }
+            None => tx
+                .query("SELECT id FROM incidents WHERE fingerprint = $1 AND starts_at = $2")
+                .bind(fingerprint)
+                .bind(starts_at)
+                .fetch_optional_scalar()
+                .await?
+                .map_or(Resolution::Unknown, Resolution::AlreadyResolved),
+        };
+        tx.commit().await?;
+        Ok(outcome)
     }
 
     /// Adds counted re-sends in one transaction.

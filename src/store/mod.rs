@@ -2,11 +2,11 @@
 //! on an embedded SQLite file (a bare machine). SQL lives in this module and nowhere else.
 //!
 //! One file per aggregate, each with its SQL written once for both backends through
-//! [`query`] and [`codec`]: `incidents` (incidents, timeline, findings, diagnosis), `plans` and
+//! `query` and `codec`: `incidents` (incidents, timeline, findings, diagnosis), `plans` and
 //! `gate` (steps, claims, target locks, cooldown, budget), `outbox` (notifications), `runbook`
 //! (restore tests, manual backups), `watchdog` (periods). `postgres` and `sqlite` hold only what
-//! must differ: connecting, migrating, and the write-path statements whose SQL differs (the
-//! batched insert, the re-send counts, the clock of a resolution).
+//! must differ: connecting, migrating, and the alert write path (opening incidents one by one
+//! or batched, the re-send counts), whose statements differ.
 //!
 //! This file: the error type, connecting, and the store-wide calls.
 

@@ -1,13 +1,13 @@
 //! The PostgreSQL backend: production, and the one several replicas share. Connecting,
 //! migrating, and the incident write path where PostgreSQL's SQL differs from SQLite's: the
-//! alert insert as one statement (and batched with `UNNEST`), the re-send counts batched with
-//! `UNNEST`, and a resolution timed by the database's clock.
+//! alert insert as one statement (and batched with `UNNEST`), and the re-send counts batched with
+//! `UNNEST`.
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 
-use super::{classify, Opened, Renotified, Resolution, StoreError, StoreOptions};
+use super::{classify, Opened, Renotified, StoreError, StoreOptions};
 use crate::incident::NewIncident;
 
 /// Opens an incident with its `opened` event in one atomic statement; no row when the alert's
@@ -144,51 +144,6 @@ impl PgStore {
             .fetch_one(&self.pool)
             .await
             .map_err(classify)
-    }
-
-    pub(super) async fn resolve_by_alert(
-        &self,
-        fingerprint: &str,
-        starts_at: DateTime<Utc>,
-        at: DateTime<Utc>,
-        detail: &serde_json::Value,
-    ) -> Result<Resolution, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let updated: Option<i64> = sqlx::query_scalar(
-            // A remediated incident keeps that status (the alert clearing is the expected
-            // consequence); every other one becomes resolved.
-            "UPDATE incidents SET status = CASE WHEN status = 'remediated' THEN status ELSE 'resolved' END, \
-             resolved_at = $3, updated_at = now() \
-             WHERE fingerprint = $1 AND starts_at = $2 AND resolved_at IS NULL RETURNING id",
-        )
-        .bind(fingerprint)
-        .bind(starts_at)
-        .bind(at)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(classify)?;
-        let outcome = match updated {
-            Some(id) => {
-                sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES ($1, now(), 'resolved', $2)")
-                    .bind(id)
-                    .bind(Json(detail))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                Resolution::Resolved(id)
-            }
-            None => sqlx::query_scalar(
-                "SELECT id FROM incidents WHERE fingerprint = $1 AND starts_at = $2",
-            )
-            .bind(fingerprint)
-            .bind(starts_at)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .map_or(Resolution::Unknown, Resolution::AlreadyResolved),
-        };
-        tx.commit().await.map_err(classify)?;
-        Ok(outcome)
     }
 
     pub(super) async fn record_renotifications(

@@ -6,6 +6,7 @@
 //!
 //! Each call is one `match` on the backend: no boxing, no allocation beyond sqlx's own.
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::Transaction;
@@ -51,6 +52,33 @@ impl Dialect {
             // A write as the first statement takes SQLite's write lock at once: gate transactions
             // run one at a time instead of failing to upgrade a read lock.
             Dialect::Sqlite => "DELETE FROM action_starts WHERE id < 0",
+        }
+    }
+}
+
+/// The time a change is stamped with where the backends' clocks differ: PostgreSQL's transaction
+/// clock, or on SQLite this process's clock, bound as a parameter (SQLite's `'now'` has only
+/// milliseconds; stored times have microseconds).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stamp {
+    Database,
+    Bound(DateTime<Utc>),
+}
+
+impl Stamp {
+    pub(crate) fn of(dialect: Dialect) -> Self {
+        match dialect {
+            Dialect::Postgres => Stamp::Database,
+            Dialect::Sqlite => Stamp::Bound(Utc::now()),
+        }
+    }
+
+    /// The SQL for this time; `param` is the number its parameter takes when it is bound (it
+    /// must be the statement's last).
+    pub(crate) fn sql(self, param: usize) -> String {
+        match self {
+            Stamp::Database => "now()".to_owned(),
+            Stamp::Bound(_) => format!("${param}"),
         }
     }
 }
@@ -157,6 +185,14 @@ impl<'c, 'q> Stmt<'c, 'q> {
             },
         };
         self
+    }
+
+    /// Binds the time of `stamp` if it is a parameter (see [`Stamp::sql`]).
+    pub(crate) fn bind_stamp(self, stamp: Stamp) -> Self {
+        match stamp {
+            Stamp::Database => self,
+            Stamp::Bound(t) => self.bind(t),
+        }
     }
 
     fn ready(self) -> Result<Run<'c, 'q>, StoreError> {

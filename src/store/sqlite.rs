@@ -1,17 +1,15 @@
 //! The SQLite backend: the default on a bare machine, one process at a time. Writes go through
 //! one writer connection, reads through a few readers (see `sqlite_pools`). Opening the file,
 //! migrating, and the incident write path where SQLite's SQL differs from PostgreSQL's: the
-//! alert inserts and re-send counts one statement at a time in the writer's transaction, and a
-//! resolution timed by this process's clock.
+//! alert inserts and re-send counts one statement at a time in the writer's transaction.
 
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqlitePool;
 
 use super::codec::sqlite_time as ts;
 use super::sqlite_pools::{self, Writer};
-use super::{classify, Opened, Renotified, Resolution, StoreError, StoreOptions};
+use super::{classify, Opened, Renotified, StoreError, StoreOptions};
 use crate::incident::NewIncident;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -59,52 +57,6 @@ impl SqliteStore {
         }
         tx.commit().await.map_err(classify)?;
         Ok(out)
-    }
-
-    pub(super) async fn resolve_by_alert(
-        &self,
-        fingerprint: &str,
-        starts_at: DateTime<Utc>,
-        at: DateTime<Utc>,
-        detail: &serde_json::Value,
-    ) -> Result<Resolution, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(classify)?;
-        let now = ts(Utc::now());
-        let updated: Option<i64> = sqlx::query_scalar(
-            "UPDATE incidents SET status = CASE WHEN status = 'remediated' THEN status ELSE 'resolved' END, \
-             resolved_at = ?3, updated_at = ?4 \
-             WHERE fingerprint = ?1 AND starts_at = ?2 AND resolved_at IS NULL RETURNING id",
-        )
-        .bind(fingerprint)
-        .bind(ts(starts_at))
-        .bind(ts(at))
-        .bind(&now)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(classify)?;
-        let outcome = match updated {
-            Some(id) => {
-                sqlx::query("INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, 'resolved', ?3)")
-                    .bind(id)
-                    .bind(&now)
-                    .bind(detail.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                Resolution::Resolved(id)
-            }
-            None => sqlx::query_scalar(
-                "SELECT id FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2",
-            )
-            .bind(fingerprint)
-            .bind(ts(starts_at))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
-            .map_or(Resolution::Unknown, Resolution::AlreadyResolved),
-        };
-        tx.commit().await.map_err(classify)?;
-        Ok(outcome)
     }
 
     pub(super) async fn record_renotifications(
