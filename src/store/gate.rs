@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::codec::Json;
 use super::query::Tx;
 use super::{Store, StoreError};
-use crate::plan::{GateOutcome, GateRequest, Refusal, StepState, Verdict};
+use crate::domain::plan::{GateOutcome, GateRequest, Refusal, StepState, Verdict};
 
 /// How a step the gate does not start ends: its state, the refusal if any, and why.
 type Ending = (StepState, Option<Refusal>, String);

@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use super::codec::Json;
 use super::query::{Row, Stamp};
 use super::{corrupt, Store, StoreError};
-use crate::diagnosis::Diagnosis;
-use crate::incident::{Incident, IncidentStatus, NewIncident, TimelineEvent};
-use crate::probes::Finding;
+use crate::domain::diagnosis::Diagnosis;
+use crate::domain::finding::Finding;
+use crate::domain::incident::{Incident, IncidentStatus, NewIncident, TimelineEvent};
 
 /// Outcome of [`Store::open_incident`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,13 +1,13 @@
 //! Notifications: the outbox of deliveries (Slack, PagerDuty) and each incident's cursor (the
 //! newest timeline event already turned into deliveries), with the types the notifier uses.
-//! See `crate::notify`.
+//! See `crate::workflow::notify`.
 
 use chrono::{DateTime, Utc};
 
 use super::codec::Json;
 use super::incidents::{incident, INCIDENT_COLUMNS};
 use super::{corrupt, Store, StoreError};
-use crate::incident::Incident;
+use crate::domain::incident::Incident;
 
 /// Where an incident's notifications stand.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::codec::Json;
 use super::query::Row;
 use super::{seconds, Store, StoreError};
-use crate::plan::{Claim, PlannedStep, Step, StepState, Transition};
+use crate::domain::plan::{Claim, PlannedStep, Step, StepState, Transition};
 
 /// The columns every step query selects.
 const STEP_COLUMNS: &str = "id, incident_id, seq, attempt_group, kind, name, target, decision, \

@@ -8,7 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 
 use super::{classify, Opened, Renotified, StoreError, StoreOptions};
-use crate::incident::NewIncident;
+use crate::domain::incident::NewIncident;
 
 /// Opens an incident with its `opened` event in one atomic statement; no row when the alert's
 /// incident already exists. The load benchmark runs this same statement through pgbench.

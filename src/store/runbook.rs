@@ -6,8 +6,10 @@ use chrono::{DateTime, Utc};
 use super::codec::Json;
 use super::query::Row;
 use super::{corrupt, Store, StoreError};
-use crate::manual_backup::{BackupStatus, ManualBackup, NewManualBackup};
-use crate::restore::{CheckResult, NewRestoreTest, RestoreTest, RtoResult, TestResult, TestStatus};
+use crate::domain::manual_backup::{BackupStatus, ManualBackup, NewManualBackup};
+use crate::domain::restore_test::{
+    CheckResult, NewRestoreTest, RestoreTest, RtoResult, TestResult, TestStatus,
+};
 
 const RESTORE_TEST_COLUMNS: &str = "id, database, object_key, trigger, actor, status, reason, \
     started_at, finished_at, duration_ms, object_bytes, archive_bytes, tables_expected, \

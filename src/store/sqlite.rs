@@ -10,7 +10,7 @@ use sqlx::sqlite::SqlitePool;
 use super::codec::sqlite_time as ts;
 use super::sqlite_pools::{self, Writer};
 use super::{classify, Opened, Renotified, StoreError, StoreOptions};
-use crate::incident::NewIncident;
+use crate::domain::incident::NewIncident;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
