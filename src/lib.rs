@@ -10,6 +10,7 @@ pub mod aws;
 pub mod config;
 pub mod crypto;
 pub mod diagnosis;
+pub mod domain;
 pub mod engine;
 pub mod incident;
 pub mod intake;

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use crate::actions::ActionContext;
 use crate::config::Settings;
+use crate::domain::action::ActionName;
 use crate::incident::IncidentStatus;
 use crate::plan::{
     Claim, Decision, PlannedStep, Refusal, Step, StepKind, StepState, Transition, Verdict,
@@ -69,10 +70,10 @@ enum Ran {
 }
 
 /// The policy's name of what a step does (a verification reruns the backup).
-fn policy_action(step: &Step) -> &str {
+fn policy_action(step: &Step) -> ActionName {
     match step.kind {
-        StepKind::Verify => crate::policy::RERUN_BACKUP,
-        _ => &step.name,
+        StepKind::Verify => ActionName::RerunBackup,
+        _ => step.name,
     }
 }
 
@@ -164,7 +165,7 @@ impl Remediator {
             vec![PlannedStep {
                 group: 1,
                 kind: StepKind::Escalate,
-                name: playbooks::ESCALATE.to_owned(),
+                name: ActionName::Escalate,
                 target: "on-call".to_owned(),
                 decision: Decision::Auto,
                 reason: why,

@@ -12,9 +12,11 @@
 //! size: one read buffer, the decryptor's few blocks, and pipes with back-pressure.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
+
+use crate::domain::names::string_enum;
 
 mod checks;
 mod drift;
@@ -40,37 +42,20 @@ const STDERR_KEEP: usize = 16 * 1024;
 /// Largest `pg_restore --list` output read (a TOC of a few hundred thousand entries).
 const TOC_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Where a restore test stands or how it ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TestStatus {
-    #[default]
-    Running,
-    /// Restored, and every announced table is there with its data.
-    Passed,
-    /// The backup is not restorable (an incident is opened).
-    Failed,
-    /// The test could not be carried out (nothing is said about the backup).
-    Error,
-}
-
-impl TestStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Passed => "passed",
-            Self::Failed => "failed",
-            Self::Error => "error",
-        }
+string_enum!(
+    /// Where a restore test stands or how it ended.
+    #[derive(Default, ToSchema)]
+    pub TestStatus "restore test status" {
+        #[default]
+        Running => "running",
+        /// Restored, and every announced table is there with its data.
+        Passed => "passed",
+        /// The backup is not restorable (an incident is opened).
+        Failed => "failed",
+        /// The test could not be carried out (nothing is said about the backup).
+        Error => "error",
     }
-
-    pub fn parse(s: &str) -> Result<Self, String> {
-        [Self::Running, Self::Passed, Self::Failed, Self::Error]
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| format!("unknown restore test status {s:?}"))
-    }
-}
+);
 
 /// One database's restore test, as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

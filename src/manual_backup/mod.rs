@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
+
+use crate::domain::names::string_enum;
 
 pub use job::{
     job, labels, script, shell_quote, BackupPlan, RUN_AS_ID, SCRATCH_DIR, SCRIPT_TEMPLATE,
@@ -55,42 +57,18 @@ pub struct ManualBackup {
     pub detail: Value,
 }
 
-/// Where a manual backup stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BackupStatus {
-    Running,
-    Succeeded,
-    Failed,
-    TimedOut,
-    /// The Job could not be created or watched.
-    Error,
-}
-
-impl BackupStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::TimedOut => "timed_out",
-            Self::Error => "error",
-        }
+string_enum!(
+    /// Where a manual backup stands.
+    #[derive(ToSchema)]
+    pub BackupStatus "manual backup status" {
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        TimedOut => "timed_out",
+        /// The Job could not be created or watched.
+        Error => "error",
     }
-
-    pub fn parse(s: &str) -> Result<Self, String> {
-        [
-            Self::Running,
-            Self::Succeeded,
-            Self::Failed,
-            Self::TimedOut,
-            Self::Error,
-        ]
-        .into_iter()
-        .find(|b| b.as_str() == s)
-        .ok_or_else(|| format!("unknown manual backup status {s:?}"))
-    }
-}
+);
 
 /// A manual backup about to be recorded.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use super::{targets, PlanInput, Playbook, Proposed};
 use crate::diagnosis::Scenario;
-use crate::policy::REPAIR_BACKUP_ROLE;
+use crate::domain::action::ActionName;
 
 pub struct Authentication;
 
@@ -17,7 +17,7 @@ impl Playbook for Authentication {
         vec![
             vec![
                 Proposed::action(
-                    REPAIR_BACKUP_ROLE,
+                    ActionName::RepairBackupRole,
                     targets::backup_role(s),
                     "create or repair the backup role from the Secret and grant CONNECT and read access",
                 ),

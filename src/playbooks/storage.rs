@@ -4,7 +4,7 @@
 
 use super::{targets, PlanInput, Playbook, Proposed};
 use crate::diagnosis::Scenario;
-use crate::policy::{DELETE_OLD_FILES, EXPAND_PVC};
+use crate::domain::action::ActionName;
 use crate::probes::Signal;
 
 pub struct Storage;
@@ -25,7 +25,7 @@ impl Playbook for Storage {
         if !ephemeral_only {
             groups.push(vec![
                 Proposed::action(
-                    EXPAND_PVC,
+                    ActionName::ExpandPvc,
                     targets::pvc(s),
                     "grow the data volume claim by the policy's step, within its ceiling",
                 ),
@@ -34,7 +34,7 @@ impl Playbook for Storage {
         }
         groups.push(vec![
             Proposed::action(
-                DELETE_OLD_FILES,
+                ActionName::DeleteOldFiles,
                 targets::data_directory(s),
                 "the runbook's `find /var/lib/postgresql/data -name '*.backup' -mtime +7 -delete`",
             ),

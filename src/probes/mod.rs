@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use utoipa::ToSchema;
 
+use crate::domain::names::string_enum;
+
 use crate::config::Settings;
 pub use patterns::LogPattern;
 pub use secret::{BackupSecret, SecretUnavailable};
@@ -48,30 +50,20 @@ pub const NAMES: &[&str] = &[
     "encryption",
 ];
 
-/// What a probe concluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// The system looked healthy for this question.
-    Ok,
-    /// The probe found something wrong (see the signals).
-    Problem,
-    /// The probe could not get an answer (unreachable, timed out, not allowed).
-    Error,
-    /// The probe did not run (disabled, or something it needs is unavailable).
-    Skipped,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Problem => "problem",
-            Status::Error => "error",
-            Status::Skipped => "skipped",
-        }
+string_enum!(
+    /// What a probe concluded.
+    #[derive(ToSchema)]
+    pub Status "probe status" {
+        /// The system looked healthy for this question.
+        Ok => "ok",
+        /// The probe found something wrong (see the signals).
+        Problem => "problem",
+        /// The probe could not get an answer (unreachable, timed out, not allowed).
+        Error => "error",
+        /// The probe did not run (disabled, or something it needs is unavailable).
+        Skipped => "skipped",
     }
-}
+);
 
 /// How a connection attempt failed (the pg_isready distinctions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

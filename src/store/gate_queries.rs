@@ -229,7 +229,7 @@ pub(super) async fn gate(
              VALUES ($1, $2, $3, $4, {DB_NOW})"
         );
         sqlx::query(&sql)
-            .bind(g.action)
+            .bind(g.action.as_str())
             .bind(&g.step.target)
             .bind(g.step.incident_id)
             .bind(g.step.id)
@@ -265,7 +265,7 @@ async fn gate_limits(
         "SELECT COUNT(*) FROM action_starts WHERE incident_id = $1 AND action = $2",
     )
     .bind(g.step.incident_id)
-    .bind(g.action)
+    .bind(g.action.as_str())
     .fetch_one(&mut **tx)
     .await
     .map_err(classify)?;
@@ -285,7 +285,7 @@ async fn gate_limits(
             since = db_shift(3, '-'),
         );
         let row = sqlx::query(&sql)
-            .bind(g.action)
+            .bind(g.action.as_str())
             .bind(&g.step.target)
             .bind(g.cooldown_seconds)
             .fetch_one(&mut **tx)
@@ -310,7 +310,7 @@ async fn gate_limits(
         since = db_shift(2, '-'),
     );
     let used: i64 = sqlx::query_scalar(&sql)
-        .bind(g.action)
+        .bind(g.action.as_str())
         .bind(window)
         .fetch_one(&mut **tx)
         .await

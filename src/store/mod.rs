@@ -485,7 +485,7 @@ pub(crate) const INCIDENT_COLUMNS: &str = "id, status, alertname, fingerprint, s
     renotified_count";
 
 pub(crate) fn parse_status(s: &str) -> Result<IncidentStatus, StoreError> {
-    s.parse().map_err(StoreError::Corrupt)
+    s.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
 }
 
 /// Adds the filter's WHERE clauses, order and limit to a query builder of either backend.
@@ -543,16 +543,17 @@ pub(crate) fn step_from(
     let req =
         |c: &str| text(c)?.ok_or_else(|| StoreError::Corrupt(format!("plan step {c} is NULL")));
     let parse = |c: &str| -> Result<String, StoreError> { req(c) };
+    let bad = |e: crate::domain::names::UnknownName| StoreError::Corrupt(e.to_string());
     Ok(Step {
         id: int("id")?,
         incident_id: int("incident_id")?,
         seq: small("seq")?,
         group: small("attempt_group")?,
-        kind: parse("kind")?.parse().map_err(StoreError::Corrupt)?,
-        name: req("name")?,
+        kind: parse("kind")?.parse().map_err(bad)?,
+        name: req("name")?.parse().map_err(bad)?,
         target: req("target")?,
-        decision: parse("decision")?.parse().map_err(StoreError::Corrupt)?,
-        state: parse("state")?.parse().map_err(StoreError::Corrupt)?,
+        decision: parse("decision")?.parse().map_err(bad)?,
+        state: parse("state")?.parse().map_err(bad)?,
         reason: req("reason")?,
         output,
         decided_by: text("decided_by")?,

@@ -26,7 +26,7 @@ fn restore_test_row(r: &DbRow) -> Result<RestoreTest, StoreError> {
         scratch_database: r.try_get("scratch_database").map_err(classify)?,
         incident_id: int("incident_id")?,
         result: TestResult {
-            status: TestStatus::parse(&status).map_err(StoreError::Corrupt)?,
+            status: status.parse::<TestStatus>().map_err(|e| StoreError::Corrupt(e.to_string()))?,
             reason: r.try_get("reason").map_err(classify)?,
             object_key: r.try_get("object_key").map_err(classify)?,
             finished_at: get_ot(r, "finished_at")?,
@@ -78,7 +78,7 @@ fn manual_backup_row(r: &DbRow) -> Result<ManualBackup, StoreError> {
         storage_class: r.try_get("storage_class").map_err(classify)?,
         trigger: r.try_get("trigger").map_err(classify)?,
         actor: r.try_get("actor").map_err(classify)?,
-        status: BackupStatus::parse(&status).map_err(StoreError::Corrupt)?,
+        status: status.parse::<BackupStatus>().map_err(|e| StoreError::Corrupt(e.to_string()))?,
         reason: r.try_get("reason").map_err(classify)?,
         started_at: get_t(r, "started_at")?,
         finished_at: get_ot(r, "finished_at")?,
