@@ -29,7 +29,7 @@ use crate::pace::{self, Pace, StormWatch};
 use crate::plan::Claim;
 use crate::playbooks;
 use crate::probes::{self, Clients, Finding, Probe, ProbeContext};
-use crate::remediation::{Outcome, Remediator};
+use crate::remediation::{Progress, Remediator};
 use crate::store::{Store, StoreError};
 
 /// Runs the probes and the diagnosis; stores nothing (`replay`, `probe`, and the engine's core).
@@ -217,7 +217,7 @@ impl Engine {
         }
         match &self.remediator {
             None => Ok(true),
-            Some(r) => Ok(r.remediate(incident_id, claim).await? == Outcome::Done),
+            Some(r) => Ok(r.remediate(incident_id, claim).await? == Progress::Done),
         }
     }
 

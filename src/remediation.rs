@@ -55,7 +55,7 @@ pub struct Remediator {
 
 /// How working the plan ended for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Progress {
     /// Nothing more to do (remediated, escalated, resolved, no playbook).
     Done,
     /// Interrupted (shutdown, lost claim, a step moved by someone else): another pass continues.
@@ -119,11 +119,11 @@ impl Remediator {
     }
 
     /// Plans the incident if it has no plan yet, then works the plan under `claim`.
-    pub async fn remediate(&self, incident_id: i64, claim: &Claim) -> Result<Outcome, StoreError> {
+    pub async fn remediate(&self, incident_id: i64, claim: &Claim) -> Result<Progress, StoreError> {
         let mut steps = self.store.steps(incident_id).await?;
         if steps.is_empty() {
             if !self.make_plan(incident_id).await? {
-                return Ok(Outcome::Done);
+                return Ok(Progress::Done);
             }
             steps = self.store.steps(incident_id).await?;
         }
@@ -213,7 +213,7 @@ impl Remediator {
         incident_id: i64,
         claim: &Claim,
         steps: Vec<Step>,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<Progress, StoreError> {
         let mut failed_group: Option<i32> = None;
         let mut remediated = false;
         for planned in steps {
@@ -229,7 +229,7 @@ impl Remediator {
                     | StepState::Interrupted => failed_group = Some(step.group),
                     StepState::Succeeded if step.kind == StepKind::Verify => remediated = true,
                     StepState::Succeeded if step.kind == StepKind::Escalate => {
-                        return Ok(Outcome::Done)
+                        return Ok(Progress::Done)
                     }
                     _ => {}
                 }
@@ -249,7 +249,7 @@ impl Remediator {
             };
             if let Some(why) = skip_reason {
                 if !self.skip(&step, claim, &why).await? {
-                    return Ok(Outcome::Paused);
+                    return Ok(Progress::Paused);
                 }
                 continue;
             }
@@ -260,7 +260,7 @@ impl Remediator {
                         step = step.id,
                         "the step is another process's now; stopping here"
                     );
-                    return Ok(Outcome::Paused);
+                    return Ok(Progress::Paused);
                 }
                 Ran::State(StepState::Succeeded) if step.kind == StepKind::Verify => {
                     remediated = true;
@@ -276,16 +276,16 @@ impl Remediator {
                     tracing::info!(incident_id, "incident remediated and verified");
                 }
                 Ran::State(StepState::Succeeded) if step.kind == StepKind::Escalate => {
-                    return Ok(Outcome::Done)
+                    return Ok(Progress::Done)
                 }
                 Ran::State(StepState::Succeeded | StepState::DryRun | StepState::Skipped) => {}
                 Ran::State(
                     StepState::Running | StepState::WaitingApproval | StepState::Approved,
-                ) => return Ok(Outcome::Paused),
+                ) => return Ok(Progress::Paused),
                 Ran::State(_) => failed_group = Some(step.group),
             }
         }
-        Ok(Outcome::Done)
+        Ok(Progress::Done)
     }
 
     async fn current(&self, incident_id: i64, step_id: i64) -> Result<Option<Step>, StoreError> {

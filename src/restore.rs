@@ -26,9 +26,9 @@ mod scratch;
 mod service;
 mod toc;
 pub use checks::{CheckResult, RtoResult};
-pub use objects::{database_of, key_matches, list_every_backup};
+pub use objects::{database_of, key_matches, list_every_backup, ListingError};
 pub use pipeline::{check_restored, restore_stream, Checked, PipelineReport, RestoreInto};
-pub use scratch::{drop_database, quote_ident, scratch_name, PgTarget, ScratchDb};
+pub use scratch::{drop_database, quote_ident, scratch_name, PgTarget, ScratchDb, ScratchError};
 pub use service::{incident_fingerprint, RestoreTester, StartError, TestRequest};
 pub use toc::{parse_toc, TableRef, Toc};
 
@@ -135,10 +135,11 @@ impl Problem {
             reason: reason.into(),
         }
     }
-    fn test(reason: impl Into<String>) -> Self {
+    /// The test could not be carried out: `reason` is any error or sentence.
+    fn test(reason: impl std::fmt::Display) -> Self {
         Self {
             backup_at_fault: false,
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::config::Settings;
 use crate::domain::action::ActionName;
 use crate::plan::{Step, StepKind};
 use crate::policy::Policy;
+use crate::probes::s3::JobS3Error;
+use crate::probes::secret::SecretUnavailable;
 use crate::probes::ProbeContext;
 
 /// Why an action, check or verification could not do its work. The message goes on the step
@@ -40,6 +42,10 @@ pub enum ActionError {
         #[source]
         source: kube::Error,
     },
+    #[error("the backup Secret is unavailable ({0})")]
+    Secret(#[from] SecretUnavailable),
+    #[error(transparent)]
+    S3(#[from] JobS3Error),
     /// The world is not as the action needs it, or its work failed: said in a sentence.
     #[error("{0}")]
     Failed(String),

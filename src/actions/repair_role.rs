@@ -37,8 +37,7 @@ pub async fn apply(ctx: &ActionContext) -> Result<Value, ActionError> {
     let secret = ctx
         .probes
         .backup_secret()
-        .await
-        .map_err(|e| format!("the backup Secret is unavailable ({e})"))?;
+        .await?;
     let role = secret
         .postgres_user
         .clone()

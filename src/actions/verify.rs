@@ -80,8 +80,7 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionE
     let secret = ctx
         .probes
         .backup_secret()
-        .await
-        .map_err(|e| format!("the backup Secret is unavailable ({e})"))?;
+        .await?;
     let key = secret
         .encryption_key
         .clone()
@@ -111,7 +110,7 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionE
                     object.key
                 ).into())
             }
-            Err(why) => return Err(why.into()),
+            Err(why) => return Err(why.to_string().into()),
         }
     }
     out["objects"] = json!(checked);

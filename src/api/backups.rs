@@ -16,7 +16,7 @@ use super::auth::{AdminCaller, ApiCaller};
 use super::error::{ApiError, ErrorBody};
 use super::restore_tests::{found, next_cursor, optional_json, page, path_id, PageParams};
 use super::AppState;
-use crate::manual_backup::{ManualBackup, StartError};
+use crate::manual_backup::ManualBackup;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -73,11 +73,7 @@ pub async fn start(
             caller.on_behalf_of.as_deref(),
         )
         .await
-        .map_err(|e| match e {
-            StartError::Invalid(m) => ApiError::BadRequest(m),
-            StartError::NoKubernetes => ApiError::Conflict(e.to_string()),
-            StartError::Store(s) => ApiError::Store(s),
-        })?;
+        .map_err(super::restore_tests::start_error)?;
     let launched = record.clone();
     tokio::spawn(async move {
         backups.run(&launched, &plan).await;

@@ -31,7 +31,7 @@ pub fn required_actions(bucket: &str, prefix: &str) -> Vec<(&'static str, String
 /// What a policy says about one action on one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Decision {
+pub enum IamDecision {
     /// An Allow statement without a condition matches, and no Deny can apply.
     Allowed,
     /// A Deny statement without a condition matches.
@@ -42,10 +42,10 @@ pub enum Decision {
     Uncertain,
 }
 
-impl Decision {
+impl IamDecision {
     /// Whether the backup job is certainly not allowed the action.
     pub fn is_denied(self) -> bool {
-        matches!(self, Decision::ExplicitDeny | Decision::ImplicitDeny)
+        matches!(self, IamDecision::ExplicitDeny | IamDecision::ImplicitDeny)
     }
 }
 
@@ -54,7 +54,7 @@ impl Decision {
 pub struct Verdict {
     pub action: String,
     pub resource: String,
-    pub decision: Decision,
+    pub decision: IamDecision,
     /// The deciding statement ("statement 2 (Sid NoWrites)"); none for an implicit deny.
     pub statement: Option<String>,
     /// Why, in words.
@@ -63,7 +63,7 @@ pub struct Verdict {
 
 /// Why a policy document could not be evaluated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PolicyError {
+pub enum IamPolicyError {
     #[error("the policy document is not JSON: {0}")]
     NotJson(String),
     #[error("the policy document has no Statement")]
@@ -73,7 +73,7 @@ pub enum PolicyError {
 }
 
 /// Decodes a policy document as IAM returns it (URL-encoded, RFC 3986) and parses it.
-pub fn parse_document(raw: &str) -> Result<Value, PolicyError> {
+pub fn parse_document(raw: &str) -> Result<Value, IamPolicyError> {
     let trimmed = raw.trim_start();
     // A document that already starts like JSON is not encoded; decoding it could corrupt a '%'.
     let text = if trimmed.starts_with('{') {
@@ -81,10 +81,10 @@ pub fn parse_document(raw: &str) -> Result<Value, PolicyError> {
     } else {
         percent_encoding::percent_decode_str(trimmed)
             .decode_utf8()
-            .map_err(|e| PolicyError::NotJson(e.to_string()))?
+            .map_err(|e| IamPolicyError::NotJson(e.to_string()))?
             .into_owned()
     };
-    serde_json::from_str(&text).map_err(|e| PolicyError::NotJson(e.to_string()))
+    serde_json::from_str(&text).map_err(|e| IamPolicyError::NotJson(e.to_string()))
 }
 
 /// `*` (any run of characters) and `?` (one character) wildcard matching, as IAM does for
@@ -163,12 +163,12 @@ fn describe_statement(index: usize, statement: &Value) -> String {
 
 /// Evaluates an identity policy document for `action` on `resource`: explicit Deny wins, then
 /// Allow, otherwise implicit deny. A matching statement with a Condition makes the answer
-/// [`Decision::Uncertain`]. Statements are numbered from 1, as a person counts them.
-pub fn evaluate(document: &Value, action: &str, resource: &str) -> Result<Verdict, PolicyError> {
+/// [`IamDecision::Uncertain`]. Statements are numbered from 1, as a person counts them.
+pub fn evaluate(document: &Value, action: &str, resource: &str) -> Result<Verdict, IamPolicyError> {
     let statements: Vec<&Value> = match document.get("Statement") {
         Some(Value::Array(items)) => items.iter().collect(),
         Some(one @ Value::Object(_)) => vec![one],
-        _ => return Err(PolicyError::NoStatement),
+        _ => return Err(IamPolicyError::NoStatement),
     };
     let mut deny = None;
     let mut conditional_deny = None;
@@ -179,7 +179,7 @@ pub fn evaluate(document: &Value, action: &str, resource: &str) -> Result<Verdic
         let effect = statement
             .get("Effect")
             .and_then(Value::as_str)
-            .ok_or(PolicyError::BadEffect(index))?;
+            .ok_or(IamPolicyError::BadEffect(index))?;
         if !covers(statement, "Action", "NotAction", action, true)
             || !covers(statement, "Resource", "NotResource", resource, false)
         {
@@ -193,7 +193,7 @@ pub fn evaluate(document: &Value, action: &str, resource: &str) -> Result<Verdic
             ("Deny", true) => &mut conditional_deny,
             ("Allow", false) => &mut allow,
             ("Allow", true) => &mut conditional_allow,
-            _ => return Err(PolicyError::BadEffect(index)),
+            _ => return Err(IamPolicyError::BadEffect(index)),
         };
         slot.get_or_insert(describe_statement(index, statement));
     }
@@ -206,27 +206,27 @@ pub fn evaluate(document: &Value, action: &str, resource: &str) -> Result<Verdic
     };
     Ok(if let Some(s) = deny {
         verdict(
-            Decision::ExplicitDeny,
+            IamDecision::ExplicitDeny,
             Some(s.clone()),
             format!("{s} denies it explicitly"),
         )
     } else if let Some(s) = conditional_deny {
         verdict(
-            Decision::Uncertain,
+            IamDecision::Uncertain,
             Some(s.clone()),
             format!("{s} denies it under a condition that was not evaluated"),
         )
     } else if let Some(s) = allow {
-        verdict(Decision::Allowed, Some(s.clone()), format!("{s} allows it"))
+        verdict(IamDecision::Allowed, Some(s.clone()), format!("{s} allows it"))
     } else if let Some(s) = conditional_allow {
         verdict(
-            Decision::Uncertain,
+            IamDecision::Uncertain,
             Some(s.clone()),
             format!("{s} allows it only under a condition that was not evaluated"),
         )
     } else {
         verdict(
-            Decision::ImplicitDeny,
+            IamDecision::ImplicitDeny,
             None,
             "no statement allows it".to_owned(),
         )
@@ -339,7 +339,7 @@ pub async fn check(
     }
     let simulated = match &user_arn {
         Some(arn) => simulate(client, arn, &required).await,
-        None => Err("the user's ARN is unknown (GetUser failed)".to_owned()),
+        None => Err(Unsimulated::NoArn),
     };
     let verdicts = match simulated {
         Ok(v) => {
@@ -348,7 +348,7 @@ pub async fn check(
             v
         }
         Err(why) => {
-            evidence["simulation"] = json!({ "used": false, "why": why });
+            evidence["simulation"] = json!({ "used": false, "why": why.to_string() });
             evidence["method"] = json!("document");
             evidence["scope"] = json!(format!(
                 "the inline policy {policy} only (attached and group policies not read)"
@@ -385,7 +385,7 @@ fn summarize(user: &str, policy: &str, verdicts: &[Verdict], evidence: Value) ->
     let denied: Vec<&Verdict> = verdicts.iter().filter(|v| v.decision.is_denied()).collect();
     let uncertain: Vec<&Verdict> = verdicts
         .iter()
-        .filter(|v| v.decision == Decision::Uncertain)
+        .filter(|v| v.decision == IamDecision::Uncertain)
         .collect();
     let uncertain_words = uncertain
         .iter()
@@ -412,7 +412,7 @@ fn summarize(user: &str, policy: &str, verdicts: &[Verdict], evidence: Value) ->
     }
     let allowed = verdicts
         .iter()
-        .filter(|v| v.decision == Decision::Allowed)
+        .filter(|v| v.decision == IamDecision::Allowed)
         .map(|v| v.action.as_str())
         .collect::<Vec<_>>();
     let mut summary = format!(
@@ -429,13 +429,25 @@ fn summarize(user: &str, policy: &str, verdicts: &[Verdict], evidence: Value) ->
     ProbeOutput::ok(summary).with_evidence(evidence)
 }
 
+/// Why the policy simulator gave no answer (the probe then evaluates the inline policy).
+#[derive(Debug, thiserror::Error)]
+enum Unsimulated {
+    #[error("the user's ARN is unknown (GetUser failed)")]
+    NoArn,
+    /// AWS's answer, in words.
+    #[error("{0}")]
+    Aws(String),
+    #[error("the simulator returned no result for {0}")]
+    NoResult(&'static str),
+}
+
 /// Asks AWS's policy simulator. Any failure (moto answers 500, the service may lack
 /// iam:SimulatePrincipalPolicy) is returned as words for the evidence, and the caller falls back.
 async fn simulate(
     client: &aws_sdk_iam::Client,
     arn: &str,
     required: &[(&'static str, String)],
-) -> Result<Vec<Verdict>, String> {
+) -> Result<Vec<Verdict>, Unsimulated> {
     // The simulation is optional: no retries, so that a broken simulator costs one round trip.
     let once = || {
         aws_sdk_iam::config::Builder::default()
@@ -454,12 +466,12 @@ async fn simulate(
     let answers = futures_util::future::join_all(calls).await;
     let mut verdicts = Vec::new();
     for ((action, resource), answer) in required.iter().zip(answers) {
-        let out = answer.map_err(|e| aws::explain("IAM", &e).words)?;
+        let out = answer.map_err(|e| Unsimulated::Aws(aws::explain("IAM", &e).words))?;
         let result = out
             .evaluation_results()
             .iter()
             .find(|r| r.eval_action_name().eq_ignore_ascii_case(action))
-            .ok_or_else(|| format!("the simulator returned no result for {action}"))?;
+            .ok_or(Unsimulated::NoResult(action))?;
         let statement = result.matched_statements().first().map(|s| {
             let at = s
                 .start_position()
@@ -471,24 +483,24 @@ async fn simulate(
         use aws_sdk_iam::types::PolicyEvaluationDecisionType as D;
         let (decision, why) = match result.eval_decision() {
             D::Allowed => (
-                Decision::Allowed,
+                IamDecision::Allowed,
                 format!("{} allows it", statement.as_deref().unwrap_or("a policy")),
             ),
             D::ExplicitDeny => (
-                Decision::ExplicitDeny,
+                IamDecision::ExplicitDeny,
                 format!(
                     "{} denies it explicitly",
                     statement.as_deref().unwrap_or("a policy")
                 ),
             ),
             D::ImplicitDeny if !missing.is_empty() => (
-                Decision::Uncertain,
+                IamDecision::Uncertain,
                 format!(
                     "depends on condition keys the simulator was not given: {}",
                     missing.join(", ")
                 ),
             ),
-            _ => (Decision::ImplicitDeny, "no statement allows it".to_owned()),
+            _ => (IamDecision::ImplicitDeny, "no statement allows it".to_owned()),
         };
         verdicts.push(Verdict {
             action: (*action).to_owned(),
@@ -542,13 +554,13 @@ mod tests {
         let doc = json!({"Statement": {"Effect": "Allow", "Action": "s3:PutObject", "Resource": OBJECTS}});
         assert_eq!(
             decide(doc, "s3:PutObject", OBJECTS).decision,
-            Decision::Allowed
+            IamDecision::Allowed
         );
         let doc = json!({"Statement": [{"Sid": "Rw", "Effect": "Allow", "Action": ["s3:getobject", "s3:PutObject"], "Resource": ["arn:aws:s3:::link-backups/*"]}]});
         let v = decide(doc, "s3:GetObject", OBJECTS);
         assert_eq!(
             (v.decision, v.statement.as_deref()),
-            (Decision::Allowed, Some("statement 1 (Sid Rw)"))
+            (IamDecision::Allowed, Some("statement 1 (Sid Rw)"))
         );
     }
 
@@ -559,11 +571,11 @@ mod tests {
             {"Sid": "NoWrites", "Effect": "Deny", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::link-backups/*"}
         ]});
         let v = decide(doc.clone(), "s3:PutObject", OBJECTS);
-        assert_eq!(v.decision, Decision::ExplicitDeny);
+        assert_eq!(v.decision, IamDecision::ExplicitDeny);
         assert_eq!(v.statement.as_deref(), Some("statement 2 (Sid NoWrites)"));
         assert_eq!(
             decide(doc, "s3:ListBucket", BUCKET).decision,
-            Decision::Allowed
+            IamDecision::Allowed
         );
     }
 
@@ -571,10 +583,10 @@ mod tests {
     fn nothing_matching_is_an_implicit_deny() {
         let doc = json!({"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": OBJECTS}]});
         let v = decide(doc.clone(), "s3:PutObject", OBJECTS);
-        assert_eq!((v.decision, v.statement), (Decision::ImplicitDeny, None));
+        assert_eq!((v.decision, v.statement), (IamDecision::ImplicitDeny, None));
         assert_eq!(
             decide(doc, "s3:ListBucket", BUCKET).decision,
-            Decision::ImplicitDeny,
+            IamDecision::ImplicitDeny,
             "object ARN does not cover the bucket"
         );
     }
@@ -587,15 +599,15 @@ mod tests {
         ]});
         assert_eq!(
             decide(doc.clone(), "s3:PutObject", OBJECTS).decision,
-            Decision::Allowed
+            IamDecision::Allowed
         );
         assert_eq!(
             decide(doc.clone(), "s3:PutObject", "arn:aws:s3:::elsewhere/x").decision,
-            Decision::ExplicitDeny
+            IamDecision::ExplicitDeny
         );
         assert_eq!(
             decide(doc, "iam:GetUser", "*").decision,
-            Decision::ImplicitDeny
+            IamDecision::ImplicitDeny
         );
     }
 
@@ -605,7 +617,7 @@ mod tests {
         let doc = json!({"Statement": [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": OBJECTS, "Condition": cond}]});
         assert_eq!(
             decide(doc, "s3:PutObject", OBJECTS).decision,
-            Decision::Uncertain
+            IamDecision::Uncertain
         );
         let doc = json!({"Statement": [
             {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
@@ -613,7 +625,7 @@ mod tests {
         ]});
         assert_eq!(
             decide(doc, "s3:PutObject", OBJECTS).decision,
-            Decision::Uncertain
+            IamDecision::Uncertain
         );
     }
 
@@ -623,16 +635,16 @@ mod tests {
         let doc = parse_document(encoded).unwrap();
         assert_eq!(
             decide(doc, "s3:ListBucket", BUCKET).decision,
-            Decision::Allowed
+            IamDecision::Allowed
         );
         assert!(parse_document("{\"Statement\": []}").is_ok());
         assert!(matches!(
             parse_document("%7Bnot json"),
-            Err(PolicyError::NotJson(_))
+            Err(IamPolicyError::NotJson(_))
         ));
         assert_eq!(
             evaluate(&json!({}), "s3:X", "*"),
-            Err(PolicyError::NoStatement)
+            Err(IamPolicyError::NoStatement)
         );
         assert_eq!(
             evaluate(
@@ -640,7 +652,7 @@ mod tests {
                 "s3:X",
                 "*"
             ),
-            Err(PolicyError::BadEffect(1))
+            Err(IamPolicyError::BadEffect(1))
         );
     }
 }
