@@ -109,11 +109,26 @@ impl Policy {
             max_attempts_per_incident: 3,
             approval_timeout_minutes: 60,
             actions: BTreeMap::from([
-                (ActionName::RerunBackup.as_str().to_owned(), action(Mode::Auto, 0, 4, 60)),
-                (ActionName::RepairBackupRole.as_str().to_owned(), action(Mode::Auto, 10, 2, 60)),
-                (ActionName::ExpandPvc.as_str().to_owned(), action(Mode::Auto, 360, 1, 360)),
-                (ActionName::RestartPrimary.as_str().to_owned(), action(Mode::Approve, 60, 1, 60)),
-                (ActionName::DeleteOldFiles.as_str().to_owned(), action(Mode::Never, 0, 1, 60)),
+                (
+                    ActionName::RerunBackup.as_str().to_owned(),
+                    action(Mode::Auto, 0, 4, 60),
+                ),
+                (
+                    ActionName::RepairBackupRole.as_str().to_owned(),
+                    action(Mode::Auto, 10, 2, 60),
+                ),
+                (
+                    ActionName::ExpandPvc.as_str().to_owned(),
+                    action(Mode::Auto, 360, 1, 360),
+                ),
+                (
+                    ActionName::RestartPrimary.as_str().to_owned(),
+                    action(Mode::Approve, 60, 1, 60),
+                ),
+                (
+                    ActionName::DeleteOldFiles.as_str().to_owned(),
+                    action(Mode::Never, 0, 1, 60),
+                ),
             ]),
             limits: Limits {
                 pvc_ceiling: "500Gi".to_owned(),
@@ -241,22 +256,31 @@ impl Policy {
     pub fn mode(&self, action: ActionName) -> Mode {
         // The defaults are merged under the file, so every known action is present; anything
         // else is refused.
-        self.actions.get(action.as_str()).map_or(Mode::Never, |a| a.mode)
+        self.actions
+            .get(action.as_str())
+            .map_or(Mode::Never, |a| a.mode)
     }
 
     /// The cooldown of `action` on one target.
     pub fn cooldown(&self, action: ActionName) -> Duration {
-        Duration::from_secs(self.actions.get(action.as_str()).map_or(0, |a| a.cooldown_minutes) * 60)
+        Duration::from_secs(
+            self.actions
+                .get(action.as_str())
+                .map_or(0, |a| a.cooldown_minutes)
+                * 60,
+        )
     }
 
     /// At most how many starts of `action` per window, across incidents and replicas.
     pub fn budget(&self, action: ActionName) -> (i64, Duration) {
-        self.actions.get(action.as_str()).map_or((0, Duration::ZERO), |a| {
-            (
-                a.budget,
-                Duration::from_secs(u64::try_from(a.budget_window_minutes).unwrap_or(0) * 60),
-            )
-        })
+        self.actions
+            .get(action.as_str())
+            .map_or((0, Duration::ZERO), |a| {
+                (
+                    a.budget,
+                    Duration::from_secs(u64::try_from(a.budget_window_minutes).unwrap_or(0) * 60),
+                )
+            })
     }
 
     /// The flapping breaker's window.
@@ -340,10 +364,22 @@ mod tests {
     #[test]
     fn budgets_default_to_the_readme_and_bad_ones_are_named() {
         let p = Policy::defaults(false);
-        assert_eq!(p.budget(ActionName::RerunBackup), (4, Duration::from_secs(3600)));
-        assert_eq!(p.budget(ActionName::RepairBackupRole), (2, Duration::from_secs(3600)));
-        assert_eq!(p.budget(ActionName::ExpandPvc), (1, Duration::from_secs(6 * 3600)));
-        assert_eq!(p.budget(ActionName::RestartPrimary), (1, Duration::from_secs(3600)));
+        assert_eq!(
+            p.budget(ActionName::RerunBackup),
+            (4, Duration::from_secs(3600))
+        );
+        assert_eq!(
+            p.budget(ActionName::RepairBackupRole),
+            (2, Duration::from_secs(3600))
+        );
+        assert_eq!(
+            p.budget(ActionName::ExpandPvc),
+            (1, Duration::from_secs(6 * 3600))
+        );
+        assert_eq!(
+            p.budget(ActionName::RestartPrimary),
+            (1, Duration::from_secs(3600))
+        );
         assert_eq!(
             (p.flapping.incidents, p.flapping_window()),
             (3, Duration::from_secs(6 * 3600))
@@ -384,7 +420,7 @@ mod tests {
         for (toml, key) in [
             ("[actions.drop_database]\nmode = \"auto\"", "drop_database"),
             (
-                "[actions.database_answers]\nmode = \"auto\"",
+                "[actions.database_answers]\nmode = \"auto\"\nbudget = 1\nbudget_window_minutes = 60",
                 "actions.database_answers: unknown action",
             ),
             ("dryrun = true", "dryrun"),

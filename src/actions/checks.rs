@@ -41,7 +41,8 @@ pub async fn database_answers(ctx: &ActionContext) -> Result<Value, ActionError>
                 return Err(format!(
                     "the database still does not answer after {} s ({tries} tries): {why}",
                     wait.as_secs()
-                ).into());
+                )
+                .into());
             }
             _ => tokio::time::sleep(Duration::from_secs(5)).await,
         }

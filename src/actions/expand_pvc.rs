@@ -24,13 +24,15 @@ pub async fn prepare(ctx: &ActionContext) -> Result<Value, ActionError> {
             return Err(format!(
             "StorageClass {} does not allow volume expansion (allowVolumeExpansion is not true)",
             claim.storage_class.unwrap_or_default()
-        ).into())
+        )
+            .into())
         }
         None => {
             return Err(format!(
                 "PVC {} has no readable StorageClass: expansion cannot be shown to be allowed",
                 k.primary_pvc
-            ).into())
+            )
+            .into())
         }
     }
     let requested = claim.requested.clone().unwrap_or_default();
@@ -43,7 +45,8 @@ pub async fn prepare(ctx: &ActionContext) -> Result<Value, ActionError> {
         return Err(format!(
             "growing {} from {} by {} would exceed the policy's ceiling of {}",
             k.primary_pvc, requested, limits.pvc_growth_step, limits.pvc_ceiling
-        ).into());
+        )
+        .into());
     }
     Ok(
         json!({ "pvc": k.primary_pvc, "from": requested, "to": quantity::format(wanted),
@@ -53,9 +56,7 @@ pub async fn prepare(ctx: &ActionContext) -> Result<Value, ActionError> {
 
 pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionError> {
     let k = &ctx.settings.kubernetes;
-    let to = intent["to"]
-        .as_str()
-        .ok_or(ActionError::Intent("size"))?;
+    let to = intent["to"].as_str().ok_or(ActionError::Intent("size"))?;
     let wanted = quantity::parse(to).ok_or(ActionError::Intent("valid size"))?;
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.kube()?.clone(), &k.namespace);
     let pvc = api

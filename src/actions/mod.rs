@@ -40,7 +40,7 @@ pub enum ActionError {
     Kube {
         doing: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("the backup Secret is unavailable ({0})")]
     Secret(#[from] SecretUnavailable),
@@ -67,7 +67,10 @@ impl ActionError {
     /// A Kubernetes call failed while `doing` something.
     pub fn kube(doing: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
         let doing = doing.into();
-        move |source| Self::Kube { doing, source }
+        move |source| Self::Kube {
+            doing,
+            source: Box::new(source),
+        }
     }
 }
 

@@ -34,10 +34,7 @@ pub async fn apply(ctx: &ActionContext) -> Result<Value, ActionError> {
     if admin.is_empty() {
         return Err("no admin connection is configured (remediation.admin_database_url)".into());
     }
-    let secret = ctx
-        .probes
-        .backup_secret()
-        .await?;
+    let secret = ctx.probes.backup_secret().await?;
     let role = secret
         .postgres_user
         .clone()
@@ -170,10 +167,9 @@ async fn logs_in(
             Ok(true)
         }
         Ok(Err(sqlx::Error::Database(e))) if e.code().as_deref() == Some("28P01") => Ok(false),
-        Ok(Err(e)) => Err(format!(
-            "logging in as the backup role: {}",
-            scrub(&e.to_string())
-        ).into()),
+        Ok(Err(e)) => {
+            Err(format!("logging in as the backup role: {}", scrub(&e.to_string())).into())
+        }
     }
 }
 
@@ -189,7 +185,8 @@ pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, ActionError> {
     if me == role {
         return Err(format!(
             "the backup role {role:?} is the admin connection's own role; it is not changed"
-        ).into());
+        )
+        .into());
     }
     let mut changes: Vec<String> = Vec::new();
     let existing = sqlx::query(PRIVILEGES)
@@ -219,7 +216,8 @@ pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, ActionError> {
                 return Err(format!(
                     "the backup role {role:?} is privileged ({what}); the service changes only \
                      an unprivileged backup role"
-                ).into());
+                )
+                .into());
             }
             // A dedicated backup role owns nothing. One that owns databases, tables or other
             // objects is some application's role named in the Secret by mistake: resetting its
@@ -237,7 +235,8 @@ pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, ActionError> {
                 return Err(format!(
                     "role {role:?} owns {owned} objects, so it is not a dedicated backup role; \
                      the service does not change it"
-                ).into());
+                )
+                .into());
             }
             if !can_login {
                 run(&conn, "ALTER ROLE %I LOGIN", &[role]).await?;
@@ -261,7 +260,8 @@ pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, ActionError> {
         if !exists {
             return Err(format!(
                 "database {db} does not exist; the service does not create databases"
-            ).into());
+            )
+            .into());
         }
         let can: bool = sqlx::query_scalar("SELECT has_database_privilege($1, $2, 'CONNECT')")
             .bind(role)

@@ -73,14 +73,12 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionE
             };
             return Err(format!(
                 "backup Job {name} was still running after {after_seconds} s; {deleted}"
-            ).into());
+            )
+            .into());
         }
     }
 
-    let secret = ctx
-        .probes
-        .backup_secret()
-        .await?;
+    let secret = ctx.probes.backup_secret().await?;
     let key = secret
         .encryption_key
         .clone()
@@ -94,7 +92,8 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionE
         return Err(format!(
             "backup Job {name} succeeded but no new object appeared under {location} since {}",
             since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        ).into());
+        )
+        .into());
     }
     let mut checked = Vec::new();
     for object in listing.recent.iter().rev().take(MAX_CHECKED) {

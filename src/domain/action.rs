@@ -54,8 +54,14 @@ mod tests {
             "verify_backup".parse::<ActionName>().unwrap(),
             ActionName::VerifyBackup
         );
-        let err = "drop_database".parse::<ActionName>().unwrap_err().to_string();
-        assert!(err.contains("drop_database") && err.contains("rerun_backup, "), "{err}");
+        let err = "drop_database"
+            .parse::<ActionName>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("drop_database") && err.contains("rerun_backup, "),
+            "{err}"
+        );
         assert!(!ActionName::VerifyBackup.is_governed());
         assert!(ActionName::DeleteOldFiles.is_governed());
     }

@@ -84,7 +84,10 @@ mod tests {
     fn one_name_serves_storage_serde_and_parsing() {
         for c in Colour::ALL {
             assert_eq!(c.as_str().parse::<Colour>().unwrap(), *c);
-            assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.as_str()));
+            assert_eq!(
+                serde_json::to_value(c).unwrap(),
+                serde_json::json!(c.as_str())
+            );
         }
         assert_eq!(Colour::DarkBlue.to_string(), "dark_blue");
         assert_eq!(

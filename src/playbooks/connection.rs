@@ -20,7 +20,11 @@ impl Playbook for Connection {
         );
         vec![
             vec![
-                Proposed::check(ActionName::DatabaseAnswers, targets::database(s), wait.clone()),
+                Proposed::check(
+                    ActionName::DatabaseAnswers,
+                    targets::database(s),
+                    wait.clone(),
+                ),
                 Proposed::verify(s),
             ],
             vec![

@@ -17,8 +17,8 @@ mod version_mismatch;
 
 use crate::config::Settings;
 use crate::diagnosis::{Diagnosis, Scenario};
-use crate::plan::{Decision, PlannedStep, StepKind};
 use crate::domain::action::ActionName;
+use crate::plan::{Decision, PlannedStep, StepKind};
 use crate::policy::Policy;
 use crate::probes::{Finding, Signal};
 
@@ -255,7 +255,11 @@ mod tests {
             Scenario::TransientUnknown,
         ] {
             let s = steps(scenario, &live());
-            assert_eq!(s.last().unwrap().1, ActionName::Escalate, "{scenario:?}: {s:?}");
+            assert_eq!(
+                s.last().unwrap().1,
+                ActionName::Escalate,
+                "{scenario:?}: {s:?}"
+            );
         }
     }
 

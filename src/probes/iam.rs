@@ -217,7 +217,11 @@ pub fn evaluate(document: &Value, action: &str, resource: &str) -> Result<Verdic
             format!("{s} denies it under a condition that was not evaluated"),
         )
     } else if let Some(s) = allow {
-        verdict(IamDecision::Allowed, Some(s.clone()), format!("{s} allows it"))
+        verdict(
+            IamDecision::Allowed,
+            Some(s.clone()),
+            format!("{s} allows it"),
+        )
     } else if let Some(s) = conditional_allow {
         verdict(
             IamDecision::Uncertain,
@@ -500,7 +504,10 @@ async fn simulate(
                     missing.join(", ")
                 ),
             ),
-            _ => (IamDecision::ImplicitDeny, "no statement allows it".to_owned()),
+            _ => (
+                IamDecision::ImplicitDeny,
+                "no statement allows it".to_owned(),
+            ),
         };
         verdicts.push(Verdict {
             action: (*action).to_owned(),

@@ -169,7 +169,11 @@ impl Remediator {
         tracing::info!(incident_id, step = step.id, name = %step.name, target = %step.target, "step running");
         let (state, output, reason) = match actions::apply(&ctx, step, &intent).await {
             Ok(out) => (StepState::Succeeded, out, String::new()),
-            Err(why) => (StepState::Failed, json!({ "intent": intent }), why.to_string()),
+            Err(why) => (
+                StepState::Failed,
+                json!({ "intent": intent }),
+                why.to_string(),
+            ),
         };
         metrics::counter!("backup_remediator_actions_total", "action" => step.name.as_str(), "outcome" => state.as_str())
             .increment(1);

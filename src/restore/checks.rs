@@ -145,9 +145,7 @@ async fn run_one(conn: &mut sqlx::PgConnection, sql: &str) -> Result<String, Una
     if kind != "bool" {
         return Ok(format!("a value of type {kind}, not a boolean"));
     }
-    let value: Option<bool> = row
-        .try_get(0)
-        .map_err(Unanswered::Read)?;
+    let value: Option<bool> = row.try_get(0).map_err(Unanswered::Read)?;
     Ok(match value {
         Some(true) => "true".to_owned(),
         Some(false) => "false".to_owned(),

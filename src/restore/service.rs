@@ -143,7 +143,12 @@ impl RestoreTester {
                 started_at: Utc::now(),
             };
             let recording = StartError::recording("restore test");
-            if let Some(id) = self.store.insert_restore_test(&new).await.map_err(&recording)? {
+            if let Some(id) = self
+                .store
+                .insert_restore_test(&new)
+                .await
+                .map_err(&recording)?
+            {
                 if let Some(t) = self.store.get_restore_test(id).await.map_err(recording)? {
                     started.push(t);
                 }
