@@ -17,11 +17,13 @@ pub struct UnknownName {
 /// `string_enum!(#[derive(ToSchema)] Kind "kind" { A => "a", B => "b" })`. The enum derives
 /// `Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize` (add more with attributes)
 /// and gets `ALL`, `as_str`, `Display` and `FromStr`; `"kind"` names it in parse errors.
+// The names are matched as `tt`, not `literal`: a `literal` fragment reaches a derive wrapped in
+// an invisible group, which utoipa does not read (its OpenAPI names would be the variants').
 macro_rules! string_enum {
     (
         $(#[$m:meta])*
         $vis:vis $name:ident $what:literal {
-            $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)?
+            $($(#[$vm:meta])* $variant:ident => $text:tt),+ $(,)?
         }
     ) => {
         $(#[$m])*
