@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::config::Settings;
 use crate::domain::action::ActionName;
-use crate::plan::{Step, StepKind};
-use crate::policy::Policy;
+use crate::domain::plan::{Step, StepKind};
+use crate::domain::policy::Policy;
 use crate::probes::s3::JobS3Error;
 use crate::probes::secret::SecretUnavailable;
 use crate::probes::ProbeContext;

@@ -13,10 +13,11 @@ use serde_json::{json, Value};
 
 use super::{ActionContext, ActionError};
 use crate::domain::action::ActionName;
-use crate::plan::{Step, StepKind};
+use crate::domain::finding::{ProbeOutput, Signal};
+use crate::domain::plan::{Step, StepKind};
 use crate::probes::database::Database;
 use crate::probes::disk::Disk;
-use crate::probes::{Probe, ProbeOutput, Signal};
+use crate::probes::Probe;
 
 /// What a fresh look at the world says about running a step now.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,7 +126,7 @@ pub async fn active_backup_jobs(ctx: &ActionContext) -> Result<Vec<String>, Acti
     Ok(jobs
         .items
         .iter()
-        .filter(|j| crate::jobs::finished(j).is_none())
+        .filter(|j| crate::infra::jobs::finished(j).is_none())
         .filter_map(|j| j.metadata.name.clone())
         .collect())
 }

@@ -183,14 +183,14 @@ fn merge_value(slot: &mut Value, extra: Value) {
 mod tests {
     use serde_json::{json, Value};
 
-    use crate::alert::AlertStatus;
     use crate::config::Role;
-    use crate::diagnosis::Scenario;
-    use crate::incident::IncidentStatus;
-    use crate::manual_backup::BackupStatus;
-    use crate::plan::{Decision, StepKind, StepState};
-    use crate::probes::Status;
-    use crate::restore::TestStatus;
+    use crate::domain::alert::AlertStatus;
+    use crate::domain::diagnosis::Scenario;
+    use crate::domain::finding::Status;
+    use crate::domain::incident::IncidentStatus;
+    use crate::domain::manual_backup::BackupStatus;
+    use crate::domain::plan::{Decision, StepKind, StepState};
+    use crate::domain::restore_test::TestStatus;
 
     fn names<T: std::fmt::Display>(all: &[T]) -> Value {
         json!(all.iter().map(ToString::to_string).collect::<Vec<_>>())
