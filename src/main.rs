@@ -263,7 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!(
                         "alert    {} ({}) fingerprint {} since {}",
                         a.name,
-                        a.status_str(),
+                        a.status.as_str(),
                         a.fingerprint,
                         a.starts_at
                     );
@@ -276,7 +276,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 for s in &plan {
                     println!(
                         "  {}. {:<8} {:<20} {:<9} {}",
-                        s.group, s.kind, s.name, s.decision, s.reason
+                        s.group,
+                        s.kind,
+                        s.name.as_str(),
+                        s.decision,
+                        s.reason
                     );
                 }
             }

@@ -105,7 +105,8 @@ async fn the_repair_refuses_to_touch_a_superuser() {
         read_access: "auto",
     })
     .await
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("SUPERUSER"), "{err}");
 }
 
@@ -147,7 +148,8 @@ async fn the_repair_refuses_a_role_with_any_privileged_attribute_or_membership()
             read_access: "auto",
         })
         .await
-        .expect_err(role);
+        .expect_err(role)
+        .to_string();
         assert!(err.contains(named), "{role}: {err}");
         let url = format!("postgres://{role}:old@127.0.0.1:{}/postgres", server.port);
         PgConnection::connect(&url)
@@ -224,7 +226,8 @@ async fn expansion_stays_under_the_ceiling() {
         "[limits]\npvc_ceiling = \"500Gi\"\npvc_growth_step = \"50Gi\"",
     ))
     .await
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("would exceed the policy's ceiling of 500Gi"),
         "{err}"
@@ -245,7 +248,10 @@ async fn a_storage_class_without_expansion_is_refused() {
     let kube = KubeServer::start().await;
     kube.put(fx::pvc(PVC, "standard", "100Gi"));
     kube.put(fx::storage_class("standard", false));
-    let err = expand_pvc::prepare(&ctx(&kube, "")).await.unwrap_err();
+    let err = expand_pvc::prepare(&ctx(&kube, ""))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("does not allow volume expansion"), "{err}");
 }
 
@@ -293,7 +299,8 @@ async fn the_repair_refuses_a_role_that_owns_objects() {
         read_access: "auto",
     })
     .await
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("owns 1 objects"), "{err}");
     let url = format!(
         "postgres://app_user:app-password@127.0.0.1:{}/postgres",
@@ -311,7 +318,7 @@ fn verify_step() -> Step {
         seq: 2,
         group: 1,
         kind: StepKind::Verify,
-        name: "verify_backup".into(),
+        name: "verify_backup".parse().unwrap(),
         target: "cronjob/link-services/postgres-backup".into(),
         decision: Decision::Auto,
         state: StepState::Planned,
@@ -348,7 +355,7 @@ async fn a_verification_waits_while_a_backup_job_runs_and_deletes_its_own_job_at
     // The verification's own Job never finishes: at the deadline it is deleted, so the next
     // attempt never runs beside it.
     let intent = verify::prepare(&c, &step);
-    let err = verify::apply(&c, &intent).await.unwrap_err();
+    let err = verify::apply(&c, &intent).await.unwrap_err().to_string();
     assert!(
         err.contains("still running") && err.contains("deleted it"),
         "{err}"
@@ -380,7 +387,7 @@ async fn the_primary_is_not_restarted_while_a_backup_job_runs() {
     );
     let mut step = verify_step();
     step.kind = StepKind::Action;
-    step.name = "restart_primary".into();
+    step.name = "restart_primary".parse().unwrap();
     match preconditions::check(&c, &step).await {
         Precondition::Refuse(why) => {
             assert!(why.contains("postgres-backup-29002440 is running"), "{why}")

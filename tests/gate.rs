@@ -224,7 +224,7 @@ async fn two_remediators_on_one_incident_start_each_step_once_and_do_not_escalat
     let steps = store.steps(id).await.unwrap();
     let shown: Vec<(String, String)> = steps
         .iter()
-        .map(|s| (s.name.clone(), s.state.to_string()))
+        .map(|s| (s.name.to_string(), s.state.to_string()))
         .collect();
     assert_eq!(
         incident.status.as_str(),

@@ -96,7 +96,7 @@ async fn incident_with_step(store: &Store, n: u32, target: &str) -> (i64, Step) 
     let planned = PlannedStep {
         group: 1,
         kind: StepKind::Action,
-        name: "expand_pvc".into(),
+        name: "expand_pvc".parse().unwrap(),
         target: target.into(),
         decision: Decision::Auto,
         reason: "grow".into(),
@@ -122,7 +122,7 @@ fn request<'a>(step: &'a Step, claim: &'a Claim, detail: &'a serde_json::Value) 
         claim,
         from: &READY,
         verdict: Verdict::Run,
-        action: "expand_pvc",
+        action: "expand_pvc".parse().unwrap(),
         counted: true,
         cooldown_seconds: 0,
         budget: (10, 3600),

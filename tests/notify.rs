@@ -353,7 +353,7 @@ async fn plan_with_approval(store: &Store, id: i64, at: DateTime<Utc>) -> i64 {
     let step = |name: &str, decision| PlannedStep {
         group: 1,
         kind: StepKind::Action,
-        name: name.into(),
+        name: name.parse().unwrap(),
         target: "statefulset/link-services/postgres-primary".into(),
         decision,
         reason: "the runbook".into(),
@@ -903,7 +903,7 @@ async fn a_fixed_and_verified_incident_updates_its_message_to_remediated_and_pag
     let step = |kind, name: &str| PlannedStep {
         group: 1,
         kind,
-        name: name.into(),
+        name: name.parse().unwrap(),
         target: "pvc/link-services/postgres-data-postgres-primary-0".into(),
         decision: Decision::Auto,
         reason: "the runbook".into(),

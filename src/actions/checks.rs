@@ -6,14 +6,14 @@ use futures_util::FutureExt;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::ActionContext;
+use super::{ActionContext, ActionError};
 use crate::domain::finding::Signal;
 use crate::probes::database::Database;
 use crate::probes::Probe;
 
 /// Waits (up to `remediation.database_wait_seconds`) until the database answers the backup
 /// user: the database probe reports no connection failure.
-pub async fn database_answers(ctx: &ActionContext) -> Result<Value, String> {
+pub async fn database_answers(ctx: &ActionContext) -> Result<Value, ActionError> {
     let wait = Duration::from_secs(ctx.settings.remediation.database_wait_seconds);
     let deadline = Duration::from_millis(ctx.settings.probes.deadline_ms);
     let end = Instant::now() + wait;
@@ -42,7 +42,8 @@ pub async fn database_answers(ctx: &ActionContext) -> Result<Value, String> {
                 return Err(format!(
                     "the database still does not answer after {} s ({tries} tries): {why}",
                     wait.as_secs()
-                ));
+                )
+                .into());
             }
             _ => tokio::time::sleep(Duration::from_secs(5)).await,
         }

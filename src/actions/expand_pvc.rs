@@ -7,16 +7,16 @@ use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde_json::{json, Value};
 
-use super::ActionContext;
+use super::{ActionContext, ActionError};
 use crate::domain::quantity;
 use crate::probes::disk::volume_claim;
 
-pub async fn prepare(ctx: &ActionContext) -> Result<Value, String> {
+pub async fn prepare(ctx: &ActionContext) -> Result<Value, ActionError> {
     let k = &ctx.settings.kubernetes;
     let limits = &ctx.policy.limits;
     let claim = volume_claim(ctx.kube()?, &k.namespace, &k.primary_pvc)
         .await
-        .map_err(|e| format!("reading PVC {}: {e}", k.primary_pvc))?
+        .map_err(ActionError::kube(format!("reading PVC {}", k.primary_pvc)))?
         .ok_or_else(|| format!("PVC {} does not exist", k.primary_pvc))?;
     match claim.expandable {
         Some(true) => {}
@@ -24,13 +24,15 @@ pub async fn prepare(ctx: &ActionContext) -> Result<Value, String> {
             return Err(format!(
             "StorageClass {} does not allow volume expansion (allowVolumeExpansion is not true)",
             claim.storage_class.unwrap_or_default()
-        ))
+        )
+            .into())
         }
         None => {
             return Err(format!(
                 "PVC {} has no readable StorageClass: expansion cannot be shown to be allowed",
                 k.primary_pvc
-            ))
+            )
+            .into())
         }
     }
     let requested = claim.requested.clone().unwrap_or_default();
@@ -43,7 +45,8 @@ pub async fn prepare(ctx: &ActionContext) -> Result<Value, String> {
         return Err(format!(
             "growing {} from {} by {} would exceed the policy's ceiling of {}",
             k.primary_pvc, requested, limits.pvc_growth_step, limits.pvc_ceiling
-        ));
+        )
+        .into());
     }
     Ok(
         json!({ "pvc": k.primary_pvc, "from": requested, "to": quantity::format(wanted),
@@ -51,17 +54,15 @@ pub async fn prepare(ctx: &ActionContext) -> Result<Value, String> {
     )
 }
 
-pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, String> {
+pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionError> {
     let k = &ctx.settings.kubernetes;
-    let to = intent["to"]
-        .as_str()
-        .ok_or("the step's intent has no size")?;
-    let wanted = quantity::parse(to).ok_or("the step's intent has no valid size")?;
+    let to = intent["to"].as_str().ok_or(ActionError::Intent("size"))?;
+    let wanted = quantity::parse(to).ok_or(ActionError::Intent("valid size"))?;
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.kube()?.clone(), &k.namespace);
     let pvc = api
         .get(&k.primary_pvc)
         .await
-        .map_err(|e| format!("reading PVC {}: {e}", k.primary_pvc))?;
+        .map_err(ActionError::kube(format!("reading PVC {}", k.primary_pvc)))?;
     let now = pvc
         .spec
         .and_then(|s| s.resources)
@@ -81,7 +82,7 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, String>
         &Patch::Merge(&patch),
     )
     .await
-    .map_err(|e| format!("patching PVC {}: {e}", k.primary_pvc))?;
+    .map_err(ActionError::kube(format!("patching PVC {}", k.primary_pvc)))?;
     out["patched"] = json!(true);
     Ok(out)
 }

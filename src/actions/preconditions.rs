@@ -11,10 +11,10 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::ListParams;
 use serde_json::{json, Value};
 
-use super::ActionContext;
+use super::{ActionContext, ActionError};
+use crate::domain::action::ActionName;
 use crate::domain::finding::{ProbeOutput, Signal};
 use crate::domain::plan::{Step, StepKind};
-use crate::domain::policy::{EXPAND_PVC, RESTART_PRIMARY};
 use crate::probes::database::Database;
 use crate::probes::disk::Disk;
 use crate::probes::Probe;
@@ -32,16 +32,16 @@ pub enum Precondition {
 
 /// Checks the precondition of `step` now.
 pub async fn check(ctx: &ActionContext, step: &Step) -> Precondition {
-    match (step.kind, step.name.as_str()) {
-        (StepKind::Action, EXPAND_PVC) => volume_over_threshold(ctx).await,
-        (StepKind::Action, RESTART_PRIMARY) => database_down_and_no_backup(ctx).await,
+    match (step.kind, step.name) {
+        (StepKind::Action, ActionName::ExpandPvc) => volume_over_threshold(ctx).await,
+        (StepKind::Action, ActionName::RestartPrimary) => database_down_and_no_backup(ctx).await,
         (StepKind::Verify, _) => match active_backup_jobs(ctx).await {
             Ok(active) if active.is_empty() => Precondition::Holds(json!({ "active_jobs": [] })),
             Ok(active) => Precondition::Wait(format!(
                 "backup Job {} is running; a second backup is not started beside it",
                 active.join(", ")
             )),
-            Err(why) => Precondition::Wait(why),
+            Err(why) => Precondition::Wait(why.to_string()),
         },
         _ => Precondition::Holds(json!({})),
     }
@@ -109,18 +109,20 @@ async fn database_down_and_no_backup(ctx: &ActionContext) -> Precondition {
             "backup Job {} is running; the primary is not restarted under it",
             active.join(", ")
         )),
-        Err(why) => Precondition::Refuse(why),
+        Err(why) => Precondition::Refuse(why.to_string()),
     }
 }
 
 /// The backup Jobs (by `kubernetes.backup_job_selector`) that have not finished.
-pub async fn active_backup_jobs(ctx: &ActionContext) -> Result<Vec<String>, String> {
+pub async fn active_backup_jobs(ctx: &ActionContext) -> Result<Vec<String>, ActionError> {
     let k = &ctx.settings.kubernetes;
     let api: kube::Api<Job> = kube::Api::namespaced(ctx.kube()?.clone(), &k.namespace);
     let jobs = api
         .list(&ListParams::default().labels(&k.backup_job_selector))
         .await
-        .map_err(|e| format!("listing backup Jobs to see whether one is running: {e}"))?;
+        .map_err(ActionError::kube(
+            "listing backup Jobs to see whether one is running",
+        ))?;
     Ok(jobs
         .items
         .iter()

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Row};
 
-use super::ActionContext;
+use super::{ActionContext, ActionError};
 
 /// The role to repair and how.
 pub struct RoleSpec<'a> {
@@ -29,18 +29,12 @@ pub struct RoleSpec<'a> {
     pub read_access: &'a str,
 }
 
-pub async fn apply(ctx: &ActionContext) -> Result<Value, String> {
+pub async fn apply(ctx: &ActionContext) -> Result<Value, ActionError> {
     let admin = ctx.settings.remediation.admin_database_url.expose_secret();
     if admin.is_empty() {
-        return Err(
-            "no admin connection is configured (remediation.admin_database_url)".to_owned(),
-        );
+        return Err("no admin connection is configured (remediation.admin_database_url)".into());
     }
-    let secret = ctx
-        .probes
-        .backup_secret()
-        .await
-        .map_err(|e| format!("the backup Secret is unavailable ({e})"))?;
+    let secret = ctx.probes.backup_secret().await?;
     let role = secret
         .postgres_user
         .clone()
@@ -59,24 +53,24 @@ pub async fn apply(ctx: &ActionContext) -> Result<Value, String> {
     .await
 }
 
-fn opts(url: &str) -> Result<PgConnectOptions, String> {
+fn opts(url: &str) -> Result<PgConnectOptions, ActionError> {
     url.parse::<PgConnectOptions>()
         .map(|o| {
             o.application_name("backup-remediator")
                 .log_statements(tracing::log::LevelFilter::Off)
         })
-        .map_err(|_| "remediation.admin_database_url is not a PostgreSQL URL".to_owned())
+        .map_err(|_| "remediation.admin_database_url is not a PostgreSQL URL".into())
 }
 
 /// One connection, as a pool of one: sqlx's `&PgPool` executor keeps these futures `Send` in
 /// the spawned engine task (a `&mut PgConnection` executor does not).
-async fn connect(o: &PgConnectOptions, what: &str) -> Result<PgPool, String> {
+async fn connect(o: &PgConnectOptions, what: &str) -> Result<PgPool, ActionError> {
     PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(o.clone())
         .await
-        .map_err(|e| format!("connecting to {what}: {}", scrub(&e.to_string())))
+        .map_err(|e| format!("connecting to {what}: {}", scrub(&e.to_string())).into())
 }
 
 /// Server messages may quote a statement; statements here can hold the password.
@@ -88,7 +82,7 @@ fn scrub(text: &str) -> String {
 }
 
 /// Runs `format(template, args…)` on the server and executes the statement it returns.
-async fn run(conn: &PgPool, template: &str, args: &[&str]) -> Result<(), String> {
+async fn run(conn: &PgPool, template: &str, args: &[&str]) -> Result<(), ActionError> {
     let placeholders: Vec<String> = (1..=args.len()).map(|i| format!("${i}::text")).collect();
     let sql = format!("SELECT format('{template}', {})", placeholders.join(", "));
     let mut q = sqlx::query_scalar::<_, String>(&sql);
@@ -160,28 +154,27 @@ async fn logs_in(
     role: &str,
     password: &SecretString,
     database: &str,
-) -> Result<bool, String> {
+) -> Result<bool, ActionError> {
     let o = admin
         .clone()
         .username(role)
         .password(password.expose_secret())
         .database(database);
     match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(&o)).await {
-        Err(_) => Err("logging in as the backup role timed out".to_owned()),
+        Err(_) => Err("logging in as the backup role timed out".into()),
         Ok(Ok(c)) => {
             let _ = c.close().await;
             Ok(true)
         }
         Ok(Err(sqlx::Error::Database(e))) if e.code().as_deref() == Some("28P01") => Ok(false),
-        Ok(Err(e)) => Err(format!(
-            "logging in as the backup role: {}",
-            scrub(&e.to_string())
-        )),
+        Ok(Err(e)) => {
+            Err(format!("logging in as the backup role: {}", scrub(&e.to_string())).into())
+        }
     }
 }
 
 /// Makes the role exist, log in, and read every configured database. Returns what changed.
-pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, String> {
+pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, ActionError> {
     let admin = opts(spec.admin_url)?;
     let conn = connect(&admin, "the primary as admin").await?;
     let role = spec.role;
@@ -192,7 +185,8 @@ pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, String> {
     if me == role {
         return Err(format!(
             "the backup role {role:?} is the admin connection's own role; it is not changed"
-        ));
+        )
+        .into());
     }
     let mut changes: Vec<String> = Vec::new();
     let existing = sqlx::query(PRIVILEGES)
@@ -222,7 +216,8 @@ pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, String> {
                 return Err(format!(
                     "the backup role {role:?} is privileged ({what}); the service changes only \
                      an unprivileged backup role"
-                ));
+                )
+                .into());
             }
             // A dedicated backup role owns nothing. One that owns databases, tables or other
             // objects is some application's role named in the Secret by mistake: resetting its
@@ -240,7 +235,8 @@ pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, String> {
                 return Err(format!(
                     "role {role:?} owns {owned} objects, so it is not a dedicated backup role; \
                      the service does not change it"
-                ));
+                )
+                .into());
             }
             if !can_login {
                 run(&conn, "ALTER ROLE %I LOGIN", &[role]).await?;
@@ -264,7 +260,8 @@ pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, String> {
         if !exists {
             return Err(format!(
                 "database {db} does not exist; the service does not create databases"
-            ));
+            )
+            .into());
         }
         let can: bool = sqlx::query_scalar("SELECT has_database_privilege($1, $2, 'CONNECT')")
             .bind(role)
@@ -317,7 +314,7 @@ pub async fn repair(spec: &RoleSpec<'_>) -> Result<Value, String> {
 
 /// USAGE on each user schema, SELECT on its tables and sequences, and default privileges for
 /// tables created later by the admin role — each only where missing.
-async fn schema_grants(c: &PgPool, role: &str, db: &str) -> Result<Vec<String>, String> {
+async fn schema_grants(c: &PgPool, role: &str, db: &str) -> Result<Vec<String>, ActionError> {
     let mut changes = Vec::new();
     let schemas: Vec<String> = sqlx::query_scalar(
         "SELECT nspname::text FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' \

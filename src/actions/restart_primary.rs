@@ -7,7 +7,7 @@ use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde_json::{json, Value};
 
-use super::ActionContext;
+use super::{ActionContext, ActionError};
 
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
@@ -15,11 +15,11 @@ pub fn prepare() -> Value {
     json!({ "restartedAt": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true) })
 }
 
-pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, String> {
+pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionError> {
     let k = &ctx.settings.kubernetes;
     let at = intent["restartedAt"]
         .as_str()
-        .ok_or("the step's intent has no restartedAt")?;
+        .ok_or(ActionError::Intent("restartedAt"))?;
     let api: Api<StatefulSet> = Api::namespaced(ctx.kube()?.clone(), &k.namespace);
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}});
     api.patch(
@@ -28,6 +28,9 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, String>
         &Patch::Merge(&patch),
     )
     .await
-    .map_err(|e| format!("patching StatefulSet {}: {e}", k.primary_statefulset))?;
+    .map_err(ActionError::kube(format!(
+        "patching StatefulSet {}",
+        k.primary_statefulset
+    )))?;
     Ok(json!({ "statefulset": k.primary_statefulset, "restartedAt": at }))
 }

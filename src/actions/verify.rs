@@ -14,7 +14,7 @@ use kube::api::DeleteParams;
 use kube::Api;
 use serde_json::{json, Value};
 
-use super::ActionContext;
+use super::{ActionContext, ActionError};
 use crate::domain::plan::Step;
 use crate::infra::jobs::{self, JobOutcome};
 use crate::infra::s3;
@@ -32,11 +32,11 @@ pub fn prepare(ctx: &ActionContext, step: &Step) -> Value {
     json!({ "job": name, "since": Utc::now() })
 }
 
-pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, String> {
+pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionError> {
     let k = &ctx.settings.kubernetes;
     let name = intent["job"]
         .as_str()
-        .ok_or("the step's intent has no Job name")?;
+        .ok_or(ActionError::Intent("Job name"))?;
     let since: DateTime<Utc> = serde_json::from_value(intent["since"].clone())
         .map_err(|e| format!("the step's intent has no start time: {e}"))?;
     let client = ctx.kube()?;
@@ -63,7 +63,7 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, String>
     match &outcome {
         JobOutcome::Succeeded => {}
         JobOutcome::Failed { reason, message } => {
-            return Err(format!("backup Job {name} failed: {reason}: {message}"))
+            return Err(format!("backup Job {name} failed: {reason}: {message}").into())
         }
         JobOutcome::TimedOut { after_seconds } => {
             // Never two backup Jobs at once: the next attempt must not start beside this one.
@@ -74,15 +74,12 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, String>
             };
             return Err(format!(
                 "backup Job {name} was still running after {after_seconds} s; {deleted}"
-            ));
+            )
+            .into());
         }
     }
 
-    let secret = ctx
-        .probes
-        .backup_secret()
-        .await
-        .map_err(|e| format!("the backup Secret is unavailable ({e})"))?;
+    let secret = ctx.probes.backup_secret().await?;
     let key = secret
         .encryption_key
         .clone()
@@ -96,12 +93,13 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, String>
         return Err(format!(
             "backup Job {name} succeeded but no new object appeared under {location} since {}",
             since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        ));
+        )
+        .into());
     }
     let mut checked = Vec::new();
     for object in listing.recent.iter().rev().take(MAX_CHECKED) {
         if object.size <= 0 {
-            return Err(format!("the new backup {} is empty", object.key));
+            return Err(format!("the new backup {} is empty", object.key).into());
         }
         match object_matches_key(&job, &key, &object.key).await {
             Ok(Ok(())) => checked.push(json!({ "key": object.key, "size": object.size,
@@ -110,9 +108,9 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, String>
                 return Err(format!(
                     "the new backup {} does not decrypt to a pg_dump archive with the current key: {why}",
                     object.key
-                ))
+                ).into())
             }
-            Err(why) => return Err(why),
+            Err(why) => return Err(why.to_string().into()),
         }
     }
     out["objects"] = json!(checked);

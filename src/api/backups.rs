@@ -17,7 +17,6 @@ use super::error::{ApiError, ErrorBody};
 use super::restore_tests::{found, next_cursor, optional_json, page, path_id, PageParams};
 use super::AppState;
 use crate::domain::manual_backup::ManualBackup;
-use crate::runbook::manual_backup::StartError;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -74,11 +73,7 @@ pub async fn start(
             caller.on_behalf_of.as_deref(),
         )
         .await
-        .map_err(|e| match e {
-            StartError::Invalid(m) => ApiError::BadRequest(m),
-            StartError::NoKubernetes => ApiError::Conflict(e.to_string()),
-            StartError::Store(s) => ApiError::Store(s),
-        })?;
+        .map_err(super::restore_tests::start_error)?;
     let launched = record.clone();
     tokio::spawn(async move {
         backups.run(&launched, &plan).await;

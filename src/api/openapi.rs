@@ -178,3 +178,42 @@ fn merge_value(slot: &mut Value, extra: Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use crate::config::Role;
+    use crate::domain::alert::AlertStatus;
+    use crate::domain::diagnosis::Scenario;
+    use crate::domain::finding::Status;
+    use crate::domain::incident::IncidentStatus;
+    use crate::domain::manual_backup::BackupStatus;
+    use crate::domain::plan::{Decision, StepKind, StepState};
+    use crate::domain::restore_test::TestStatus;
+
+    fn names<T: std::fmt::Display>(all: &[T]) -> Value {
+        json!(all.iter().map(ToString::to_string).collect::<Vec<_>>())
+    }
+
+    /// The document names each enum's values as they are stored and parsed (one mapping each).
+    #[test]
+    fn the_document_names_each_enum_by_its_stored_names() {
+        let doc = super::super::openapi();
+        let schema = |name: &str| doc["components"]["schemas"][name]["enum"].clone();
+        for (name, want) in [
+            ("IncidentStatus", names(IncidentStatus::ALL)),
+            ("TestStatus", names(TestStatus::ALL)),
+            ("BackupStatus", names(BackupStatus::ALL)),
+            ("Scenario", names(Scenario::ALL)),
+            ("Status", names(Status::ALL)),
+            ("AlertStatus", names(AlertStatus::ALL)),
+            ("StepKind", names(StepKind::ALL)),
+            ("Decision", names(Decision::ALL)),
+            ("StepState", names(StepState::ALL)),
+            ("Role", names(Role::ALL)),
+        ] {
+            assert_eq!(schema(name), want, "{name}");
+        }
+    }
+}

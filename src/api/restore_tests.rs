@@ -100,11 +100,13 @@ pub(super) fn next_cursor<T>(
     }
 }
 
-fn start_error(e: StartError) -> ApiError {
+/// How the API answers a runbook procedure that could not start (restore tests, manual backups).
+pub(super) fn start_error(e: StartError) -> ApiError {
     match e {
         StartError::Invalid(m) => ApiError::BadRequest(m),
-        StartError::NotConfigured => ApiError::Conflict(e.to_string()),
-        StartError::Store(s) => ApiError::Store(s),
+        StartError::UnknownDatabase { .. } => ApiError::BadRequest(e.to_string()),
+        StartError::NotConfigured | StartError::NoKubernetes => ApiError::Conflict(e.to_string()),
+        StartError::Store { source, .. } => ApiError::Store(source),
     }
 }
 

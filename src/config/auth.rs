@@ -99,22 +99,14 @@ impl NamedToken {
     }
 }
 
-/// What a named credential may do. An admin may also read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Reader,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Reader => "reader",
-            Role::Admin => "admin",
-        }
+crate::domain::names::string_enum!(
+    /// What a named credential may do. An admin may also read.
+    #[derive(utoipa::ToSchema)]
+    pub Role "role" {
+        Reader => "reader",
+        Admin => "admin",
     }
-}
+);
 
 /// One accepted API credential.
 #[derive(Clone, PartialEq, Eq)]

@@ -10,6 +10,8 @@ use chrono::{DateTime, Datelike, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::domain::names::string_enum;
+
 /// The alert the built-in playbooks answer.
 pub const BACKUP_FAILED: &str = "PostgreSQLBackupFailed";
 /// The backups went stale with no failure reported: the freshness watchdog's incident (and the
@@ -55,13 +57,14 @@ pub struct WebhookAlert {
     fingerprint: String,
 }
 
-/// Whether an alert (or the whole group) is firing or resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertStatus {
-    Firing,
-    Resolved,
-}
+string_enum!(
+    /// Whether an alert (or the whole group) is firing or resolved.
+    #[derive(ToSchema)]
+    pub AlertStatus "alert status" {
+        Firing => "firing",
+        Resolved => "resolved",
+    }
+);
 
 /// One validated webhook delivery.
 #[derive(Debug, Clone)]
@@ -104,14 +107,6 @@ impl Alert {
         AlertKey {
             fingerprint: self.fingerprint.clone(),
             starts_at: self.starts_at,
-        }
-    }
-
-    /// `firing` or `resolved`.
-    pub fn status_str(&self) -> &'static str {
-        match self.status {
-            AlertStatus::Firing => "firing",
-            AlertStatus::Resolved => "resolved",
         }
     }
 

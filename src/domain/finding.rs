@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::names::string_enum;
+
 pub use super::patterns::LogPattern;
 
 /// Every probe's name, in the order findings are shown.
@@ -21,30 +23,20 @@ pub const NAMES: &[&str] = &[
     "encryption",
 ];
 
-/// What a probe concluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// The system looked healthy for this question.
-    Ok,
-    /// The probe found something wrong (see the signals).
-    Problem,
-    /// The probe could not get an answer (unreachable, timed out, not allowed).
-    Error,
-    /// The probe did not run (disabled, or something it needs is unavailable).
-    Skipped,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Problem => "problem",
-            Status::Error => "error",
-            Status::Skipped => "skipped",
-        }
+string_enum!(
+    /// What a probe concluded.
+    #[derive(ToSchema)]
+    pub Status "probe status" {
+        /// The system looked healthy for this question.
+        Ok => "ok",
+        /// The probe found something wrong (see the signals).
+        Problem => "problem",
+        /// The probe could not get an answer (unreachable, timed out, not allowed).
+        Error => "error",
+        /// The probe did not run (disabled, or something it needs is unavailable).
+        Skipped => "skipped",
     }
-}
+);
 
 /// How a connection attempt failed (the pg_isready distinctions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

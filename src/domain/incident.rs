@@ -1,63 +1,25 @@
 //! The incident: what the service knows about one alert occurrence, and its timeline.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
-/// Where an incident stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum IncidentStatus {
-    /// The alert fires and the incident is being worked.
-    Open,
-    /// Alertmanager reported the alert resolved, or a person resolved it.
-    Resolved,
-    /// Handed to people: no safe fix, or the deadline passed.
-    Escalated,
-    /// Fixed by the service and proven by a verified backup.
-    Remediated,
-}
+use crate::domain::names::string_enum;
 
-impl IncidentStatus {
-    pub const ALL: [IncidentStatus; 4] = [
-        Self::Open,
-        Self::Resolved,
-        Self::Escalated,
-        Self::Remediated,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Resolved => "resolved",
-            Self::Escalated => "escalated",
-            Self::Remediated => "remediated",
-        }
+string_enum!(
+    /// Where an incident stands.
+    #[derive(ToSchema)]
+    pub IncidentStatus "incident status" {
+        /// The alert fires and the incident is being worked.
+        Open => "open",
+        /// Alertmanager reported the alert resolved, or a person resolved it.
+        Resolved => "resolved",
+        /// Handed to people: no safe fix, or the deadline passed.
+        Escalated => "escalated",
+        /// Fixed by the service and proven by a verified backup.
+        Remediated => "remediated",
     }
-}
-
-impl fmt::Display for IncidentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for IncidentStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown status {s:?}, expected one of open, resolved, escalated, remediated"
-                )
-            })
-    }
-}
+);
 
 /// An incident as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

@@ -2,9 +2,11 @@
 //! it ended. The procedure itself is `crate::runbook::manual_backup`.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
+
+use crate::domain::names::string_enum;
 
 /// A manual backup as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -28,42 +30,18 @@ pub struct ManualBackup {
     pub detail: Value,
 }
 
-/// Where a manual backup stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BackupStatus {
-    Running,
-    Succeeded,
-    Failed,
-    TimedOut,
-    /// The Job could not be created or watched.
-    Error,
-}
-
-impl BackupStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::TimedOut => "timed_out",
-            Self::Error => "error",
-        }
+string_enum!(
+    /// Where a manual backup stands.
+    #[derive(ToSchema)]
+    pub BackupStatus "manual backup status" {
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        TimedOut => "timed_out",
+        /// The Job could not be created or watched.
+        Error => "error",
     }
-
-    pub fn parse(s: &str) -> Result<Self, String> {
-        [
-            Self::Running,
-            Self::Succeeded,
-            Self::Failed,
-            Self::TimedOut,
-            Self::Error,
-        ]
-        .into_iter()
-        .find(|b| b.as_str() == s)
-        .ok_or_else(|| format!("unknown manual backup status {s:?}"))
-    }
-}
+);
 
 /// A manual backup about to be recorded.
 #[derive(Debug, Clone)]

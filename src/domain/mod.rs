@@ -5,12 +5,14 @@
 //! Imports nothing else of the crate (`tests/it/layout.rs` checks it), so every other layer can
 //! use it and the clever part is testable without any server.
 
+pub mod action;
 pub mod alert;
 pub mod diagnosis;
 pub mod duration;
 pub mod finding;
 pub mod incident;
 pub mod manual_backup;
+pub mod names;
 pub mod patterns;
 pub mod plan;
 pub mod policy;

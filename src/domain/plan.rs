@@ -5,47 +5,17 @@
 //! step of a group fails, the rest of that group is skipped and the next group is tried. The
 //! last group is normally an escalation.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
-macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($(#[$vm])* $variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                Self::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
-                    format!("unknown {} {s:?}", stringify!($name))
-                })
-            }
-        }
-    };
-}
+use crate::domain::action::ActionName;
+use crate::domain::names::string_enum;
 
 string_enum!(
     /// What a step does.
-    StepKind {
+    #[derive(ToSchema)]
+    pub StepKind "step kind" {
         /// A change (Kubernetes, SQL), governed by policy.
         Action => "action",
         /// A read-only check (e.g. wait until the database answers).
@@ -59,7 +29,8 @@ string_enum!(
 
 string_enum!(
     /// The policy's decision for a step, taken when the plan is made.
-    Decision {
+    #[derive(ToSchema)]
+    pub Decision "decision" {
         /// Runs without a person.
         Auto => "auto",
         /// Waits for an approval through the API.
@@ -73,7 +44,8 @@ string_enum!(
 
 string_enum!(
     /// Where a step stands.
-    StepState {
+    #[derive(ToSchema)]
+    pub StepState "step state" {
         Planned => "planned",
         WaitingApproval => "waiting_approval",
         Approved => "approved",
@@ -115,7 +87,7 @@ pub struct PlannedStep {
     pub group: i32,
     pub kind: StepKind,
     /// Action, check or escalation name (e.g. `expand_pvc`, `database_answers`).
-    pub name: String,
+    pub name: ActionName,
     /// What it acts on, e.g. `pvc/link-services/postgres-data-0` (cooldowns and locks key on it).
     pub target: String,
     pub decision: Decision,
@@ -131,7 +103,8 @@ pub struct Step {
     pub seq: i32,
     pub group: i32,
     pub kind: StepKind,
-    pub name: String,
+    #[schema(value_type = String)]
+    pub name: ActionName,
     pub target: String,
     pub decision: Decision,
     pub state: StepState,
@@ -157,7 +130,8 @@ pub struct Claim {
 string_enum!(
     /// Why the gate refused a step: the `reason` label of
     /// `backup_remediator_actions_refused_total` (a small fixed set).
-    Refusal {
+    #[derive(ToSchema)]
+    pub Refusal "refusal" {
         /// The policy in force now says `never` (or an approval timed out).
         Policy => "policy",
         /// The same action on the same target started too recently.
@@ -211,7 +185,7 @@ pub struct GateRequest<'a> {
     pub from: &'a [StepState],
     pub verdict: Verdict<'a>,
     /// The policy's name of the action (a verification is a `rerun_backup`).
-    pub action: &'a str,
+    pub action: ActionName,
     /// Whether the step changes the world: counted against cooldown, attempts and budget, and
     /// holds its target's lock. Read-only checks are not.
     pub counted: bool,

@@ -14,21 +14,8 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::action::ActionName;
 use crate::domain::plan::Decision;
-
-/// The actions the service knows, in the order the README lists them.
-pub const ACTIONS: &[&str] = &[
-    RERUN_BACKUP,
-    REPAIR_BACKUP_ROLE,
-    EXPAND_PVC,
-    RESTART_PRIMARY,
-    DELETE_OLD_FILES,
-];
-pub const RERUN_BACKUP: &str = "rerun_backup";
-pub const REPAIR_BACKUP_ROLE: &str = "repair_backup_role";
-pub const EXPAND_PVC: &str = "expand_pvc";
-pub const RESTART_PRIMARY: &str = "restart_primary";
-pub const DELETE_OLD_FILES: &str = "delete_old_files";
 
 /// How an action may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +70,7 @@ pub struct Policy {
     pub max_attempts_per_incident: u32,
     /// An approval not given within this time refuses the step (and escalates).
     pub approval_timeout_minutes: u64,
+    /// Keyed by [`ActionName::GOVERNED`] names (checked when the policy is read).
     pub actions: BTreeMap<String, ActionPolicy>,
     pub limits: Limits,
     pub flapping: Flapping,
@@ -121,11 +109,26 @@ impl Policy {
             max_attempts_per_incident: 3,
             approval_timeout_minutes: 60,
             actions: BTreeMap::from([
-                (RERUN_BACKUP.to_owned(), action(Mode::Auto, 0, 4, 60)),
-                (REPAIR_BACKUP_ROLE.to_owned(), action(Mode::Auto, 10, 2, 60)),
-                (EXPAND_PVC.to_owned(), action(Mode::Auto, 360, 1, 360)),
-                (RESTART_PRIMARY.to_owned(), action(Mode::Approve, 60, 1, 60)),
-                (DELETE_OLD_FILES.to_owned(), action(Mode::Never, 0, 1, 60)),
+                (
+                    ActionName::RerunBackup.as_str().to_owned(),
+                    action(Mode::Auto, 0, 4, 60),
+                ),
+                (
+                    ActionName::RepairBackupRole.as_str().to_owned(),
+                    action(Mode::Auto, 10, 2, 60),
+                ),
+                (
+                    ActionName::ExpandPvc.as_str().to_owned(),
+                    action(Mode::Auto, 360, 1, 360),
+                ),
+                (
+                    ActionName::RestartPrimary.as_str().to_owned(),
+                    action(Mode::Approve, 60, 1, 60),
+                ),
+                (
+                    ActionName::DeleteOldFiles.as_str().to_owned(),
+                    action(Mode::Never, 0, 1, 60),
+                ),
             ]),
             limits: Limits {
                 pvc_ceiling: "500Gi".to_owned(),
@@ -184,21 +187,22 @@ impl Policy {
         })?;
         p.source = name.to_owned();
         for key in p.actions.keys() {
-            if !ACTIONS.contains(&key.as_str()) {
+            if !key.parse::<ActionName>().is_ok_and(ActionName::is_governed) {
+                let known: Vec<_> = ActionName::GOVERNED.iter().map(|a| a.as_str()).collect();
                 return Err(err(format!(
                     "actions.{key}: unknown action; known: {}",
-                    ACTIONS.join(", ")
+                    known.join(", ")
                 )));
             }
         }
-        if p.mode(DELETE_OLD_FILES) != Mode::Never {
+        if p.mode(ActionName::DeleteOldFiles) != Mode::Never {
             return Err(err(
                 "actions.delete_old_files: can only be \"never\": the service does not delete \
                  files in a database's data directory; do it by hand after reading the plan"
                     .to_owned(),
             ));
         }
-        if p.mode(RESTART_PRIMARY) == Mode::Auto {
+        if p.mode(ActionName::RestartPrimary) == Mode::Auto {
             return Err(err(
                 "actions.restart_primary.mode: can only be \"approve\" or \"never\": restarting \
                  the primary interrupts every client of the database, so a person decides"
@@ -249,25 +253,34 @@ impl Policy {
     }
 
     /// The mode of `action`; an action the file does not list keeps its default.
-    pub fn mode(&self, action: &str) -> Mode {
+    pub fn mode(&self, action: ActionName) -> Mode {
         // The defaults are merged under the file, so every known action is present; anything
         // else is refused.
-        self.actions.get(action).map_or(Mode::Never, |a| a.mode)
+        self.actions
+            .get(action.as_str())
+            .map_or(Mode::Never, |a| a.mode)
     }
 
     /// The cooldown of `action` on one target.
-    pub fn cooldown(&self, action: &str) -> Duration {
-        Duration::from_secs(self.actions.get(action).map_or(0, |a| a.cooldown_minutes) * 60)
+    pub fn cooldown(&self, action: ActionName) -> Duration {
+        Duration::from_secs(
+            self.actions
+                .get(action.as_str())
+                .map_or(0, |a| a.cooldown_minutes)
+                * 60,
+        )
     }
 
     /// At most how many starts of `action` per window, across incidents and replicas.
-    pub fn budget(&self, action: &str) -> (i64, Duration) {
-        self.actions.get(action).map_or((0, Duration::ZERO), |a| {
-            (
-                a.budget,
-                Duration::from_secs(u64::try_from(a.budget_window_minutes).unwrap_or(0) * 60),
-            )
-        })
+    pub fn budget(&self, action: ActionName) -> (i64, Duration) {
+        self.actions
+            .get(action.as_str())
+            .map_or((0, Duration::ZERO), |a| {
+                (
+                    a.budget,
+                    Duration::from_secs(u64::try_from(a.budget_window_minutes).unwrap_or(0) * 60),
+                )
+            })
     }
 
     /// The flapping breaker's window.
@@ -277,7 +290,7 @@ impl Policy {
 
     /// The decision for a step that runs `action`, under this policy (at plan time for the
     /// record; the gate asks again right before the step runs).
-    pub fn decide(&self, action: &str) -> Decision {
+    pub fn decide(&self, action: ActionName) -> Decision {
         if self.dry_run {
             return Decision::DryRun;
         }
@@ -302,9 +315,9 @@ mod tests {
     fn without_a_file_the_policy_is_a_dry_run_of_the_defaults() {
         let p = Policy::builtin();
         assert!(p.dry_run);
-        assert_eq!(p.decide(RERUN_BACKUP), Decision::DryRun);
-        assert_eq!(p.mode(RESTART_PRIMARY), Mode::Approve);
-        assert_eq!(p.mode(DELETE_OLD_FILES), Mode::Never);
+        assert_eq!(p.decide(ActionName::RerunBackup), Decision::DryRun);
+        assert_eq!(p.mode(ActionName::RestartPrimary), Mode::Approve);
+        assert_eq!(p.mode(ActionName::DeleteOldFiles), Mode::Never);
     }
 
     #[test]
@@ -312,11 +325,11 @@ mod tests {
         let p = Policy::from_toml("[actions.expand_pvc]\nmode = \"approve\"\ncooldown_minutes = 5")
             .unwrap();
         assert!(!p.dry_run);
-        assert_eq!(p.decide(EXPAND_PVC), Decision::Approve);
-        assert_eq!(p.cooldown(EXPAND_PVC), Duration::from_secs(300));
-        assert_eq!(p.decide(RERUN_BACKUP), Decision::Auto);
-        assert_eq!(p.decide(RESTART_PRIMARY), Decision::Approve);
-        assert_eq!(p.decide(DELETE_OLD_FILES), Decision::Never);
+        assert_eq!(p.decide(ActionName::ExpandPvc), Decision::Approve);
+        assert_eq!(p.cooldown(ActionName::ExpandPvc), Duration::from_secs(300));
+        assert_eq!(p.decide(ActionName::RerunBackup), Decision::Auto);
+        assert_eq!(p.decide(ActionName::RestartPrimary), Decision::Approve);
+        assert_eq!(p.decide(ActionName::DeleteOldFiles), Decision::Never);
     }
 
     #[test]
@@ -351,19 +364,31 @@ mod tests {
     #[test]
     fn budgets_default_to_the_readme_and_bad_ones_are_named() {
         let p = Policy::defaults(false);
-        assert_eq!(p.budget(RERUN_BACKUP), (4, Duration::from_secs(3600)));
-        assert_eq!(p.budget(REPAIR_BACKUP_ROLE), (2, Duration::from_secs(3600)));
-        assert_eq!(p.budget(EXPAND_PVC), (1, Duration::from_secs(6 * 3600)));
-        assert_eq!(p.budget(RESTART_PRIMARY), (1, Duration::from_secs(3600)));
+        assert_eq!(
+            p.budget(ActionName::RerunBackup),
+            (4, Duration::from_secs(3600))
+        );
+        assert_eq!(
+            p.budget(ActionName::RepairBackupRole),
+            (2, Duration::from_secs(3600))
+        );
+        assert_eq!(
+            p.budget(ActionName::ExpandPvc),
+            (1, Duration::from_secs(6 * 3600))
+        );
+        assert_eq!(
+            p.budget(ActionName::RestartPrimary),
+            (1, Duration::from_secs(3600))
+        );
         assert_eq!(
             (p.flapping.incidents, p.flapping_window()),
             (3, Duration::from_secs(6 * 3600))
         );
         let p = Policy::from_toml("[actions.rerun_backup]\nbudget = 10\n[flapping]\nincidents = 5")
             .unwrap();
-        assert_eq!(p.budget(RERUN_BACKUP).0, 10);
+        assert_eq!(p.budget(ActionName::RerunBackup).0, 10);
         assert_eq!(
-            p.mode(RERUN_BACKUP),
+            p.mode(ActionName::RerunBackup),
             Mode::Auto,
             "the rest of the action keeps its default"
         );
@@ -394,6 +419,10 @@ mod tests {
     fn unknown_actions_keys_and_bad_limits_are_named() {
         for (toml, key) in [
             ("[actions.drop_database]\nmode = \"auto\"", "drop_database"),
+            (
+                "[actions.database_answers]\nmode = \"auto\"\nbudget = 1\nbudget_window_minutes = 60",
+                "actions.database_answers: unknown action",
+            ),
             ("dryrun = true", "dryrun"),
             ("[limits]\npvc_ceiling = \"lots\"", "pvc_ceiling"),
             ("[limits]\npvc_growth_step = \"900Gi\"", "pvc_growth_step"),

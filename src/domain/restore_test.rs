@@ -2,44 +2,29 @@
 //! the restore phase against the RTO. The procedure itself is `crate::runbook::restore`.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
+
+use crate::domain::names::string_enum;
 
 /// The alertname of the incident a failed restore test opens.
 pub const NOT_RESTORABLE_ALERT: &str = "PostgreSQLBackupNotRestorable";
 
-/// Where a restore test stands or how it ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TestStatus {
-    #[default]
-    Running,
-    /// Restored, and every announced table is there with its data.
-    Passed,
-    /// The backup is not restorable (an incident is opened).
-    Failed,
-    /// The test could not be carried out (nothing is said about the backup).
-    Error,
-}
-
-impl TestStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Passed => "passed",
-            Self::Failed => "failed",
-            Self::Error => "error",
-        }
+string_enum!(
+    /// Where a restore test stands or how it ended.
+    #[derive(Default, ToSchema)]
+    pub TestStatus "restore test status" {
+        #[default]
+        Running => "running",
+        /// Restored, and every announced table is there with its data.
+        Passed => "passed",
+        /// The backup is not restorable (an incident is opened).
+        Failed => "failed",
+        /// The test could not be carried out (nothing is said about the backup).
+        Error => "error",
     }
-
-    pub fn parse(s: &str) -> Result<Self, String> {
-        [Self::Running, Self::Passed, Self::Failed, Self::Error]
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| format!("unknown restore test status {s:?}"))
-    }
-}
+);
 
 /// One database's restore test, as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -119,10 +104,11 @@ impl Problem {
             reason: reason.into(),
         }
     }
-    pub fn test(reason: impl Into<String>) -> Self {
+    /// The test could not be carried out: `reason` is any error or sentence.
+    pub fn test(reason: impl std::fmt::Display) -> Self {
         Self {
             backup_at_fault: false,
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 }

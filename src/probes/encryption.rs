@@ -87,10 +87,16 @@ async fn check(ctx: &ProbeContext) -> ProbeOutput {
     let owned = key_secret.clone();
     let trip = tokio::task::spawn_blocking(move || round_trip(owned.expose_secret().as_bytes()))
         .await
-        .unwrap_or_else(|e| Err(format!("the round trip crashed: {e}")));
+        .unwrap_or_else(|e| {
+            Err(KeyError::Crashed {
+                what: "round trip",
+                why: e.to_string(),
+            })
+        });
     match trip {
         Ok(()) => evidence["round_trip"] = json!("ok"),
-        Err(detail) => {
+        Err(e) => {
+            let detail = e.to_string();
             evidence["round_trip"] = json!({ "error": detail });
             problems.push(format!(
                 "encrypting and decrypting a test block failed: {detail}"
@@ -101,7 +107,10 @@ async fn check(ctx: &ProbeContext) -> ProbeOutput {
 
     let newest = match s3::job_s3(ctx).await {
         Ok(job) => newest_backup(&job, &key_secret).await,
-        Err(why) => Newest::Unchecked { why, error: false },
+        Err(why) => Newest::Unchecked {
+            why: why.to_string(),
+            error: false,
+        },
     };
     let mut unchecked = None;
     let mut ok_words = String::new();
@@ -162,14 +171,35 @@ fn capitalize(s: &str) -> String {
     }
 }
 
+/// Why the key failed a check: the round trip of a test block, or a backup's first bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the decrypted block differs from the original")]
+    RoundTripDiffers,
+    #[error("it is an unencrypted pg_dump archive")]
+    Unencrypted,
+    #[error("its first block does not decrypt to PGDMP")]
+    NotPgDump,
+    #[error(transparent)]
+    Crypto(#[from] crypto::CryptoError),
+    /// The blocking task that ran the check (`what`) died.
+    #[error("the {what} crashed: {why}")]
+    Crashed { what: &'static str, why: String },
+}
+
+/// A backup object could not be read from S3 (the message is redacted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreadable(pub String);
+
 /// Encrypts a random block with `key` and decrypts it again, in process.
-fn round_trip(key: &[u8]) -> Result<(), String> {
+fn round_trip(key: &[u8]) -> Result<(), KeyError> {
     let block: [u8; 32] = rand::random();
     let sealed = crypto::encrypt(key, &block);
     match crypto::decrypt(key, &sealed) {
         Ok(plain) if plain == block => Ok(()),
-        Ok(_) => Err("the decrypted block differs from the original".to_owned()),
-        Err(e) => Err(e.to_string()),
+        Ok(_) => Err(KeyError::RoundTripDiffers),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -189,8 +219,14 @@ async fn newest_backup(job: &JobS3, key: &SecretString) -> Newest {
     let object = newest.key;
     match object_matches_key(job, key, &object).await {
         Ok(Ok(())) => Newest::Matches(object),
-        Ok(Err(why)) => Newest::Mismatch { object, why },
-        Err(why) => Newest::Unchecked { why, error: true },
+        Ok(Err(why)) => Newest::Mismatch {
+            object,
+            why: why.to_string(),
+        },
+        Err(why) => Newest::Unchecked {
+            why: why.to_string(),
+            error: true,
+        },
     }
 }
 
@@ -201,7 +237,7 @@ pub async fn object_matches_key(
     job: &JobS3,
     key: &SecretString,
     object: &str,
-) -> Result<Result<(), String>, String> {
+) -> Result<Result<(), KeyError>, Unreadable> {
     let got = job
         .client
         .get_object()
@@ -214,37 +250,42 @@ pub async fn object_matches_key(
         Ok(out) => match out.body.collect().await {
             Ok(bytes) => bytes.into_bytes(),
             Err(e) => {
-                return Err(job.redact(&format!(
+                return Err(Unreadable(job.redact(&format!(
                     "reading the start of {object} from S3 failed: {}",
                     aws_smithy_types::error::display::DisplayErrorContext(&e)
-                )))
+                ))))
             }
         },
         Err(e) => {
             let f = aws::explain("S3", &e);
-            return Err(job.redact(&format!(
+            return Err(Unreadable(job.redact(&format!(
                 "reading the start of {object} from S3 failed: {}",
                 f.words
-            )));
+            ))));
         }
     };
     let key = key.clone();
     Ok(
         tokio::task::spawn_blocking(move || verdict(key.expose_secret().as_bytes(), &head))
             .await
-            .unwrap_or_else(|e| Err(format!("the check crashed: {e}"))),
+            .unwrap_or_else(|e| {
+                Err(KeyError::Crashed {
+                    what: "check",
+                    why: e.to_string(),
+                })
+            }),
     )
 }
 
 /// Whether the first bytes of a backup decrypt to a pg_dump archive; `Err` says what they are.
-fn verdict(key: &[u8], head: &[u8]) -> Result<(), String> {
+fn verdict(key: &[u8], head: &[u8]) -> Result<(), KeyError> {
     if head.starts_with(PG_DUMP_MAGIC) {
-        return Err("it is an unencrypted pg_dump archive".to_owned());
+        return Err(KeyError::Unencrypted);
     }
     match crypto::decrypt_prefix(key, head) {
         Ok(plain) if plain.starts_with(PG_DUMP_MAGIC) => Ok(()),
-        Ok(_) => Err("its first block does not decrypt to PGDMP".to_owned()),
-        Err(e) => Err(e.to_string()),
+        Ok(_) => Err(KeyError::NotPgDump),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -261,13 +302,16 @@ mod tests {
         assert_eq!(verdict(b"current-key", &sealed[..64]), Ok(()));
         assert!(verdict(b"older-key", &sealed[..64])
             .unwrap_err()
+            .to_string()
             .contains("does not decrypt to PGDMP"));
         assert!(verdict(b"current-key", b"PGDMP\x01\x0e plain")
             .unwrap_err()
+            .to_string()
             .contains("unencrypted"));
         assert!(
             verdict(b"current-key", b"something else entirely, not openssl")
                 .unwrap_err()
+                .to_string()
                 .contains("not openssl")
         );
     }

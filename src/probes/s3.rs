@@ -13,31 +13,38 @@ use futures_util::future::BoxFuture;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
+use super::secret::SecretUnavailable;
 use super::{fingerprint, Probe, ProbeContext, ProbeOutput, Signal};
 use crate::infra::aws::{self, Failure, FailureKind};
 use crate::infra::s3::{list_backups, JobS3, MAX_LIST_PAGES, PROBE_OBJECT_MARKER};
 
+/// Why the backup job's S3 client cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobS3Error {
+    #[error("the backup Secret is unavailable ({0})")]
+    Secret(#[from] SecretUnavailable),
+    #[error("no bucket: neither [s3] bucket nor the Secret's s3-bucket is set")]
+    NoBucket,
+    #[error("the backup Secret lacks aws-access-key-id or aws-secret-access-key")]
+    NoCredentials,
+}
+
 /// Builds the S3 client of the backup job: the bucket from `[s3] bucket` or the Secret's
 /// `s3-bucket`, the credentials from the Secret. `Err` says, in words, why that is not possible.
-pub async fn job_s3(ctx: &ProbeContext) -> Result<JobS3, String> {
+pub async fn job_s3(ctx: &ProbeContext) -> Result<JobS3, JobS3Error> {
     let settings = &ctx.settings;
-    let secret = ctx
-        .backup_secret()
-        .await
-        .map_err(|e| format!("the backup Secret is unavailable ({e})"))?;
+    let secret = ctx.backup_secret().await?;
     let (bucket, bucket_source) = if !settings.s3.bucket.is_empty() {
         (settings.s3.bucket.clone(), "settings")
     } else if let Some(b) = &secret.s3_bucket {
         (b.clone(), "secret")
     } else {
-        return Err("no bucket: neither [s3] bucket nor the Secret's s3-bucket is set".to_owned());
+        return Err(JobS3Error::NoBucket);
     };
     let (Some(key_id), Some(secret_key)) =
         (&secret.aws_access_key_id, &secret.aws_secret_access_key)
     else {
-        return Err(
-            "the backup Secret lacks aws-access-key-id or aws-secret-access-key".to_owned(),
-        );
+        return Err(JobS3Error::NoCredentials);
     };
     let client = ctx.s3_client(key_id, secret_key);
     let secrets = [

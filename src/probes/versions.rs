@@ -16,6 +16,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use sqlx::{ConnectOptions, Connection, Row};
 
+use super::secret::SecretUnavailable;
 use super::{Probe, ProbeContext, ProbeOutput, Signal};
 
 pub struct Versions;
@@ -64,14 +65,44 @@ pub fn version_line_major(line: &str) -> Option<u32> {
         .ok()
 }
 
+/// Why a version could not be learned (said in the finding's summary and evidence).
+#[derive(Debug, thiserror::Error)]
+enum VersionUnknown {
+    #[error("no backup credentials: {0}")]
+    NoCredentials(#[from] SecretUnavailable),
+    #[error("the Secret lacks postgres-user or postgres-password")]
+    NoLogin,
+    #[error("the server did not answer within {0} ms")]
+    Timeout(u128),
+    #[error("asking the server its version failed: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("odd server_version_num {0}")]
+    OddServerVersion(i32),
+    #[error("no Kubernetes API configured")]
+    NoKubernetes,
+    #[error("reading CronJob {name}: {source}")]
+    CronJob {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("CronJob {0} does not exist")]
+    NoCronJob(String),
+    #[error("running {program} --version: {source}")]
+    Run {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} --version said {said:?}")]
+    Unparsed { program: String, said: String },
+}
+
 /// The server's major version, asked with the backup job's credentials.
-async fn server_major(ctx: &ProbeContext) -> Result<u32, String> {
-    let secret = ctx
-        .backup_secret()
-        .await
-        .map_err(|e| format!("no backup credentials: {e}"))?;
+async fn server_major(ctx: &ProbeContext) -> Result<u32, VersionUnknown> {
+    let secret = ctx.backup_secret().await?;
     let (Some(user), Some(password)) = (&secret.postgres_user, &secret.postgres_password) else {
-        return Err("the Secret lacks postgres-user or postgres-password".into());
+        return Err(VersionUnknown::NoLogin);
     };
     let t = &ctx.settings.target;
     let database = t.databases.first().map_or("postgres", String::as_str);
@@ -87,27 +118,27 @@ async fn server_major(ctx: &ProbeContext) -> Result<u32, String> {
         Ok::<_, sqlx::Error>(v)
     };
     match tokio::time::timeout(timeout, ask).await {
-        Err(_) => Err(format!(
-            "the server did not answer within {} ms",
-            timeout.as_millis()
-        )),
-        Ok(Err(e)) => Err(format!("asking the server its version failed: {e}")),
-        Ok(Ok(v)) => u32::try_from(v / 10_000).map_err(|_| format!("odd server_version_num {v}")),
+        Err(_) => Err(VersionUnknown::Timeout(timeout.as_millis())),
+        Ok(Err(e)) => Err(VersionUnknown::Query(e)),
+        Ok(Ok(v)) => u32::try_from(v / 10_000).map_err(|_| VersionUnknown::OddServerVersion(v)),
     }
 }
 
 /// The images of the backup CronJob's containers; `Err` says why they could not be read.
-async fn cronjob_images(ctx: &ProbeContext) -> Result<Vec<String>, String> {
+async fn cronjob_images(ctx: &ProbeContext) -> Result<Vec<String>, VersionUnknown> {
     let Some(client) = ctx.kube.clone() else {
-        return Err("no Kubernetes API configured".into());
+        return Err(VersionUnknown::NoKubernetes);
     };
     let k = &ctx.settings.kubernetes;
     let api: Api<CronJob> = Api::namespaced(client, &k.namespace);
     let cj = api
         .get_opt(&k.backup_cronjob)
         .await
-        .map_err(|e| format!("reading CronJob {}: {e}", k.backup_cronjob))?
-        .ok_or_else(|| format!("CronJob {} does not exist", k.backup_cronjob))?;
+        .map_err(|source| VersionUnknown::CronJob {
+            name: k.backup_cronjob.clone(),
+            source,
+        })?
+        .ok_or_else(|| VersionUnknown::NoCronJob(k.backup_cronjob.clone()))?;
     Ok(cj
         .spec
         .and_then(|s| s.job_template.spec)
@@ -117,15 +148,21 @@ async fn cronjob_images(ctx: &ProbeContext) -> Result<Vec<String>, String> {
 }
 
 /// `<program> --version`'s major; `Err` says why it is unknown.
-async fn program_major(program: &str) -> Result<u32, String> {
+async fn program_major(program: &str) -> Result<u32, VersionUnknown> {
     let out = tokio::process::Command::new(program)
         .arg("--version")
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| format!("running {program} --version: {e}"))?;
+        .map_err(|source| VersionUnknown::Run {
+            program: program.to_owned(),
+            source,
+        })?;
     let text = String::from_utf8_lossy(&out.stdout);
-    version_line_major(&text).ok_or_else(|| format!("{program} --version said {:?}", text.trim()))
+    version_line_major(&text).ok_or_else(|| VersionUnknown::Unparsed {
+        program: program.to_owned(),
+        said: text.trim().to_owned(),
+    })
 }
 
 impl Probe for Versions {
@@ -147,9 +184,9 @@ impl Probe for Versions {
 }
 
 fn assess(
-    server: Result<u32, String>,
-    images: Result<Vec<String>, String>,
-    restore: Result<u32, String>,
+    server: Result<u32, VersionUnknown>,
+    images: Result<Vec<String>, VersionUnknown>,
+    restore: Result<u32, VersionUnknown>,
     restore_program: &str,
 ) -> ProbeOutput {
     let mut evidence = json!({
@@ -163,14 +200,14 @@ fn assess(
     match &server {
         Ok(m) => words.push(format!("server PostgreSQL {m}")),
         Err(e) => {
-            evidence["server_error"] = json!(e);
+            evidence["server_error"] = json!(e.to_string());
             words.push(format!("server version unknown ({e})"));
         }
     }
     let server = server.ok();
     match images {
         Err(e) => {
-            evidence["image_error"] = json!(e);
+            evidence["image_error"] = json!(e.to_string());
             words.push(format!("backup image unknown ({e})"));
         }
         Ok(images) => {
@@ -221,7 +258,7 @@ fn assess(
         }
         (Ok(r), _) => words.push(format!("{restore_program} {r}")),
         (Err(e), _) => {
-            evidence["pg_restore_error"] = json!(e);
+            evidence["pg_restore_error"] = json!(e.to_string());
             words.push(format!("{restore_program} version unknown"));
         }
     }

@@ -29,9 +29,9 @@ mod pipeline;
 mod scratch;
 mod service;
 mod toc;
-pub use objects::{database_of, key_matches, list_every_backup};
+pub use objects::{database_of, key_matches, list_every_backup, ListingError};
 pub use pipeline::{check_restored, restore_stream, Checked, PipelineReport, RestoreInto};
-pub use scratch::{drop_database, quote_ident, scratch_name, PgTarget, ScratchDb};
+pub use scratch::{drop_database, quote_ident, scratch_name, PgTarget, ScratchDb, ScratchError};
 pub use service::{incident_fingerprint, RestoreTester, StartError, TestRequest};
 pub use toc::{parse_toc, TableRef, Toc};
 

@@ -163,7 +163,7 @@ impl Store {
                 now = db.now(),
             );
             tx.query(&sql)
-                .bind(g.action)
+                .bind(g.action.as_str())
                 .bind(&g.step.target)
                 .bind(g.step.incident_id)
                 .bind(g.step.id)
@@ -197,7 +197,7 @@ async fn limits(tx: &mut Tx, g: &GateRequest<'_>) -> Result<Option<Ending>, Stor
     let attempts: i64 = tx
         .query("SELECT COUNT(*) FROM action_starts WHERE incident_id = $1 AND action = $2")
         .bind(g.step.incident_id)
-        .bind(g.action)
+        .bind(g.action.as_str())
         .fetch_scalar()
         .await?;
     if attempts >= g.max_attempts {
@@ -217,7 +217,7 @@ async fn limits(tx: &mut Tx, g: &GateRequest<'_>) -> Result<Option<Ending>, Stor
         );
         let row = tx
             .query(&sql)
-            .bind(g.action)
+            .bind(g.action.as_str())
             .bind(&g.step.target)
             .bind(g.cooldown_seconds)
             .fetch_one()
@@ -242,7 +242,7 @@ async fn limits(tx: &mut Tx, g: &GateRequest<'_>) -> Result<Option<Ending>, Stor
     );
     let used: i64 = tx
         .query(&sql)
-        .bind(g.action)
+        .bind(g.action.as_str())
         .bind(window)
         .fetch_scalar()
         .await?;

@@ -71,7 +71,7 @@ impl Store {
                 .bind(seq as i32 + 1)
                 .bind(s.group)
                 .bind(s.kind.as_str())
-                .bind(&s.name)
+                .bind(s.name.as_str())
                 .bind(&s.target)
                 .bind(s.decision.as_str())
                 .bind(&s.reason)

@@ -31,7 +31,7 @@ use crate::probes::{self, Clients, Probe, ProbeContext};
 use crate::store::{Store, StoreError};
 use crate::workflow::pace::{self, Pace, StormWatch};
 use crate::workflow::playbooks;
-use crate::workflow::remediation::{Outcome, Remediator};
+use crate::workflow::remediation::{Progress, Remediator};
 
 /// Runs the probes and the diagnosis; stores nothing (`replay`, `probe`, and the engine's core).
 pub struct Examiner {
@@ -218,7 +218,7 @@ impl Engine {
         }
         match &self.remediator {
             None => Ok(true),
-            Some(r) => Ok(r.remediate(incident_id, claim).await? == Outcome::Done),
+            Some(r) => Ok(r.remediate(incident_id, claim).await? == Progress::Done),
         }
     }
 

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use crate::actions::ActionContext;
 use crate::config::Settings;
+use crate::domain::action::ActionName;
 use crate::domain::incident::IncidentStatus;
 use crate::domain::plan::{
     Claim, Decision, PlannedStep, Refusal, Step, StepKind, StepState, Transition, Verdict,
@@ -54,7 +55,7 @@ pub struct Remediator {
 
 /// How working the plan ended for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Progress {
     /// Nothing more to do (remediated, escalated, resolved, no playbook).
     Done,
     /// Interrupted (shutdown, lost claim, a step moved by someone else): another pass continues.
@@ -69,10 +70,10 @@ enum Ran {
 }
 
 /// The policy's name of what a step does (a verification reruns the backup).
-fn policy_action(step: &Step) -> &str {
+fn policy_action(step: &Step) -> ActionName {
     match step.kind {
-        StepKind::Verify => crate::domain::policy::RERUN_BACKUP,
-        _ => &step.name,
+        StepKind::Verify => ActionName::RerunBackup,
+        _ => step.name,
     }
 }
 
@@ -118,11 +119,11 @@ impl Remediator {
     }
 
     /// Plans the incident if it has no plan yet, then works the plan under `claim`.
-    pub async fn remediate(&self, incident_id: i64, claim: &Claim) -> Result<Outcome, StoreError> {
+    pub async fn remediate(&self, incident_id: i64, claim: &Claim) -> Result<Progress, StoreError> {
         let mut steps = self.store.steps(incident_id).await?;
         if steps.is_empty() {
             if !self.make_plan(incident_id).await? {
-                return Ok(Outcome::Done);
+                return Ok(Progress::Done);
             }
             steps = self.store.steps(incident_id).await?;
         }
@@ -164,7 +165,7 @@ impl Remediator {
             vec![PlannedStep {
                 group: 1,
                 kind: StepKind::Escalate,
-                name: playbooks::ESCALATE.to_owned(),
+                name: ActionName::Escalate,
                 target: "on-call".to_owned(),
                 decision: Decision::Auto,
                 reason: why,
@@ -212,7 +213,7 @@ impl Remediator {
         incident_id: i64,
         claim: &Claim,
         steps: Vec<Step>,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<Progress, StoreError> {
         let mut failed_group: Option<i32> = None;
         let mut remediated = false;
         for planned in steps {
@@ -228,7 +229,7 @@ impl Remediator {
                     | StepState::Interrupted => failed_group = Some(step.group),
                     StepState::Succeeded if step.kind == StepKind::Verify => remediated = true,
                     StepState::Succeeded if step.kind == StepKind::Escalate => {
-                        return Ok(Outcome::Done)
+                        return Ok(Progress::Done)
                     }
                     _ => {}
                 }
@@ -248,7 +249,7 @@ impl Remediator {
             };
             if let Some(why) = skip_reason {
                 if !self.skip(&step, claim, &why).await? {
-                    return Ok(Outcome::Paused);
+                    return Ok(Progress::Paused);
                 }
                 continue;
             }
@@ -259,7 +260,7 @@ impl Remediator {
                         step = step.id,
                         "the step is another process's now; stopping here"
                     );
-                    return Ok(Outcome::Paused);
+                    return Ok(Progress::Paused);
                 }
                 Ran::State(StepState::Succeeded) if step.kind == StepKind::Verify => {
                     remediated = true;
@@ -275,16 +276,16 @@ impl Remediator {
                     tracing::info!(incident_id, "incident remediated and verified");
                 }
                 Ran::State(StepState::Succeeded) if step.kind == StepKind::Escalate => {
-                    return Ok(Outcome::Done)
+                    return Ok(Progress::Done)
                 }
                 Ran::State(StepState::Succeeded | StepState::DryRun | StepState::Skipped) => {}
                 Ran::State(
                     StepState::Running | StepState::WaitingApproval | StepState::Approved,
-                ) => return Ok(Outcome::Paused),
+                ) => return Ok(Progress::Paused),
                 Ran::State(_) => failed_group = Some(step.group),
             }
         }
-        Ok(Outcome::Done)
+        Ok(Progress::Done)
     }
 
     async fn current(&self, incident_id: i64, step_id: i64) -> Result<Option<Step>, StoreError> {

@@ -33,7 +33,7 @@ async fn waiting_for_approval(app: &TestApp, fingerprint: &str) -> (i64, i64) {
     let step = PlannedStep {
         group: 1,
         kind: StepKind::Action,
-        name: "restart_primary".into(),
+        name: "restart_primary".parse().unwrap(),
         target: "statefulset/link-services/postgres-primary".into(),
         decision: Decision::Approve,
         reason: "the runbook".into(),

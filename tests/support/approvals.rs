@@ -53,7 +53,7 @@ pub async fn waiting_for_approval(store: &Store, names: &[&str]) -> (i64, Vec<i6
         .map(|name| PlannedStep {
             group: 1,
             kind: StepKind::Action,
-            name: (*name).into(),
+            name: name.parse().unwrap(),
             target: TARGET.into(),
             decision: Decision::Approve,
             reason: "the primary does not answer".into(),

@@ -1,33 +1,33 @@
 //! The scenarios a diagnosis names: the runbook's, and those the service adds beyond it.
 
-use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// The scenarios: the runbook's five, the transient case, and two silent failures the service
-/// finds beyond the runbook (a schedule that never runs, a pg_dump older than the server). The
-/// order is the order in which a backup run meets them: the earliest broken step wins a tie.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Scenario {
-    /// The backup never starts: the CronJob is suspended, deleted, or its schedule never fires.
-    BackupSchedule,
-    /// 1: connection refused / timeout / host unreachable.
-    DatabaseConnection,
-    /// 2: authentication failed / role does not exist / permission denied.
-    Authentication,
-    /// pg_dump older than the server: it aborts with `server version mismatch`.
-    VersionMismatch,
-    /// 3: no space left on device / disk full.
-    Storage,
-    /// 5: encryption failed / invalid key / openssl error.
-    Encryption,
-    /// 4: access denied / bucket does not exist / invalid credentials.
-    S3Access,
-    /// Every probe healthy, or nothing explains the failure.
-    TransientUnknown,
-}
+use crate::domain::names::string_enum;
+
+string_enum!(
+    /// The scenarios: the runbook's five, the transient case, and two silent failures the service
+    /// finds beyond the runbook (a schedule that never runs, a pg_dump older than the server). The
+    /// order is the order in which a backup run meets them: the earliest broken step wins a tie.
+    #[derive(PartialOrd, Ord, ToSchema)]
+    pub Scenario "scenario" {
+        /// The backup never starts: the CronJob is suspended, deleted, or its schedule never fires.
+        BackupSchedule => "backup_schedule",
+        /// 1: connection refused / timeout / host unreachable.
+        DatabaseConnection => "database_connection",
+        /// 2: authentication failed / role does not exist / permission denied.
+        Authentication => "authentication",
+        /// pg_dump older than the server: it aborts with `server version mismatch`.
+        VersionMismatch => "version_mismatch",
+        /// 3: no space left on device / disk full.
+        Storage => "storage",
+        /// 5: encryption failed / invalid key / openssl error.
+        Encryption => "encryption",
+        /// 4: access denied / bucket does not exist / invalid credentials.
+        S3Access => "s3_access",
+        /// Every probe healthy, or nothing explains the failure.
+        TransientUnknown => "transient_unknown",
+    }
+);
 
 impl Scenario {
     /// The runbook's number for the scenario (none for those beyond the runbook).
@@ -53,19 +53,6 @@ impl Scenario {
             Scenario::S3Access => "S3 access",
             Scenario::Encryption => "encryption",
             Scenario::TransientUnknown => "transient or unknown",
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scenario::BackupSchedule => "backup_schedule",
-            Scenario::VersionMismatch => "version_mismatch",
-            Scenario::DatabaseConnection => "database_connection",
-            Scenario::Authentication => "authentication",
-            Scenario::Storage => "storage",
-            Scenario::S3Access => "s3_access",
-            Scenario::Encryption => "encryption",
-            Scenario::TransientUnknown => "transient_unknown",
         }
     }
 

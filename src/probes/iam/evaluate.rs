@@ -18,7 +18,7 @@ pub fn required_actions(bucket: &str, prefix: &str) -> Vec<(&'static str, String
 /// What a policy says about one action on one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Decision {
+pub enum IamDecision {
     /// An Allow statement without a condition matches, and no Deny can apply.
     Allowed,
     /// A Deny statement without a condition matches.
@@ -29,10 +29,10 @@ pub enum Decision {
     Uncertain,
 }
 
-impl Decision {
+impl IamDecision {
     /// Whether the backup job is certainly not allowed the action.
     pub fn is_denied(self) -> bool {
-        matches!(self, Decision::ExplicitDeny | Decision::ImplicitDeny)
+        matches!(self, IamDecision::ExplicitDeny | IamDecision::ImplicitDeny)
     }
 }
 
@@ -41,7 +41,7 @@ impl Decision {
 pub struct Verdict {
     pub action: String,
     pub resource: String,
-    pub decision: Decision,
+    pub decision: IamDecision,
     /// The deciding statement ("statement 2 (Sid NoWrites)"); none for an implicit deny.
     pub statement: Option<String>,
     /// Why, in words.
@@ -50,7 +50,7 @@ pub struct Verdict {
 
 /// Why a policy document could not be evaluated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PolicyError {
+pub enum IamPolicyError {
     #[error("the policy document is not JSON: {0}")]
     NotJson(String),
     #[error("the policy document has no Statement")]
@@ -60,7 +60,7 @@ pub enum PolicyError {
 }
 
 /// Decodes a policy document as IAM returns it (URL-encoded, RFC 3986) and parses it.
-pub fn parse_document(raw: &str) -> Result<Value, PolicyError> {
+pub fn parse_document(raw: &str) -> Result<Value, IamPolicyError> {
     let trimmed = raw.trim_start();
     // A document that already starts like JSON is not encoded; decoding it could corrupt a '%'.
     let text = if trimmed.starts_with('{') {
@@ -68,10 +68,10 @@ pub fn parse_document(raw: &str) -> Result<Value, PolicyError> {
     } else {
         percent_encoding::percent_decode_str(trimmed)
             .decode_utf8()
-            .map_err(|e| PolicyError::NotJson(e.to_string()))?
+            .map_err(|e| IamPolicyError::NotJson(e.to_string()))?
             .into_owned()
     };
-    serde_json::from_str(&text).map_err(|e| PolicyError::NotJson(e.to_string()))
+    serde_json::from_str(&text).map_err(|e| IamPolicyError::NotJson(e.to_string()))
 }
 
 /// `*` (any run of characters) and `?` (one character) wildcard matching, as IAM does for
@@ -150,12 +150,12 @@ fn describe_statement(index: usize, statement: &Value) -> String {
 
 /// Evaluates an identity policy document for `action` on `resource`: explicit Deny wins, then
 /// Allow, otherwise implicit deny. A matching statement with a Condition makes the answer
-/// [`Decision::Uncertain`]. Statements are numbered from 1, as a person counts them.
-pub fn evaluate(document: &Value, action: &str, resource: &str) -> Result<Verdict, PolicyError> {
+/// [`IamDecision::Uncertain`]. Statements are numbered from 1, as a person counts them.
+pub fn evaluate(document: &Value, action: &str, resource: &str) -> Result<Verdict, IamPolicyError> {
     let statements: Vec<&Value> = match document.get("Statement") {
         Some(Value::Array(items)) => items.iter().collect(),
         Some(one @ Value::Object(_)) => vec![one],
-        _ => return Err(PolicyError::NoStatement),
+        _ => return Err(IamPolicyError::NoStatement),
     };
     let mut deny = None;
     let mut conditional_deny = None;
@@ -166,7 +166,7 @@ pub fn evaluate(document: &Value, action: &str, resource: &str) -> Result<Verdic
         let effect = statement
             .get("Effect")
             .and_then(Value::as_str)
-            .ok_or(PolicyError::BadEffect(index))?;
+            .ok_or(IamPolicyError::BadEffect(index))?;
         if !covers(statement, "Action", "NotAction", action, true)
             || !covers(statement, "Resource", "NotResource", resource, false)
         {
@@ -180,7 +180,7 @@ pub fn evaluate(document: &Value, action: &str, resource: &str) -> Result<Verdic
             ("Deny", true) => &mut conditional_deny,
             ("Allow", false) => &mut allow,
             ("Allow", true) => &mut conditional_allow,
-            _ => return Err(PolicyError::BadEffect(index)),
+            _ => return Err(IamPolicyError::BadEffect(index)),
         };
         slot.get_or_insert(describe_statement(index, statement));
     }
@@ -193,27 +193,31 @@ pub fn evaluate(document: &Value, action: &str, resource: &str) -> Result<Verdic
     };
     Ok(if let Some(s) = deny {
         verdict(
-            Decision::ExplicitDeny,
+            IamDecision::ExplicitDeny,
             Some(s.clone()),
             format!("{s} denies it explicitly"),
         )
     } else if let Some(s) = conditional_deny {
         verdict(
-            Decision::Uncertain,
+            IamDecision::Uncertain,
             Some(s.clone()),
             format!("{s} denies it under a condition that was not evaluated"),
         )
     } else if let Some(s) = allow {
-        verdict(Decision::Allowed, Some(s.clone()), format!("{s} allows it"))
+        verdict(
+            IamDecision::Allowed,
+            Some(s.clone()),
+            format!("{s} allows it"),
+        )
     } else if let Some(s) = conditional_allow {
         verdict(
-            Decision::Uncertain,
+            IamDecision::Uncertain,
             Some(s.clone()),
             format!("{s} allows it only under a condition that was not evaluated"),
         )
     } else {
         verdict(
-            Decision::ImplicitDeny,
+            IamDecision::ImplicitDeny,
             None,
             "no statement allows it".to_owned(),
         )

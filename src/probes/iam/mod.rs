@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 mod evaluate;
 
 pub use evaluate::{
-    evaluate, parse_document, required_actions, wildcard_match, Decision, PolicyError, Verdict,
+    evaluate, parse_document, required_actions, wildcard_match, IamDecision, IamPolicyError,
+    Verdict,
 };
 
 use super::{Probe, ProbeContext, ProbeOutput, Signal};
@@ -129,7 +130,7 @@ pub async fn check(
     }
     let simulated = match &user_arn {
         Some(arn) => simulate(client, arn, &required).await,
-        None => Err("the user's ARN is unknown (GetUser failed)".to_owned()),
+        None => Err(Unsimulated::NoArn),
     };
     let verdicts = match simulated {
         Ok(v) => {
@@ -138,7 +139,7 @@ pub async fn check(
             v
         }
         Err(why) => {
-            evidence["simulation"] = json!({ "used": false, "why": why });
+            evidence["simulation"] = json!({ "used": false, "why": why.to_string() });
             evidence["method"] = json!("document");
             evidence["scope"] = json!(format!(
                 "the inline policy {policy} only (attached and group policies not read)"
@@ -175,7 +176,7 @@ fn summarize(user: &str, policy: &str, verdicts: &[Verdict], evidence: Value) ->
     let denied: Vec<&Verdict> = verdicts.iter().filter(|v| v.decision.is_denied()).collect();
     let uncertain: Vec<&Verdict> = verdicts
         .iter()
-        .filter(|v| v.decision == Decision::Uncertain)
+        .filter(|v| v.decision == IamDecision::Uncertain)
         .collect();
     let uncertain_words = uncertain
         .iter()
@@ -202,7 +203,7 @@ fn summarize(user: &str, policy: &str, verdicts: &[Verdict], evidence: Value) ->
     }
     let allowed = verdicts
         .iter()
-        .filter(|v| v.decision == Decision::Allowed)
+        .filter(|v| v.decision == IamDecision::Allowed)
         .map(|v| v.action.as_str())
         .collect::<Vec<_>>();
     let mut summary = format!(
@@ -219,13 +220,25 @@ fn summarize(user: &str, policy: &str, verdicts: &[Verdict], evidence: Value) ->
     ProbeOutput::ok(summary).with_evidence(evidence)
 }
 
+/// Why the policy simulator gave no answer (the probe then evaluates the inline policy).
+#[derive(Debug, thiserror::Error)]
+enum Unsimulated {
+    #[error("the user's ARN is unknown (GetUser failed)")]
+    NoArn,
+    /// AWS's answer, in words.
+    #[error("{0}")]
+    Aws(String),
+    #[error("the simulator returned no result for {0}")]
+    NoResult(&'static str),
+}
+
 /// Asks AWS's policy simulator. Any failure (moto answers 500, the service may lack
 /// iam:SimulatePrincipalPolicy) is returned as words for the evidence, and the caller falls back.
 async fn simulate(
     client: &aws_sdk_iam::Client,
     arn: &str,
     required: &[(&'static str, String)],
-) -> Result<Vec<Verdict>, String> {
+) -> Result<Vec<Verdict>, Unsimulated> {
     // The simulation is optional: no retries, so that a broken simulator costs one round trip.
     let once = || {
         aws_sdk_iam::config::Builder::default()
@@ -244,12 +257,12 @@ async fn simulate(
     let answers = futures_util::future::join_all(calls).await;
     let mut verdicts = Vec::new();
     for ((action, resource), answer) in required.iter().zip(answers) {
-        let out = answer.map_err(|e| aws::explain("IAM", &e).words)?;
+        let out = answer.map_err(|e| Unsimulated::Aws(aws::explain("IAM", &e).words))?;
         let result = out
             .evaluation_results()
             .iter()
             .find(|r| r.eval_action_name().eq_ignore_ascii_case(action))
-            .ok_or_else(|| format!("the simulator returned no result for {action}"))?;
+            .ok_or(Unsimulated::NoResult(action))?;
         let statement = result.matched_statements().first().map(|s| {
             let at = s
                 .start_position()
@@ -261,24 +274,27 @@ async fn simulate(
         use aws_sdk_iam::types::PolicyEvaluationDecisionType as D;
         let (decision, why) = match result.eval_decision() {
             D::Allowed => (
-                Decision::Allowed,
+                IamDecision::Allowed,
                 format!("{} allows it", statement.as_deref().unwrap_or("a policy")),
             ),
             D::ExplicitDeny => (
-                Decision::ExplicitDeny,
+                IamDecision::ExplicitDeny,
                 format!(
                     "{} denies it explicitly",
                     statement.as_deref().unwrap_or("a policy")
                 ),
             ),
             D::ImplicitDeny if !missing.is_empty() => (
-                Decision::Uncertain,
+                IamDecision::Uncertain,
                 format!(
                     "depends on condition keys the simulator was not given: {}",
                     missing.join(", ")
                 ),
             ),
-            _ => (Decision::ImplicitDeny, "no statement allows it".to_owned()),
+            _ => (
+                IamDecision::ImplicitDeny,
+                "no statement allows it".to_owned(),
+            ),
         };
         verdicts.push(Verdict {
             action: (*action).to_owned(),
@@ -332,13 +348,13 @@ mod tests {
         let doc = json!({"Statement": {"Effect": "Allow", "Action": "s3:PutObject", "Resource": OBJECTS}});
         assert_eq!(
             decide(doc, "s3:PutObject", OBJECTS).decision,
-            Decision::Allowed
+            IamDecision::Allowed
         );
         let doc = json!({"Statement": [{"Sid": "Rw", "Effect": "Allow", "Action": ["s3:getobject", "s3:PutObject"], "Resource": ["arn:aws:s3:::link-backups/*"]}]});
         let v = decide(doc, "s3:GetObject", OBJECTS);
         assert_eq!(
             (v.decision, v.statement.as_deref()),
-            (Decision::Allowed, Some("statement 1 (Sid Rw)"))
+            (IamDecision::Allowed, Some("statement 1 (Sid Rw)"))
         );
     }
 
@@ -349,11 +365,11 @@ mod tests {
             {"Sid": "NoWrites", "Effect": "Deny", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::link-backups/*"}
         ]});
         let v = decide(doc.clone(), "s3:PutObject", OBJECTS);
-        assert_eq!(v.decision, Decision::ExplicitDeny);
+        assert_eq!(v.decision, IamDecision::ExplicitDeny);
         assert_eq!(v.statement.as_deref(), Some("statement 2 (Sid NoWrites)"));
         assert_eq!(
             decide(doc, "s3:ListBucket", BUCKET).decision,
-            Decision::Allowed
+            IamDecision::Allowed
         );
     }
 
@@ -361,10 +377,10 @@ mod tests {
     fn nothing_matching_is_an_implicit_deny() {
         let doc = json!({"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": OBJECTS}]});
         let v = decide(doc.clone(), "s3:PutObject", OBJECTS);
-        assert_eq!((v.decision, v.statement), (Decision::ImplicitDeny, None));
+        assert_eq!((v.decision, v.statement), (IamDecision::ImplicitDeny, None));
         assert_eq!(
             decide(doc, "s3:ListBucket", BUCKET).decision,
-            Decision::ImplicitDeny,
+            IamDecision::ImplicitDeny,
             "object ARN does not cover the bucket"
         );
     }
@@ -377,15 +393,15 @@ mod tests {
         ]});
         assert_eq!(
             decide(doc.clone(), "s3:PutObject", OBJECTS).decision,
-            Decision::Allowed
+            IamDecision::Allowed
         );
         assert_eq!(
             decide(doc.clone(), "s3:PutObject", "arn:aws:s3:::elsewhere/x").decision,
-            Decision::ExplicitDeny
+            IamDecision::ExplicitDeny
         );
         assert_eq!(
             decide(doc, "iam:GetUser", "*").decision,
-            Decision::ImplicitDeny
+            IamDecision::ImplicitDeny
         );
     }
 
@@ -395,7 +411,7 @@ mod tests {
         let doc = json!({"Statement": [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": OBJECTS, "Condition": cond}]});
         assert_eq!(
             decide(doc, "s3:PutObject", OBJECTS).decision,
-            Decision::Uncertain
+            IamDecision::Uncertain
         );
         let doc = json!({"Statement": [
             {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
@@ -403,7 +419,7 @@ mod tests {
         ]});
         assert_eq!(
             decide(doc, "s3:PutObject", OBJECTS).decision,
-            Decision::Uncertain
+            IamDecision::Uncertain
         );
     }
 
@@ -413,16 +429,16 @@ mod tests {
         let doc = parse_document(encoded).unwrap();
         assert_eq!(
             decide(doc, "s3:ListBucket", BUCKET).decision,
-            Decision::Allowed
+            IamDecision::Allowed
         );
         assert!(parse_document("{\"Statement\": []}").is_ok());
         assert!(matches!(
             parse_document("%7Bnot json"),
-            Err(PolicyError::NotJson(_))
+            Err(IamPolicyError::NotJson(_))
         ));
         assert_eq!(
             evaluate(&json!({}), "s3:X", "*"),
-            Err(PolicyError::NoStatement)
+            Err(IamPolicyError::NoStatement)
         );
         assert_eq!(
             evaluate(
@@ -430,7 +446,7 @@ mod tests {
                 "s3:X",
                 "*"
             ),
-            Err(PolicyError::BadEffect(1))
+            Err(IamPolicyError::BadEffect(1))
         );
     }
 }

@@ -29,32 +29,22 @@ use crate::config::Settings;
 use crate::infra::jobs::{self, JobOutcome};
 use crate::probes::s3::job_s3;
 use crate::probes::ProbeContext;
-use crate::store::{Store, StoreError};
+use crate::runbook::restore::StartError;
+use crate::store::Store;
 
 use crate::domain::manual_backup::{BackupStatus, ManualBackup, NewManualBackup};
-
-/// Why a manual backup could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("no Kubernetes API is configured (in-cluster, KUBECONFIG or kubernetes.api_url): the manual backup Job cannot be created")]
-    NoKubernetes,
-    #[error("recording the manual backup: {0}")]
-    Store(#[from] StoreError),
-}
 
 /// The databases to back up: every configured one, or the requested ones if each is configured
 /// (duplicates removed, configuration order kept). Nothing else from a request reaches the Job.
 pub fn select_databases(
     configured: &[String],
     requested: &[String],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, StartError> {
     if let Some(unknown) = requested.iter().find(|d| !configured.contains(d)) {
-        return Err(format!(
-            "unknown database {unknown:?}; configured: {}",
-            configured.join(", ")
-        ));
+        return Err(StartError::UnknownDatabase {
+            given: unknown.clone(),
+            configured: configured.to_vec(),
+        });
     }
     Ok(configured
         .iter()
@@ -81,7 +71,7 @@ impl ManualBackups {
 
     /// The databases to back up (see [`select_databases`]).
     pub fn databases_for(&self, requested: &[String]) -> Result<Vec<String>, StartError> {
-        select_databases(&self.settings.target.databases, requested).map_err(StartError::Invalid)
+        select_databases(&self.settings.target.databases, requested)
     }
 
     /// Records the backup and returns it with its plan; [`ManualBackups::run`] launches it.
@@ -115,11 +105,17 @@ impl ManualBackups {
                 None => json!({ "planned_object_keys": plan.object_keys }),
             },
         };
-        let id = self.store.insert_manual_backup(&new).await?;
+        let recording = StartError::recording("manual backup");
+        let id = self
+            .store
+            .insert_manual_backup(&new)
+            .await
+            .map_err(&recording)?;
         let record = self
             .store
             .get_manual_backup(id)
-            .await?
+            .await
+            .map_err(recording)?
             .ok_or_else(|| StartError::Invalid(format!("manual backup {id} vanished")))?;
         Ok((record, plan))
     }
@@ -222,7 +218,7 @@ impl ManualBackups {
             Ok(s3) => s3,
             Err(why) => {
                 detail["objects_verified"] = json!(false);
-                detail["objects_unverified_because"] = json!(why);
+                detail["objects_unverified_because"] = json!(why.to_string());
                 return (
                     BackupStatus::Succeeded,
                     None,
@@ -288,7 +284,9 @@ mod tests {
             select_databases(&configured, &["it's-odd".into(), "it's-odd".into()]).unwrap(),
             ["it's-odd"]
         );
-        let err = select_databases(&configured, &["link_users; rm -rf /".into()]).unwrap_err();
+        let err = select_databases(&configured, &["link_users; rm -rf /".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown database"), "{err}");
     }
 }

@@ -50,7 +50,7 @@ pub async fn run_checks(
                 let why = format!("returned {v}, not true");
                 (false, Some(v), Some(why))
             }
-            Err(e) => (false, None, Some(e)),
+            Err(e) => (false, None, Some(e.to_string())),
         };
         results.push(CheckResult {
             name: check.name.clone(),
@@ -65,11 +65,24 @@ pub async fn run_checks(
     Ok(results)
 }
 
+/// Why a check's query gave no answer (the check's `reason`).
+#[derive(Debug, thiserror::Error)]
+enum Unanswered {
+    #[error("could not start a transaction: {0}")]
+    Begin(#[source] sqlx::Error),
+    #[error("could not set the statement timeout: {0}")]
+    Timeout(#[source] sqlx::Error),
+    #[error("failed: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("reading the answer: {0}")]
+    Read(#[source] sqlx::Error),
+}
+
 /// Runs one query; `Ok` with what it returned in words, `Err` with why it could not.
-async fn run_one(conn: &mut sqlx::PgConnection, sql: &str) -> Result<String, String> {
+async fn run_one(conn: &mut sqlx::PgConnection, sql: &str) -> Result<String, Unanswered> {
     conn.execute("BEGIN READ ONLY")
         .await
-        .map_err(|e| format!("could not start a transaction: {e}"))?;
+        .map_err(Unanswered::Begin)?;
     let timeout = format!(
         "SET LOCAL statement_timeout = {}",
         CHECK_TIMEOUT.as_millis()
@@ -78,8 +91,8 @@ async fn run_one(conn: &mut sqlx::PgConnection, sql: &str) -> Result<String, Str
         Ok(_) => conn
             .fetch_all(sqlx::query(sql))
             .await
-            .map_err(|e| format!("failed: {e}")),
-        Err(e) => Err(format!("could not set the statement timeout: {e}")),
+            .map_err(Unanswered::Query),
+        Err(e) => Err(Unanswered::Timeout(e)),
     };
     // Whatever the check did, it leaves nothing behind.
     let _ = conn.execute("ROLLBACK").await;
@@ -94,9 +107,7 @@ async fn run_one(conn: &mut sqlx::PgConnection, sql: &str) -> Result<String, Str
     if kind != "bool" {
         return Ok(format!("a value of type {kind}, not a boolean"));
     }
-    let value: Option<bool> = row
-        .try_get(0)
-        .map_err(|e| format!("reading the answer: {e}"))?;
+    let value: Option<bool> = row.try_get(0).map_err(Unanswered::Read)?;
     Ok(match value {
         Some(true) => "true".to_owned(),
         Some(false) => "false".to_owned(),

@@ -4,9 +4,18 @@ use chrono::DateTime;
 
 use crate::infra::s3::{list_backups_since, JobS3, Listing};
 
-/// Every backup under the job's prefix (one request per 1000 keys), or why not in words that name
-/// the bucket and never a credential.
-pub async fn list_every_backup(job: &JobS3) -> Result<Listing, String> {
+/// S3 could not list the backups: in words that name the bucket and never a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("listing s3://{bucket}/{prefix}: {why}")]
+pub struct ListingError {
+    pub bucket: String,
+    pub prefix: String,
+    /// What S3 said, redacted.
+    pub why: String,
+}
+
+/// Every backup under the job's prefix (one request per 1000 keys), or why not.
+pub async fn list_every_backup(job: &JobS3) -> Result<Listing, ListingError> {
     list_backups_since(
         &job.client,
         &job.bucket,
@@ -14,13 +23,10 @@ pub async fn list_every_backup(job: &JobS3) -> Result<Listing, String> {
         Some(DateTime::UNIX_EPOCH),
     )
     .await
-    .map_err(|e| {
-        format!(
-            "listing s3://{}/{}: {}",
-            job.bucket,
-            job.prefix,
-            job.redact(&crate::infra::aws::explain("S3", &e).words)
-        )
+    .map_err(|e| ListingError {
+        bucket: job.bucket.clone(),
+        prefix: job.prefix.clone(),
+        why: job.redact(&crate::infra::aws::explain("S3", &e).words),
     })
 }
 

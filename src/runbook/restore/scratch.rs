@@ -29,13 +29,52 @@ impl std::fmt::Debug for PgTarget {
     }
 }
 
+/// Why the restore-test PostgreSQL or a scratch database could not be used. Never shows the
+/// URL.
+#[derive(Debug, thiserror::Error)]
+pub enum ScratchError {
+    /// `target_url` does not parse (the parser's words, which do not quote the URL).
+    #[error("restore_test.target_url is not a URL: {0}")]
+    NotUrl(String),
+    #[error("restore_test.target_url must start with postgres://")]
+    NotPostgres,
+    #[error("cannot connect to the restore-test PostgreSQL at {host}:{port}: {source}")]
+    Connect {
+        host: String,
+        port: u16,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("creating the scratch database {name}: {source}")]
+    Create {
+        name: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("connecting to drop the scratch database {name}: {source}")]
+    ConnectToDrop {
+        name: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("dropping the scratch database {name}: {source}")]
+    Drop {
+        name: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The thread dropping a forgotten scratch database could not start a runtime.
+    #[error("{0}")]
+    Runtime(#[from] std::io::Error),
+}
+
 impl PgTarget {
     /// Parses `postgres://user:password@host:port/db?sslmode=…`. The error never shows the URL.
-    pub fn parse(url: &SecretString) -> Result<Self, String> {
+    pub fn parse(url: &SecretString) -> Result<Self, ScratchError> {
         let u = reqwest::Url::parse(url.expose_secret())
-            .map_err(|e| format!("restore_test.target_url is not a URL: {e}"))?;
+            .map_err(|e| ScratchError::NotUrl(e.to_string()))?;
         if !matches!(u.scheme(), "postgres" | "postgresql") {
-            return Err("restore_test.target_url must start with postgres://".to_owned());
+            return Err(ScratchError::NotPostgres);
         }
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
@@ -139,20 +178,22 @@ pub struct ScratchDb {
 
 impl ScratchDb {
     /// Creates the database `name` on `target`.
-    pub async fn create(target: &PgTarget, name: &str) -> Result<Self, String> {
+    pub async fn create(target: &PgTarget, name: &str) -> Result<Self, ScratchError> {
         let mut conn = target
             .options(&target.maintenance_db)
             .connect()
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot connect to the restore-test PostgreSQL at {}:{}: {e}",
-                    target.host, target.port
-                )
+            .map_err(|source| ScratchError::Connect {
+                host: target.host.clone(),
+                port: target.port,
+                source,
             })?;
         conn.execute(format!("CREATE DATABASE {}", quote_ident(name)).as_str())
             .await
-            .map_err(|e| format!("creating the scratch database {name}: {e}"))?;
+            .map_err(|source| ScratchError::Create {
+                name: name.to_owned(),
+                source,
+            })?;
         let _ = conn.close().await;
         Ok(Self {
             target: target.clone(),
@@ -162,25 +203,29 @@ impl ScratchDb {
     }
 
     /// Drops the database (terminating any session still in it).
-    pub async fn drop_now(mut self) -> Result<(), String> {
+    pub async fn drop_now(mut self) -> Result<(), ScratchError> {
         self.dropped = true;
         drop_database(&self.target, &self.name).await
     }
 }
 
 /// `DROP DATABASE IF EXISTS … WITH (FORCE)` on `target`.
-pub async fn drop_database(target: &PgTarget, name: &str) -> Result<(), String> {
+pub async fn drop_database(target: &PgTarget, name: &str) -> Result<(), ScratchError> {
     let mut conn = target
         .options(&target.maintenance_db)
         .connect()
         .await
-        .map_err(|e| format!("connecting to drop the scratch database {name}: {e}"))?;
+        .map_err(|source| ScratchError::ConnectToDrop {
+            name: name.to_owned(),
+            source,
+        })?;
     let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
     let result = conn.execute(sql.as_str()).await;
     let _ = conn.close().await;
-    result
-        .map(|_| ())
-        .map_err(|e| format!("dropping the scratch database {name}: {e}"))
+    result.map(|_| ()).map_err(|source| ScratchError::Drop {
+        name: name.to_owned(),
+        source,
+    })
 }
 
 impl Drop for ScratchDb {
@@ -194,8 +239,7 @@ impl Drop for ScratchDb {
         let dropped = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
+                .build()?;
             rt.block_on(drop_database(&target, &name))
         })
         .join();

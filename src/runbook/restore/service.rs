@@ -41,15 +41,35 @@ pub struct TestRequest {
     pub actor: String,
 }
 
-/// Why tests could not be started.
+/// Why a runbook procedure (restore tests, a manual backup) could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The request does not fit the configuration; the message says how.
     #[error("{0}")]
     Invalid(String),
+    #[error("unknown database {given:?}; configured: {}", .configured.join(", "))]
+    UnknownDatabase {
+        given: String,
+        configured: Vec<String>,
+    },
     #[error("restore tests are not configured: set restore_test.target_url (BR_RESTORE_TEST__TARGET_URL) to a PostgreSQL where scratch databases may be created")]
     NotConfigured,
-    #[error("recording the restore test: {0}")]
-    Store(#[from] StoreError),
+    #[error("no Kubernetes API is configured (in-cluster, KUBECONFIG or kubernetes.api_url): the manual backup Job cannot be created")]
+    NoKubernetes,
+    /// Recording the `what` (`restore test`, `manual backup`) failed.
+    #[error("recording the {what}: {source}")]
+    Store {
+        what: &'static str,
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl StartError {
+    /// Recording the `what` failed.
+    pub(crate) fn recording(what: &'static str) -> impl Fn(StoreError) -> Self {
+        move |source| Self::Store { what, source }
+    }
 }
 
 impl RestoreTester {
@@ -78,10 +98,10 @@ impl RestoreTester {
         let dbs = match &req.database {
             Some(d) if configured.contains(d) => vec![d.clone()],
             Some(d) => {
-                return Err(StartError::Invalid(format!(
-                    "unknown database {d:?}; configured: {}",
-                    configured.join(", ")
-                )))
+                return Err(StartError::UnknownDatabase {
+                    given: d.clone(),
+                    configured: configured.clone(),
+                })
             }
             None => configured.clone(),
         };
@@ -122,8 +142,14 @@ impl RestoreTester {
                 slot: slot.map(str::to_owned),
                 started_at: Utc::now(),
             };
-            if let Some(id) = self.store.insert_restore_test(&new).await? {
-                if let Some(t) = self.store.get_restore_test(id).await? {
+            let recording = StartError::recording("restore test");
+            if let Some(id) = self
+                .store
+                .insert_restore_test(&new)
+                .await
+                .map_err(&recording)?
+            {
+                if let Some(t) = self.store.get_restore_test(id).await.map_err(recording)? {
                     started.push(t);
                 }
             }
@@ -335,7 +361,7 @@ impl RestoreTester {
         out.detail["scratch_dropped"] = json!(dropped.is_ok());
         if let Err(e) = &dropped {
             tracing::error!(error = %e, "the scratch database could not be dropped");
-            out.detail["scratch_drop_error"] = json!(e);
+            out.detail["scratch_drop_error"] = json!(e.to_string());
         }
         let (report, checked, checks) = result?;
         let verdict = checks::judge(

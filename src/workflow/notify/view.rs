@@ -374,7 +374,7 @@ mod tests {
             seq: 1,
             group: 0,
             kind: StepKind::Action,
-            name: "restart_primary".into(),
+            name: "restart_primary".parse().unwrap(),
             target: "statefulset/ns/pg".into(),
             decision: Decision::Approve,
             state: StepState::WaitingApproval,

@@ -2,8 +2,8 @@
 //! from the Secret, grant CONNECT and read access, then verify. Other roles are never touched.
 
 use super::{targets, PlanInput, Playbook, Proposed};
+use crate::domain::action::ActionName;
 use crate::domain::diagnosis::Scenario;
-use crate::domain::policy::REPAIR_BACKUP_ROLE;
 
 pub struct Authentication;
 
@@ -17,7 +17,7 @@ impl Playbook for Authentication {
         vec![
             vec![
                 Proposed::action(
-                    REPAIR_BACKUP_ROLE,
+                    ActionName::RepairBackupRole,
                     targets::backup_role(s),
                     "create or repair the backup role from the Secret and grant CONNECT and read access",
                 ),

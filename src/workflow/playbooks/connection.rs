@@ -1,9 +1,9 @@
 //! Scenario 1, database connection: wait for the database to answer again and rerun the backup
 //! (often transient); else restart the primary — the runbook's "CAREFUL!", approval by default.
 
-use super::{targets, PlanInput, Playbook, Proposed, CHECK_DATABASE_ANSWERS};
+use super::{targets, PlanInput, Playbook, Proposed};
+use crate::domain::action::ActionName;
 use crate::domain::diagnosis::Scenario;
-use crate::domain::policy::RESTART_PRIMARY;
 
 pub struct Connection;
 
@@ -20,16 +20,20 @@ impl Playbook for Connection {
         );
         vec![
             vec![
-                Proposed::check(CHECK_DATABASE_ANSWERS, targets::database(s), wait.clone()),
+                Proposed::check(
+                    ActionName::DatabaseAnswers,
+                    targets::database(s),
+                    wait.clone(),
+                ),
                 Proposed::verify(s),
             ],
             vec![
                 Proposed::action(
-                    RESTART_PRIMARY,
+                    ActionName::RestartPrimary,
                     targets::statefulset(s),
                     "rollout restart of the primary StatefulSet (the runbook's CAREFUL! step)",
                 ),
-                Proposed::check(CHECK_DATABASE_ANSWERS, targets::database(s), wait),
+                Proposed::check(ActionName::DatabaseAnswers, targets::database(s), wait),
                 Proposed::verify(s),
             ],
             vec![Proposed::escalate(

@@ -16,18 +16,12 @@ mod transient;
 mod version_mismatch;
 
 use crate::config::Settings;
+use crate::domain::action::ActionName;
 use crate::domain::alert::{BACKUP_FAILED, BACKUP_STALE};
 use crate::domain::diagnosis::{Diagnosis, Scenario};
 use crate::domain::finding::{Finding, Signal};
 use crate::domain::plan::{Decision, PlannedStep, StepKind};
-use crate::domain::policy::{self, Policy};
-
-/// Check: the database answers the backup user's connection (scenario 1).
-pub const CHECK_DATABASE_ANSWERS: &str = "database_answers";
-/// Verify: rerun the backup from the CronJob, watch it, check the new object in S3.
-pub const VERIFY_BACKUP: &str = "verify_backup";
-/// Escalate to people.
-pub const ESCALATE: &str = "escalate";
+use crate::domain::policy::Policy;
 
 /// What a playbook sees when it plans.
 pub struct PlanInput<'a> {
@@ -47,13 +41,13 @@ impl PlanInput<'_> {
 #[derive(Debug, Clone)]
 pub struct Proposed {
     pub kind: StepKind,
-    pub name: &'static str,
+    pub name: ActionName,
     pub target: String,
     pub why: String,
 }
 
 impl Proposed {
-    pub fn action(name: &'static str, target: String, why: impl Into<String>) -> Self {
+    pub fn action(name: ActionName, target: String, why: impl Into<String>) -> Self {
         Self {
             kind: StepKind::Action,
             name,
@@ -62,7 +56,7 @@ impl Proposed {
         }
     }
 
-    pub fn check(name: &'static str, target: String, why: impl Into<String>) -> Self {
+    pub fn check(name: ActionName, target: String, why: impl Into<String>) -> Self {
         Self {
             kind: StepKind::Check,
             name,
@@ -75,7 +69,7 @@ impl Proposed {
     pub fn verify(s: &Settings) -> Self {
         Self {
             kind: StepKind::Verify,
-            name: VERIFY_BACKUP,
+            name: ActionName::VerifyBackup,
             target: targets::cronjob(s),
             why: "rerun the backup from the CronJob, watch it, and check its new object in S3"
                 .into(),
@@ -85,7 +79,7 @@ impl Proposed {
     pub fn escalate(why: impl Into<String>) -> Self {
         Self {
             kind: StepKind::Escalate,
-            name: ESCALATE,
+            name: ActionName::Escalate,
             target: "on-call".into(),
             why: why.into(),
         }
@@ -178,8 +172,8 @@ pub fn plan(alertname: &str, input: &PlanInput<'_>, policy: &Policy) -> Option<V
                 }
                 // Verification reruns the backup: the rerun_backup policy governs it.
                 StepKind::Verify => {
-                    let d = policy.decide(policy::RERUN_BACKUP);
-                    (d, policy_note(d, policy::RERUN_BACKUP))
+                    let d = policy.decide(ActionName::RerunBackup);
+                    (d, policy_note(d, ActionName::RerunBackup))
                 }
                 // Read-only checks and telling people are not changes; under dry run they are
                 // recorded like the rest.
@@ -189,7 +183,7 @@ pub fn plan(alertname: &str, input: &PlanInput<'_>, policy: &Policy) -> Option<V
             steps.push(PlannedStep {
                 group: i as i32 + 1,
                 kind: p.kind,
-                name: p.name.to_owned(),
+                name: p.name,
                 target: p.target,
                 decision,
                 reason: format!("{}{note}", p.why),
@@ -199,7 +193,7 @@ pub fn plan(alertname: &str, input: &PlanInput<'_>, policy: &Policy) -> Option<V
     Some(steps)
 }
 
-fn policy_note(d: Decision, action: &str) -> String {
+fn policy_note(d: Decision, action: ActionName) -> String {
     match d {
         Decision::Auto => String::new(),
         Decision::Approve => format!(" (policy: {action} needs an approval)"),
@@ -224,7 +218,7 @@ mod tests {
         }
     }
 
-    fn steps(scenario: Scenario, policy: &Policy) -> Vec<(i32, String, Decision)> {
+    fn steps(scenario: Scenario, policy: &Policy) -> Vec<(i32, ActionName, Decision)> {
         let settings = Settings::from_toml("").unwrap();
         let d = diagnosis(scenario);
         let input = PlanInput {
@@ -256,7 +250,11 @@ mod tests {
             Scenario::TransientUnknown,
         ] {
             let s = steps(scenario, &live());
-            assert_eq!(s.last().unwrap().1, ESCALATE, "{scenario:?}: {s:?}");
+            assert_eq!(
+                s.last().unwrap().1,
+                ActionName::Escalate,
+                "{scenario:?}: {s:?}"
+            );
         }
     }
 
@@ -265,9 +263,9 @@ mod tests {
         assert_eq!(
             steps(Scenario::Authentication, &live()),
             vec![
-                (1, "repair_backup_role".into(), Decision::Auto),
-                (1, VERIFY_BACKUP.into(), Decision::Auto),
-                (2, ESCALATE.into(), Decision::Auto),
+                (1, ActionName::RepairBackupRole, Decision::Auto),
+                (1, ActionName::VerifyBackup, Decision::Auto),
+                (2, ActionName::Escalate, Decision::Auto),
             ]
         );
     }
@@ -275,9 +273,9 @@ mod tests {
     #[test]
     fn connection_waits_then_asks_before_restarting_the_primary() {
         let s = steps(Scenario::DatabaseConnection, &live());
-        assert_eq!(s[0], (1, CHECK_DATABASE_ANSWERS.into(), Decision::Auto));
+        assert_eq!(s[0], (1, ActionName::DatabaseAnswers, Decision::Auto));
         assert!(
-            s.contains(&(2, "restart_primary".into(), Decision::Approve)),
+            s.contains(&(2, ActionName::RestartPrimary, Decision::Approve)),
             "{s:?}"
         );
     }
@@ -285,9 +283,9 @@ mod tests {
     #[test]
     fn storage_considers_deleting_files_and_refuses() {
         let s = steps(Scenario::Storage, &live());
-        assert_eq!(s[0], (1, "expand_pvc".into(), Decision::Auto));
+        assert_eq!(s[0], (1, ActionName::ExpandPvc, Decision::Auto));
         assert!(
-            s.contains(&(2, "delete_old_files".into(), Decision::Never)),
+            s.contains(&(2, ActionName::DeleteOldFiles, Decision::Never)),
             "{s:?}"
         );
     }
@@ -302,7 +300,7 @@ mod tests {
         ] {
             assert_eq!(
                 steps(sc, &live()),
-                vec![(1, ESCALATE.into(), Decision::Auto)]
+                vec![(1, ActionName::Escalate, Decision::Auto)]
             );
         }
     }
@@ -312,7 +310,7 @@ mod tests {
         let s = steps(Scenario::DatabaseConnection, &Policy::builtin());
         assert!(
             s.iter()
-                .filter(|x| x.1 != ESCALATE)
+                .filter(|x| x.1 != ActionName::Escalate)
                 .all(|x| x.2 == Decision::DryRun),
             "{s:?}"
         );

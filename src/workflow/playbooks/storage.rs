@@ -3,9 +3,9 @@
 //! only to show it was considered: policy can never allow it.
 
 use super::{targets, PlanInput, Playbook, Proposed};
+use crate::domain::action::ActionName;
 use crate::domain::diagnosis::Scenario;
 use crate::domain::finding::Signal;
-use crate::domain::policy::{DELETE_OLD_FILES, EXPAND_PVC};
 
 pub struct Storage;
 
@@ -25,7 +25,7 @@ impl Playbook for Storage {
         if !ephemeral_only {
             groups.push(vec![
                 Proposed::action(
-                    EXPAND_PVC,
+                    ActionName::ExpandPvc,
                     targets::pvc(s),
                     "grow the data volume claim by the policy's step, within its ceiling",
                 ),
@@ -34,7 +34,7 @@ impl Playbook for Storage {
         }
         groups.push(vec![
             Proposed::action(
-                DELETE_OLD_FILES,
+                ActionName::DeleteOldFiles,
                 targets::data_directory(s),
                 "the runbook's `find /var/lib/postgresql/data -name '*.backup' -mtime +7 -delete`",
             ),

@@ -79,9 +79,9 @@ impl Remediator {
         } = &outcome
         {
             metrics::counter!("backup_remediator_actions_refused_total",
-                "action" => action.to_owned(), "reason" => r.as_str())
+                "action" => action.as_str(), "reason" => r.as_str())
             .increment(1);
-            tracing::warn!(incident_id = step.incident_id, step = step.id, action, reason = %reason, "the gate refused the step");
+            tracing::warn!(incident_id = step.incident_id, step = step.id, action = action.as_str(), reason = %reason, "the gate refused the step");
         }
         Ok(outcome)
     }
@@ -108,7 +108,8 @@ impl Remediator {
                             intent["precondition"] = measured;
                             (intent, None)
                         }
-                        Err(why) => {
+                        Err(e) => {
+                            let why = e.to_string();
                             let from = [
                                 StepState::Planned,
                                 StepState::WaitingApproval,
@@ -170,9 +171,13 @@ impl Remediator {
         tracing::info!(incident_id, step = step.id, name = %step.name, target = %step.target, "step running");
         let (state, output, reason) = match actions::apply(&ctx, step, &intent).await {
             Ok(out) => (StepState::Succeeded, out, String::new()),
-            Err(why) => (StepState::Failed, json!({ "intent": intent }), why),
+            Err(why) => (
+                StepState::Failed,
+                json!({ "intent": intent }),
+                why.to_string(),
+            ),
         };
-        metrics::counter!("backup_remediator_actions_total", "action" => step.name.clone(), "outcome" => state.as_str())
+        metrics::counter!("backup_remediator_actions_total", "action" => step.name.as_str(), "outcome" => state.as_str())
             .increment(1);
         let from = [StepState::Running];
         let moved = self

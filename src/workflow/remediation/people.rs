@@ -140,7 +140,7 @@ impl Remediator {
                 return Ok(Ran::Lost);
             }
             metrics::counter!("backup_remediator_actions_refused_total",
-                "action" => policy_action(step).to_owned(), "reason" => Refusal::Policy.as_str())
+                "action" => policy_action(step).as_str(), "reason" => Refusal::Policy.as_str())
             .increment(1);
             return Ok(Ran::State(StepState::Refused));
         }

@@ -39,6 +39,15 @@ use crate::workflow::intake::{Intake, Outcome};
 /// The metric the backup job reports (the alert rules' and the `backup_metrics` probe's).
 const LAST_SUCCESS: &str = "postgres_backup_last_success_timestamp";
 
+/// Why the watchdog could not list the backups.
+#[derive(Debug, thiserror::Error)]
+enum Unlisted {
+    #[error(transparent)]
+    Client(#[from] crate::probes::s3::JobS3Error),
+    #[error(transparent)]
+    Listing(#[from] crate::runbook::restore::ListingError),
+}
+
 /// What one period's check did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeriodReport {
@@ -185,6 +194,8 @@ impl Watchdog {
             self.list(&ctx),
             crate::infra::prometheus::query(&self.http, url, LAST_SUCCESS)
         );
+        // Both answers' failures go into the period's record in words.
+        let listing = listing.map_err(|e| e.to_string());
         let samples = samples.map_err(|e| e.to_string());
         let now = Utc::now();
         let databases = &self.settings.target.databases;
@@ -239,9 +250,9 @@ impl Watchdog {
     }
 
     /// Every backup under the prefix (one request per 1000 keys), or why not.
-    async fn list(&self, ctx: &ProbeContext) -> Result<Listing, String> {
+    async fn list(&self, ctx: &ProbeContext) -> Result<Listing, Unlisted> {
         let job = job_s3(ctx).await?;
-        crate::runbook::restore::list_every_backup(&job).await
+        Ok(crate::runbook::restore::list_every_backup(&job).await?)
     }
 
     /// Opens the database's incident through the intake unless one is open or escalated.
