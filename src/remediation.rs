@@ -160,7 +160,7 @@ impl Remediator {
                              "window_minutes": flapping.window_minutes }),
                 )
                 .await?;
-            metrics::counter!("backup_remediator_flapping_breaks_total").increment(1);
+            crate::metrics::flapping_break();
             vec![PlannedStep {
                 group: 1,
                 kind: StepKind::Escalate,
@@ -271,7 +271,7 @@ impl Remediator {
                             &json!({ "verified_by_step": step.id, "attempt": step.group }),
                         )
                         .await?;
-                    metrics::counter!("backup_remediator_remediations_total").increment(1);
+                    crate::metrics::remediation();
                     tracing::info!(incident_id, "incident remediated and verified");
                 }
                 Ran::State(StepState::Succeeded) if step.kind == StepKind::Escalate => {

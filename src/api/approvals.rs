@@ -166,7 +166,7 @@ pub(crate) async fn decide_step(
         )));
     }
     tracing::info!(incident_id, step = step_id, action = %step.name, by = %decider.name, role = decider.role, on_behalf_of = decider.on_behalf_of, approved = approve, "approval decision");
-    metrics::counter!("backup_remediator_approvals_total", "decision" => event).increment(1);
+    crate::metrics::approval(event);
     if let Some(wake) = &state.approvals {
         wake.notify_waiters();
     }

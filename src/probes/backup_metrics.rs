@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
 use super::{Probe, ProbeContext, ProbeOutput, Signal};
+use crate::domain::duration::human;
 use crate::prometheus::{self, QueryError};
 
 /// The runbook's alert: no successful backup in the last 24 hours.
@@ -16,17 +17,6 @@ const LAST_SUCCESS: &str = "max(postgres_backup_last_success_timestamp)";
 const ERRORS: &str = "sum(increase(postgres_backup_errors_total[24h]))";
 
 pub struct BackupMetrics;
-
-/// "3 h 12 min", for summaries.
-pub fn human_age(seconds: i64) -> String {
-    let s = seconds.max(0);
-    match s {
-        0..=119 => format!("{s} s"),
-        120..=7199 => format!("{} min", s / 60),
-        7200..=172_799 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
-        _ => format!("{} days {} h", s / 86_400, (s % 86_400) / 3600),
-    }
-}
 
 impl Probe for BackupMetrics {
     fn name(&self) -> &'static str {
@@ -73,10 +63,10 @@ fn assess(
                 signals.push(Signal::LastSuccessStale { age_seconds: age });
                 words.push(format!(
                     "last successful backup {} ago (over 24 h)",
-                    human_age(age)
+                    human(age)
                 ));
             } else {
-                words.push(format!("last successful backup {} ago", human_age(age)));
+                words.push(format!("last successful backup {} ago", human(age)));
             }
         }
     }
@@ -140,7 +130,7 @@ mod tests {
         );
         assert_eq!(
             out.summary,
-            "Last successful backup 30 h 0 min ago (over 24 h); 3 backup errors in 24 h"
+            "Last successful backup 30 h ago (over 24 h); 3 backup errors in 24 h"
         );
     }
 

@@ -76,9 +76,7 @@ impl Remediator {
             ..
         } = &outcome
         {
-            metrics::counter!("backup_remediator_actions_refused_total",
-                "action" => action.to_owned(), "reason" => r.as_str())
-            .increment(1);
+            crate::metrics::action_refused(action, r.as_str());
             tracing::warn!(incident_id = step.incident_id, step = step.id, action, reason = %reason, "the gate refused the step");
         }
         Ok(outcome)
@@ -170,8 +168,7 @@ impl Remediator {
             Ok(out) => (StepState::Succeeded, out, String::new()),
             Err(why) => (StepState::Failed, json!({ "intent": intent }), why),
         };
-        metrics::counter!("backup_remediator_actions_total", "action" => step.name.clone(), "outcome" => state.as_str())
-            .increment(1);
+        crate::metrics::action(&step.name, state.as_str());
         let from = [StepState::Running];
         let moved = self
             .move_step(
