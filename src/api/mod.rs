@@ -5,6 +5,7 @@ mod approvals;
 mod auth;
 mod backups;
 mod error;
+mod extract;
 mod health;
 mod incidents;
 mod limits;
