@@ -17,7 +17,7 @@ mod world;
 
 use std::time::Duration;
 
-use backup_remediator::watchdog::{self, Reason};
+use backup_remediator::workflow::watchdog::{self, Reason};
 use kube_server::fixtures as fx;
 use serde_json::Value;
 use world::*;

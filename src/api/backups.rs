@@ -14,7 +14,8 @@ use super::auth::{AdminCaller, ApiCaller};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, BodyShape, Id, JsonBody, PageParams, Resource};
 use super::AppState;
-use crate::manual_backup::{ManualBackup, StartError};
+use crate::domain::manual_backup::ManualBackup;
+use crate::runbook::manual_backup::StartError;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

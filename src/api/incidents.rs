@@ -12,11 +12,11 @@ use super::auth::ApiCaller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, Id, Page, Resource};
 use super::AppState;
-use crate::alert::normalise_time;
-use crate::diagnosis::Diagnosis;
-use crate::incident::{Incident, IncidentStatus, TimelineEvent};
-use crate::plan::Step;
-use crate::probes::Finding;
+use crate::domain::alert::normalise_time;
+use crate::domain::diagnosis::Diagnosis;
+use crate::domain::finding::Finding;
+use crate::domain::incident::{Incident, IncidentStatus, TimelineEvent};
+use crate::domain::plan::Step;
 use crate::store::IncidentFilter;
 
 /// Largest page of the incident list.

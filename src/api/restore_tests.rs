@@ -16,7 +16,8 @@ use super::auth::{AdminCaller, ApiCaller};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, BodyShape, Id, JsonBody, PageParams, Resource};
 use super::AppState;
-use crate::restore::{RestoreTest, StartError, TestRequest};
+use crate::domain::restore_test::RestoreTest;
+use crate::runbook::restore::{StartError, TestRequest};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

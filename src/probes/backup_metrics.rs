@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 
 use super::{Probe, ProbeContext, ProbeOutput, Signal};
 use crate::domain::duration::human;
-use crate::prometheus::{self, QueryError};
+use crate::infra::prometheus::{self, QueryError};
 
 /// The runbook's alert: no successful backup in the last 24 hours.
 pub const MAX_SUCCESS_AGE_SECONDS: i64 = 24 * 3600;
@@ -104,8 +104,8 @@ fn capitalise(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::Status;
-    use crate::prometheus::Sample;
+    use crate::domain::finding::Status;
+    use crate::infra::prometheus::Sample;
 
     fn v(x: f64) -> Result<Vec<Sample>, QueryError> {
         Ok(vec![Sample {

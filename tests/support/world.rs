@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use backup_remediator::app::startup::Application;
 use backup_remediator::config::Settings;
-use backup_remediator::startup::Application;
 use serde_json::{json, Value};
 
 use crate::kube_server::{fixtures as fx, KubeServer};
@@ -53,7 +53,7 @@ pub struct World {
     /// The service's settings (as in `config`).
     pub settings: Settings,
     /// The in-process service's freshness watchdog, for tests that check chosen periods.
-    pub watchdog: Option<std::sync::Arc<backup_remediator::watchdog::Watchdog>>,
+    pub watchdog: Option<std::sync::Arc<backup_remediator::workflow::watchdog::Watchdog>>,
 }
 
 impl Drop for World {
