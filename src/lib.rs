@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod infra;
+pub mod metrics;
 pub mod probes;
 pub mod runbook;
 pub mod store;

@@ -212,8 +212,8 @@ fn cycles(graph: &Graph) -> Vec<String> {
                 .g
                 .uses
                 .get(v)
-                .map(|u| u.keys().cloned().collect())
-                .unwrap_or_else(Vec::new)
+                .map(|u| u.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
             {
                 if !self.index.contains_key(&w) {
                     self.visit(&w);

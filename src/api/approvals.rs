@@ -3,9 +3,7 @@
 //! credential's configured name, stored with the step and on the timeline with its role (an
 //! `X-Actor` header is kept next to it as an "on behalf of" note, never in its place).
 
-use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
@@ -16,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::auth::AdminCaller;
 use super::error::{ApiError, ErrorBody};
+use super::extract::{BodyShape, JsonBody, StepIds};
 use super::AppState;
 use crate::domain::incident::IncidentStatus;
 use crate::domain::plan::{Step, StepState, Transition};
@@ -35,31 +34,25 @@ pub struct DecisionBody {
     pub comment: String,
 }
 
-fn parse_body(body: &Bytes) -> Result<DecisionBody, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(DecisionBody::default());
-    }
-    let parsed: DecisionBody = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("body must be {{\"comment\": \"…\"}}: {e}")))?;
-    if parsed.comment.chars().count() > 500 {
-        return Err(ApiError::BadRequest(
-            "comment is longer than 500 characters".into(),
-        ));
-    }
-    Ok(parsed)
+impl BodyShape for DecisionBody {
+    const SHAPE: &'static str = "{\"comment\": \"…\"}";
 }
 
 async fn decide(
     state: &AppState,
     caller: &AdminCaller,
-    ids: Result<Path<(i64, i64)>, PathRejection>,
-    body: &Bytes,
+    StepIds {
+        incident_id,
+        step_id,
+    }: StepIds,
+    body: DecisionBody,
     approve: bool,
 ) -> Result<Json<Step>, ApiError> {
-    let Path((incident_id, step_id)) = ids.map_err(|_| {
-        ApiError::BadRequest("incident and action ids must be whole numbers".into())
-    })?;
-    let body = parse_body(body)?;
+    if body.comment.chars().count() > 500 {
+        return Err(ApiError::BadRequest(
+            "comment is longer than 500 characters".into(),
+        ));
+    }
     let decider = Decider {
         name: &caller.actor,
         role: caller.role.as_str(),
@@ -166,7 +159,7 @@ pub(crate) async fn decide_step(
         )));
     }
     tracing::info!(incident_id, step = step_id, action = %step.name, by = %decider.name, role = decider.role, on_behalf_of = decider.on_behalf_of, approved = approve, "approval decision");
-    metrics::counter!("backup_remediator_approvals_total", "decision" => event).increment(1);
+    crate::metrics::approval(event);
     if let Some(wake) = &state.approvals {
         wake.notify_waiters();
     }
@@ -192,10 +185,10 @@ pub(crate) async fn decide_step(
 pub async fn approve(
     caller: AdminCaller,
     State(state): State<AppState>,
-    ids: Result<Path<(i64, i64)>, PathRejection>,
-    body: Bytes,
+    ids: StepIds,
+    JsonBody(body): JsonBody<DecisionBody>,
 ) -> Result<Json<Step>, ApiError> {
-    decide(&state, &caller, ids, &body, true).await
+    decide(&state, &caller, ids, body, true).await
 }
 
 /// Reject an action the policy holds for a person; the plan moves on (usually to escalation).
@@ -217,8 +210,8 @@ pub async fn approve(
 pub async fn reject(
     caller: AdminCaller,
     State(state): State<AppState>,
-    ids: Result<Path<(i64, i64)>, PathRejection>,
-    body: Bytes,
+    ids: StepIds,
+    JsonBody(body): JsonBody<DecisionBody>,
 ) -> Result<Json<Step>, ApiError> {
-    decide(&state, &caller, ids, &body, false).await
+    decide(&state, &caller, ids, body, false).await
 }

@@ -2,9 +2,7 @@
 //! in the background; `GET /api/v1/backups` and `/{id}` (API token) show how it went and which
 //! objects it uploaded.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -14,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::auth::{AdminCaller, ApiCaller};
 use super::error::{ApiError, ErrorBody};
-use super::restore_tests::{found, next_cursor, optional_json, page, path_id, PageParams};
+use super::extract::{ApiQuery, BodyShape, Id, JsonBody, PageParams, Resource};
 use super::AppState;
 use crate::domain::manual_backup::ManualBackup;
 
@@ -31,6 +29,14 @@ pub struct BackupRequest {
     /// Configured database names; anything else is refused.
     #[serde(default)]
     pub databases: Vec<String>,
+}
+
+impl BodyShape for BackupRequest {
+    const SHAPE: &'static str = "{\"databases\": [\"…\"]} (optional)";
+}
+
+impl Resource for ManualBackup {
+    const WHAT: &'static str = "manual backup";
 }
 
 /// A page of manual backups.
@@ -61,9 +67,8 @@ pub struct BackupList {
 pub async fn start(
     caller: AdminCaller,
     State(state): State<AppState>,
-    body: Bytes,
+    JsonBody(req): JsonBody<BackupRequest>,
 ) -> Result<(StatusCode, Json<ManualBackup>), ApiError> {
-    let req: BackupRequest = optional_json(&body, "{\"databases\": [\"…\"]} (optional)")?;
     let backups = state.manual_backups.clone();
     let (record, plan) = backups
         .start(
@@ -98,14 +103,14 @@ pub async fn start(
 pub async fn list(
     _caller: ApiCaller,
     State(state): State<AppState>,
-    params: Result<Query<PageParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<BackupList>, ApiError> {
-    let (before, limit) = page(params)?;
+    let page = params.page()?;
     let mut backups = state
         .store
-        .list_manual_backups(before, i64::from(limit) + 1)
+        .list_manual_backups(page.before, i64::from(page.fetch()))
         .await?;
-    let next_cursor = next_cursor(&mut backups, limit, |b| b.id);
+    let next_cursor = page.next_cursor(&mut backups, |b| b.id);
     Ok(Json(BackupList {
         backups,
         next_cursor,
@@ -130,12 +135,7 @@ pub async fn list(
 pub async fn show(
     _caller: ApiCaller,
     State(state): State<AppState>,
-    id: Result<Path<i64>, PathRejection>,
+    id: Id<ManualBackup>,
 ) -> Result<Json<ManualBackup>, ApiError> {
-    let id = path_id(id, "manual backup")?;
-    found(
-        state.store.get_manual_backup(id).await?,
-        "manual backup",
-        id,
-    )
+    id.found(state.store.get_manual_backup(id.get()).await?)
 }

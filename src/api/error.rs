@@ -33,6 +33,23 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A request axum could not read (a body over the limit, a body that broke off): its
+    /// status and sentence, in our format.
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
+}
+
+impl ApiError {
+    /// An extractor's rejection: `status` and its text.
+    pub fn rejected(status: StatusCode, text: impl AsRef<str>) -> Self {
+        let text = text.as_ref().trim();
+        let message = if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_lowercase()
+        } else {
+            text.to_owned()
+        };
+        ApiError::Rejected { status, message }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -44,6 +61,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, self.to_string()),
+            ApiError::Rejected { status, message } => (*status, message.clone()),
             ApiError::Store(e) if e.is_unavailable() => {
                 tracing::error!(error = %e, "store unavailable");
                 (

@@ -1,7 +1,6 @@
 //! `GET /api/v1/incidents` and `GET /api/v1/incidents/{id}`.
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::auth::ApiCaller;
 use super::error::{ApiError, ErrorBody};
-use super::restore_tests::parse_cursor;
+use super::extract::{ApiQuery, Id, Page, Resource};
 use super::AppState;
 use crate::domain::alert::normalise_time;
 use crate::domain::diagnosis::Diagnosis;
@@ -20,8 +19,12 @@ use crate::domain::incident::{Incident, IncidentStatus, TimelineEvent};
 use crate::domain::plan::Step;
 use crate::store::IncidentFilter;
 
-const DEFAULT_LIMIT: u32 = 50;
+/// Largest page of the incident list.
 const MAX_LIMIT: u32 = 500;
+
+impl Resource for Incident {
+    const WHAT: &'static str = "incident";
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -88,32 +91,19 @@ pub struct IncidentDetail {
 pub async fn list(
     _caller: ApiCaller,
     State(state): State<AppState>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<IncidentPage>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let status = p.status;
-    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
-        )));
-    }
-    let before_id = p.cursor.as_deref().map(parse_cursor).transpose()?;
+    let page = Page::new(p.limit, p.cursor.as_deref(), MAX_LIMIT)?;
     let filter = IncidentFilter {
-        status,
+        status: p.status,
         since: p.since.map(normalise_time),
         until: p.until.map(normalise_time),
-        before_id,
-        limit: limit + 1,
+        before_id: page.before,
+        limit: page.fetch(),
     };
     let counted = state.intake.consistent_read().await;
     let mut incidents = state.store.list_incidents(&filter).await?;
-    let next_cursor = if incidents.len() > limit as usize {
-        incidents.truncate(limit as usize);
-        incidents.last().map(|i| i.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = page.next_cursor(&mut incidents, |i| i.id);
     for i in &mut incidents {
         state.with_pending(i);
     }
@@ -142,18 +132,17 @@ pub async fn list(
 pub async fn show(
     _caller: ApiCaller,
     State(state): State<AppState>,
-    id: Result<Path<i64>, PathRejection>,
+    id: Id<Incident>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
-    let Path(id) =
-        id.map_err(|_| ApiError::BadRequest("incident id must be a whole number".into()))?;
     let counted = state.intake.consistent_read().await;
     let mut incident = state
         .store
-        .get_incident(id)
+        .get_incident(id.get())
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no incident with id {id}")))?;
+        .ok_or_else(|| id.not_found())?;
     state.with_pending(&mut incident);
     drop(counted);
+    let id = id.get();
     let (diagnosis, findings, actions, timeline) = tokio::try_join!(
         state.store.diagnosis(id),
         state.store.findings(id),

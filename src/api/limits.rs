@@ -44,7 +44,7 @@ pub async fn with_body_deadline(limit: BodyTimeout, req: Request, next: Next) ->
     if !fired.load(Ordering::Relaxed) {
         return resp;
     }
-    Closed::BodyTimeout.count();
+    crate::metrics::http_connection_closed(Closed::BodyTimeout);
     let mut resp = (
         StatusCode::REQUEST_TIMEOUT,
         Json(ErrorBody {

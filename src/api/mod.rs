@@ -5,6 +5,7 @@ mod approvals;
 mod auth;
 mod backups;
 mod error;
+mod extract;
 mod health;
 mod incidents;
 mod limits;
@@ -249,12 +250,7 @@ fn latency_histogram(method: &Method, route: &str, status: u16) -> metrics::Hist
     {
         return h;
     }
-    let labels = [
-        ("method", method.to_string()),
-        ("route", route.to_owned()),
-        ("status", status.to_string()),
-    ];
-    let h = metrics::histogram!("backup_remediator_http_request_duration_seconds", &labels);
+    let h = crate::metrics::http_request_duration(method, route, status);
     if let Ok(mut c) = cache.write() {
         c.entry(key)
             .or_default()

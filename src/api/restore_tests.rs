@@ -4,18 +4,17 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{AdminCaller, ApiCaller};
 use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiQuery, BodyShape, Id, JsonBody, PageParams, Resource};
 use super::AppState;
 use crate::domain::restore_test::RestoreTest;
 use crate::runbook::restore::{StartError, TestRequest};
@@ -39,6 +38,14 @@ pub struct RestoreTestRequest {
     pub object: Option<String>,
 }
 
+impl BodyShape for RestoreTestRequest {
+    const SHAPE: &'static str = "{\"database\": \"…\", \"object\": \"…\"} (both optional)";
+}
+
+impl Resource for RestoreTest {
+    const WHAT: &'static str = "restore test";
+}
+
 /// The tests started (status `running`), or a page of tests.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RestoreTestList {
@@ -46,58 +53,6 @@ pub struct RestoreTestList {
     /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
-}
-
-/// Paging of the list.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct PageParams {
-    /// 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    #[param(pattern = "^[1-9][0-9]{0,17}$")]
-    pub cursor: Option<String>,
-}
-
-/// Checks paging parameters: (before_id, limit).
-pub(super) fn page(
-    params: Result<Query<PageParams>, QueryRejection>,
-) -> Result<(Option<i64>, u32), ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::BadRequest(
-            "limit must be between 1 and 200".into(),
-        ));
-    }
-    let before = p.cursor.as_deref().map(parse_cursor).transpose()?;
-    Ok((before, limit))
-}
-
-/// A page cursor: an id, written as the API writes it (1 to 18 digits, no sign, no leading 0).
-pub(super) fn parse_cursor(c: &str) -> Result<i64, ApiError> {
-    let well_formed =
-        (1..=18).contains(&c.len()) && !c.starts_with('0') && c.bytes().all(|b| b.is_ascii_digit());
-    well_formed
-        .then(|| c.parse::<i64>().ok())
-        .flatten()
-        .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))
-}
-
-/// Trims a page fetched with `limit + 1` rows and says where the next one starts.
-pub(super) fn next_cursor<T>(
-    items: &mut Vec<T>,
-    limit: u32,
-    id: impl Fn(&T) -> i64,
-) -> Option<String> {
-    if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|t| id(t).to_string())
-    } else {
-        None
-    }
 }
 
 /// How the API answers a runbook procedure that could not start (restore tests, manual backups).
@@ -129,12 +84,8 @@ pub(super) fn start_error(e: StartError) -> ApiError {
 pub async fn start(
     caller: AdminCaller,
     State(state): State<AppState>,
-    body: Bytes,
+    JsonBody(req): JsonBody<RestoreTestRequest>,
 ) -> Result<(StatusCode, Json<RestoreTestList>), ApiError> {
-    let req: RestoreTestRequest = optional_json(
-        &body,
-        "{\"database\": \"…\", \"object\": \"…\"} (both optional)",
-    )?;
     let tester = state.restore_tests.clone();
     let request = TestRequest {
         database: req.database,
@@ -173,14 +124,14 @@ pub async fn start(
 pub async fn list(
     _caller: ApiCaller,
     State(state): State<AppState>,
-    params: Result<Query<PageParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<RestoreTestList>, ApiError> {
-    let (before, limit) = page(params)?;
+    let page = params.page()?;
     let mut tests = state
         .store
-        .list_restore_tests(before, i64::from(limit) + 1)
+        .list_restore_tests(page.before, i64::from(page.fetch()))
         .await?;
-    let next_cursor = next_cursor(&mut tests, limit, |t| t.id);
+    let next_cursor = page.next_cursor(&mut tests, |t| t.id);
     Ok(Json(RestoreTestList {
         restore_tests: tests,
         next_cursor,
@@ -205,33 +156,7 @@ pub async fn list(
 pub async fn show(
     _caller: ApiCaller,
     State(state): State<AppState>,
-    id: Result<Path<i64>, PathRejection>,
+    id: Id<RestoreTest>,
 ) -> Result<Json<RestoreTest>, ApiError> {
-    let id = path_id(id, "restore test")?;
-    found(state.store.get_restore_test(id).await?, "restore test", id)
-}
-
-/// An optional JSON body: empty means the default, anything else must parse as `T`.
-pub(super) fn optional_json<T: Default + serde::de::DeserializeOwned>(
-    body: &Bytes,
-    shape: &str,
-) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("body must be {shape}: {e}")))
-}
-
-/// The id in the path, or a 400 naming `what` it should identify.
-pub(super) fn path_id(id: Result<Path<i64>, PathRejection>, what: &str) -> Result<i64, ApiError> {
-    id.map(|Path(id)| id)
-        .map_err(|_| ApiError::BadRequest(format!("{what} id must be a whole number")))
-}
-
-/// The record, or a 404 naming it.
-pub(super) fn found<T>(record: Option<T>, what: &str, id: i64) -> Result<Json<T>, ApiError> {
-    record
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no {what} with id {id}")))
+    id.found(state.store.get_restore_test(id.get()).await?)
 }

@@ -40,32 +40,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
-/// Why the server closed a connection on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Closed {
-    HeaderTimeout,
-    IdleTimeout,
-    BodyTimeout,
-}
-
-impl Closed {
-    /// Counts one connection closed for this reason.
-    pub fn count(self) {
-        use crate::static_counter as c;
-        match self {
-            Closed::HeaderTimeout => {
-                c!("backup_remediator_http_connections_closed_total", "reason" => "header_timeout")
-            }
-            Closed::IdleTimeout => {
-                c!("backup_remediator_http_connections_closed_total", "reason" => "idle_timeout")
-            }
-            Closed::BodyTimeout => {
-                c!("backup_remediator_http_connections_closed_total", "reason" => "body_timeout")
-            }
-        }
-        .increment(1);
-    }
-}
+/// Why the server closed a connection on its own (the metric's `reason`).
+pub use crate::metrics::ClosedReason as Closed;
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits for the
 /// connections to finish the requests they are serving (the caller bounds that wait).
@@ -80,7 +56,7 @@ pub async fn serve(
     let stops = Arc::new(Mutex::new(Stops::default()));
     // Each connection holds a clone of `done_rx`; `done_tx.closed()` completes when all are gone.
     let (done_tx, done_rx) = watch::channel(());
-    let open = metrics::gauge!("backup_remediator_http_connections_open");
+    let open = crate::metrics::http_connections_open();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -129,9 +105,9 @@ pub async fn serve(
             stops_lock(&stops).senders.remove(&id);
             if let Err(e) = result {
                 if idle_fired.load(Ordering::Relaxed) {
-                    Closed::IdleTimeout.count();
+                    crate::metrics::http_connection_closed(Closed::IdleTimeout);
                 } else if e.is_timeout() {
-                    Closed::HeaderTimeout.count();
+                    crate::metrics::http_connection_closed(Closed::HeaderTimeout);
                 } else {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }

@@ -216,8 +216,7 @@ pub async fn interactions(
         chrono::Utc::now().timestamp(),
     ) {
         tracing::warn!(reason = %why, "Slack interaction refused");
-        metrics::counter!("backup_remediator_slack_interactions_total", "outcome" => "unsigned")
-            .increment(1);
+        crate::metrics::slack_interaction(crate::metrics::SlackOutcome::Unsigned);
         return Ok(refuse(StatusCode::UNAUTHORIZED, why));
     }
     let payload: Payload = form_payload(&body)
@@ -251,8 +250,7 @@ pub async fn interactions(
     let user = &payload.user;
     let answer = if !slack.approvers.contains(&user.id) {
         tracing::warn!(slack_user = %user.id, incident_id, step = step_id, "Slack user not in notify.slack_approvers refused");
-        metrics::counter!("backup_remediator_slack_interactions_total", "outcome" => "refused")
-            .increment(1);
+        crate::metrics::slack_interaction(crate::metrics::SlackOutcome::Refused);
         format!(
             "You may not decide remediation steps: Slack user {} is not in notify.slack_approvers.",
             user.id
@@ -278,12 +276,11 @@ pub async fn interactions(
         )
         .await;
         let label = if outcome.is_ok() {
-            "decided"
+            crate::metrics::SlackOutcome::Decided
         } else {
-            "conflict"
+            crate::metrics::SlackOutcome::Conflict
         };
-        metrics::counter!("backup_remediator_slack_interactions_total", "outcome" => label)
-            .increment(1);
+        crate::metrics::slack_interaction(label);
         match outcome {
             Ok(step) => format!(
                 "{verb} `{}` on {} (incident #{incident_id}) as {actor}.",

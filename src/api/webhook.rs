@@ -14,6 +14,7 @@ use super::auth::WebhookCaller;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::domain::alert;
+use crate::metrics::{webhook_request, WebhookOutcome};
 use crate::workflow::intake::AlertResult;
 
 /// Answer to an accepted delivery: what happened to each alert.
@@ -24,26 +25,6 @@ pub struct Accepted {
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(receive))
-}
-
-fn count(outcome: &'static str) {
-    use crate::static_counter as c;
-    const NAME: &str = "backup_remediator_webhook_requests_total";
-    let counter = match outcome {
-        "accepted" => c!("backup_remediator_webhook_requests_total", "outcome" => "accepted"),
-        "bad_request" => c!("backup_remediator_webhook_requests_total", "outcome" => "bad_request"),
-        "payload_too_large" => {
-            c!("backup_remediator_webhook_requests_total", "outcome" => "payload_too_large")
-        }
-        "store_unavailable" => {
-            c!("backup_remediator_webhook_requests_total", "outcome" => "store_unavailable")
-        }
-        _ => {
-            metrics::counter!(NAME, "outcome" => outcome).increment(1);
-            return;
-        }
-    };
-    counter.increment(1);
 }
 
 /// Receive an Alertmanager notification (webhook payload version 4).
@@ -71,28 +52,28 @@ pub async fn receive(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            count("payload_too_large");
+            webhook_request(WebhookOutcome::PayloadTooLarge);
             ApiError::PayloadTooLarge(state.body_limit)
         } else {
-            count("bad_request");
+            webhook_request(WebhookOutcome::BadRequest);
             ApiError::BadRequest(rejection.body_text())
         }
     })?;
     let notification = alert::decode(&body).map_err(|e| {
-        count("bad_request");
+        webhook_request(WebhookOutcome::BadRequest);
         tracing::info!(error = %e, "rejected webhook payload");
         ApiError::BadRequest(e.to_string())
     })?;
     match state.intake.accept(&notification).await {
         Ok(alerts) => {
-            count("accepted");
+            webhook_request(WebhookOutcome::Accepted);
             Ok((StatusCode::ACCEPTED, Json(Accepted { alerts })))
         }
         Err(e) => {
-            count(if e.is_unavailable() {
-                "store_unavailable"
+            webhook_request(if e.is_unavailable() {
+                WebhookOutcome::StoreUnavailable
             } else {
-                "error"
+                WebhookOutcome::Error
             });
             Err(e.into())
         }

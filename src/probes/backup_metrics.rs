@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
 use super::{Probe, ProbeContext, ProbeOutput, Signal};
-use crate::domain::duration::human_age;
+use crate::domain::duration::human;
 use crate::infra::prometheus::{self, QueryError};
 
 /// The runbook's alert: no successful backup in the last 24 hours.
@@ -63,10 +63,10 @@ fn assess(
                 signals.push(Signal::LastSuccessStale { age_seconds: age });
                 words.push(format!(
                     "last successful backup {} ago (over 24 h)",
-                    human_age(age)
+                    human(age)
                 ));
             } else {
-                words.push(format!("last successful backup {} ago", human_age(age)));
+                words.push(format!("last successful backup {} ago", human(age)));
             }
         }
     }
@@ -130,7 +130,7 @@ mod tests {
         );
         assert_eq!(
             out.summary,
-            "Last successful backup 30 h 0 min ago (over 24 h); 3 backup errors in 24 h"
+            "Last successful backup 30 h ago (over 24 h); 3 backup errors in 24 h"
         );
     }
 

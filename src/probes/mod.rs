@@ -262,10 +262,7 @@ pub async fn run_all(
             ),
         };
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        metrics::histogram!("backup_remediator_probe_duration_seconds", "probe" => name)
-            .record(duration_ms as f64 / 1e3);
-        metrics::counter!("backup_remediator_probe_results_total", "probe" => name, "status" => out.status.as_str())
-            .increment(1);
+        crate::metrics::probe_run(name, duration_ms as f64 / 1e3, out.status.as_str());
         findings.push(Finding {
             probe: name.to_owned(),
             status: out.status,

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::secret::SecretUnavailable;
 use super::{fingerprint, Probe, ProbeContext, ProbeOutput, Signal};
+use crate::domain::duration::human;
 use crate::infra::aws::{self, Failure, FailureKind};
 use crate::infra::s3::{list_backups, JobS3, MAX_LIST_PAGES, PROBE_OBJECT_MARKER};
 
@@ -65,16 +66,6 @@ pub async fn job_s3(ctx: &ProbeContext) -> Result<JobS3, JobS3Error> {
         json!({ "aws-access-key-id": fingerprint(key_id.expose_secret().as_bytes()) }),
         secrets,
     ))
-}
-
-/// A duration in the largest unit that keeps it readable: "45 s", "12 min", "3 h", "2 d".
-pub fn human_age(seconds: i64) -> String {
-    match seconds {
-        s if s < 60 => format!("{} s", s.max(0)),
-        s if s < 3600 => format!("{} min", s / 60),
-        s if s < 48 * 3600 => format!("{} h", s / 3600),
-        s => format!("{} d", s / 86_400),
-    }
 }
 
 /// A size in bytes, in the largest unit that keeps it readable: "512 B", "12.3 MB".
@@ -190,7 +181,7 @@ async fn check(job: &JobS3) -> ProbeOutput {
                     Some(age) => format!(
                         "newest backup {} is {} old ({})",
                         n.key,
-                        human_age(age),
+                        human(age),
                         human_size(n.size)
                     ),
                     None => format!("newest backup {} ({})", n.key, human_size(n.size)),
@@ -463,10 +454,10 @@ mod tests {
 
     #[test]
     fn ages_and_sizes_read_like_a_person_would_say_them() {
-        assert_eq!(human_age(42), "42 s");
-        assert_eq!(human_age(12 * 60 + 5), "12 min");
-        assert_eq!(human_age(3 * 3600 + 59), "3 h");
-        assert_eq!(human_age(5 * 86_400), "5 d");
+        assert_eq!(human(42), "42 s");
+        assert_eq!(human(12 * 60 + 5), "12 min");
+        assert_eq!(human(3 * 3600 + 59), "3 h");
+        assert_eq!(human(5 * 86_400), "5 d");
         assert_eq!(human_size(512), "512 B");
         assert_eq!(human_size(12_345_678), "12.3 MB");
     }

@@ -64,7 +64,7 @@ pub(super) fn incident(r: &Row) -> Result<Incident, StoreError> {
     let status: String = r.get("status")?;
     Ok(Incident {
         id: r.get("id")?,
-        status: status.parse().map_err(StoreError::Corrupt)?,
+        status: status.parse()?,
         alertname: r.get("alertname")?,
         fingerprint: r.get("fingerprint")?,
         severity: r.get("severity")?,

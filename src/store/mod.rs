@@ -49,6 +49,12 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<crate::domain::names::UnknownName> for StoreError {
+    fn from(e: crate::domain::names::UnknownName) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
 impl StoreError {
     /// True when the store could not be reached or is overloaded: the caller should answer 503.
     pub fn is_unavailable(&self) -> bool {

@@ -33,7 +33,7 @@ fn restore_test_row(r: &Row) -> Result<RestoreTest, StoreError> {
         scratch_database: r.get("scratch_database")?,
         incident_id: int("incident_id")?,
         result: TestResult {
-            status: TestStatus::parse(&status).map_err(StoreError::Corrupt)?,
+            status: status.parse::<TestStatus>()?,
             reason: r.get("reason")?,
             object_key: r.get("object_key")?,
             finished_at: r.get("finished_at")?,
@@ -82,7 +82,7 @@ fn manual_backup_row(r: &Row) -> Result<ManualBackup, StoreError> {
         storage_class: r.get("storage_class")?,
         trigger: r.get("trigger")?,
         actor: r.get("actor")?,
-        status: BackupStatus::parse(&status).map_err(StoreError::Corrupt)?,
+        status: status.parse::<BackupStatus>()?,
         reason: r.get("reason")?,
         started_at: r.get("started_at")?,
         finished_at: r.get("finished_at")?,

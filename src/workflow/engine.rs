@@ -178,8 +178,7 @@ impl Engine {
             return Ok(None);
         }
         let d = &report.diagnosis;
-        metrics::counter!("backup_remediator_diagnoses_total", "scenario" => d.scenario.as_str())
-            .increment(1);
+        crate::metrics::diagnosis(d.scenario.as_str());
         tracing::info!(
             incident_id,
             scenario = d.scenario.as_str(),

@@ -119,7 +119,7 @@ pub struct Intake {
     queue_full: QueueFullLog,
     /// Alerts of names this service does not handle, by name: misrouted alerts are common and
     /// their names are the sender's choice, so the series are bounded.
-    ignored: crate::app::telemetry::BoundedCounter,
+    ignored: crate::metrics::BoundedCounter,
 }
 
 /// At most one "work queue full" warning per this long; it says how many ids were dropped.
@@ -181,11 +181,7 @@ impl Intake {
             opened_tx: None,
             queue_full: QueueFullLog::default(),
             pace: Arc::default(),
-            ignored: crate::app::telemetry::BoundedCounter::new(
-                "backup_remediator_alerts_ignored_total",
-                "alertname",
-                IGNORED_NAMES,
-            ),
+            ignored: crate::metrics::alerts_ignored(IGNORED_NAMES),
         }
     }
 
@@ -224,7 +220,7 @@ impl Intake {
                     )
                 }
             };
-            alerts_counter(outcome).increment(1);
+            crate::metrics::alert(alert_outcome(outcome));
             out.push(AlertResult {
                 alertname: alert.name.clone(),
                 fingerprint: alert.fingerprint.clone(),
@@ -282,7 +278,7 @@ impl Intake {
             })
             .await?;
         if created.load(Ordering::Relaxed) {
-            crate::static_counter!("backup_remediator_incidents_opened_total").increment(1);
+            crate::metrics::incident_opened();
             self.pace.opened();
             tracing::info!(incident_id = id, fingerprint = %alert.fingerprint, "incident opened");
             if let Some(tx) = &self.opened_tx {
@@ -292,7 +288,7 @@ impl Intake {
             }
             Ok((Outcome::Opened, Some(id)))
         } else {
-            crate::static_counter!("backup_remediator_incidents_deduplicated_total").increment(1);
+            crate::metrics::incident_deduplicated();
             let mut pending = lock(&self.pending);
             let p = pending.entry(id).or_insert(Pending {
                 count: 0,
@@ -324,7 +320,7 @@ impl Intake {
             .await?;
         let (outcome, id) = match res {
             Resolution::Resolved(id) => {
-                crate::static_counter!("backup_remediator_incidents_resolved_total").increment(1);
+                crate::metrics::incident_resolved();
                 tracing::info!(incident_id = id, fingerprint = %alert.fingerprint, "incident resolved by Alertmanager");
                 (Outcome::Resolved, Some(id))
             }
@@ -413,20 +409,17 @@ fn opened_detail(n: &Notification, alert: &Alert, adjustments: &[String]) -> ser
     detail
 }
 
-fn alerts_counter(o: Outcome) -> &'static metrics::Counter {
-    use crate::static_counter as c;
+/// The label of `o` in `backup_remediator_alerts_total`.
+fn alert_outcome(o: Outcome) -> crate::metrics::AlertOutcome {
+    use crate::metrics::AlertOutcome as M;
     match o {
-        Outcome::Opened => c!("backup_remediator_alerts_total", "outcome" => "opened"),
-        Outcome::Renotified => c!("backup_remediator_alerts_total", "outcome" => "renotified"),
-        Outcome::Resolved => c!("backup_remediator_alerts_total", "outcome" => "resolved"),
-        Outcome::AlreadyResolved => {
-            c!("backup_remediator_alerts_total", "outcome" => "already_resolved")
-        }
-        Outcome::ResolvedUnknown => {
-            c!("backup_remediator_alerts_total", "outcome" => "resolved_unknown")
-        }
-        Outcome::Ignored => c!("backup_remediator_alerts_total", "outcome" => "ignored"),
-        Outcome::Failed => c!("backup_remediator_alerts_total", "outcome" => "failed"),
+        Outcome::Opened => M::Opened,
+        Outcome::Renotified => M::Renotified,
+        Outcome::Resolved => M::Resolved,
+        Outcome::AlreadyResolved => M::AlreadyResolved,
+        Outcome::ResolvedUnknown => M::ResolvedUnknown,
+        Outcome::Ignored => M::Ignored,
+        Outcome::Failed => M::Failed,
     }
 }
 

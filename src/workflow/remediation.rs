@@ -161,7 +161,7 @@ impl Remediator {
                              "window_minutes": flapping.window_minutes }),
                 )
                 .await?;
-            metrics::counter!("backup_remediator_flapping_breaks_total").increment(1);
+            crate::metrics::flapping_break();
             vec![PlannedStep {
                 group: 1,
                 kind: StepKind::Escalate,
@@ -272,7 +272,7 @@ impl Remediator {
                             &json!({ "verified_by_step": step.id, "attempt": step.group }),
                         )
                         .await?;
-                    metrics::counter!("backup_remediator_remediations_total").increment(1);
+                    crate::metrics::remediation();
                     tracing::info!(incident_id, "incident remediated and verified");
                 }
                 Ran::State(StepState::Succeeded) if step.kind == StepKind::Escalate => {

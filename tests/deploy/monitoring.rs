@@ -134,14 +134,49 @@ fn the_alertmanager_receiver_posts_to_the_service_with_a_token_and_resolutions()
     assert_eq!(hook["url"], url.as_str());
 }
 
-/// Every `backup_remediator_*` metric name the code emits (read from src/).
+/// Every `backup_remediator_*` metric the service exports: the names src/metrics.rs defines.
 fn emitted_metrics() -> BTreeSet<String> {
     let name = regex::Regex::new(r#""(backup_remediator_[a-z_]+)""#).expect("a regex");
-    let mut found = BTreeSet::new();
+    name.captures_iter(&read("src/metrics.rs"))
+        .map(|c| c[1].to_owned())
+        .collect()
+}
+
+#[test]
+fn only_src_metrics_rs_names_metrics() {
+    let name = regex::Regex::new(r#""backup_remediator_[a-z_]+""#).expect("a regex");
     for file in files_under("src").iter().filter(|f| f.ends_with(".rs")) {
-        found.extend(name.captures_iter(&read(file)).map(|c| c[1].to_owned()));
+        if file != "src/metrics.rs" {
+            let text = read(file);
+            let spelled = name.find(&text).map(|m| m.as_str());
+            assert_eq!(
+                spelled, None,
+                "{file} spells a metric name; call src/metrics.rs"
+            );
+        }
     }
-    found
+}
+
+#[test]
+fn every_metric_the_service_exports_is_documented_in_the_readme() {
+    let readme = read("README.md");
+    let start = readme
+        .find("\n## Metrics\n")
+        .expect("a Metrics section in the README");
+    let section = &readme[start + 1..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let emitted = emitted_metrics();
+    assert!(
+        emitted.len() >= 20,
+        "only {} metrics in src/metrics.rs",
+        emitted.len()
+    );
+    for name in emitted {
+        assert!(
+            section.contains(&format!("`{name}`")) || section.contains(&format!("`{name}{{")),
+            "{name} is not documented in the README's Metrics section"
+        );
+    }
 }
 
 /// Fails on a `backup_remediator_*` name in `exprs` that nothing emits (or will soon).

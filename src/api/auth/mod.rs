@@ -224,9 +224,13 @@ impl FromRequestParts<AppState> for WebhookCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.auth.check_webhook(&parts.headers).map(|()| WebhookCaller).inspect_err(|_| {
-            metrics::counter!("backup_remediator_webhook_requests_total", "outcome" => "unauthorized").increment(1);
-        })
+        state
+            .auth
+            .check_webhook(&parts.headers)
+            .map(|()| WebhookCaller)
+            .inspect_err(|_| {
+                crate::metrics::webhook_request(crate::metrics::WebhookOutcome::Unauthorized);
+            })
     }
 }
 

@@ -65,12 +65,12 @@ impl Auth {
                     *current = Arc::new(set);
                 }
                 tracing::info!(trigger = trigger.as_str(), changed, "credentials reloaded");
-                metrics::counter!("backup_remediator_auth_reloads_total", "outcome" => "ok", "trigger" => trigger.as_str()).increment(1);
+                crate::metrics::auth_reload(crate::metrics::ReloadOutcome::Ok, trigger.as_str());
                 Ok(())
             }
             Err(e) => {
                 tracing::error!(trigger = trigger.as_str(), error = %e, "reloading the credentials failed; the previous ones stay in force");
-                metrics::counter!("backup_remediator_auth_reloads_total", "outcome" => "error", "trigger" => trigger.as_str()).increment(1);
+                crate::metrics::auth_reload(crate::metrics::ReloadOutcome::Error, trigger.as_str());
                 Err(e)
             }
         }

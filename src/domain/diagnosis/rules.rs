@@ -95,7 +95,7 @@ pub fn describe(signal: &Signal) -> String {
         Signal::LastSuccessStale { age_seconds } => {
             format!(
                 "last successful backup {} ago",
-                crate::domain::duration::human_age(*age_seconds)
+                crate::domain::duration::human(*age_seconds)
             )
         }
         Signal::BackupErrors { increase } => {

@@ -160,7 +160,7 @@ fn every_probe_healthy_is_transient_with_the_rpo_as_context() {
     assert_eq!(d.scenario, Scenario::TransientUnknown);
     assert_eq!(d.confidence, 0.7);
     assert!(d.summary.contains("transient"));
-    assert_eq!(d.context, ["last successful backup 30 h 0 min ago"]);
+    assert_eq!(d.context, ["last successful backup 30 h ago"]);
 }
 
 #[test]

@@ -124,8 +124,7 @@ impl ManualBackups {
     pub async fn run(&self, record: &ManualBackup, plan: &BackupPlan) -> ManualBackup {
         let (status, reason, keys, detail) = self.launch(record, plan).await;
         tracing::info!(backup = record.id, job = %plan.job_name, status = status.as_str(), "manual backup finished");
-        metrics::counter!("backup_remediator_manual_backups_total", "status" => status.as_str())
-            .increment(1);
+        crate::metrics::manual_backup(status.as_str());
         if let Err(e) = self
             .store
             .finish_manual_backup(

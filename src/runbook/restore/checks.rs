@@ -11,6 +11,7 @@ use sqlx::{Column, ConnectOptions, Connection, Executor, Row, TypeInfo};
 
 use super::{PgTarget, Problem, TestResult};
 use crate::config::{RestoreCheck, RestoreTestSettings};
+use crate::domain::duration::measured;
 use crate::domain::restore_test::{CheckResult, RtoResult};
 
 /// Deadline of one check's query.
@@ -115,15 +116,6 @@ async fn run_one(conn: &mut sqlx::PgConnection, sql: &str) -> Result<String, Una
     })
 }
 
-/// "31.0 s", or "0.060 s" under a second.
-fn seconds(s: f64) -> String {
-    if s >= 1.0 {
-        format!("{s:.1} s")
-    } else {
-        format!("{s:.3} s")
-    }
-}
-
 /// Records the checks and the RTO in `out`; a failed check or a slow restore fails the test
 /// (the backup is not good enough), with every reason in one sentence.
 pub fn judge(
@@ -155,9 +147,9 @@ pub fn judge(
                 0,
                 format!(
                     "the restore took {}, longer than restore_test.rto_minutes = {} ({})",
-                    seconds(restore.as_secs_f64()),
+                    measured(restore.as_secs_f64()),
                     cfg.rto_minutes,
-                    seconds(cfg.rto_minutes * 60.0)
+                    measured(cfg.rto_minutes * 60.0)
                 ),
             );
         }

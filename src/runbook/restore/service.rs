@@ -183,8 +183,7 @@ impl RestoreTester {
             reason = outcome.reason.as_deref().unwrap_or(""),
             "restore test finished"
         );
-        metrics::counter!("backup_remediator_restore_tests_total", "status" => status.as_str())
-            .increment(1);
+        crate::metrics::restore_test(status.as_str());
         self.store.finish_restore_test(t.id, &outcome).await?;
         if status == TestStatus::Failed {
             let incident = self.open_incident(t, &outcome).await?;
@@ -246,8 +245,7 @@ impl RestoreTester {
                          "restore_test_id": t.id, "object": object }),
             )
             .await?;
-        metrics::counter!("backup_remediator_escalations_total", "scenario" => "not_restorable")
-            .increment(1);
+        crate::metrics::escalation("not_restorable");
         Ok(opened.id())
     }
 

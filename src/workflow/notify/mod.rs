@@ -111,7 +111,7 @@ pub fn rpo_impact(last: Option<DateTime<Utc>>, now: DateTime<Utc>, rpo_hours: u6
     let words = match (impact, last) {
         (Some(s), Some(t)) => format!(
             "last successful backup {} ago ({}), RPO target {rpo_hours} h {}",
-            view::human(s),
+            crate::domain::duration::human(s),
             t.to_rfc3339(),
             if breached {
                 "breached"
@@ -265,8 +265,7 @@ impl Notifier {
                 let scenario = diagnosis
                     .as_ref()
                     .map_or("unknown", |d| d.scenario.as_str());
-                metrics::counter!("backup_remediator_escalations_total", "scenario" => scenario)
-                    .increment(1);
+                crate::metrics::escalation(scenario);
                 tracing::warn!(
                     incident_id = incident.id,
                     scenario,
@@ -420,8 +419,7 @@ impl Notifier {
             "pagerduty"
         };
         if d.attempts > 0 {
-            metrics::counter!("backup_remediator_notifications_total", "channel" => channel, "outcome" => "retried")
-                .increment(1);
+            crate::metrics::notification(channel, crate::metrics::NotificationOutcome::Retried);
         }
         let state = self.store.notify_state(d.incident_id).await?;
         let result = match d.kind.as_str() {
@@ -466,8 +464,7 @@ impl Notifier {
                 self.store
                     .record_attempt(d, &Attempt::Sent { slack }, now, &detail)
                     .await?;
-                metrics::counter!("backup_remediator_notifications_total", "channel" => channel, "outcome" => "sent")
-                    .increment(1);
+                crate::metrics::notification(channel, crate::metrics::NotificationOutcome::Sent);
                 tracing::info!(
                     incident_id = d.incident_id,
                     channel,
@@ -501,8 +498,7 @@ impl Notifier {
                     error: &error,
                 };
                 self.store.record_attempt(d, &failed, now, &detail).await?;
-                metrics::counter!("backup_remediator_notifications_total", "channel" => channel, "outcome" => "failed")
-                    .increment(1);
+                crate::metrics::notification(channel, crate::metrics::NotificationOutcome::Failed);
                 tracing::warn!(incident_id = d.incident_id, channel, attempt, error = %error,
                     retry_at = ?retry_at, "notification failed");
                 Ok(false)
@@ -523,10 +519,7 @@ mod tests {
         assert_eq!(fresh["rpo_breached"], false);
         let stale = rpo_impact(Some(now - chrono::Duration::hours(30)), now, 24);
         assert_eq!(stale["rpo_breached"], true);
-        assert!(stale["rpo_impact"]
-            .as_str()
-            .unwrap()
-            .contains("30 h 0 min ago"));
+        assert!(stale["rpo_impact"].as_str().unwrap().contains("30 h ago"));
         let never = rpo_impact(None, now, 24);
         assert_eq!(never["rpo_breached"], true);
         assert!(never["rpo_impact"]

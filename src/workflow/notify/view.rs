@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::domain::diagnosis::Diagnosis;
+use crate::domain::duration::human;
 use crate::domain::finding::Finding;
 use crate::domain::incident::{Incident, IncidentStatus, TimelineEvent};
 use crate::domain::plan::{Decision, Step, StepKind, StepState};
@@ -39,20 +40,6 @@ pub fn last_good_backup(findings: &[Finding]) -> Option<DateTime<Utc>> {
             .find_map(|f| parse(f.evidence.pointer(pointer)))
     };
     from("backup_metrics", "/last_success").or_else(|| from("s3", "/listing/newest/last_modified"))
-}
-
-/// "12 min", "26 h 5 min" (up to three days: RPOs are counted in hours), "4 d 2 h".
-pub fn human(seconds: i64) -> String {
-    let s = seconds.max(0);
-    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
-    if d >= 3 {
-        format!("{d} d {h} h")
-    } else if s >= 3600 {
-        let h = s / 3600;
-        format!("{h} h {m} min")
-    } else {
-        format!("{m} min")
-    }
 }
 
 impl View<'_> {
@@ -328,12 +315,28 @@ mod tests {
     }
 
     #[test]
-    fn ages_read_in_hours_up_to_three_days() {
-        assert_eq!(human(59), "0 min");
-        assert_eq!(human(12 * 60), "12 min");
-        assert_eq!(human(26 * 3600 + 5 * 60), "26 h 5 min");
-        assert_eq!(human(4 * 86_400 + 2 * 3600), "4 d 2 h");
-        assert_eq!(human(-5), "0 min");
+    fn the_rpo_reads_the_age_in_hours_up_to_three_days_against_the_target() {
+        let i = incident(IncidentStatus::Escalated);
+        let view = |age_seconds: i64| View {
+            incident: &i,
+            diagnosis: None,
+            steps: &[],
+            timeline: &[],
+            last_good_backup: Some(i.opened_at - chrono::Duration::seconds(age_seconds)),
+            now: i.opened_at,
+            external_url: "",
+            rpo_hours: 24,
+            buttons: false,
+        };
+        assert_eq!(view(59).rpo_words(), "59 s ago (RPO target 24 h: within)");
+        assert_eq!(
+            view(26 * 3600 + 5 * 60).rpo_words(),
+            "26 h 5 min ago (RPO target 24 h: BREACHED)"
+        );
+        assert_eq!(
+            view(4 * 86_400 + 2 * 3600).rpo_words(),
+            "4 d 2 h ago (RPO target 24 h: BREACHED)"
+        );
     }
 
     #[test]

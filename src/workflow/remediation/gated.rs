@@ -78,9 +78,7 @@ impl Remediator {
             ..
         } = &outcome
         {
-            metrics::counter!("backup_remediator_actions_refused_total",
-                "action" => action.as_str(), "reason" => r.as_str())
-            .increment(1);
+            crate::metrics::action_refused(action.as_str(), r.as_str());
             tracing::warn!(incident_id = step.incident_id, step = step.id, action = action.as_str(), reason = %reason, "the gate refused the step");
         }
         Ok(outcome)
@@ -177,8 +175,7 @@ impl Remediator {
                 why.to_string(),
             ),
         };
-        metrics::counter!("backup_remediator_actions_total", "action" => step.name.as_str(), "outcome" => state.as_str())
-            .increment(1);
+        crate::metrics::action(step.name.as_str(), state.as_str());
         let from = [StepState::Running];
         let moved = self
             .move_step(

@@ -63,8 +63,7 @@ impl Remediator {
             .settle(incident_id, IncidentStatus::Escalated, Utc::now(), &detail)
             .await?;
         let scenario = diagnosis.map_or("unknown", |d| d.scenario.as_str());
-        metrics::counter!("backup_remediator_escalations_total", "scenario" => scenario)
-            .increment(1);
+        crate::metrics::escalation(scenario);
         tracing::warn!(incident_id, scenario, reason = %reason, "incident escalated");
         let from = [StepState::Planned, StepState::Running];
         let done = StepState::Succeeded;
@@ -139,9 +138,7 @@ impl Remediator {
             {
                 return Ok(Ran::Lost);
             }
-            metrics::counter!("backup_remediator_actions_refused_total",
-                "action" => policy_action(step).as_str(), "reason" => Refusal::Policy.as_str())
-            .increment(1);
+            crate::metrics::action_refused(policy_action(step).as_str(), Refusal::Policy.as_str());
             return Ok(Ran::State(StepState::Refused));
         }
         // Still waiting: parked in the store rather than in a task. The engine works the plan

@@ -130,8 +130,7 @@ impl Watchdog {
         loop {
             let period = period_of(Utc::now(), interval);
             if let Err(e) = self.check_period(period).await {
-                metrics::counter!("backup_remediator_watchdog_runs_total", "outcome" => "error")
-                    .increment(1);
+                crate::metrics::watchdog_run(crate::metrics::WatchdogRun::Error);
                 tracing::warn!(error = %e, %period, "the watchdog could not check this period");
             }
             let next = period + chrono::Duration::from_std(interval).unwrap_or_default();
@@ -154,8 +153,7 @@ impl Watchdog {
             .claim_watchdog_period(period, &self.holder)
             .await?
         {
-            metrics::counter!("backup_remediator_watchdog_runs_total", "outcome" => "taken")
-                .increment(1);
+            crate::metrics::watchdog_run(crate::metrics::WatchdogRun::Taken);
             return Ok(None);
         }
         let report = self.check(period).await?;
@@ -174,12 +172,9 @@ impl Watchdog {
                          "unanswered": report.unanswered }),
             )
             .await?;
-        metrics::counter!("backup_remediator_watchdog_runs_total", "outcome" => "checked")
-            .increment(1);
-        metrics::gauge!("backup_remediator_watchdog_last_run_timestamp_seconds")
-            .set(Utc::now().timestamp() as f64);
+        crate::metrics::watchdog_run(crate::metrics::WatchdogRun::Checked);
         let stale = report.verdicts.iter().filter(|v| !v.reasons.is_empty());
-        metrics::gauge!("backup_remediator_watchdog_stale_databases").set(stale.count() as f64);
+        crate::metrics::watchdog_checked(Utc::now().timestamp(), stale.count());
         tracing::info!(%period, opened = report.opened.len(), resolved = report.resolved.len(),
             s3_list_requests = report.s3_list_requests, "watchdog period checked");
         Ok(Some(report))
@@ -212,8 +207,7 @@ impl Watchdog {
             ("prometheus", samples.as_ref().err()),
         ] {
             if let Some(why) = answer {
-                metrics::counter!("backup_remediator_watchdog_unanswered_total", "source" => source)
-                    .increment(1);
+                crate::metrics::watchdog_unanswered(source);
                 tracing::warn!(source, error = %why, %period, "the watchdog could not look: a period without findings proves nothing");
                 report.unanswered.insert(source.to_owned(), why.clone());
             }
@@ -232,8 +226,7 @@ impl Watchdog {
                 self.settings.notify.rpo_hours,
             );
             for r in &v.reasons {
-                metrics::counter!("backup_remediator_watchdog_findings_total", "reason" => r.as_str())
-                    .increment(1);
+                crate::metrics::watchdog_finding(r.as_str());
             }
             if !v.reasons.is_empty() {
                 if let Some(id) = self.open(&v, period).await? {

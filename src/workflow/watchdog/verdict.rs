@@ -89,7 +89,7 @@ pub fn judge(
                     words.push(format!(
                         "the newest backup of {database} ({}) is {} old, over the RPO of {rpo_hours} h",
                         o.key,
-                        crate::domain::duration::human_age(a)
+                        crate::domain::duration::human(a)
                     ));
                 }
                 _ => s3_fresh = true,
@@ -156,7 +156,7 @@ mod tests {
         let v = judge("link_users", Ok(Some(&old)), Ok(&series), now, 24);
         assert_eq!(v.reasons, [Reason::Stale]);
         assert!(
-            v.words[0].contains("30 h 0 min old, over the RPO of 24 h"),
+            v.words[0].contains("30 h old, over the RPO of 24 h"),
             "{:?}",
             v.words
         );
