@@ -2,10 +2,8 @@
 //! checks passwords (scram-sha-256), and the PVC expansion's limits against the stand-in
 //! Kubernetes API (what it refuses, it never patches).
 
-#[path = "support/kube_server.rs"]
-mod kube_server;
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::kube_server;
+use crate::support::pg;
 
 use std::sync::Arc;
 

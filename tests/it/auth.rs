@@ -2,8 +2,7 @@
 //! stays on loopback and never opens a write endpoint; webhook tokens rotate through a file with
 //! no refused delivery and no restart (SIGHUP, or the file changing); `token hash`.
 
-#[path = "support/service.rs"]
-mod service;
+use crate::support::service;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
@@ -59,6 +58,7 @@ fn network_address() -> Option<Ipv4Addr> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readmes_insecure_command_listens_on_loopback_only_and_opens_no_write_endpoint() {
+    let _port = crate::support::DEFAULT_PORT.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
     // Exactly the README's first command: `cargo run --release -- serve --insecure-no-auth`.

@@ -1,9 +1,7 @@
 //! The real binary as an operator runs it: start-up checks, logs without secrets, SIGTERM, and
 //! the `migrate` / `incidents` commands over the same store.
 
-#[allow(dead_code)]
-#[path = "support/approvals.rs"]
-mod approvals;
+use crate::support::approvals;
 
 use std::io::Read;
 use std::path::Path;
@@ -97,10 +95,14 @@ fn a_bad_config_file_stops_start_up_naming_the_key() {
         "[server]\nbody_limit_bytes = \"lots\"\n",
     )
     .unwrap();
-    let out = run(
-        dir.path(),
-        &["--config", "bad.toml", "serve", "--insecure-no-auth"],
-    );
+    let out = {
+        // It would listen on the default port if the configuration were good.
+        let _port = crate::support::DEFAULT_PORT.blocking_lock();
+        run(
+            dir.path(),
+            &["--config", "bad.toml", "serve", "--insecure-no-auth"],
+        )
+    };
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("body_limit_bytes"), "{err}");

@@ -3,26 +3,17 @@
 //! Kubernetes API); the service runs as binaries, in this process, or — to set two remediators
 //! on one incident — as the library driven by the test.
 
-#[path = "support/kube_server.rs"]
-mod kube_server;
-#[path = "support/moto.rs"]
-mod moto;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/procs.rs"]
-mod procs;
-#[path = "support/world.rs"]
-mod world;
+use crate::support::world;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::incident::new_incident;
 use backup_remediator::engine::{Engine, Examiner};
-use backup_remediator::incident::NewIncident;
 use backup_remediator::policy::Policy;
 use backup_remediator::remediation::Remediator;
 use backup_remediator::store::{Store, StoreOptions};
-use serde_json::{json, Value};
+use serde_json::Value;
 use world::*;
 
 const CONNECTION_LOG: &str = "Starting backup of link_users\npg_dump: error: connection to server failed: Connection refused\n";
@@ -37,17 +28,14 @@ fn is_final(state: &Value) -> bool {
 /// force now is a dry run, so nothing reaches the API server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_given_after_the_policy_file_was_removed_patches_nothing() {
-    let mut w = world_with(
-        Break::Connection,
-        CONNECTION_LOG,
-        Opts {
-            policy: Some(LIVE),
-            processes: 1,
-            remediation: "lease_seconds = 6",
-            ..Opts::default()
-        },
-    )
-    .await;
+    let mut w = World::builder()
+        .database_down()
+        .job_failed_with_logs(CONNECTION_LOG)
+        .policy(LIVE)
+        .processes(1)
+        .remediation("lease_seconds = 6")
+        .build()
+        .await;
     let (id, restart) = w.restart_waiting_for_approval().await;
     let mut first = w.processes.remove(0);
     first.child.kill().unwrap(); // SIGKILL
@@ -97,15 +85,11 @@ async fn an_approval_given_after_the_policy_file_was_removed_patches_nothing() {
 /// run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verification_waiting_for_another_incidents_job_is_skipped_when_its_alert_resolves() {
-    let w = world_with(
-        Break::Nothing,
-        RESET_LOG,
-        Opts {
-            policy: Some(LIVE),
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .job_failed_with_logs(RESET_LOG)
+        .policy(LIVE)
+        .build()
+        .await;
     let a = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
     let jobs = w.wait_for_jobs(1).await;
     let b = w.alert(&w.base, T2).await;
@@ -150,15 +134,12 @@ async fn a_verification_waiting_for_another_incidents_job_is_skipped_when_its_al
 /// lapsed while the PVC read hung for 2 s): each step starts once, one Job, remediated, no page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_remediators_on_one_incident_start_each_step_once_and_do_not_escalate() {
-    let w = world_with(
-        Break::Storage,
-        &format!("{FAILED_DUMP}{DISK_FULL_LOG}"),
-        Opts {
-            no_service: true,
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .volume_full()
+        .job_failed_with_logs(&format!("{FAILED_DUMP}{DISK_FULL_LOG}"))
+        .no_service()
+        .build()
+        .await;
     let settings = Arc::new(w.settings.clone());
     let url = secrecy::ExposeSecret::expose_secret(&w.settings.database.url).to_owned();
     let store = Store::connect(
@@ -173,21 +154,11 @@ async fn two_remediators_on_one_incident_start_each_step_once_and_do_not_escalat
     .unwrap();
     store.migrate().await.unwrap();
     let now = chrono::Utc::now();
-    let id = store
-        .open_incident(&NewIncident {
-            fingerprint: "5c0e2a1b9d8f7e61".into(),
-            alertname: "PostgreSQLBackupFailed".into(),
-            starts_at: now,
-            severity: "critical".into(),
-            labels: json!({"alertname": "PostgreSQLBackupFailed"}),
-            annotations: json!({}),
-            generator_url: String::new(),
-            opened_at: now,
-            detail: json!({}),
-        })
-        .await
-        .unwrap()
-        .id();
+    let id = new_incident()
+        .fingerprint("5c0e2a1b9d8f7e61")
+        .at(now)
+        .open(&store)
+        .await;
     let kube = Some(w.kube.client());
     let engine = Engine::new(store.clone(), Examiner::new(settings.clone(), kube.clone()));
     engine.diagnose(id).await.unwrap().expect("diagnosed");
@@ -248,15 +219,11 @@ async fn two_remediators_on_one_incident_start_each_step_once_and_do_not_escalat
 /// backup Jobs, and after N incidents the breaker escalates without acting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_alert_is_held_to_the_budget_and_then_escalated_without_action() {
-    let w = world_with(
-        Break::Nothing,
-        RESET_LOG,
-        Opts {
-            policy: Some(LIVE),
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .job_failed_with_logs(RESET_LOG)
+        .policy(LIVE)
+        .build()
+        .await;
     // The backup fails again at once, every time.
     let done = std::sync::atomic::AtomicBool::new(false);
     let failer = async {
@@ -316,15 +283,11 @@ async fn a_flapping_alert_is_held_to_the_budget_and_then_escalated_without_actio
 /// the expansion is refused with the measured usage and nothing is patched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expansion_planned_from_a_log_line_is_refused_while_the_volume_is_below_threshold() {
-    let w = world_with(
-        Break::Nothing,
-        &format!("{FAILED_DUMP}{DISK_FULL_LOG}"),
-        Opts {
-            policy: Some(LIVE),
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .job_failed_with_logs(&format!("{FAILED_DUMP}{DISK_FULL_LOG}"))
+        .policy(LIVE)
+        .build()
+        .await;
     let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
     let incident = w
         .wait_for(id, "the expansion step to end", |i| {
@@ -353,17 +316,14 @@ async fn an_expansion_planned_from_a_log_line_is_refused_while_the_volume_is_bel
 /// step from its intent: the volume is patched once, each step starts once, one Job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_killed_after_storing_the_intent_and_after_the_patch_does_nothing_twice() {
-    let mut w = world_with(
-        Break::Storage,
-        &format!("{FAILED_DUMP}{DISK_FULL_LOG}"),
-        Opts {
-            policy: Some(LIVE),
-            processes: 1,
-            remediation: "lease_seconds = 3",
-            ..Opts::default()
-        },
-    )
-    .await;
+    let mut w = World::builder()
+        .volume_full()
+        .job_failed_with_logs(&format!("{FAILED_DUMP}{DISK_FULL_LOG}"))
+        .policy(LIVE)
+        .processes(1)
+        .remediation("lease_seconds = 3")
+        .build()
+        .await;
     let pvc_path = format!("/api/v1/namespaces/link-services/persistentvolumeclaims/{PVC}");
     // Kill point 1: the intent is stored (step running) and apply's read of the PVC hangs (every
     // read of it takes 4 s: the disk probe, the re-probe and prepare before the gate, apply after

@@ -2,39 +2,17 @@
 //! of the gate (claim epoch and lease by the database clock, incident open, policy verdict,
 //! attempts, cooldown, budget, target lock) against a real PostgreSQL and a real SQLite file.
 
-#[path = "support/pg.rs"]
-mod pg;
-
 use std::time::Duration;
 
-use backup_remediator::incident::NewIncident;
 use backup_remediator::plan::{
     Claim, Decision, GateOutcome, GateRequest, PlannedStep, Refusal, Step, StepKind, StepState,
     Verdict,
 };
-use backup_remediator::store::{Store, StoreOptions};
-use serde_json::json;
+use backup_remediator::store::Store;
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let db = pg::Scratch::create(&["gate"]).await;
-                let admin = pg::admin_url();
-                let url = format!("{}/{}", admin.rsplit_once('/').unwrap().0, db.dbs[0]);
-                super::$name(super::open(&url).await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite:{}", dir.path().join("gate.sqlite").display());
-                super::$name(super::open(&url).await).await;
-            }
-            use super::pg;
-        }
-    )*};
-}
+use crate::support::app::{fresh_store, Backend};
+use crate::support::incident::new_incident;
+use serde_json::json;
 
 on_both_stores!(
     a_new_claim_fences_the_old_one_and_the_lease_is_the_databases,
@@ -44,21 +22,6 @@ on_both_stores!(
     each_watchdog_period_is_taken_once_and_only_open_or_escalated_incidents_are_live,
 );
 
-async fn open(url: &str) -> Store {
-    let store = Store::connect(
-        url,
-        std::path::Path::new("unused.sqlite"),
-        &StoreOptions {
-            max_connections: 4,
-            acquire_timeout: Duration::from_secs(5),
-        },
-    )
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    store
-}
-
 /// Opens an incident of alert `alertname` (`fingerprint`, `starts_at`); its id.
 async fn open_incident(
     store: &Store,
@@ -66,21 +29,13 @@ async fn open_incident(
     alertname: &str,
     starts_at: chrono::DateTime<chrono::Utc>,
 ) -> i64 {
-    store
-        .open_incident(&NewIncident {
-            fingerprint: fingerprint.into(),
-            alertname: alertname.into(),
-            starts_at,
-            severity: "critical".into(),
-            labels: json!({}),
-            annotations: json!({}),
-            generator_url: String::new(),
-            opened_at: chrono::Utc::now(),
-            detail: json!({}),
-        })
+    new_incident()
+        .fingerprint(fingerprint)
+        .alertname(alertname)
+        .starts_at(starts_at)
+        .labels(json!({}))
+        .open(store)
         .await
-        .unwrap()
-        .id()
 }
 
 /// An open incident with a plan of one `expand_pvc` step on `target`; (incident, step).
@@ -134,7 +89,8 @@ fn request<'a>(step: &'a Step, claim: &'a Claim, detail: &'a serde_json::Value) 
     }
 }
 
-async fn a_new_claim_fences_the_old_one_and_the_lease_is_the_databases(store: Store) {
+async fn a_new_claim_fences_the_old_one_and_the_lease_is_the_databases(backend: Backend) {
+    let (_db, store) = fresh_store(backend).await;
     let (id, step) = incident_with_step(&store, 1, "pvc/ns/a").await;
     let a = store
         .claim(id, "replica-a", Duration::from_secs(1))
@@ -189,7 +145,8 @@ async fn a_new_claim_fences_the_old_one_and_the_lease_is_the_databases(store: St
     );
 }
 
-async fn the_gate_starts_a_step_once_and_records_the_start(store: Store) {
+async fn the_gate_starts_a_step_once_and_records_the_start(backend: Backend) {
+    let (_db, store) = fresh_store(backend).await;
     let (id, step) = incident_with_step(&store, 1, "pvc/ns/a").await;
     let claim = store
         .claim(id, "r", Duration::from_secs(60))
@@ -239,7 +196,8 @@ fn refused(outcome: &GateOutcome) -> Option<Refusal> {
     }
 }
 
-async fn the_gate_refuses_by_policy_attempts_cooldown_and_budget(store: Store) {
+async fn the_gate_refuses_by_policy_attempts_cooldown_and_budget(backend: Backend) {
+    let (_db, store) = fresh_store(backend).await;
     let intent = json!({});
     // Policy in force now: never, and dry run.
     let (id, step) = incident_with_step(&store, 1, "pvc/ns/a").await;
@@ -322,7 +280,8 @@ async fn the_gate_refuses_by_policy_attempts_cooldown_and_budget(store: Store) {
     );
 }
 
-async fn the_gate_skips_a_step_of_a_closed_incident_and_waits_for_a_held_target(store: Store) {
+async fn the_gate_skips_a_step_of_a_closed_incident_and_waits_for_a_held_target(backend: Backend) {
+    let (_db, store) = fresh_store(backend).await;
     let intent = json!({});
     let (a, step_a) = incident_with_step(&store, 1, "cronjob/ns/backup").await;
     let claim_a = store
@@ -377,8 +336,9 @@ async fn the_gate_skips_a_step_of_a_closed_incident_and_waits_for_a_held_target(
 /// The freshness watchdog's store side: two replicas claiming one period get it once; the live
 /// incident of a fingerprint is its open or escalated one, never a resolved one.
 async fn each_watchdog_period_is_taken_once_and_only_open_or_escalated_incidents_are_live(
-    store: Store,
+    backend: Backend,
 ) {
+    let (_db, store) = fresh_store(backend).await;
     let period: chrono::DateTime<chrono::Utc> = "2026-11-30T12:00:00Z".parse().unwrap();
     let (a, b) = tokio::join!(
         store.claim_watchdog_period(period, "replica-a"),

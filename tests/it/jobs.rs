@@ -2,8 +2,7 @@
 //! is the one `kubectl create job --from=cronjob/…` would send, a second creation adopts it, and
 //! the watch sees the Job finish or gives up at the deadline.
 
-#[path = "support/kube_server.rs"]
-mod kube_server;
+use crate::support::kube_server;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,30 +2,28 @@
 //! webhook and PagerDuty's Events API v2 (a local axum server that records every request and
 //! can be told to fail), over real stores. The notifier's clock is a fake one the tests move.
 
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-#[path = "support/kube_server.rs"]
-mod kube_server;
+use crate::support::app as helpers;
+use crate::support::kube_server;
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::incident::new_incident;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use backup_remediator::config::Settings;
 use backup_remediator::diagnosis::{Diagnosis, Evidence, Scenario};
-use backup_remediator::incident::{IncidentStatus, NewIncident};
+use backup_remediator::incident::IncidentStatus;
 use backup_remediator::notify::{Clock, ManualClock, Notifier};
 use backup_remediator::plan::{Decision, PlannedStep, StepKind, StepState, Transition};
 use backup_remediator::probes::{Finding, Status};
-use backup_remediator::store::{Store, StoreOptions};
+use backup_remediator::store::Store;
 use chrono::{DateTime, TimeZone, Utc};
-use helpers::Backend;
+use helpers::{connect, fresh_store, Backend};
 use serde_json::{json, Value};
 
 const SLACK_TOKEN: &str = "xoxb-canary-slack-token-3f9e";
@@ -191,25 +189,6 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap()
 }
 
-/// A fresh, migrated store of `backend`; it lives as long as the returned guard.
-async fn fresh_store(backend: Backend) -> (helpers::TestDb, Store) {
-    let db = helpers::TestDb::new(backend).await;
-    let store = connect(&db).await;
-    store.migrate().await.unwrap();
-    (db, store)
-}
-
-/// The store of a test database.
-async fn connect(db: &helpers::TestDb) -> Store {
-    let opts = StoreOptions {
-        max_connections: 4,
-        acquire_timeout: Duration::from_secs(3),
-    };
-    Store::connect(&db.url(), std::path::Path::new(""), &opts)
-        .await
-        .unwrap()
-}
-
 /// A notifier over a fresh SQLite store, on a fake clock at [`t0`].
 struct Rig {
     _db: helpers::TestDb,
@@ -238,22 +217,16 @@ fn settings(extra: &str) -> Settings {
 }
 
 async fn open(store: &Store, at: DateTime<Utc>) -> i64 {
-    store
-        .open_incident(&NewIncident {
-            fingerprint: uuid::Uuid::new_v4().simple().to_string()[..16].to_owned(),
-            alertname: "PostgreSQLBackupFailed".into(),
-            starts_at: at,
-            severity: "critical".into(),
-            labels: json!({ "alertname": "PostgreSQLBackupFailed", "severity": "critical",
-                            "namespace": "link-services" }),
-            annotations: json!({ "summary": "backup failed" }),
-            generator_url: GENERATOR.into(),
-            opened_at: at,
-            detail: json!({}),
-        })
+    new_incident()
+        .at(at)
+        .labels(
+            json!({ "alertname": "PostgreSQLBackupFailed", "severity": "critical",
+                        "namespace": "link-services" }),
+        )
+        .annotations(json!({ "summary": "backup failed" }))
+        .generator_url(GENERATOR)
+        .open(store)
         .await
-        .unwrap()
-        .id()
 }
 
 /// Findings (the metrics probe saw the last success 25 h before `at`; a careless finding holds
@@ -562,17 +535,14 @@ fn post_ts(parties: &ThirdParties) -> Value {
     json!("1700000000.000001")
 }
 
-#[tokio::test]
-async fn outages_end_in_one_up_to_date_delivery_and_nothing_is_lost_across_a_restart() {
-    outages_end_in_one_delivery(Backend::Sqlite).await;
-}
+on_both_stores!(
+    outages_end_in_one_up_to_date_delivery_and_nothing_is_lost_across_a_restart,
+    the_two_hour_rule_counts_from_the_stored_open_time_across_a_restart,
+);
 
-#[tokio::test]
-async fn outages_end_in_one_up_to_date_delivery_and_nothing_is_lost_on_postgres() {
-    outages_end_in_one_delivery(Backend::Postgres).await;
-}
-
-async fn outages_end_in_one_delivery(backend: Backend) {
+async fn outages_end_in_one_up_to_date_delivery_and_nothing_is_lost_across_a_restart(
+    backend: Backend,
+) {
     // Arrange: Slack answers 429 (Retry-After 30 s), then 500, then ok:false; PagerDuty 503 once.
     let parties = ThirdParties::start().await;
     parties.fail(
@@ -638,17 +608,7 @@ async fn outages_end_in_one_delivery(backend: Backend) {
     );
 }
 
-#[tokio::test]
-async fn the_two_hour_rule_counts_from_the_stored_open_time_across_a_restart() {
-    two_hour_rule(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn the_two_hour_rule_counts_from_the_stored_open_time_on_postgres() {
-    two_hour_rule(Backend::Postgres).await;
-}
-
-async fn two_hour_rule(backend: Backend) {
+async fn the_two_hour_rule_counts_from_the_stored_open_time_across_a_restart(backend: Backend) {
     // Arrange: an incident opened at t0 whose last good backup is 25 h older.
     let (_db, store) = fresh_store(backend).await;
     let clock = Arc::new(ManualClock::new(t0() + chrono::Duration::minutes(119)));
@@ -656,21 +616,15 @@ async fn two_hour_rule(backend: Backend) {
     let id = open(&store, t0()).await;
     diagnose(&store, id, t0()).await;
     let fixed = open(&store, t0() - chrono::Duration::hours(5)).await;
-    let restore_test = store
-        .open_incident(&NewIncident {
-            fingerprint: "restoretest00001".into(),
-            alertname: "BackupRestoreTestFailed".into(),
-            starts_at: t0(),
-            severity: "warning".into(),
-            labels: json!({}),
-            annotations: json!({}),
-            generator_url: String::new(),
-            opened_at: t0() - chrono::Duration::hours(5),
-            detail: json!({}),
-        })
-        .await
-        .unwrap()
-        .id();
+    let restore_test = new_incident()
+        .fingerprint("restoretest00001")
+        .alertname("BackupRestoreTestFailed")
+        .severity("warning")
+        .starts_at(t0())
+        .opened_at(t0() - chrono::Duration::hours(5))
+        .labels(json!({}))
+        .open(&store)
+        .await;
     store
         .settle(fixed, IncidentStatus::Remediated, t0(), &json!({}))
         .await

@@ -3,12 +3,9 @@
 //! credentials, and backups made by the real `pg_dump -Fc` and `openssl enc` as the runbook's job
 //! makes them. No traffic leaves 127.0.0.1: endpoints, region and credentials are all explicit.
 
-#[path = "support/moto.rs"]
-mod moto;
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::moto;
 
-use pg::openssl_encrypt;
+use crate::support::backup::openssl_encrypt;
 
 use std::collections::BTreeMap;
 use std::process::Command;

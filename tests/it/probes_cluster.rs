@@ -1,8 +1,7 @@
 //! The Kubernetes probes against the stand-in API server: what each says about the backup Job's
 //! pods, the Secret and the primary, what kube-rs asked, and how a hung API is bounded.
 
-#[path = "support/kube_server.rs"]
-mod kube_server;
+use crate::support::kube_server;
 
 use std::sync::Arc;
 use std::time::Duration;

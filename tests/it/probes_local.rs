@@ -2,10 +2,8 @@
 //! Debian's package scraping series the test serves, and the local PostgreSQL with a backup role
 //! the test creates and breaks.
 
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/procs.rs"]
-mod procs;
+use crate::support::pg;
+use crate::support::procs;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

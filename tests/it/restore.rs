@@ -6,12 +6,9 @@
 //! Also: the manual backup Job's script, run by a real `sh` with the real pg_dump and openssl
 //! (only `aws` stood in by a copy), makes backups this restore test restores.
 
-#[path = "support/kube_server.rs"]
-mod kube_server;
-#[path = "support/moto.rs"]
-mod moto;
-#[path = "support/pg.rs"]
-mod pg;
+use crate::support::kube_server;
+use crate::support::moto;
+use crate::support::{backup, pg};
 
 use std::path::Path;
 use std::process::Command;
@@ -68,7 +65,7 @@ async fn seed(db: &Scratch, name: &str) -> Vec<(&'static str, i64)> {
 /// `pg_dump -Fc` of `db`, then `openssl enc -aes-256-cbc -salt -pbkdf2 -iter 100000 -k KEY`,
 /// the runbook's commands.
 fn runbook_backup(dir: &Path, db: &str, key: &str) -> Vec<u8> {
-    pg::openssl_encrypt(&pg_dump_custom(dir, db), key)
+    backup::openssl_encrypt(&pg_dump_custom(dir, db), key)
 }
 
 /// `pg_dump -Fc` of `db` into a file of `dir`, as the backup job runs it.
@@ -405,7 +402,7 @@ async fn an_archive_newer_than_our_pg_restore_is_version_drift_not_a_corrupt_bac
     std::fs::write(&dump, &plain).unwrap();
     let key = object_key(w.database(), "20261125_070000");
     w.moto
-        .put(BUCKET, &key, pg::openssl_encrypt(&dump, KEY))
+        .put(BUCKET, &key, backup::openssl_encrypt(&dump, KEY))
         .await;
 
     // Act

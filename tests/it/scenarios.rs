@@ -6,20 +6,11 @@
 //! to the running service, and the diagnosis it stores must name the right scenario for the
 //! right reasons.
 
-#[allow(dead_code)]
-#[path = "support/approvals.rs"]
-mod approvals;
-#[path = "support/kube_server.rs"]
-mod kube_server;
-#[path = "support/moto.rs"]
-mod moto;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/procs.rs"]
-mod procs;
+use crate::support::approvals;
+use crate::support::kube_server;
+use crate::support::{backup, pg};
 
-#[path = "support/world.rs"]
-mod world;
+use crate::support::world;
 
 use std::time::Duration;
 
@@ -29,10 +20,7 @@ use world::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_1_a_refused_database_connection() {
-    let w = world(
-        Break::Connection,
-        &format!("{FAILED_DUMP}pg_dump: error: connection to server at \"postgres-primary.link-services.svc.cluster.local\" (10.0.0.5), port 5432 failed: Connection refused\n"),
-    )
+    let w = World::builder().database_down().job_failed_with_logs(&format!("{FAILED_DUMP}pg_dump: error: connection to server at \"postgres-primary.link-services.svc.cluster.local\" (10.0.0.5), port 5432 failed: Connection refused\n")).build()
     .await;
     let incident = w.alert_and_diagnose().await;
     assert_scenario(
@@ -50,10 +38,7 @@ async fn scenario_1_a_refused_database_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_2_the_backup_role_does_not_exist() {
-    let w = world(
-        Break::Authentication,
-        &format!("{FAILED_DUMP}pg_dump: error: connection to server at \"postgres-primary\" (10.0.0.5), port 5432 failed: FATAL:  role \"backup_role_gone\" does not exist\n"),
-    )
+    let w = World::builder().backup_role_gone("backup_role_gone").job_failed_with_logs(&format!("{FAILED_DUMP}pg_dump: error: connection to server at \"postgres-primary\" (10.0.0.5), port 5432 failed: FATAL:  role \"backup_role_gone\" does not exist\n")).build()
     .await;
     let incident = w.alert_and_diagnose().await;
     assert_scenario(
@@ -66,7 +51,7 @@ async fn scenario_2_the_backup_role_does_not_exist() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_3_the_data_volume_is_full() {
-    let w = world(Break::Storage, &format!("{FAILED_DUMP}pg_dump: error: could not write to output file: No space left on device\n")).await;
+    let w = World::builder().volume_full().job_failed_with_logs(&format!("{FAILED_DUMP}pg_dump: error: could not write to output file: No space left on device\n")).build().await;
     let incident = w.alert_and_diagnose().await;
     assert_scenario(
         &incident,
@@ -83,10 +68,7 @@ async fn scenario_3_the_data_volume_is_full() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_4_the_bucket_is_gone() {
-    let w = world(
-        Break::S3,
-        &format!("{FAILED_DUMP}Encrypting backup\nupload failed: An error occurred (NoSuchBucket) when calling the PutObject operation: The specified bucket does not exist\n"),
-    )
+    let w = World::builder().bucket_gone().job_failed_with_logs(&format!("{FAILED_DUMP}Encrypting backup\nupload failed: An error occurred (NoSuchBucket) when calling the PutObject operation: The specified bucket does not exist\n")).build()
     .await;
     let incident = w.alert_and_diagnose().await;
     assert_scenario(
@@ -99,11 +81,13 @@ async fn scenario_4_the_bucket_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_5_the_encryption_key_is_too_short() {
-    let w = world(
-        Break::Encryption,
-        &format!("{FAILED_DUMP}encryption failed: key shorter than 32 bytes\n"),
-    )
-    .await;
+    let w = World::builder()
+        .short_encryption_key()
+        .job_failed_with_logs(&format!(
+            "{FAILED_DUMP}encryption failed: key shorter than 32 bytes\n"
+        ))
+        .build()
+        .await;
     let incident = w.alert_and_diagnose().await;
     assert_scenario(
         &incident,
@@ -119,7 +103,7 @@ async fn scenario_5_the_encryption_key_is_too_short() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_nothing_explains_is_transient_and_every_probe_is_healthy() {
-    let w = world(Break::Nothing, &format!("{FAILED_DUMP}pg_dump: error: could not receive data from server: Connection reset by peer\n")).await;
+    let w = World::builder().job_failed_with_logs(&format!("{FAILED_DUMP}pg_dump: error: could not receive data from server: Connection reset by peer\n")).build().await;
     let incident = w.alert_and_diagnose().await;
     let d = &incident["diagnosis"];
     assert_eq!(d["scenario"], "transient_unknown", "{}", d["summary"]);
@@ -178,16 +162,12 @@ async fn remediation_creates_the_missing_backup_role_and_a_real_backup_as_it_pro
     // A role name and the Secret's password as an attacker would pick them.
     let role = format!("bk;x'\"{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let _cleanup = DropRole(role.clone());
-    let w = world_with(
-        Break::Authentication,
-        &format!("{FAILED_DUMP}{ROLE_GONE_LOG}"),
-        Opts {
-            policy: Some(LIVE),
-            gone_role: Some(&role),
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .backup_role_gone(&role)
+        .job_failed_with_logs(&format!("{FAILED_DUMP}{ROLE_GONE_LOG}"))
+        .policy(LIVE)
+        .build()
+        .await;
     assert!(!role_exists(&role).await);
 
     let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
@@ -286,7 +266,7 @@ async fn repair_with_schema_grants_lets_pg_dump_read_every_table_and_is_idempote
         assert!(changes.contains(expected), "{expected}: {changes}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let dumped = dump_as(dir.path(), &role, db, KEY);
+    let dumped = backup::dump_as(dir.path(), &role, db, KEY);
     assert!(!dumped.is_empty());
     let second = backup_remediator::actions::repair_role::repair(&spec)
         .await
@@ -301,15 +281,11 @@ async fn repair_with_schema_grants_lets_pg_dump_read_every_table_and_is_idempote
 async fn without_a_policy_file_remediation_is_a_dry_run_that_changes_nothing() {
     let role = format!("bk_dry_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let _cleanup = DropRole(role.clone());
-    let w = world_with(
-        Break::Authentication,
-        &format!("{FAILED_DUMP}{ROLE_GONE_LOG}"),
-        Opts {
-            gone_role: Some(&role),
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .backup_role_gone(&role)
+        .job_failed_with_logs(&format!("{FAILED_DUMP}{ROLE_GONE_LOG}"))
+        .build()
+        .await;
     let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
     let incident = w
         .wait_for(id, "an outcome", |i| i["status"] != "open")
@@ -362,15 +338,12 @@ async fn without_a_policy_file_remediation_is_a_dry_run_that_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remediation_expands_the_full_volume_once_and_the_cooldown_refuses_a_second_expansion() {
-    let w = world_with(
-        Break::Storage,
-        &format!("{FAILED_DUMP}{DISK_FULL_LOG}"),
-        Opts {
-            policy: Some(LIVE),
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .volume_full()
+        .job_failed_with_logs(&format!("{FAILED_DUMP}{DISK_FULL_LOG}"))
+        .policy(LIVE)
+        .build()
+        .await;
     let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
     let jobs = w.wait_for_jobs(1).await;
 
@@ -432,15 +405,14 @@ async fn remediation_expands_the_full_volume_once_and_the_cooldown_refuses_a_sec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_primary_waits_for_an_approval_and_a_rejection_escalates() {
-    let w = world_with(
-        Break::Connection,
-        &format!("{FAILED_DUMP}pg_dump: error: connection to server failed: Connection refused\n"),
-        Opts {
-            policy: Some(LIVE),
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .database_down()
+        .job_failed_with_logs(&format!(
+            "{FAILED_DUMP}pg_dump: error: connection to server failed: Connection refused\n"
+        ))
+        .policy(LIVE)
+        .build()
+        .await;
     let (id, restart) = w.restart_waiting_for_approval().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
@@ -478,15 +450,14 @@ async fn restarting_the_primary_waits_for_an_approval_and_a_rejection_escalates(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approved_restart_patches_the_statefulset_as_kubectl_rollout_restart_does() {
-    let w = world_with(
-        Break::Connection,
-        &format!("{FAILED_DUMP}pg_dump: error: connection to server failed: Connection refused\n"),
-        Opts {
-            policy: Some(LIVE),
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .database_down()
+        .job_failed_with_logs(&format!(
+            "{FAILED_DUMP}pg_dump: error: connection to server failed: Connection refused\n"
+        ))
+        .policy(LIVE)
+        .build()
+        .await;
     let (id, restart) = w.restart_waiting_for_approval().await;
     assert_eq!(w.approve(id, restart, "approve", ADMIN).await.status(), 200);
 
@@ -512,16 +483,15 @@ async fn a_restart_approved_from_slack_goes_through_the_gate_and_patches_the_sta
     const SECRET: &str = "scenario-signing-secret-77d1";
     let slack =
         format!("[notify]\nslack_signing_secret = \"{SECRET}\"\nslack_approvers = [\"U123ABC\"]\n");
-    let w = world_with(
-        Break::Connection,
-        &format!("{FAILED_DUMP}pg_dump: error: connection to server failed: Connection refused\n"),
-        Opts {
-            policy: Some(LIVE),
-            remediation: &slack,
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .database_down()
+        .job_failed_with_logs(&format!(
+            "{FAILED_DUMP}pg_dump: error: connection to server failed: Connection refused\n"
+        ))
+        .policy(LIVE)
+        .remediation(&slack)
+        .build()
+        .await;
     let (id, restart) = w.restart_waiting_for_approval().await;
 
     // Act: U123ABC clicks Approve; Slack signs the request.
@@ -564,11 +534,7 @@ async fn a_restart_approved_from_slack_goes_through_the_gate_and_patches_the_sta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verification_without_a_new_backup_or_with_another_key_does_not_remediate() {
-    let w = world_with(
-        Break::Nothing,
-        &format!("{FAILED_DUMP}pg_dump: error: could not receive data from server: Connection reset by peer\n"),
-        Opts { policy: Some(LIVE), ..Opts::default() },
-    )
+    let w = World::builder().job_failed_with_logs(&format!("{FAILED_DUMP}pg_dump: error: could not receive data from server: Connection reset by peer\n")).policy(LIVE).build()
     .await;
     // The Job reports success but uploads nothing.
     let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
@@ -611,17 +577,14 @@ async fn a_verification_without_a_new_backup_or_with_another_key_does_not_remedi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_killed_in_the_middle_of_a_step_resumes_without_repeating_a_finished_action() {
-    let mut w = world_with(
-        Break::Storage,
-        &format!("{FAILED_DUMP}{DISK_FULL_LOG}"),
-        Opts {
-            policy: Some(LIVE),
-            processes: 1,
-            remediation: "lease_seconds = 3",
-            ..Opts::default()
-        },
-    )
-    .await;
+    let mut w = World::builder()
+        .volume_full()
+        .job_failed_with_logs(&format!("{FAILED_DUMP}{DISK_FULL_LOG}"))
+        .policy(LIVE)
+        .processes(1)
+        .remediation("lease_seconds = 3")
+        .build()
+        .await;
     let id = w.alert(&w.base.clone(), "2026-11-24T02:30:00Z").await;
     let jobs = w.wait_for_jobs(1).await;
     // The PVC is expanded and the verification Job is being watched: kill the process.
@@ -670,16 +633,13 @@ async fn a_service_killed_in_the_middle_of_a_step_resumes_without_repeating_a_fi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_service_processes_on_one_database_remediate_an_alert_once() {
-    let w = world_with(
-        Break::Storage,
-        &format!("{FAILED_DUMP}{DISK_FULL_LOG}"),
-        Opts {
-            policy: Some(LIVE),
-            processes: 2,
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .volume_full()
+        .job_failed_with_logs(&format!("{FAILED_DUMP}{DISK_FULL_LOG}"))
+        .policy(LIVE)
+        .processes(2)
+        .build()
+        .await;
     // Alertmanager HA: both replicas get the same notification.
     let (a, b) = tokio::join!(
         w.alert(&w.bases[0], "2026-11-24T02:30:00Z"),
@@ -713,11 +673,7 @@ async fn two_service_processes_on_one_database_remediate_an_alert_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resolved_alert_lets_the_running_step_finish_and_skips_the_rest() {
-    let w = world_with(
-        Break::Nothing,
-        &format!("{FAILED_DUMP}pg_dump: error: could not receive data from server: Connection reset by peer\n"),
-        Opts { policy: Some(LIVE), ..Opts::default() },
-    )
+    let w = World::builder().job_failed_with_logs(&format!("{FAILED_DUMP}pg_dump: error: could not receive data from server: Connection reset by peer\n")).policy(LIVE).build()
     .await;
     let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
     let jobs = w.wait_for_jobs(1).await;

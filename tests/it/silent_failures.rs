@@ -3,17 +3,10 @@
 //! moto's S3 (reporting chosen objects as hours old), the real Prometheus and the stand-in
 //! Kubernetes API, with the service running against them.
 
-#[path = "support/kube_server.rs"]
-mod kube_server;
-#[path = "support/moto.rs"]
-mod moto;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/procs.rs"]
-mod procs;
+use crate::support::kube_server;
+use crate::support::pg;
 
-#[path = "support/world.rs"]
-mod world;
+use crate::support::world;
 
 use std::time::Duration;
 
@@ -76,7 +69,10 @@ fn escalation_reason(incident: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pg_dump_older_than_the_server_is_a_version_mismatch_escalated_with_the_image_to_set() {
-    let w = world(Break::Nothing, MISMATCH_LOG).await;
+    let w = World::builder()
+        .job_failed_with_logs(MISMATCH_LOG)
+        .build()
+        .await;
     let major = server_major().await;
     assert!(major > 14, "the test needs a server newer than pg_dump 14");
     w.kube.put(fx::cronjob_with(
@@ -115,11 +111,12 @@ async fn a_pg_dump_older_than_the_server_is_a_version_mismatch_escalated_with_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unofficial_image_is_said_to_be_unknown_and_is_not_a_mismatch() {
-    let w = world(
-        Break::Nothing,
-        &format!("{FAILED_DUMP}pg_dump: dumping contents of table \"public.users\"\n"),
-    )
-    .await;
+    let w = World::builder()
+        .job_failed_with_logs(&format!(
+            "{FAILED_DUMP}pg_dump: dumping contents of table \"public.users\"\n"
+        ))
+        .build()
+        .await;
 
     let incident = w.alert_and_diagnose().await;
 
@@ -137,7 +134,10 @@ async fn an_unofficial_image_is_said_to_be_unknown_and_is_not_a_mismatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_cronjob_is_the_backup_schedule_scenario() {
-    let w = world(Break::Nothing, FAILED_DUMP).await;
+    let w = World::builder()
+        .job_failed_with_logs(FAILED_DUMP)
+        .build()
+        .await;
     w.kube.remove("CronJob", "postgres-backup");
 
     let incident = w.alert_and_diagnose().await;
@@ -162,15 +162,11 @@ async fn a_deleted_cronjob_is_the_backup_schedule_scenario() {
 /// The stale world: the first database's newest backup is 30 h old, the second has none, and
 /// the CronJob is suspended (which is why).
 async fn stale_world() -> (World, String, String) {
-    let w = world_with(
-        Break::Nothing,
-        FAILED_DUMP,
-        Opts {
-            aging_moto: true,
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .job_failed_with_logs(FAILED_DUMP)
+        .aging_moto()
+        .build()
+        .await;
     let (db0, db1) = (w.pg.dbs[0].clone(), w.pg.dbs[1].clone());
     w.moto
         .put(
@@ -269,7 +265,10 @@ async fn the_watchdog_opens_one_incident_per_stale_database_once_and_resolves_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watchdog_that_finds_nothing_wrong_opens_nothing_and_lists_s3_once() {
-    let w = world(Break::Nothing, FAILED_DUMP).await;
+    let w = World::builder()
+        .job_failed_with_logs(FAILED_DUMP)
+        .build()
+        .await;
     put_fresh_backups(&w).await;
     w.moto.start_recording().await;
 
@@ -302,7 +301,11 @@ async fn a_watchdog_that_finds_nothing_wrong_opens_nothing_and_lists_s3_once() {
 async fn a_watchdog_that_cannot_list_the_bucket_opens_nothing_and_says_it_could_not_look() {
     // Arrange: the job's Secret names a bucket that does not exist, so the period's one listing
     // fails.
-    let w = world(Break::S3, FAILED_DUMP).await;
+    let w = World::builder()
+        .bucket_gone()
+        .job_failed_with_logs(FAILED_DUMP)
+        .build()
+        .await;
 
     // Act
     let report = check_now(&w).await;
@@ -319,15 +322,11 @@ async fn a_watchdog_that_cannot_list_the_bucket_opens_nothing_and_says_it_could_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_backups_without_the_backup_metric_still_open_an_incident_per_database() {
-    let w = world_with(
-        Break::Nothing,
-        FAILED_DUMP,
-        Opts {
-            no_backup_metrics: true,
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .job_failed_with_logs(FAILED_DUMP)
+        .no_backup_metrics()
+        .build()
+        .await;
     put_fresh_backups(&w).await;
 
     let report = check_now(&w).await;
@@ -354,16 +353,12 @@ async fn fresh_backups_without_the_backup_metric_still_open_an_incident_per_data
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_store_check_a_period_once_and_open_each_incident_once() {
     // No backup of either database: each replica's watchdog checks the current period at start.
-    let w = world_with(
-        Break::Nothing,
-        FAILED_DUMP,
-        Opts {
-            processes: 2,
-            watchdog: true,
-            ..Opts::default()
-        },
-    )
-    .await;
+    let w = World::builder()
+        .job_failed_with_logs(FAILED_DUMP)
+        .processes(2)
+        .watchdog()
+        .build()
+        .await;
 
     for _ in 0..300 {
         if incidents_named(&w, "PostgreSQLBackupStale").await.len() >= 2 {

@@ -3,8 +3,7 @@
 //! worked to the end; and memory stays bounded whatever the backlog, with the default probes on
 //! (pointed at closed loopback ports, so each fails fast).
 
-#[path = "support/service.rs"]
-mod service;
+use crate::support::service;
 
 use std::time::{Duration, Instant};
 
@@ -70,15 +69,10 @@ fn first_lines(service: &Service, needle: &str) -> String {
         .join("\n")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_alerts_posted_one_after_another_are_all_worked_without_lock_errors() {
-    alerts_posted_one_after_another_are_all_worked_without_lock_errors(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_alerts_posted_one_after_another_are_all_worked_without_lock_errors() {
-    alerts_posted_one_after_another_are_all_worked_without_lock_errors(Backend::Postgres).await;
-}
+on_both_stores!(
+    alerts_posted_one_after_another_are_all_worked_without_lock_errors,
+    a_storm_of_distinct_alerts_with_the_default_probes_stays_within_memory_bounds,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_incidents_on_sqlite_are_diagnosed_and_escalated_without_lock_errors() {
@@ -123,7 +117,9 @@ async fn five_thousand_incidents_on_sqlite_are_diagnosed_and_escalated_without_l
 /// test build maps some 40 MiB of its own code, so there the heap and stacks (anonymous memory,
 /// sampled) are held to 24 MiB instead — what the optimised binary adds to its ~20 MiB of code
 /// and libraries stays under 64 MiB with that.
-async fn a_storm_of_distinct_alerts_stays_within_memory_bounds(backend: Backend) {
+async fn a_storm_of_distinct_alerts_with_the_default_probes_stays_within_memory_bounds(
+    backend: Backend,
+) {
     let _one = SERIAL.lock().await;
     let service = Service::start(BINARY, backend, &probes_at_closed_ports()).await;
     let sampler = service.sample_anonymous_memory();
@@ -163,15 +159,4 @@ async fn a_storm_of_distinct_alerts_stays_within_memory_bounds(backend: Backend)
             backend.name()
         );
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_storm_of_distinct_alerts_with_the_default_probes_stays_within_memory_bounds_on_sqlite() {
-    a_storm_of_distinct_alerts_stays_within_memory_bounds(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_storm_of_distinct_alerts_with_the_default_probes_stays_within_memory_bounds_on_postgres()
-{
-    a_storm_of_distinct_alerts_stays_within_memory_bounds(Backend::Postgres).await;
 }

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::helpers::*;
-use crate::procs::{free_port, require, start, wait_ready};
+use crate::support::app::*;
+use crate::support::procs::{free_port, require, start, wait_ready};
 use axum::routing::get;
 
 /// Serves `postgres_backup_*` series for Prometheus to scrape.

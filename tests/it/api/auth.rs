@@ -7,7 +7,7 @@ use backup_remediator::plan::{Decision, PlannedStep, StepKind, StepState, Transi
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use crate::helpers::{
+use crate::support::app::{
     backup_failed, eventually, payload, spawn_app_with, Backend, TestApp, API_TOKEN,
 };
 

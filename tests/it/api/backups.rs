@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, spawn_app_with, Backend, TestApp, API_TOKEN};
-use crate::kube_server::{fixtures as fx, KubeServer};
-use crate::moto::Moto;
+use crate::support::app::{eventually, spawn_app_with, Backend, TestApp, API_TOKEN};
+use crate::support::kube_server::{fixtures as fx, KubeServer};
+use crate::support::moto::Moto;
 
 const ADMIN_TOKEN: &str = "test-admin-token-31c9";
 const BUCKET: &str = "link-backups";
@@ -320,12 +320,12 @@ async fn a_restore_test_started_over_the_api_restores_the_newest_backup() {
             "[restore_test]\ntarget_url = \"{}\"\nrto_minutes = 60\n\
              [[restore_test.checks]]\ndatabase = \"link_users\"\nname = \"on the scratch copy\"\n\
              sql = \"select current_database() like 'br_restore_link_users_%'\"\n",
-            crate::pg::admin_url()
+            crate::support::pg::admin_url()
         ),
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let backup = crate::pg::real_backup(dir.path(), CANARIES[1]);
+    let backup = crate::support::backup::real_backup(dir.path(), CANARIES[1]);
     s.moto
         .put(
             BUCKET,

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::*;
+use crate::support::app::*;
 
 const LIMITS: &str = "[server]\nheader_read_timeout_ms = 600\nbody_timeout_ms = 600\n\
                       idle_timeout_ms = 5000\nmax_connections = 512\n";

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::*;
+use crate::support::app::*;
 
 /// Accepts TCP connections and never answers: a system that hangs.
 async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
@@ -37,7 +37,7 @@ async fn wait_for_diagnosis(app: &TestApp, id: i64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_probe_is_recorded_as_timed_out_and_the_others_findings_are_stored() {
     let (hung_port, hung) = silent_server().await;
-    let closed_port = crate::procs::free_port();
+    let closed_port = crate::support::procs::free_port();
     let app = spawn_app_with(
         Backend::Postgres,
         &format!(
@@ -127,7 +127,7 @@ async fn an_incident_left_undiagnosed_is_diagnosed_after_a_restart() {
         .as_i64()
         .unwrap();
     let db = app.stop_keep_db().await;
-    let closed_port = crate::procs::free_port();
+    let closed_port = crate::support::procs::free_port();
 
     let restarted = spawn_on(
         db,

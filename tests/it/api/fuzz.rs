@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
 
-use crate::helpers::*;
+use crate::support::app::*;
 
 on_both_stores!(
     schemathesis_finds_nothing_with_every_check_on,

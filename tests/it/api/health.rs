@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::*;
+use crate::support::app::*;
 
 #[tokio::test]
 async fn health_and_readiness_answer_without_credentials() {

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::*;
+use crate::support::app::*;
 
 on_both_stores!(
     listing_pages_newest_first_with_a_stable_cursor,

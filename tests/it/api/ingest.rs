@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::*;
+use crate::support::app::*;
 
 on_both_stores!(
     a_nul_anywhere_is_replaced_and_said_and_the_alerts_after_it_are_stored,
@@ -159,7 +159,7 @@ pub async fn an_alert_the_store_refuses_fails_alone_among_concurrent_deliveries(
     let posts = fingerprints
         .iter()
         .map(|fp| app.webhook_request(payload(vec![backup_failed(fp)]).to_string()));
-    let answers = crate::webhook::futures_join_all(posts).await;
+    let answers = crate::api::webhook::futures_join_all(posts).await;
 
     let mut ids = std::collections::HashSet::new();
     for (fp, resp) in fingerprints.iter().zip(answers) {

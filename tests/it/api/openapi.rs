@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::*;
+use crate::support::app::*;
 
 #[tokio::test]
 async fn the_openapi_document_lists_every_route_and_every_listed_route_exists() {

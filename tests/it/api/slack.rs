@@ -14,8 +14,8 @@ use backup_remediator::store::Store;
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use crate::approvals::{click, slack_signature};
-use crate::helpers::{self, Backend, TestApp, TestDb};
+use crate::support::app::{self as app, Backend, TestApp, TestDb};
+use crate::support::approvals::{click, slack_signature};
 
 const SIGNING_SECRET: &str = "canary-signing-secret-8e2f41";
 const BOT_TOKEN: &str = "xoxb-canary-bot-5a1";
@@ -87,7 +87,8 @@ impl FakeSlack {
 
 /// An open incident with a restart of the primary waiting for a person: (incident, step).
 async fn waiting_restart(store: &Store) -> (i64, i64) {
-    let (id, steps) = crate::approvals::waiting_for_approval(store, &["restart_primary"]).await;
+    let (id, steps) =
+        crate::support::approvals::waiting_for_approval(store, &["restart_primary"]).await;
     (id, steps[0])
 }
 
@@ -122,13 +123,13 @@ on_both_stores!(a_signed_click_by_an_approver_decides_and_the_message_says_who);
 async fn a_signed_click_by_an_approver_decides_and_the_message_says_who(backend: Backend) {
     // Arrange: the incident's message is posted with the buttons.
     let slack = FakeSlack::start().await;
-    let mut app = helpers::spawn_app_with(backend, &slack.config()).await;
+    let mut app = app::spawn_app_with(backend, &slack.config()).await;
     let (id, step) = waiting_restart(&app.store).await;
     // The message is posted once the diagnosis is in and updated as the plan waits: the
     // rendering that shows the waiting step carries its buttons.
     let has_buttons = |m: &Value| m["blocks"].to_string().contains("\"actions\"");
     assert!(
-        helpers::eventually(Duration::from_secs(10), || async {
+        app::eventually(Duration::from_secs(10), || async {
             slack.to("/api/chat.").iter().any(has_buttons)
         })
         .await
@@ -203,7 +204,7 @@ async fn a_signed_click_by_an_approver_decides_and_the_message_says_who(backend:
     assert_eq!(approved["detail"]["by"], "slack:U123ABC (alice)");
     // The message is updated in place: who decided, and no buttons left.
     assert!(
-        helpers::eventually(Duration::from_secs(10), || async {
+        app::eventually(Duration::from_secs(10), || async {
             slack
                 .to("/api/chat.update")
                 .iter()
@@ -221,7 +222,7 @@ async fn a_signed_click_by_an_approver_decides_and_the_message_says_who(backend:
     );
     // Slack was answered through the response_url too.
     assert!(
-        helpers::eventually(Duration::from_secs(5), || async {
+        app::eventually(Duration::from_secs(5), || async {
             !slack.to("/actions/T0/1/abc").is_empty()
         })
         .await
@@ -242,7 +243,7 @@ async fn a_signed_click_by_an_approver_decides_and_the_message_says_who(backend:
 async fn forged_replayed_and_unsigned_clicks_are_refused_and_strangers_get_an_ephemeral_no() {
     // Arrange
     let slack = FakeSlack::start().await;
-    let mut app = helpers::spawn_app_with(Backend::Sqlite, &slack.config()).await;
+    let mut app = app::spawn_app_with(Backend::Sqlite, &slack.config()).await;
     let (id, step) = waiting_restart(&app.store).await;
     let body = click(APPROVER, "approve_step", id, step, "");
     let now = Utc::now().timestamp();
@@ -307,7 +308,7 @@ async fn forged_replayed_and_unsigned_clicks_are_refused_and_strangers_get_an_ep
         .unwrap()
         .contains("not in notify.slack_approvers"));
     assert!(
-        helpers::eventually(Duration::from_secs(5), || async {
+        app::eventually(Duration::from_secs(5), || async {
             slack
                 .to("/actions/T0/2/xyz")
                 .first()
@@ -355,8 +356,8 @@ async fn two_replicas_receiving_the_same_click_decide_once() {
         },
         TestDb::Sqlite { .. } => unreachable!(),
     };
-    let mut a = helpers::spawn_on(db, &slack.config()).await;
-    let mut b = helpers::spawn_on(twin, &slack.config()).await;
+    let mut a = app::spawn_on(db, &slack.config()).await;
+    let mut b = app::spawn_on(twin, &slack.config()).await;
     let (id, step) = waiting_restart(&a.store).await;
     let body = click(APPROVER, "approve_step", id, step, "");
 

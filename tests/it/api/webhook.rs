@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use backup_remediator::store::IncidentFilter;
 
-use crate::helpers::*;
+use crate::support::app::*;
 
 on_both_stores!(
     a_firing_alert_opens_an_incident_with_its_labels_and_an_opened_event,

@@ -11,23 +11,14 @@
 //! cannot be built here (no registry access), so only the Dockerfile's agreement with the
 //! manifests is checked.
 
-#[path = "deploy/admission.rs"]
 mod admission;
-#[path = "deploy/deployment.rs"]
 mod deployment;
-#[path = "deploy/fixtures.rs"]
 mod fixtures;
-#[path = "deploy/image.rs"]
 mod image;
-#[path = "deploy/job_security.rs"]
 mod job_security;
-#[path = "deploy/monitoring.rs"]
 mod monitoring;
-#[path = "deploy/pod_security.rs"]
 mod pod_security;
-#[path = "deploy/rbac.rs"]
 mod rbac;
-#[path = "deploy/render.rs"]
 mod render;
 
 use std::any::TypeId;

@@ -36,7 +36,10 @@ fn the_alert_rules_fire_when_they_should() {
     promtool_in_tempdir(
         &[
             ("rules.yml", rule_file()),
-            ("rules.test.yml", read("tests/deploy/alert-rules.test.yml")),
+            (
+                "rules.test.yml",
+                read("tests/it/deploy/alert-rules.test.yml"),
+            ),
         ],
         &["test", "rules", "rules.test.yml"],
     );

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use backup_remediator::config::{Settings, DEFAULT_CONFIG};
 use backup_remediator::startup::Application;
-use backup_remediator::store::Store;
+use backup_remediator::store::{Store, StoreOptions};
 use backup_remediator::telemetry;
 use figment::providers::{Format, Toml};
 use figment::Figment;
@@ -15,14 +15,10 @@ use sqlx::Connection;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::pg::admin_url;
+
 pub const WEBHOOK_TOKEN: &str = "test-webhook-token-5d1e";
 pub const API_TOKEN: &str = "test-api-token-88a0";
-
-/// Where the tests' PostgreSQL server is: `TEST_DATABASE_URL`, else the local trust-auth server.
-pub fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
 
 fn with_database(url: &str, db: &str) -> String {
     match url.rsplit_once('/') {
@@ -40,12 +36,8 @@ fn init_logs() {
     });
 }
 
-/// Which store a test runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
+/// Which store a test runs against (the one enum the service binary's tests use as well).
+pub use super::service::Backend;
 
 /// A fresh store for one test, removed when dropped.
 pub enum TestDb {
@@ -122,6 +114,25 @@ impl Drop for TestDb {
             .join();
         }
     }
+}
+
+/// A fresh, migrated store of `backend`; it lives as long as the returned guard.
+pub async fn fresh_store(backend: Backend) -> (TestDb, Store) {
+    let db = TestDb::new(backend).await;
+    let store = connect(&db).await;
+    store.migrate().await.unwrap();
+    (db, store)
+}
+
+/// The store of a test database (four connections, as a small service has).
+pub async fn connect(db: &TestDb) -> Store {
+    let opts = StoreOptions {
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(3),
+    };
+    Store::connect(&db.url(), std::path::Path::new(""), &opts)
+        .await
+        .unwrap()
 }
 
 /// The settings a test app gets: defaults, then the test's store and tokens, then `extra` TOML.

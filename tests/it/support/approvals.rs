@@ -3,7 +3,6 @@
 //! event).
 
 use backup_remediator::diagnosis::{Diagnosis, Evidence, Scenario};
-use backup_remediator::incident::NewIncident;
 use backup_remediator::plan::{Decision, PlannedStep, StepKind, StepState, Transition};
 use backup_remediator::store::Store;
 use chrono::Utc;
@@ -11,27 +10,15 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
+use super::incident::new_incident;
+
 pub const TARGET: &str = "statefulset/link-services/postgres-primary";
 
 /// Opens an incident with one step per name, each waiting for an approval. Returns the
 /// incident id and the step ids, in order.
 pub async fn waiting_for_approval(store: &Store, names: &[&str]) -> (i64, Vec<i64>) {
     let now = Utc::now();
-    let id = store
-        .open_incident(&NewIncident {
-            fingerprint: uuid::Uuid::new_v4().simple().to_string()[..16].to_owned(),
-            alertname: "PostgreSQLBackupFailed".into(),
-            starts_at: now,
-            severity: "critical".into(),
-            labels: json!({ "alertname": "PostgreSQLBackupFailed" }),
-            annotations: json!({}),
-            generator_url: String::new(),
-            opened_at: now,
-            detail: json!({}),
-        })
-        .await
-        .unwrap()
-        .id();
+    let id = new_incident().at(now).open(store).await;
     let diagnosis = Diagnosis {
         scenario: Scenario::DatabaseConnection,
         confidence: 0.9,

@@ -3,7 +3,6 @@
 //! "access denied" in a test is a real decision of moto's policy engine, not a stub.
 //!
 //! The binary is `$MOTO_SERVER`, else `moto_server` on PATH (`pip install 'moto[server]'`).
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,7 +25,7 @@ pub struct Moto {
     pub url: String,
     log: tempfile::NamedTempFile,
     /// Where moto's recorder writes the requests it serves (see [`Moto::start_recording`]).
-    recording: tempfile::NamedTempFile,
+    _recording: tempfile::NamedTempFile,
 }
 
 impl Drop for Moto {
@@ -68,7 +67,7 @@ pub fn admin_credentials() -> Credentials {
 impl Moto {
     /// A moto server that accepts every request (IAM not enforced).
     pub async fn start() -> Self {
-        Self::start_with(None).await
+        Self::spawn(Command::new(binary())).await
     }
 
     /// A moto server in which an object whose key contains `aged<N>h` (e.g.
@@ -83,22 +82,12 @@ impl Moto {
                 beside.is_file().then_some(beside)
             })
             .unwrap_or_else(|| PathBuf::from("python3"));
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/aging_moto.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/support/aging_moto.py"
+        );
         let mut cmd = Command::new(python);
         cmd.arg(script);
-        Self::spawn(cmd).await
-    }
-
-    /// A moto server that enforces IAM after `count` requests (`INITIAL_NO_AUTH_ACTION_COUNT`).
-    pub async fn start_enforcing_after(count: u32) -> Self {
-        Self::start_with(Some(count)).await
-    }
-
-    async fn start_with(no_auth_count: Option<u32>) -> Self {
-        let mut cmd = Command::new(binary());
-        if let Some(count) = no_auth_count {
-            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", count.to_string());
-        }
         Self::spawn(cmd).await
     }
 
@@ -123,7 +112,7 @@ impl Moto {
             child,
             url: format!("http://127.0.0.1:{port}"),
             log,
-            recording,
+            _recording: recording,
         };
         moto.wait_ready().await;
         moto
@@ -149,11 +138,6 @@ impl Moto {
     /// user's policies (moto's `reset-auth`: no more unauthenticated requests).
     pub async fn enforce_iam(&self) {
         self.reset_auth("0").await;
-    }
-
-    /// Back to accepting every request.
-    pub async fn stop_enforcing(&self) {
-        self.reset_auth("inf").await;
     }
 
     async fn reset_auth(&self, count: &str) {

@@ -1,6 +1,5 @@
 //! The local PostgreSQL for tests: the admin connection, and a scratch backup role with
 //! databases of one test's own, dropped (with FORCE) when the value is dropped.
-#![allow(dead_code)]
 
 use sqlx::{Connection, Executor, PgConnection};
 
@@ -94,49 +93,6 @@ impl Drop for Scratch {
                 .await;
         });
     }
-}
-
-/// A real backup as the runbook's job makes it: `pg_dump -Fc` of the local `postgres` database,
-/// then [`openssl_encrypt`] with `key`.
-pub fn real_backup(dir: &std::path::Path, key: &str) -> Vec<u8> {
-    use std::process::Command;
-    let dump = dir.join("link_users.dump");
-    let ok = Command::new("pg_dump")
-        .args(["-Fc", "-h", "127.0.0.1", "-U", "postgres", "-f"])
-        .arg(&dump)
-        .arg("postgres")
-        .status()
-        .expect("pg_dump is installed (scripts/test.sh installs PostgreSQL)");
-    assert!(ok.success(), "pg_dump failed");
-    openssl_encrypt(&dump, key)
-}
-
-/// `plain` encrypted by the real openssl exactly as the runbook's job does it
-/// (`openssl enc -aes-256-cbc -salt -pbkdf2 -iter 100000 -k KEY`); the encrypted bytes.
-pub fn openssl_encrypt(plain: &std::path::Path, key: &str) -> Vec<u8> {
-    let enc = plain.with_extension(format!("{}.enc", uuid::Uuid::new_v4().simple()));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "enc",
-            "-aes-256-cbc",
-            "-salt",
-            "-pbkdf2",
-            "-iter",
-            "100000",
-            "-in",
-        ])
-        .arg(plain)
-        .arg("-out")
-        .arg(&enc)
-        .args(["-k", key])
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "openssl enc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(enc).unwrap()
 }
 
 /// A private PostgreSQL server that asks for passwords (scram-sha-256 over TCP), for the one

@@ -1,6 +1,5 @@
 //! Real daemons started by tests (Prometheus, Alertmanager, …) on loopback: started in a temp
 //! dir, killed and reaped when dropped, their log shown when they fail to come up.
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

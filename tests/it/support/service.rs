@@ -2,9 +2,8 @@
 //! file and store (a fresh PostgreSQL database, or a SQLite file in a temp dir), its log in a file
 //! (counted for errors), its peak resident memory read from /proc. Killed, and its database
 //! dropped, when dropped — also on a panic.
-#![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -85,7 +84,7 @@ pub struct Service {
     /// The store's URL as the service has it.
     pub db_url: String,
     pg_db: Option<String>,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     log: PathBuf,
 }
 
@@ -137,7 +136,7 @@ impl Service {
             backend,
             db_url,
             pg_db,
-            dir,
+            _dir: dir,
             log,
         };
         let client = reqwest::Client::new();
@@ -168,10 +167,6 @@ impl Service {
 
     pub fn webhook_url(&self) -> String {
         format!("{}/webhook/alertmanager", self.base)
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Everything the service logged so far.

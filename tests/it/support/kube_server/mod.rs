@@ -1,7 +1,6 @@
 //! A stand-in Kubernetes API server for tests: it serves the real API paths and object JSON
 //! (GET, LIST with label selectors, POST, merge PATCH, DELETE, pod logs), so kube-rs builds and
 //! parses real requests; it records every request, and a test changes its state at will.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -555,5 +554,4 @@ impl KubeServer {
 }
 
 /// Object builders, in the shape the API server returns them.
-#[path = "kube_fixtures.rs"]
 pub mod fixtures;

@@ -1,11 +1,10 @@
 //! What the end-to-end tests read back from the world: steps, states, timeline kinds, patches
 //! sent to the stand-in API server, roles in the real PostgreSQL; and the texts they share.
-#![allow(dead_code)]
 
 use serde_json::Value;
 
 use super::World;
-use crate::{kube_server, pg};
+use crate::support::{kube_server, pg};
 
 pub fn step<'a>(incident: &'a Value, name: &str) -> &'a Value {
     incident["actions"]

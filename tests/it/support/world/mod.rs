@@ -1,19 +1,18 @@
 //! The world of the end-to-end tests (shared by `scenarios` and `gate`): the real PostgreSQL,
 //! Prometheus and moto, the stand-in Kubernetes API, each in the state a test breaks it into, and
 //! the service itself (in this process, or binaries on one PostgreSQL store).
-#![allow(dead_code)]
 
 use std::time::Duration;
 
 use backup_remediator::config::Settings;
-use backup_remediator::startup::Application;
 use serde_json::{json, Value};
 
-use crate::kube_server::{fixtures as fx, KubeServer};
-use crate::{moto, pg, procs};
+use crate::support::kube_server::KubeServer;
+use crate::support::{backup, moto, pg, procs};
 
-#[path = "world_checks.rs"]
+mod build;
 mod checks;
+pub use build::WorldBuilder;
 pub use checks::*;
 
 pub const BUCKET: &str = "link-backups";
@@ -23,18 +22,7 @@ pub const API: &str = "scenario-api-token";
 pub const PVC: &str = "postgres-data-postgres-primary-0";
 pub const ADMIN: &str = "scenario-admin-token";
 
-/// What to break.
-#[derive(Clone, Copy, PartialEq)]
-pub enum Break {
-    Nothing,
-    Connection,
-    Authentication,
-    Storage,
-    S3,
-    Encryption,
-}
-
-/// Everything the service looks at, in the state `broken` asks for, and the service itself.
+/// Everything the service looks at, in the state the test broke it into, and the service itself.
 pub struct World {
     pub base: String,
     pub client: reqwest::Client,
@@ -68,257 +56,12 @@ impl Drop for World {
     }
 }
 
-/// How the service is run and what it may do.
-#[derive(Clone, Copy, Default)]
-pub struct Opts<'a> {
-    /// Policy file contents; `None`: no policy file (dry run).
-    pub policy: Option<&'a str>,
-    /// More settings (TOML), e.g. a `[remediation]` section.
-    pub remediation: &'a str,
-    /// 0: in this process on SQLite; n: n binaries on one PostgreSQL store.
-    pub processes: usize,
-    /// The Secret's backup role for `Break::Authentication`.
-    pub gone_role: Option<&'a str>,
-    /// No service at all: the test drives the library itself on the PostgreSQL store.
-    pub no_service: bool,
-    /// Run the freshness watchdog's loop (off by default: tests that want it check periods
-    /// through [`World::watchdog`]).
-    pub watchdog: bool,
-    /// moto reports objects whose key holds `aged<N>h` as N hours old ([`moto::Moto::start_aging`]).
-    pub aging_moto: bool,
-    /// The backup job exports no metrics (a CronJob that stopped running).
-    pub no_backup_metrics: bool,
-}
-
-pub async fn world(broken: Break, job_log: &str) -> World {
-    world_with(broken, job_log, Opts::default()).await
-}
-
-pub async fn world_with(broken: Break, job_log: &str, opts: Opts<'_>) -> World {
-    backup_remediator::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let pg = pg::Scratch::create(&["users", "chat", "store"]).await;
-    pg.sql(
-        "postgres",
-        &format!("GRANT pg_read_all_data TO {}", pg.role),
-    )
-    .await;
-
-    // S3 and IAM: a bucket with a real encrypted backup, the backup user and its policy.
-    let moto = if opts.aging_moto {
-        moto::Moto::start_aging().await
-    } else {
-        moto::Moto::start().await
-    };
-    moto.create_bucket(BUCKET).await;
-    moto.put(
-        BUCKET,
-        "postgres-backups/postgres-backup-20261124_020000_link_users.sql.enc",
-        pg::real_backup(dir.path(), KEY),
-    )
-    .await;
-    let policy = json!({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": format!("arn:aws:s3:::{BUCKET}/postgres-backups/*")},
-        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": format!("arn:aws:s3:::{BUCKET}")}
-    ]});
-    let job_creds = moto
-        .user_with_policy("postgres-backup-user", "postgres-backup-policy", &policy)
-        .await;
-
-    // Kubernetes: the Secret, the failed backup Job and its pod's log, the primary, the volume.
-    let kube = KubeServer::start().await;
-    let user = if broken == Break::Authentication {
-        opts.gone_role.unwrap_or("backup_role_gone")
-    } else {
-        pg.role.as_str()
-    };
-    let bucket = if broken == Break::S3 {
-        "link-backups-deleted"
-    } else {
-        BUCKET
-    };
-    let key = if broken == Break::Encryption {
-        "short-key"
-    } else {
-        KEY
-    };
-    kube.put(fx::secret(
-        "postgres-backup-secret",
-        &[
-            ("postgres-user", user),
-            ("postgres-password", pg.password.as_str()),
-            ("s3-bucket", bucket),
-            ("encryption-key", key),
-            ("aws-access-key-id", job_creds.access_key_id()),
-            ("aws-secret-access-key", job_creds.secret_access_key()),
-        ],
-    ));
-    kube.put(fx::job(
-        "postgres-backup-29001000",
-        "2026-11-23T02:00:00Z",
-        "succeeded",
-    ));
-    kube.put(fx::job(
-        "postgres-backup-29002440",
-        "2026-11-24T02:00:00Z",
-        "failed",
-    ));
-    let pod = "postgres-backup-29002440-x7k2p";
-    kube.put(fx::job_pod(
-        pod,
-        "postgres-backup-29002440",
-        "2026-11-24T02:00:01Z",
-        "error",
-    ));
-    kube.set_log(fx::NS, pod, job_log);
-    let primary_ready = broken != Break::Connection;
-    kube.put(fx::statefulset(
-        "postgres-primary",
-        i32::from(primary_ready),
-    ));
-    kube.put(fx::primary_pod(
-        "postgres-primary-0",
-        "postgres-primary",
-        primary_ready,
-    ));
-    kube.put(fx::endpoints(
-        "postgres-primary",
-        if primary_ready { &["10.0.0.5"] } else { &[] },
-    ));
-    kube.put(fx::pvc(PVC, "gp3", "100Gi"));
-    kube.put(fx::cronjob("postgres-backup"));
-    kube.put(fx::storage_class("gp3", true));
-
-    // Prometheus: the backup's own metrics (last success 30 h ago) and the data volume.
-    let used = if broken == Break::Storage { 95.0 } else { 40.0 };
-    let last = chrono::Utc::now().timestamp() - 30 * 3600;
-    let backup_metrics = if opts.no_backup_metrics {
-        String::new()
-    } else {
-        format!("postgres_backup_last_success_timestamp {last}\npostgres_backup_errors_total 1\n")
-    };
-    let exporter = procs::exporter(move || {
-        let gib = 1024.0f64.powi(3);
-        format!(
-            "{backup_metrics}kubelet_volume_stats_used_bytes{{namespace=\"{ns}\",persistentvolumeclaim=\"{PVC}\"}} {u}\n\
-             kubelet_volume_stats_capacity_bytes{{namespace=\"{ns}\",persistentvolumeclaim=\"{PVC}\"}} {c}\n",
-            ns = fx::NS,
-            u = used * gib,
-            c = 100.0 * gib
-        )
-    })
-    .await;
-    let (prom, prom_url) = procs::prometheus(dir.path(), &[exporter.to_string()], None, None).await;
-    procs::wait_for_series(&prom_url, "kubelet_volume_stats_capacity_bytes").await;
-
-    // The service, on an embedded store, pointed at all of it.
-    let pg_port = if broken == Break::Connection {
-        procs::free_port()
-    } else {
-        5432
-    };
-    let store_url = if opts.processes == 0 && !opts.no_service {
-        format!("sqlite:{}", dir.path().join("incidents.sqlite").display())
-    } else {
-        let admin = pg::admin_url();
-        format!("{}/{}", admin.rsplit_once('/').unwrap().0, pg.dbs[2])
-    };
-    let policy_file = match opts.policy {
-        Some(text) => {
-            let path = dir.path().join("policy.toml");
-            std::fs::write(&path, text).unwrap();
-            path.display().to_string()
-        }
-        None => String::new(),
-    };
-    let toml = format!(
-        r#"
-        [server]
-        listen = "127.0.0.1:0"
-        [database]
-        url = "{store_url}"
-        [auth]
-        webhook_token = "{HOOK}"
-        api_token = "{API}"
-        admin_token = "{ADMIN}"
-        [remediation]
-        policy_file = "{policy_file}"
-        admin_database_url = "{admin_url}"
-        job_deadline_seconds = 60
-        database_wait_seconds = 2
-        {remediation}
-        [probes]
-        deadline_ms = 10000
-        [prometheus]
-        url = "{prom_url}"
-        [kubernetes]
-        api_url = "{kube}"
-        [target]
-        host = "127.0.0.1"
-        port = {pg_port}
-        databases = ["{db0}", "{db1}"]
-        connect_timeout_ms = 2000
-        [s3]
-        endpoint = "{moto}"
-        force_path_style = true
-        region = "us-east-1"
-        [iam]
-        endpoint = "{moto}"
-        access_key_id = "{admin_id}"
-        secret_access_key = "{admin_secret}"
-        [watchdog]
-        enabled = {watchdog}
-        "#,
-        watchdog = opts.watchdog,
-        admin_url = pg::admin_url(),
-        remediation = opts.remediation,
-        kube = kube.url,
-        db0 = pg.dbs[0],
-        db1 = pg.dbs[1],
-        moto = moto.url,
-        admin_id = moto::admin_credentials().access_key_id(),
-        admin_secret = moto::admin_credentials().secret_access_key(),
-    );
-    let settings = Settings::from_toml(&toml).unwrap();
-    let config = dir.path().join("service.toml");
-    std::fs::write(&config, &toml).unwrap();
-    let mut w = World {
-        base: String::new(),
-        client: reqwest::Client::new(),
-        kube,
-        moto,
-        _prom: prom,
-        pg,
-        dir,
-        task: None,
-        processes: Vec::new(),
-        bases: Vec::new(),
-        config,
-        settings: settings.clone(),
-        watchdog: None,
-    };
-    if opts.no_service {
-        return w;
-    }
-    if opts.processes == 0 {
-        let app = Application::build(settings).await.expect("service starts");
-        w.base = format!("http://{}", app.local_addr());
-        w.watchdog = Some(app.watchdog());
-        w.task = Some(tokio::spawn(async move {
-            app.run_until(std::future::pending()).await.ok();
-        }));
-    } else {
-        for _ in 0..opts.processes {
-            let base = w.start_process().await;
-            if w.base.is_empty() {
-                w.base = base;
-            }
-        }
-    }
-    w
-}
-
 impl World {
+    /// A world to build: see [`WorldBuilder`].
+    pub fn builder<'a>() -> WorldBuilder<'a> {
+        WorldBuilder::default()
+    }
+
     /// Posts the alert as Alertmanager would and waits (bounded) for the stored diagnosis.
     pub async fn alert_and_diagnose(&self) -> Value {
         let id = self.alert(&self.base, "2026-11-24T02:30:00Z").await;
@@ -473,7 +216,7 @@ impl World {
     /// the real `openssl enc` and uploaded under the prefix.
     pub async fn run_backup_as(&self, role: &str, key: &str) {
         for db in &self.pg.dbs[..2] {
-            let bytes = dump_as(self.dir.path(), role, db, key);
+            let bytes = backup::dump_as(self.dir.path(), role, db, key);
             self.moto
                 .put(
                     BUCKET,
@@ -524,24 +267,4 @@ impl World {
             .await
             .unwrap()
     }
-}
-
-/// `pg_dump -Fc` of `db` as `role` (it must exist and read everything), encrypted as the
-/// runbook does.
-pub fn dump_as(dir: &std::path::Path, role: &str, db: &str, key: &str) -> Vec<u8> {
-    use std::process::Command;
-    let dump = dir.join(format!("{db}.dump"));
-    let out = Command::new("pg_dump")
-        .args(["-Fc", "-h", "127.0.0.1", "-U", role, "-f"])
-        .arg(&dump)
-        .arg(db)
-        .env_remove("PGPASSWORD")
-        .output()
-        .expect("pg_dump is installed");
-    assert!(
-        out.status.success(),
-        "pg_dump of {db} as {role} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    pg::openssl_encrypt(&dump, key)
 }
