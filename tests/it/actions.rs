@@ -2,9 +2,6 @@
 //! checks passwords (scram-sha-256), and the PVC expansion's limits against the stand-in
 //! Kubernetes API (what it refuses, it never patches).
 
-use crate::support::kube_server;
-use crate::support::pg;
-
 use std::sync::Arc;
 
 use backup_remediator::actions::preconditions::{self, Precondition};
@@ -14,9 +11,12 @@ use backup_remediator::config::Settings;
 use backup_remediator::plan::{Decision, Step, StepKind, StepState};
 use backup_remediator::policy::Policy;
 use backup_remediator::probes::ProbeContext;
-use kube_server::{fixtures as fx, KubeServer};
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection};
+
+use crate::support::kube_server;
+use crate::support::pg;
+use kube_server::{fixtures as fx, KubeServer};
 
 #[tokio::test]
 async fn a_drifted_password_is_reset_to_the_secrets_and_then_logs_in() {

@@ -2,14 +2,14 @@
 //! stays on loopback and never opens a write endpoint; webhook tokens rotate through a file with
 //! no refused delivery and no restart (SIGHUP, or the file changing); `token hash`.
 
-use crate::support::service;
-
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+
+use crate::support::service;
 use service::{Backend, Service, PROBES_OFF};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_backup-remediator");

@@ -1,12 +1,12 @@
 //! The real binary as an operator runs it: start-up checks, logs without secrets, SIGTERM, and
 //! the `migrate` / `incidents` commands over the same store.
 
-use crate::support::approvals;
-
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::support::approvals;
 
 const BIN: &str = env!("CARGO_BIN_EXE_backup-remediator");
 const CANARY_HOOK: &str = "canary-hook-4f9e1c";

@@ -3,17 +3,17 @@
 //! Kubernetes API); the service runs as binaries, in this process, or — to set two remediators
 //! on one incident — as the library driven by the test.
 
-use crate::support::world;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::incident::new_incident;
 use backup_remediator::engine::{Engine, Examiner};
 use backup_remediator::policy::Policy;
 use backup_remediator::remediation::Remediator;
 use backup_remediator::store::{Store, StoreOptions};
 use serde_json::Value;
+
+use crate::support::incident::new_incident;
+use crate::support::world;
 use world::*;
 
 const CONNECTION_LOG: &str = "Starting backup of link_users\npg_dump: error: connection to server failed: Connection refused\n";

@@ -9,10 +9,10 @@ use backup_remediator::plan::{
     Verdict,
 };
 use backup_remediator::store::Store;
+use serde_json::json;
 
 use crate::support::app::{fresh_store, Backend};
 use crate::support::incident::new_incident;
-use serde_json::json;
 
 on_both_stores!(
     a_new_claim_fences_the_old_one_and_the_lease_is_the_databases,

@@ -2,16 +2,16 @@
 //! is the one `kubectl create job --from=cronjob/…` would send, a second creation adopts it, and
 //! the watch sees the Job finish or gives up at the deadline.
 
-use crate::support::kube_server;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use backup_remediator::jobs::{self, Created, JobOutcome};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
-use kube_server::{fixtures as fx, KubeServer};
 use serde_json::json;
+
+use crate::support::kube_server;
+use kube_server::{fixtures as fx, KubeServer};
 
 fn ours() -> BTreeMap<String, String> {
     BTreeMap::from([("backup-remediator/incident".to_owned(), "12".to_owned())])

@@ -2,15 +2,11 @@
 //! webhook and PagerDuty's Events API v2 (a local axum server that records every request and
 //! can be told to fail), over real stores. The notifier's clock is a fake one the tests move.
 
-use crate::support::app as helpers;
-use crate::support::kube_server;
-
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::incident::new_incident;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -23,8 +19,13 @@ use backup_remediator::plan::{Decision, PlannedStep, StepKind, StepState, Transi
 use backup_remediator::probes::{Finding, Status};
 use backup_remediator::store::Store;
 use chrono::{DateTime, TimeZone, Utc};
-use helpers::{connect, fresh_store, Backend};
 use serde_json::{json, Value};
+
+use crate::support::app::{
+    backup_failed, connect, eventually, fresh_store, payload, spawn_app_with, Backend, TestDb,
+};
+use crate::support::incident::new_incident;
+use crate::support::kube_server;
 
 const SLACK_TOKEN: &str = "xoxb-canary-slack-token-3f9e";
 const ROUTING_KEY: &str = "canary-routing-key-77ab";
@@ -191,7 +192,7 @@ fn t0() -> DateTime<Utc> {
 
 /// A notifier over a fresh SQLite store, on a fake clock at [`t0`].
 struct Rig {
-    _db: helpers::TestDb,
+    _db: TestDb,
     store: Store,
     clock: Arc<ManualClock>,
     notifier: Notifier,
@@ -809,14 +810,13 @@ async fn no_secret_appears_in_any_request_body_log_line_or_failure_record() {
 async fn the_running_service_notifies_and_counts_it_in_metrics_on_postgres() {
     // Arrange: the real application (its notifier task) over a fresh PostgreSQL database.
     let parties = ThirdParties::start().await;
-    let mut app =
-        helpers::spawn_app_with(helpers::Backend::Postgres, &parties.config(true, true)).await;
+    let mut app = spawn_app_with(Backend::Postgres, &parties.config(true, true)).await;
     let id = open(&app.store, Utc::now()).await;
     diagnose(&app.store, id, Utc::now()).await;
     escalate(&app.store, id, Utc::now(), "no safe fix").await;
 
     // Act: wait for the notifier's polls.
-    let both = helpers::eventually(Duration::from_secs(10), || async {
+    let both = eventually(Duration::from_secs(10), || async {
         !parties.to("/slack/api/chat.postMessage").is_empty() && !parties.to("/pd/").is_empty()
     })
     .await;
@@ -952,16 +952,14 @@ async fn the_backup_secret_and_the_tokens_never_reach_slack_pagerduty_the_logs_o
         notify = parties.config(true, true),
         kube = kube.url,
     );
-    let mut app = helpers::spawn_app_with(Backend::Sqlite, &toml).await;
+    let mut app = spawn_app_with(Backend::Sqlite, &toml).await;
 
     // Act: the alert arrives, is diagnosed and announced; then it is escalated and paged.
     let resp = app
-        .post_webhook(&helpers::payload(vec![helpers::backup_failed(
-            "0a1b2c3d4e5f6071",
-        )]))
+        .post_webhook(&payload(vec![backup_failed("0a1b2c3d4e5f6071")]))
         .await;
     assert_eq!(resp.status(), 202);
-    let posted = helpers::eventually(Duration::from_secs(15), || async {
+    let posted = eventually(Duration::from_secs(15), || async {
         !parties.to("/slack/api/chat.postMessage").is_empty()
     })
     .await;
@@ -972,7 +970,7 @@ async fn the_backup_secret_and_the_tokens_never_reach_slack_pagerduty_the_logs_o
     );
     let id = app.incidents().await[0]["id"].as_i64().unwrap();
     escalate(&app.store, id, Utc::now(), "test").await;
-    let paged = helpers::eventually(Duration::from_secs(10), || async {
+    let paged = eventually(Duration::from_secs(10), || async {
         !parties.to("/pd/").is_empty()
     })
     .await;
@@ -1012,10 +1010,10 @@ async fn a_hanging_slack_does_not_hold_up_the_service_stopping() {
     let toml = parties
         .config(true, false)
         .replace("request_timeout_ms = 2000", "request_timeout_ms = 20000");
-    let app = helpers::spawn_app_with(Backend::Sqlite, &toml).await;
+    let app = spawn_app_with(Backend::Sqlite, &toml).await;
     let id = open(&app.store, Utc::now()).await;
     diagnose(&app.store, id, Utc::now()).await;
-    let queued = helpers::eventually(Duration::from_secs(5), || async {
+    let queued = eventually(Duration::from_secs(5), || async {
         !app.store.deliveries(id).await.unwrap().is_empty()
     })
     .await;

@@ -3,10 +3,6 @@
 //! credentials, and backups made by the real `pg_dump -Fc` and `openssl enc` as the runbook's job
 //! makes them. No traffic leaves 127.0.0.1: endpoints, region and credentials are all explicit.
 
-use crate::support::moto;
-
-use crate::support::backup::openssl_encrypt;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
@@ -21,8 +17,11 @@ use backup_remediator::probes::{
     self, BackupSecret, Probe, ProbeContext, ProbeOutput, Signal, Status,
 };
 use k8s_openapi::ByteString;
-use moto::{Moto, ENFORCED_PREFIX, PREFIX};
 use serde_json::json;
+
+use crate::support::backup::openssl_encrypt;
+use crate::support::moto;
+use moto::{Moto, ENFORCED_PREFIX, PREFIX};
 
 const BUCKET: &str = "link-backups";
 const KEY: &str = "current-encryption-key-0123456789abcdef";

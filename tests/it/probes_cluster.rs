@@ -1,8 +1,6 @@
 //! The Kubernetes probes against the stand-in API server: what each says about the backup Job's
 //! pods, the Secret and the primary, what kube-rs asked, and how a hung API is bounded.
 
-use crate::support::kube_server;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +9,8 @@ use backup_remediator::probes::backup_job::BackupJob;
 use backup_remediator::probes::primary::Primary;
 use backup_remediator::probes::secret::SecretProbe;
 use backup_remediator::probes::{self, Probe, ProbeContext, Signal, Status};
+
+use crate::support::kube_server;
 use kube_server::{fixtures as fx, KubeServer};
 
 fn ctx(kube: &KubeServer) -> Arc<ProbeContext> {

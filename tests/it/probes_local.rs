@@ -2,9 +2,6 @@
 //! Debian's package scraping series the test serves, and the local PostgreSQL with a backup role
 //! the test creates and breaks.
 
-use crate::support::pg;
-use crate::support::procs;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,6 +15,9 @@ use backup_remediator::probes::{
 };
 use k8s_openapi::ByteString;
 use sqlx::Connection;
+
+use crate::support::pg;
+use crate::support::procs;
 
 fn ctx(settings: Settings, secret: Option<BackupSecret>) -> Arc<ProbeContext> {
     backup_remediator::install_crypto_provider();

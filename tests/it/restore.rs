@@ -6,10 +6,6 @@
 //! Also: the manual backup Job's script, run by a real `sh` with the real pg_dump and openssl
 //! (only `aws` stood in by a copy), makes backups this restore test restores.
 
-use crate::support::kube_server;
-use crate::support::moto;
-use crate::support::{backup, pg};
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -21,10 +17,14 @@ use backup_remediator::restore::{
     incident_fingerprint, RestoreTest, RestoreTester, TestRequest, TestStatus, NOT_RESTORABLE_ALERT,
 };
 use backup_remediator::store::{Store, StoreOptions};
+use sqlx::Connection;
+
+use crate::support::kube_server;
+use crate::support::moto;
+use crate::support::{backup, pg};
 use kube_server::{fixtures as fx, KubeServer};
 use moto::{admin_credentials, Moto};
 use pg::{admin_on, admin_url, Scratch};
-use sqlx::Connection;
 
 const BUCKET: &str = "link-backups";
 const KEY: &str = "restore-test-key-0123456789abcdef-canary";

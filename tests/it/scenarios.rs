@@ -6,16 +6,15 @@
 //! to the running service, and the diagnosis it stores must name the right scenario for the
 //! right reasons.
 
-use crate::support::approvals;
-use crate::support::kube_server;
-use crate::support::{backup, pg};
-
-use crate::support::world;
-
 use std::time::Duration;
 
-use kube_server::fixtures as fx;
 use serde_json::{json, Value};
+
+use crate::support::approvals;
+use crate::support::kube_server;
+use crate::support::world;
+use crate::support::{backup, pg};
+use kube_server::fixtures as fx;
 use world::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

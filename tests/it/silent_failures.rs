@@ -3,16 +3,15 @@
 //! moto's S3 (reporting chosen objects as hours old), the real Prometheus and the stand-in
 //! Kubernetes API, with the service running against them.
 
-use crate::support::kube_server;
-use crate::support::pg;
-
-use crate::support::world;
-
 use std::time::Duration;
 
 use backup_remediator::watchdog::{self, Reason};
-use kube_server::fixtures as fx;
 use serde_json::Value;
+
+use crate::support::kube_server;
+use crate::support::pg;
+use crate::support::world;
+use kube_server::fixtures as fx;
 use world::*;
 
 /// What pg_dump 14 prints against a PostgreSQL 15 server, and exits 1.

@@ -3,10 +3,9 @@
 //! worked to the end; and memory stays bounded whatever the backlog, with the default probes on
 //! (pointed at closed loopback ports, so each fails fast).
 
-use crate::support::service;
-
 use std::time::{Duration, Instant};
 
+use crate::support::service;
 use service::{post_distinct, probes_at_closed_ports, Backend, Service};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_backup-remediator");
