@@ -307,7 +307,9 @@ impl<'a> WorldBuilder<'a> {
         (prom, prom_url)
     }
 
-    /// The service's configuration (TOML), pointed at all of it.
+    /// The service's configuration (TOML), pointed at all of it. The probes' deadline is six
+    /// times the default: no world tests it, and on a loaded machine (2 cores, the suite and
+    /// builds beside it) the encryption probe once took over 10 s.
     fn config(
         &self,
         dir: &std::path::Path,
@@ -352,7 +354,7 @@ impl<'a> WorldBuilder<'a> {
         database_wait_seconds = 2
         {remediation}
         [probes]
-        deadline_ms = 10000
+        deadline_ms = 30000
         [prometheus]
         url = "{prom_url}"
         [kubernetes]
