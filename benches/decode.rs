@@ -40,7 +40,9 @@ fn decode(c: &mut Criterion) {
         let b = body(n);
         group.throughput(Throughput::Bytes(b.len() as u64));
         group.bench_function(format!("{n}_alerts_{}_bytes", b.len()), |bench| {
-            bench.iter(|| backup_remediator::alert::decode(black_box(b.as_bytes())).expect("valid"))
+            bench.iter(|| {
+                backup_remediator::domain::alert::decode(black_box(b.as_bytes())).expect("valid")
+            })
         });
     }
     group.finish();

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backup_remediator::config::Settings;
-use backup_remediator::engine::{Engine, Examiner};
-use backup_remediator::incident::NewIncident;
-use backup_remediator::probes::{Probe, ProbeContext, ProbeOutput, NAMES};
+use backup_remediator::domain::finding::{ProbeOutput, NAMES};
+use backup_remediator::domain::incident::NewIncident;
+use backup_remediator::probes::{Probe, ProbeContext};
 use backup_remediator::store::{Store, StoreOptions};
+use backup_remediator::workflow::engine::{Engine, Examiner};
 use futures_util::future::BoxFuture;
 
 /// Stands in for a probe whose system answers after `latency`.

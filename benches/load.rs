@@ -272,7 +272,7 @@ async fn bare_server() -> String {
     let app = axum::Router::new().route(
         "/webhook/alertmanager",
         axum::routing::post(|b: axum::body::Bytes| async move {
-            match backup_remediator::alert::decode(&b) {
+            match backup_remediator::domain::alert::decode(&b) {
                 Ok(n) => (
                     StatusCode::ACCEPTED,
                     format!("{{\"alerts\":{}}}", n.alerts.len()),

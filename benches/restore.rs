@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backup_remediator::restore::{restore_stream, scratch_name, PgTarget, RestoreInto, ScratchDb};
+use backup_remediator::runbook::restore::{
+    restore_stream, scratch_name, PgTarget, RestoreInto, ScratchDb,
+};
 use secrecy::SecretString;
 use sqlx::{Connection, Executor};
 

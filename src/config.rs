@@ -225,10 +225,10 @@ impl Settings {
             return bad("probes.concurrency", "must be at least 1");
         }
         for name in &self.probes.enabled {
-            if !crate::probes::NAMES.contains(&name.as_str()) {
+            if !crate::domain::finding::NAMES.contains(&name.as_str()) {
                 return Err(ConfigError::Invalid(format!(
                     "probes.enabled: unknown probe {name:?}; known: {}",
-                    crate::probes::NAMES.join(", ")
+                    crate::domain::finding::NAMES.join(", ")
                 )));
             }
         }
@@ -264,7 +264,7 @@ impl Settings {
         if self.watchdog.interval_minutes == 0 || self.watchdog.interval_minutes > 24 * 60 {
             return bad("watchdog.interval_minutes", "must be 1 to 1440");
         }
-        let stale = crate::playbooks::BACKUP_STALE;
+        let stale = crate::domain::alert::BACKUP_STALE;
         if self.watchdog.enabled && !self.alerts.handled.iter().any(|a| a == stale) {
             return Err(ConfigError::Invalid(format!(
                 "watchdog.enabled: the watchdog opens {stale} incidents; add {stale} to alerts.handled or set watchdog.enabled = false"

@@ -3,34 +3,16 @@
 //! and escalates the rest.
 
 pub mod actions;
-pub mod alert;
 pub mod api;
-pub mod approval_client;
-pub mod aws;
+pub mod app;
+pub mod cli;
 pub mod config;
-pub mod crypto;
-pub mod diagnosis;
-pub mod engine;
-pub mod incident;
-pub mod intake;
-pub mod jobs;
-pub mod kube_client;
-pub mod manual_backup;
-pub mod notify;
-pub mod pace;
-pub mod plan;
-pub mod playbooks;
-pub mod policy;
+pub mod domain;
+pub mod infra;
 pub mod probes;
-pub mod prometheus;
-pub mod quantity;
-pub mod remediation;
-pub mod report;
-pub mod restore;
-pub mod startup;
+pub mod runbook;
 pub mod store;
-pub mod telemetry;
-pub mod watchdog;
+pub mod workflow;
 
 use std::net::SocketAddr;
 
@@ -40,7 +22,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
-    Policy(#[from] policy::PolicyError),
+    Policy(#[from] domain::policy::PolicyError),
     #[error("{doing}: {source}")]
     Store {
         doing: &'static str,

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use backup_remediator::app::startup::{self, Application};
+use backup_remediator::app::telemetry;
+use backup_remediator::cli::{approvals as approval_client, report};
 use backup_remediator::config::{LogFormat, Overrides, Settings};
-use backup_remediator::incident::{Incident, IncidentStatus};
-use backup_remediator::startup::{self, Application};
+use backup_remediator::domain::incident::{Incident, IncidentStatus};
 use backup_remediator::store::IncidentFilter;
-use backup_remediator::telemetry;
-use backup_remediator::{approval_client, report};
 use clap::{Parser, Subcommand};
 
 /// Diagnoses and safely remediates failed PostgreSQL backups from Alertmanager alerts.
@@ -233,7 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay { alert, json } => {
             let body =
                 std::fs::read(&alert).with_context(|| format!("reading {}", alert.display()))?;
-            let notification = backup_remediator::alert::decode(&body)
+            let notification = backup_remediator::domain::alert::decode(&body)
                 .with_context(|| format!("{} is not an Alertmanager payload", alert.display()))?;
             let examiner = startup::examiner(&settings).await;
             let report = examiner.examine(examiner.context()).await;
@@ -241,12 +241,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let alertname = notification
                 .alerts
                 .first()
-                .map_or(backup_remediator::playbooks::BACKUP_FAILED, |a| {
+                .map_or(backup_remediator::domain::alert::BACKUP_FAILED, |a| {
                     a.name.as_str()
                 });
-            let plan = backup_remediator::playbooks::plan(
+            let plan = backup_remediator::workflow::playbooks::plan(
                 alertname,
-                &backup_remediator::playbooks::PlanInput {
+                &backup_remediator::workflow::playbooks::PlanInput {
                     diagnosis: &report.diagnosis,
                     findings: &report.findings,
                     settings: &settings,
@@ -283,9 +283,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Probe { name, json } => {
             anyhow::ensure!(
-                backup_remediator::probes::NAMES.contains(&name.as_str()),
+                backup_remediator::domain::finding::NAMES.contains(&name.as_str()),
                 "unknown probe {name:?}; known: {}",
-                backup_remediator::probes::NAMES.join(", ")
+                backup_remediator::domain::finding::NAMES.join(", ")
             );
             let mut one = settings.clone();
             one.probes.enabled = vec![name];
@@ -436,9 +436,10 @@ mod runbook_cli {
     use backup_remediator::config::Settings;
     use std::sync::Arc;
 
-    use backup_remediator::manual_backup::ManualBackups;
-    use backup_remediator::restore::{RestoreTester, TestRequest, TestStatus};
-    use backup_remediator::startup;
+    use backup_remediator::app::startup;
+    use backup_remediator::domain::restore_test::TestStatus;
+    use backup_remediator::runbook::manual_backup::ManualBackups;
+    use backup_remediator::runbook::restore::{RestoreTester, TestRequest};
     use backup_remediator::store::Store;
 
     async fn open(
@@ -552,7 +553,7 @@ mod runbook_cli {
             }
         }
         anyhow::ensure!(
-            done.status == backup_remediator::manual_backup::BackupStatus::Succeeded,
+            done.status == backup_remediator::domain::manual_backup::BackupStatus::Succeeded,
             "the manual backup did not succeed"
         );
         Ok(())

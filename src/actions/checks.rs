@@ -7,8 +7,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::ActionContext;
+use crate::domain::finding::Signal;
 use crate::probes::database::Database;
-use crate::probes::{Probe, Signal};
+use crate::probes::Probe;
 
 /// Waits (up to `remediation.database_wait_seconds`) until the database answers the backup
 /// user: the database probe reports no connection failure.

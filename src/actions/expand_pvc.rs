@@ -8,8 +8,8 @@ use kube::Api;
 use serde_json::{json, Value};
 
 use super::ActionContext;
+use crate::domain::quantity;
 use crate::probes::disk::volume_claim;
-use crate::quantity;
 
 pub async fn prepare(ctx: &ActionContext) -> Result<Value, String> {
     let k = &ctx.settings.kubernetes;

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::Settings;
-use crate::plan::{Step, StepKind};
-use crate::playbooks::{CHECK_DATABASE_ANSWERS, VERIFY_BACKUP};
-use crate::policy::{Policy, EXPAND_PVC, REPAIR_BACKUP_ROLE, RESTART_PRIMARY};
+use crate::domain::plan::{Step, StepKind};
+use crate::domain::policy::{Policy, EXPAND_PVC, REPAIR_BACKUP_ROLE, RESTART_PRIMARY};
 use crate::probes::ProbeContext;
+use crate::workflow::playbooks::{CHECK_DATABASE_ANSWERS, VERIFY_BACKUP};
 
 /// What an action can reach.
 pub struct ActionContext {

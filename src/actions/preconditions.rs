@@ -12,11 +12,12 @@ use kube::api::ListParams;
 use serde_json::{json, Value};
 
 use super::ActionContext;
-use crate::plan::{Step, StepKind};
-use crate::policy::{EXPAND_PVC, RESTART_PRIMARY};
+use crate::domain::finding::{ProbeOutput, Signal};
+use crate::domain::plan::{Step, StepKind};
+use crate::domain::policy::{EXPAND_PVC, RESTART_PRIMARY};
 use crate::probes::database::Database;
 use crate::probes::disk::Disk;
-use crate::probes::{Probe, ProbeOutput, Signal};
+use crate::probes::Probe;
 
 /// What a fresh look at the world says about running a step now.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,7 +124,7 @@ pub async fn active_backup_jobs(ctx: &ActionContext) -> Result<Vec<String>, Stri
     Ok(jobs
         .items
         .iter()
-        .filter(|j| crate::jobs::finished(j).is_none())
+        .filter(|j| crate::infra::jobs::finished(j).is_none())
         .filter_map(|j| j.metadata.name.clone())
         .collect())
 }

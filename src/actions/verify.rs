@@ -15,10 +15,11 @@ use kube::Api;
 use serde_json::{json, Value};
 
 use super::ActionContext;
-use crate::jobs::{self, JobOutcome};
-use crate::plan::Step;
+use crate::domain::plan::Step;
+use crate::infra::jobs::{self, JobOutcome};
+use crate::infra::s3;
 use crate::probes::encryption::object_matches_key;
-use crate::probes::s3::{self, job_s3};
+use crate::probes::s3::job_s3;
 
 /// At most this many new objects are checked.
 const MAX_CHECKED: usize = 20;
@@ -89,7 +90,7 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, String>
     let job = job_s3(&ctx.probes).await?;
     let listing = s3::list_backups_since(&job.client, &job.bucket, &job.prefix, Some(since))
         .await
-        .map_err(|e| job.redact(&crate::aws::explain("S3", &e).words))?;
+        .map_err(|e| job.redact(&crate::infra::aws::explain("S3", &e).words))?;
     let location = format!("s3://{}/{}", job.bucket, job.prefix);
     if listing.recent.is_empty() {
         return Err(format!(

@@ -17,8 +17,8 @@ use utoipa_axum::routes;
 use super::auth::AdminCaller;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::incident::IncidentStatus;
-use crate::plan::{Step, StepState, Transition};
+use crate::domain::incident::IncidentStatus;
+use crate::domain::plan::{Step, StepState, Transition};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -16,7 +16,8 @@ use super::auth::{AdminCaller, ApiCaller};
 use super::error::{ApiError, ErrorBody};
 use super::restore_tests::{found, next_cursor, optional_json, page, path_id, PageParams};
 use super::AppState;
-use crate::manual_backup::{ManualBackup, StartError};
+use crate::domain::manual_backup::ManualBackup;
+use crate::runbook::manual_backup::StartError;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -13,11 +13,11 @@ use super::auth::ApiCaller;
 use super::error::{ApiError, ErrorBody};
 use super::restore_tests::parse_cursor;
 use super::AppState;
-use crate::alert::normalise_time;
-use crate::diagnosis::Diagnosis;
-use crate::incident::{Incident, IncidentStatus, TimelineEvent};
-use crate::plan::Step;
-use crate::probes::Finding;
+use crate::domain::alert::normalise_time;
+use crate::domain::diagnosis::Diagnosis;
+use crate::domain::finding::Finding;
+use crate::domain::incident::{Incident, IncidentStatus, TimelineEvent};
+use crate::domain::plan::Step;
 use crate::store::IncidentFilter;
 
 const DEFAULT_LIMIT: u32 = 50;

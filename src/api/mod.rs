@@ -36,9 +36,9 @@ use utoipa_axum::router::OpenApiRouter;
 pub use auth::{AdminCaller, Auth, Identity, ReloadTrigger, ACTOR_HEADER};
 pub use error::{ApiError, ErrorBody};
 
-use crate::incident::Incident;
-use crate::intake::Intake;
+use crate::domain::incident::Incident;
 use crate::store::Store;
+use crate::workflow::intake::Intake;
 
 /// What every handler can reach. One shared allocation: axum clones the state for every request.
 #[derive(Clone)]
@@ -72,9 +72,9 @@ pub struct Shared {
     /// Wakes steps waiting for an approval in this process (None: no remediation here).
     pub approvals: Option<Arc<tokio::sync::Notify>>,
     /// Runs the runbook's restore tests (`/api/v1/restore-tests`).
-    pub restore_tests: Arc<crate::restore::RestoreTester>,
+    pub restore_tests: Arc<crate::runbook::restore::RestoreTester>,
     /// Launches the runbook's manual backup Job (`/api/v1/backups`).
-    pub manual_backups: Arc<crate::manual_backup::ManualBackups>,
+    pub manual_backups: Arc<crate::runbook::manual_backup::ManualBackups>,
     /// Verifies and decides the Approve/Reject clicks of Slack messages (`/slack/interactions`).
     pub slack: Arc<slack::SlackApprovals>,
 }

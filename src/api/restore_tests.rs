@@ -17,7 +17,8 @@ use utoipa_axum::routes;
 use super::auth::{AdminCaller, ApiCaller};
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::restore::{RestoreTest, StartError, TestRequest};
+use crate::domain::restore_test::RestoreTest;
+use crate::runbook::restore::{StartError, TestRequest};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -27,7 +27,7 @@ use super::approvals::{decide_step, Decider};
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::config::NotifySettings;
-use crate::notify::slack::{APPROVE_ACTION, REJECT_ACTION};
+use crate::workflow::notify::slack::{APPROVE_ACTION, REJECT_ACTION};
 
 /// The route's path, as configured in the Slack app's Interactivity settings.
 pub const INTERACTIONS_PATH: &str = "/slack/interactions";

@@ -13,8 +13,8 @@ use utoipa_axum::routes;
 use super::auth::WebhookCaller;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::alert;
-use crate::intake::AlertResult;
+use crate::domain::alert;
+use crate::workflow::intake::AlertResult;
 
 /// Answer to an accepted delivery: what happened to each alert.
 #[derive(Debug, Serialize, ToSchema)]

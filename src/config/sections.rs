@@ -118,7 +118,9 @@ impl JobResources {
         };
         let valid = |name: &str, q: &str| match name {
             "cpu" => number(q.strip_suffix('m').unwrap_or(q)),
-            "memory" | "ephemeral-storage" => crate::quantity::parse(q).is_some_and(|b| b > 0),
+            "memory" | "ephemeral-storage" => {
+                crate::domain::quantity::parse(q).is_some_and(|b| b > 0)
+            }
             _ => false,
         };
         [("requests", &self.requests), ("limits", &self.limits)]

@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, LogParams};
 use kube::Api;
 
-use super::patterns::{self, LogPattern};
 use super::{Probe, ProbeContext, ProbeOutput, Signal};
+use crate::domain::patterns::{self, LogPattern};
 
 pub struct BackupJob;
 
@@ -102,7 +102,7 @@ impl Probe for BackupJob {
             );
             let cron_note = cron_signals
                 .iter()
-                .map(|s| format!("; {}", crate::diagnosis::describe(s)))
+                .map(|s| format!("; {}", crate::domain::diagnosis::describe(s)))
                 .collect::<String>();
             let list = match listed {
                 Ok(l) => l,

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
 use super::{Probe, ProbeContext, ProbeOutput, Signal};
-use crate::prometheus::{self, QueryError};
+use crate::domain::duration::human_age;
+use crate::infra::prometheus::{self, QueryError};
 
 /// The runbook's alert: no successful backup in the last 24 hours.
 pub const MAX_SUCCESS_AGE_SECONDS: i64 = 24 * 3600;
@@ -16,17 +17,6 @@ const LAST_SUCCESS: &str = "max(postgres_backup_last_success_timestamp)";
 const ERRORS: &str = "sum(increase(postgres_backup_errors_total[24h]))";
 
 pub struct BackupMetrics;
-
-/// "3 h 12 min", for summaries.
-pub fn human_age(seconds: i64) -> String {
-    let s = seconds.max(0);
-    match s {
-        0..=119 => format!("{s} s"),
-        120..=7199 => format!("{} min", s / 60),
-        7200..=172_799 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
-        _ => format!("{} days {} h", s / 86_400, (s % 86_400) / 3600),
-    }
-}
 
 impl Probe for BackupMetrics {
     fn name(&self) -> &'static str {
@@ -114,8 +104,8 @@ fn capitalise(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::Status;
-    use crate::prometheus::Sample;
+    use crate::domain::finding::Status;
+    use crate::infra::prometheus::Sample;
 
     fn v(x: f64) -> Result<Vec<Sample>, QueryError> {
         Ok(vec![Sample {

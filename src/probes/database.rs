@@ -140,7 +140,7 @@ fn login_failure(e: &sqlx::Error, role: &str, database: &str) -> (String, Signal
             ),
         };
     }
-    let detail = crate::prometheus::root_cause(e);
+    let detail = crate::infra::prometheus::root_cause(e);
     let failure = match e {
         sqlx::Error::Io(io) => connect_failure(io),
         _ => ConnectFailure::Other,

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
 
 use super::{Probe, ProbeContext, ProbeOutput, Signal};
-use crate::prometheus::{self, label_value};
+use crate::infra::prometheus::{self, label_value};
 
 pub struct Disk;
 

@@ -1,6 +1,6 @@
 //! The `encryption` probe (runbook scenario 5): is the backup encryption key present and long
 //! enough, does the openssl-compatible encryption work in process (a round trip through
-//! [`crate::crypto`]), and was the newest backup made with the current key — its first bytes,
+//! [`crate::infra::crypto`]), and was the newest backup made with the current key — its first bytes,
 //! read with a ranged GET, must decrypt to the pg_dump custom-format magic `PGDMP`.
 //!
 //! Evidence carries the key's length and fingerprint, never the key.
@@ -11,10 +11,11 @@ use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use super::s3::{self, JobS3};
+use super::s3;
 use super::{fingerprint, Probe, ProbeContext, ProbeOutput, Signal};
-use crate::aws;
-use crate::crypto;
+use crate::infra::aws;
+use crate::infra::crypto;
+use crate::infra::s3::{list_backups, JobS3};
 
 /// The first bytes of a pg_dump custom-format archive.
 pub const PG_DUMP_MAGIC: &[u8] = b"PGDMP";
@@ -178,7 +179,7 @@ async fn newest_backup(job: &JobS3, key: &SecretString) -> Newest {
         why: job.redact(&format!("{doing} failed: {}", f.words)),
         error: true,
     };
-    let listing = match s3::list_backups(&job.client, &job.bucket, &job.prefix).await {
+    let listing = match list_backups(&job.client, &job.bucket, &job.prefix).await {
         Ok(l) => l,
         Err(e) => return unchecked("listing the backups in S3", aws::explain("S3", &e)),
     };

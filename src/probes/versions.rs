@@ -239,7 +239,7 @@ fn assess(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::Status;
+    use crate::domain::finding::Status;
 
     #[test]
     fn the_pg_dump_major_comes_from_official_postgres_tags_only() {

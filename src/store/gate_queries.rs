@@ -32,7 +32,7 @@ pub(super) async fn claim(
 pub(super) async fn renew_claim(
     &self,
     incident_id: i64,
-    claim: &crate::plan::Claim,
+    claim: &crate::domain::plan::Claim,
     lease_seconds: i64,
 ) -> Result<bool, StoreError> {
     let sql = format!(
@@ -94,9 +94,9 @@ pub(super) async fn installation_key(&self, fresh: &str) -> Result<String, Store
 /// a lost claim or a moved step (left alone) and a held lock (`Busy`, nothing written).
 pub(super) async fn gate(
     &self,
-    g: &crate::plan::GateRequest<'_>,
-) -> Result<crate::plan::GateOutcome, StoreError> {
-    use crate::plan::{GateOutcome, Refusal, Verdict};
+    g: &crate::domain::plan::GateRequest<'_>,
+) -> Result<crate::domain::plan::GateOutcome, StoreError> {
+    use crate::domain::plan::{GateOutcome, Refusal, Verdict};
     let mut tx = self.pool.begin().await.map_err(classify)?;
     sqlx::query(GATE_SERIALIZE)
         .execute(&mut *tx)
@@ -257,9 +257,9 @@ pub(super) async fn gate(
 /// The gate's attempt cap, cooldown and budget, in its transaction: the refusal, if any.
 async fn gate_limits(
     tx: &mut sqlx::Transaction<'_, Db>,
-    g: &crate::plan::GateRequest<'_>,
-) -> Result<Option<(StepState, Option<crate::plan::Refusal>, String)>, StoreError> {
-    use crate::plan::Refusal;
+    g: &crate::domain::plan::GateRequest<'_>,
+) -> Result<Option<(StepState, Option<crate::domain::plan::Refusal>, String)>, StoreError> {
+    use crate::domain::plan::Refusal;
     let refuse = |r: Refusal, why: String| Ok(Some((StepState::Refused, Some(r), why)));
     let attempts: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM action_starts WHERE incident_id = $1 AND action = $2",

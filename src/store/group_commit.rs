@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{Opened, Store, StoreError};
-use crate::incident::NewIncident;
+use crate::domain::incident::NewIncident;
 
 /// Most incidents in one transaction.
 const MAX_BATCH: usize = 128;

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::diagnosis::Diagnosis;
-use crate::incident::{Incident, IncidentStatus, NewIncident, TimelineEvent};
-use crate::plan::{Claim, GateOutcome, GateRequest, PlannedStep, Step, Transition};
-use crate::probes::Finding;
+use crate::domain::diagnosis::Diagnosis;
+use crate::domain::finding::Finding;
+use crate::domain::incident::{Incident, IncidentStatus, NewIncident, TimelineEvent};
+use crate::domain::plan::{Claim, GateOutcome, GateRequest, PlannedStep, Step, Transition};
 
 pub use group_commit::GroupCommit;
 pub use outbox::*;
@@ -392,7 +392,7 @@ impl Store {
     /// scheduled run another replica started).
     pub async fn insert_restore_test(
         &self,
-        new: &crate::restore::NewRestoreTest,
+        new: &crate::domain::restore_test::NewRestoreTest,
     ) -> Result<Option<i64>, StoreError> {
         dispatch!(self, s => s.insert_restore_test(new).await)
     }
@@ -401,7 +401,7 @@ impl Store {
     pub async fn finish_restore_test(
         &self,
         id: i64,
-        outcome: &crate::restore::TestResult,
+        outcome: &crate::domain::restore_test::TestResult,
     ) -> Result<(), StoreError> {
         dispatch!(self, s => s.finish_restore_test(id, outcome).await)
     }
@@ -418,7 +418,7 @@ impl Store {
     pub async fn get_restore_test(
         &self,
         id: i64,
-    ) -> Result<Option<crate::restore::RestoreTest>, StoreError> {
+    ) -> Result<Option<crate::domain::restore_test::RestoreTest>, StoreError> {
         dispatch!(self, s => s.get_restore_test(id).await)
     }
 
@@ -427,7 +427,7 @@ impl Store {
         &self,
         before_id: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<crate::restore::RestoreTest>, StoreError> {
+    ) -> Result<Vec<crate::domain::restore_test::RestoreTest>, StoreError> {
         dispatch!(self, s => s.list_restore_tests(before_id, limit).await)
     }
 
@@ -444,7 +444,7 @@ impl Store {
     /// Records a launched manual backup.
     pub async fn insert_manual_backup(
         &self,
-        new: &crate::manual_backup::NewManualBackup,
+        new: &crate::domain::manual_backup::NewManualBackup,
     ) -> Result<i64, StoreError> {
         dispatch!(self, s => s.insert_manual_backup(new).await)
     }
@@ -453,7 +453,7 @@ impl Store {
     pub async fn finish_manual_backup(
         &self,
         id: i64,
-        status: crate::manual_backup::BackupStatus,
+        status: crate::domain::manual_backup::BackupStatus,
         reason: Option<&str>,
         at: DateTime<Utc>,
         object_keys: &[String],
@@ -465,7 +465,7 @@ impl Store {
     pub async fn get_manual_backup(
         &self,
         id: i64,
-    ) -> Result<Option<crate::manual_backup::ManualBackup>, StoreError> {
+    ) -> Result<Option<crate::domain::manual_backup::ManualBackup>, StoreError> {
         dispatch!(self, s => s.get_manual_backup(id).await)
     }
 
@@ -474,7 +474,7 @@ impl Store {
         &self,
         before_id: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<crate::manual_backup::ManualBackup>, StoreError> {
+    ) -> Result<Vec<crate::domain::manual_backup::ManualBackup>, StoreError> {
         dispatch!(self, s => s.list_manual_backups(before_id, limit).await)
     }
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError};
-use crate::incident::Incident;
+use crate::domain::incident::Incident;
 
 /// Where an incident's notifications stand.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub struct DeliveryRecord {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
-/// Notifications: the outbox and the per-incident cursor (see `crate::notify`).
+/// Notifications: the outbox and the per-incident cursor (see `crate::workflow::notify`).
 impl Store {
     /// Open incidents of `alertname` opened before `opened_before`, oldest first.
     pub async fn overdue(

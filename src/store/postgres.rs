@@ -9,11 +9,11 @@ use super::{
     classify, corrupt, diagnosed_event, parse_status, probe_event, push_filter, IncidentFilter,
     Opened, Renotified, Resolution, StoreError, StoreOptions, INCIDENT_COLUMNS,
 };
-use crate::diagnosis::Diagnosis;
-use crate::incident::IncidentStatus;
-use crate::incident::{Incident, NewIncident, TimelineEvent};
-use crate::plan::{PlannedStep, Step, StepState, Transition};
-use crate::probes::Finding;
+use crate::domain::diagnosis::Diagnosis;
+use crate::domain::finding::Finding;
+use crate::domain::incident::IncidentStatus;
+use crate::domain::incident::{Incident, NewIncident, TimelineEvent};
+use crate::domain::plan::{PlannedStep, Step, StepState, Transition};
 
 /// Opens an incident with its `opened` event in one atomic statement; no row when the alert's
 /// incident already exists. The load benchmark runs this same statement through pgbench.
@@ -508,8 +508,8 @@ fn col_json(r: &PgRow, c: &str) -> Result<serde_json::Value, StoreError> {
     get_j(r, c)
 }
 
-use crate::manual_backup::{BackupStatus, ManualBackup, NewManualBackup};
-use crate::restore::{NewRestoreTest, RestoreTest, TestResult, TestStatus};
+use crate::domain::manual_backup::{BackupStatus, ManualBackup, NewManualBackup};
+use crate::domain::restore_test::{NewRestoreTest, RestoreTest, TestResult, TestStatus};
 
 include!("runbook_queries.rs");
 use super::{Attempt, Delivery, DeliveryRecord, NewDelivery, NotifyState};

@@ -43,7 +43,7 @@ fn restore_test_row(r: &DbRow) -> Result<RestoreTest, StoreError> {
                 r.try_get::<Option<f64>, _>("rto_minutes").map_err(classify)?,
                 int("restore_ms")?,
             ) {
-                (Some(m), Some(ms)) => Some(crate::restore::RtoResult::new(m, ms)),
+                (Some(m), Some(ms)) => Some(crate::domain::restore_test::RtoResult::new(m, ms)),
                 _ => None,
             },
             detail: col_json(r, "detail")?,
@@ -51,10 +51,10 @@ fn restore_test_row(r: &DbRow) -> Result<RestoreTest, StoreError> {
     })
 }
 
-fn check_row(r: &DbRow) -> Result<(i64, crate::restore::CheckResult), StoreError> {
+fn check_row(r: &DbRow) -> Result<(i64, crate::domain::restore_test::CheckResult), StoreError> {
     Ok((
         r.try_get("restore_test_id").map_err(classify)?,
-        crate::restore::CheckResult {
+        crate::domain::restore_test::CheckResult {
             name: r.try_get("name").map_err(classify)?,
             sql: r.try_get("sql").map_err(classify)?,
             passed: r.try_get("passed").map_err(classify)?,

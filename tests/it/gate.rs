@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backup_remediator::engine::{Engine, Examiner};
-use backup_remediator::policy::Policy;
-use backup_remediator::remediation::Remediator;
+use backup_remediator::domain::policy::Policy;
 use backup_remediator::store::{Store, StoreOptions};
+use backup_remediator::workflow::engine::{Engine, Examiner};
+use backup_remediator::workflow::remediation::Remediator;
 use serde_json::Value;
 
 use crate::support::incident::new_incident;

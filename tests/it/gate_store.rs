@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use backup_remediator::plan::{
+use backup_remediator::domain::plan::{
     Claim, Decision, GateOutcome, GateRequest, PlannedStep, Refusal, Step, StepKind, StepState,
     Verdict,
 };
@@ -373,7 +373,7 @@ async fn each_watchdog_period_is_taken_once_and_only_open_or_escalated_incidents
     store
         .settle(
             id,
-            backup_remediator::incident::IncidentStatus::Escalated,
+            backup_remediator::domain::incident::IncidentStatus::Escalated,
             now,
             &json!({}),
         )

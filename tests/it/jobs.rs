@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use backup_remediator::jobs::{self, Created, JobOutcome};
+use backup_remediator::infra::jobs::{self, Created, JobOutcome};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use serde_json::json;

@@ -14,6 +14,7 @@ mod deploy;
 mod gate;
 mod gate_store;
 mod jobs;
+mod layout;
 mod notify;
 mod probes_aws;
 mod probes_cluster;

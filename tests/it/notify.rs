@@ -12,12 +12,12 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use backup_remediator::config::Settings;
-use backup_remediator::diagnosis::{Diagnosis, Evidence, Scenario};
-use backup_remediator::incident::IncidentStatus;
-use backup_remediator::notify::{Clock, ManualClock, Notifier};
-use backup_remediator::plan::{Decision, PlannedStep, StepKind, StepState, Transition};
-use backup_remediator::probes::{Finding, Status};
+use backup_remediator::domain::diagnosis::{Diagnosis, Evidence, Scenario};
+use backup_remediator::domain::finding::{Finding, Status};
+use backup_remediator::domain::incident::IncidentStatus;
+use backup_remediator::domain::plan::{Decision, PlannedStep, StepKind, StepState, Transition};
 use backup_remediator::store::Store;
+use backup_remediator::workflow::notify::{Clock, ManualClock, Notifier};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
 
@@ -365,7 +365,7 @@ async fn plan_with_approval(store: &Store, id: i64, at: DateTime<Utc>) -> i64 {
     steps[1].id
 }
 
-fn kinds(events: &[backup_remediator::incident::TimelineEvent]) -> Vec<String> {
+fn kinds(events: &[backup_remediator::domain::incident::TimelineEvent]) -> Vec<String> {
     events.iter().map(|e| e.kind.clone()).collect()
 }
 

@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use aws_credential_types::Credentials;
 use backup_remediator::config::Settings;
+use backup_remediator::domain::finding::{ProbeOutput, Signal, Status};
 use backup_remediator::probes::encryption::Encryption;
 use backup_remediator::probes::iam;
 use backup_remediator::probes::s3::S3;
-use backup_remediator::probes::{
-    self, BackupSecret, Probe, ProbeContext, ProbeOutput, Signal, Status,
-};
+use backup_remediator::probes::{self, BackupSecret, Probe, ProbeContext};
 use k8s_openapi::ByteString;
 use serde_json::json;
 

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backup_remediator::config::Settings;
+use backup_remediator::domain::finding::{Signal, Status};
 use backup_remediator::probes::backup_job::BackupJob;
 use backup_remediator::probes::primary::Primary;
 use backup_remediator::probes::secret::SecretProbe;
-use backup_remediator::probes::{self, Probe, ProbeContext, Signal, Status};
+use backup_remediator::probes::{self, Probe, ProbeContext};
 
 use crate::support::kube_server;
 use kube_server::{fixtures as fx, KubeServer};

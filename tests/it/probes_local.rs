@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backup_remediator::config::Settings;
+use backup_remediator::domain::finding::{ConnectFailure, ProbeOutput, Signal, Status};
 use backup_remediator::probes::backup_metrics::BackupMetrics;
 use backup_remediator::probes::database::Database;
-use backup_remediator::probes::{
-    BackupSecret, ConnectFailure, Probe, ProbeContext, ProbeOutput, Signal, Status,
-};
+use backup_remediator::probes::{BackupSecret, Probe, ProbeContext};
 use k8s_openapi::ByteString;
 use sqlx::Connection;
 

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backup_remediator::config::Settings;
-use backup_remediator::manual_backup::{self, BackupPlan};
-use backup_remediator::restore::{
-    incident_fingerprint, RestoreTest, RestoreTester, TestRequest, TestStatus, NOT_RESTORABLE_ALERT,
-};
+use backup_remediator::domain::restore_test::{RestoreTest, TestStatus, NOT_RESTORABLE_ALERT};
+use backup_remediator::runbook::manual_backup::{self, BackupPlan};
+use backup_remediator::runbook::restore::{incident_fingerprint, RestoreTester, TestRequest};
 use backup_remediator::store::{Store, StoreOptions};
 use sqlx::Connection;
 
@@ -296,7 +295,7 @@ async fn assert_not_restorable(w: &World, object: &str, words: &[&str]) -> Resto
     assert_eq!(incident.labels["database"], w.database());
     assert_eq!(
         incident.status,
-        backup_remediator::incident::IncidentStatus::Escalated,
+        backup_remediator::domain::incident::IncidentStatus::Escalated,
         "a backup that does not restore goes to people at once"
     );
     let timeline = w.store.timeline(id).await.unwrap();

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use backup_remediator::watchdog::{self, Reason};
+use backup_remediator::workflow::watchdog::{self, Reason};
 use serde_json::Value;
 
 use crate::support::kube_server;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use backup_remediator::plan::{Decision, PlannedStep, StepKind, StepState, Transition};
+use backup_remediator::domain::plan::{Decision, PlannedStep, StepKind, StepState, Transition};
 use chrono::Utc;
 use serde_json::{json, Value};
 

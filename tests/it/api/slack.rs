@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::response::IntoResponse;
-use backup_remediator::plan::StepState;
+use backup_remediator::domain::plan::StepState;
 use backup_remediator::store::Store;
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -114,7 +114,7 @@ async fn signed(app: &TestApp, body: &str) -> reqwest::Response {
     post_click(app, body, now, &slack_signature(SIGNING_SECRET, now, body)).await
 }
 
-async fn step_of(store: &Store, id: i64) -> backup_remediator::plan::Step {
+async fn step_of(store: &Store, id: i64) -> backup_remediator::domain::plan::Step {
     store.steps(id).await.unwrap().remove(0)
 }
 

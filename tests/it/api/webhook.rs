@@ -245,7 +245,7 @@ async fn two_replicas_on_one_database_open_one_incident_for_the_same_alert() {
     // A second replica on the same database (its TestDb is a throwaway; the URL is shared).
     let second = {
         let settings = test_settings(&db_url, "");
-        let app = backup_remediator::startup::Application::build(settings)
+        let app = backup_remediator::app::startup::Application::build(settings)
             .await
             .unwrap();
         let address = format!("http://{}", app.local_addr());

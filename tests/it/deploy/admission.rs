@@ -156,7 +156,7 @@ fn the_policy_admits_the_jobs_the_service_creates() {
     let policy = policy();
     let user = service_user();
     let cronjob = compliant_cronjob();
-    let owner_only = backup_remediator::jobs::job_from_cronjob(
+    let owner_only = backup_remediator::infra::jobs::job_from_cronjob(
         &cronjob,
         "postgres-backup-verify-8-1",
         &Default::default(),

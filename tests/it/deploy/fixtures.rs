@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use backup_remediator::jobs;
-use backup_remediator::manual_backup::{self, BackupPlan};
+use backup_remediator::infra::jobs;
+use backup_remediator::runbook::manual_backup::{self, BackupPlan};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use serde_json::json;
 

@@ -75,7 +75,7 @@ fn the_manual_backup_job_runs_as_its_own_account_with_configured_image_and_resou
         .volume_mounts
         .iter()
         .flatten()
-        .find(|m| m.mount_path == backup_remediator::manual_backup::SCRATCH_DIR)
+        .find(|m| m.mount_path == backup_remediator::runbook::manual_backup::SCRATCH_DIR)
         .expect("a volume at the scratch directory");
     let volume = spec
         .volumes
@@ -85,7 +85,8 @@ fn the_manual_backup_job_runs_as_its_own_account_with_configured_image_and_resou
         .expect("the scratch volume");
     assert!(volume.empty_dir.is_some(), "{volume:?}");
     assert!(
-        backup_remediator::manual_backup::SCRIPT_TEMPLATE.contains("WORK=\"${TMPDIR:-/tmp}\""),
+        backup_remediator::runbook::manual_backup::SCRIPT_TEMPLATE
+            .contains("WORK=\"${TMPDIR:-/tmp}\""),
         "the script writes its dump somewhere else than the scratch volume"
     );
 }

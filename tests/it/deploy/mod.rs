@@ -27,7 +27,7 @@ use std::path::Path;
 use std::process::Command;
 
 use backup_remediator::config::Settings;
-use backup_remediator::kube_client::{ApiCall, KUBE_API_CALLS};
+use backup_remediator::infra::kube::{ApiCall, KUBE_API_CALLS};
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };

@@ -4,10 +4,10 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use backup_remediator::app::startup::Application;
+use backup_remediator::app::telemetry;
 use backup_remediator::config::{Settings, DEFAULT_CONFIG};
-use backup_remediator::startup::Application;
 use backup_remediator::store::{Store, StoreOptions};
-use backup_remediator::telemetry;
 use figment::providers::{Format, Toml};
 use figment::Figment;
 use serde_json::{json, Value};

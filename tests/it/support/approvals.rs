@@ -2,8 +2,8 @@
 //! the remediator build it (diagnosed, planned, waiting_approval with its `approval_requested`
 //! event).
 
-use backup_remediator::diagnosis::{Diagnosis, Evidence, Scenario};
-use backup_remediator::plan::{Decision, PlannedStep, StepKind, StepState, Transition};
+use backup_remediator::domain::diagnosis::{Diagnosis, Evidence, Scenario};
+use backup_remediator::domain::plan::{Decision, PlannedStep, StepKind, StepState, Transition};
 use backup_remediator::store::Store;
 use chrono::Utc;
 use hmac::{Hmac, Mac};

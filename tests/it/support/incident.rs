@@ -2,7 +2,7 @@
 //! store: the backup alert, critical, opened now under a fingerprint of its own; each method
 //! changes one thing.
 
-use backup_remediator::incident::NewIncident;
+use backup_remediator::domain::incident::NewIncident;
 use backup_remediator::store::Store;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
-use backup_remediator::aws::{self, Limits};
 use backup_remediator::config::Settings;
+use backup_remediator::infra::aws::{self, Limits};
 
 /// The region every test uses.
 pub const REGION: &str = "us-east-1";

@@ -3,8 +3,8 @@
 //! state and starts the service.
 
 use aws_credential_types::Credentials;
+use backup_remediator::app::startup::Application;
 use backup_remediator::config::Settings;
-use backup_remediator::startup::Application;
 use serde_json::json;
 
 use super::{World, ADMIN, API, BUCKET, HOOK, KEY, PVC};

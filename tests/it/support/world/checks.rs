@@ -79,7 +79,7 @@ pub fn assert_scenario(incident: &Value, scenario: &str, direct: &str, log: &str
     );
     assert_eq!(
         incident["findings"].as_array().unwrap().len(),
-        backup_remediator::probes::NAMES.len(),
+        backup_remediator::domain::finding::NAMES.len(),
         "every probe reported"
     );
     assert!(

@@ -41,7 +41,7 @@ pub struct World {
     /// The service's settings (as in `config`).
     pub settings: Settings,
     /// The in-process service's freshness watchdog, for tests that check chosen periods.
-    pub watchdog: Option<std::sync::Arc<backup_remediator::watchdog::Watchdog>>,
+    pub watchdog: Option<std::sync::Arc<backup_remediator::workflow::watchdog::Watchdog>>,
 }
 
 impl Drop for World {

@@ -1,0 +1,314 @@
+//! Building and running the service: store, intake, HTTP server, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{self, AppState, Auth};
+use crate::app::telemetry;
+use crate::config::Settings;
+use crate::domain::policy::Policy;
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::workflow::engine::{Engine, Examiner};
+use crate::workflow::intake::Intake;
+use crate::workflow::remediation::Remediator;
+use crate::Error;
+
+/// Connects to the configured store and applies its migrations.
+pub async fn open_store(settings: &Settings) -> Result<Store, StoreError> {
+    let db = &settings.database;
+    let opts = StoreOptions {
+        max_connections: db.max_connections,
+        acquire_timeout: Duration::from_millis(db.acquire_timeout_ms),
+    };
+    let store = Store::connect(db.url.expose_secret(), &db.sqlite_path, &opts).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// The Kubernetes client from the settings, or `None` (with a warning) when there is no cluster:
+/// the probes that need it are then skipped rather than failing.
+pub async fn kube_client(settings: &Settings) -> Option<kube::Client> {
+    match crate::infra::kube::connect(&settings.kubernetes).await {
+        Ok(Some(c)) => Some(c),
+        Ok(None) => {
+            tracing::warn!("no Kubernetes configuration (in-cluster or KUBECONFIG): Kubernetes probes are skipped");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Kubernetes probes are skipped");
+            None
+        }
+    }
+}
+
+/// Builds the probes and diagnosis for `settings`.
+pub async fn examiner(settings: &Settings) -> Examiner {
+    crate::install_crypto_provider();
+    Examiner::new(Arc::new(settings.clone()), kube_client(settings).await)
+}
+
+/// The policy file named in the settings, or the built-in dry-run policy.
+pub fn load_policy(settings: &Settings) -> Result<Policy, Error> {
+    let file = &settings.remediation.policy_file;
+    if file.is_empty() {
+        Ok(Policy::builtin())
+    } else {
+        Policy::from_file(std::path::Path::new(file)).map_err(Error::Policy)
+    }
+}
+
+/// How many opened incidents may wait for the engine before the webhook stops handing them over
+/// (they are then picked up from the store at the next start).
+const WORK_QUEUE: usize = 1024;
+
+/// A bound, ready-to-run service.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    settings: Settings,
+    engine: Option<(Arc<Engine>, mpsc::Receiver<i64>)>,
+    /// The notifier's time (escalation deadline, retry times); tests inject their own.
+    clock: Arc<dyn crate::workflow::notify::Clock>,
+    /// The freshness watchdog (its loop runs only when `watchdog.enabled`).
+    watchdog: Arc<crate::workflow::watchdog::Watchdog>,
+}
+
+impl Application {
+    /// Opens and migrates the store, and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> Result<Self, Error> {
+        crate::install_crypto_provider();
+        // Credentials first: a malformed or unreadable one stops start-up before anything binds.
+        let auth = Arc::new(Auth::new(&settings.auth)?);
+        let store = open_store(&settings).await.map_err(|source| Error::Store {
+            doing: "opening the incident store",
+            source,
+        })?;
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: settings.server.listen,
+                source,
+            })?;
+        let mut intake = Intake::new(
+            store.clone(),
+            &settings.alerts.handled,
+            settings.dedupe.cache_capacity,
+        );
+        // One Kubernetes client for the probes, the remediator and the runbook operations.
+        crate::install_crypto_provider();
+        let kube = kube_client(&settings).await;
+        let mut remediation = None;
+        let engine = if settings.probes.enabled.is_empty() {
+            tracing::warn!("probes.enabled is empty: incidents are recorded but not diagnosed");
+            None
+        } else {
+            let (tx, rx) = mpsc::channel(WORK_QUEUE);
+            intake = intake.with_opened_queue(tx);
+            let examiner = Examiner::new(Arc::new(settings.clone()), kube.clone());
+            let mut engine = Engine::new(store.clone(), examiner).with_intake_pace(intake.pace());
+            if settings.remediation.enabled {
+                let policy = load_policy(&settings)?;
+                if policy.dry_run {
+                    tracing::warn!(policy = %policy.source, "remediation runs in DRY-RUN mode: plans are recorded, nothing is changed");
+                }
+                let remediator = Arc::new(Remediator::new(
+                    store.clone(),
+                    Arc::new(settings.clone()),
+                    Arc::new(policy),
+                    kube.clone(),
+                    engine.holder().to_owned(),
+                ));
+                remediation = Some(remediator.waker());
+                engine = engine.with_remediator(remediator);
+            }
+            Some((Arc::new(engine), rx))
+        };
+        let intake = Arc::new(intake);
+        let watchdog = Arc::new(crate::workflow::watchdog::Watchdog::new(
+            Arc::new(settings.clone()),
+            store.clone(),
+            intake.clone(),
+            kube.clone(),
+        ));
+        let (restore_tests, manual_backups) = runbook_operations_with(&settings, &store, kube);
+        let state = AppState::new(api::Shared {
+            store,
+            intake,
+            auth,
+            metrics: telemetry::metrics_handle(),
+            body_limit: settings.server.body_limit_bytes,
+            body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
+            databases: settings.target.databases.clone(),
+            approvals: remediation,
+            restore_tests,
+            manual_backups,
+            slack: Arc::new(crate::api::slack::SlackApprovals::from_settings(
+                &settings.notify,
+            )),
+        });
+        Ok(Self {
+            listener,
+            state,
+            settings,
+            engine,
+            clock: Arc::new(crate::workflow::notify::SystemClock),
+            watchdog,
+        })
+    }
+
+    /// The freshness watchdog (tests check a chosen period with it).
+    pub fn watchdog(&self) -> Arc<crate::workflow::watchdog::Watchdog> {
+        self.watchdog.clone()
+    }
+
+    /// Replaces the notifier's clock (tests drive the escalation deadline with a fake time).
+    pub fn with_clock(mut self, clock: Arc<dyn crate::workflow::notify::Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.settings.server.listen)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
+    /// (up to the configured grace), writes pending counts and closes the store.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let Application {
+            listener,
+            state,
+            settings,
+            engine,
+            clock,
+            watchdog,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let engine_task =
+            engine.map(|(engine, queue)| tokio::spawn(engine.run(queue, stop_rx.clone())));
+        let restore_schedule =
+            tokio::spawn(state.restore_tests.clone().run_schedule(stop_rx.clone()));
+        let watchdog_task = tokio::spawn(watchdog.run(stop_rx.clone()));
+        let notifier =
+            crate::workflow::notify::Notifier::new(state.store.clone(), &settings, clock);
+        let notifier_task = tokio::spawn(notifier.run(stop_rx.clone()));
+        let auth_watch = tokio::spawn(state.auth.clone().watch(stop_rx.clone()));
+        let flusher = tokio::spawn(state.intake.clone().run_flusher(
+            Duration::from_millis(settings.dedupe.flush_interval_ms),
+            stop_rx,
+        ));
+        let store = state.store.clone();
+        let addr = listener.local_addr().ok();
+        tracing::info!(
+            ?addr,
+            store = store.backend(),
+            "backup-remediator listening"
+        );
+
+        let (signalled_tx, mut signalled_rx) = watch::channel(false);
+        let limits = api::server::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(settings.server.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(settings.server.idle_timeout_ms),
+            max_connections: settings.server.max_connections,
+        };
+        let server = api::server::serve(listener, api::app(state), limits, async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing requests in flight");
+            let _ = signalled_tx.send(true);
+        });
+        let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
+        let result = tokio::select! {
+            r = server => r.map_err(|source| Error::Serve { source }),
+            _ = async {
+                let _ = signalled_rx.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "requests still running after the grace period; stopping");
+                Ok(())
+            }
+        };
+        let _ = stop_tx.send(true);
+        let _ = flusher.await;
+        let _ = auth_watch.await;
+        restore_schedule.abort();
+        watchdog_task.abort();
+        let _ = notifier_task.await;
+        if let Some(task) = engine_task {
+            let _ = task.await;
+        }
+        store.close().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// The restore tester and the manual backup launcher, sharing one Kubernetes client.
+pub async fn runbook_operations(
+    settings: &Settings,
+    store: &Store,
+) -> (
+    Arc<crate::runbook::restore::RestoreTester>,
+    Arc<crate::runbook::manual_backup::ManualBackups>,
+) {
+    runbook_operations_with(settings, store, kube_client(settings).await)
+}
+
+fn runbook_operations_with(
+    settings: &Settings,
+    store: &Store,
+    kube: Option<kube::Client>,
+) -> (
+    Arc<crate::runbook::restore::RestoreTester>,
+    Arc<crate::runbook::manual_backup::ManualBackups>,
+) {
+    let settings = Arc::new(settings.clone());
+    (
+        Arc::new(crate::runbook::restore::RestoreTester::new(
+            settings.clone(),
+            store.clone(),
+            kube.clone(),
+        )),
+        Arc::new(crate::runbook::manual_backup::ManualBackups::new(
+            settings,
+            store.clone(),
+            kube,
+        )),
+    )
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,224 @@
+//! What a probe establishes: its status, its findings and the signals — facts in the runbook's
+//! vocabulary that diagnosis reads. The probes themselves live in `crate::probes`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use super::patterns::LogPattern;
+
+/// Every probe's name, in the order findings are shown.
+pub const NAMES: &[&str] = &[
+    "backup_metrics",
+    "backup_job",
+    "secret",
+    "database",
+    "versions",
+    "primary",
+    "disk",
+    "s3",
+    "iam",
+    "encryption",
+];
+
+/// What a probe concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The system looked healthy for this question.
+    Ok,
+    /// The probe found something wrong (see the signals).
+    Problem,
+    /// The probe could not get an answer (unreachable, timed out, not allowed).
+    Error,
+    /// The probe did not run (disabled, or something it needs is unavailable).
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Problem => "problem",
+            Status::Error => "error",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+/// How a connection attempt failed (the pg_isready distinctions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectFailure {
+    Refused,
+    Timeout,
+    Dns,
+    Unreachable,
+    Other,
+}
+
+/// A fact a probe established, in the runbook's vocabulary. Diagnosis reads only these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "signal", rename_all = "snake_case")]
+pub enum Signal {
+    // backup_metrics
+    /// `postgres_backup_last_success_timestamp` has no series: the job never reported.
+    BackupNeverReported,
+    /// The last successful backup is older than 24 h.
+    LastSuccessStale { age_seconds: i64 },
+    /// `postgres_backup_errors_total` increased over 24 h.
+    BackupErrors { increase: f64 },
+    // backup_job
+    /// No Job matches the backup selector.
+    NoBackupJob,
+    /// The newest backup Job failed.
+    JobFailed { job: String, reason: String },
+    /// A pod of the backup Job ended abnormally (Evicted, OOMKilled, ImagePullBackOff…).
+    PodFailed {
+        pod: String,
+        reason: String,
+        message: String,
+    },
+    /// A log line of the backup pod matches a runbook error pattern.
+    LogMatch { pattern: LogPattern, line: String },
+    /// The backup CronJob is suspended: no backup runs until it is resumed.
+    CronJobSuspended { cronjob: String },
+    /// The backup CronJob does not exist (any more).
+    CronJobMissing { cronjob: String },
+    /// The backup CronJob does not fire: its last run is older than its schedule allows, or it
+    /// never ran long after it was created.
+    ScheduleNotFiring { cronjob: String, detail: String },
+    // secret
+    /// The backup Secret does not exist.
+    SecretMissing { name: String },
+    /// The backup Secret lacks a key the job needs (or it is empty).
+    SecretKeyMissing { key: String },
+    // database
+    /// The primary did not accept a connection.
+    DatabaseUnreachable {
+        failure: ConnectFailure,
+        detail: String,
+    },
+    /// The backup user's password was refused.
+    AuthenticationFailed { role: String },
+    /// The backup role does not exist.
+    RoleMissing { role: String },
+    /// A configured database does not exist.
+    DatabaseMissing { database: String },
+    /// The backup role lacks CONNECT on a database.
+    NoConnectPrivilege { database: String },
+    /// The backup role cannot read tables pg_dump must read.
+    NoReadAccess {
+        database: String,
+        tables: Vec<String>,
+    },
+    // versions
+    /// The backup image's pg_dump is older than the server: pg_dump refuses to dump it.
+    ClientOlderThanServer {
+        image: String,
+        client_major: u32,
+        server_major: u32,
+        /// The image to set instead.
+        suggested_image: String,
+    },
+    /// The backup image is not an official `postgres:N…` tag: its pg_dump version is unknown.
+    ClientVersionUnknown {
+        image: String,
+        server_major: Option<u32>,
+    },
+    /// The service's pg_restore is older than the server: restore tests of its dumps fail.
+    RestoreClientOlder {
+        program: String,
+        client_major: u32,
+        server_major: u32,
+    },
+    // primary
+    /// The primary StatefulSet / pod is not ready, or the Service has no endpoints.
+    PrimaryNotReady { detail: String },
+    // disk
+    /// The primary's data volume is fuller than the threshold.
+    VolumeOverThreshold {
+        pvc: String,
+        percent: f64,
+        threshold: f64,
+    },
+    /// A backup pod was evicted for lack of ephemeral storage.
+    EphemeralStorageExhausted { pod: String },
+    // s3
+    /// The bucket does not exist.
+    BucketMissing { bucket: String },
+    /// The job's credentials are unknown or its signature is refused.
+    S3InvalidCredentials { code: String },
+    /// An S3 operation was denied to the job's credentials.
+    S3AccessDenied { operation: String },
+    // iam
+    /// The backup user's policy does not allow an action the backup needs.
+    IamActionDenied { action: String, resource: String },
+    // encryption
+    /// The encryption key is absent or empty.
+    KeyMissing,
+    /// The encryption key is shorter than the minimum.
+    KeyTooShort { length: usize, minimum: usize },
+    /// The newest backup does not decrypt to a pg_dump archive with the current key.
+    KeyMismatch { object: String },
+    /// Encrypting and decrypting a test block in process failed.
+    RoundTripFailed { detail: String },
+}
+
+/// What one probe found, with timing. Stored with the incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Finding {
+    pub probe: String,
+    pub status: Status,
+    /// One sentence a person reads first.
+    pub summary: String,
+    /// Structured details (never secret values).
+    #[schema(value_type = Object)]
+    pub evidence: serde_json::Value,
+    pub signals: Vec<Signal>,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+}
+
+/// What a probe returns; the runner adds its name and timing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeOutput {
+    pub status: Status,
+    pub summary: String,
+    pub evidence: serde_json::Value,
+    pub signals: Vec<Signal>,
+}
+
+impl ProbeOutput {
+    pub(crate) fn new(status: Status, summary: impl Into<String>) -> Self {
+        Self {
+            status,
+            summary: summary.into(),
+            evidence: serde_json::json!({}),
+            signals: Vec::new(),
+        }
+    }
+    pub fn ok(summary: impl Into<String>) -> Self {
+        Self::new(Status::Ok, summary)
+    }
+    pub fn problem(summary: impl Into<String>, signals: Vec<Signal>) -> Self {
+        Self {
+            signals,
+            ..Self::new(Status::Problem, summary)
+        }
+    }
+    pub fn error(summary: impl Into<String>) -> Self {
+        Self::new(Status::Error, summary)
+    }
+    pub fn skipped(summary: impl Into<String>) -> Self {
+        Self::new(Status::Skipped, summary)
+    }
+    pub fn with_evidence(mut self, evidence: serde_json::Value) -> Self {
+        self.evidence = evidence;
+        self
+    }
+    pub fn with_signals(mut self, signals: Vec<Signal>) -> Self {
+        self.signals = signals;
+        self
+    }
+}

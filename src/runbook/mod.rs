@@ -1,0 +1,5 @@
+//! The runbook's procedures beyond the alert: the restore test (download, decrypt, pg_restore
+//! into a scratch database, check, drop) and the manual backup Job.
+
+pub mod manual_backup;
+pub mod restore;

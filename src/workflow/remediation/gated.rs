@@ -1,0 +1,194 @@
+//! The gate's side of the remediator: re-probe the precondition, decide the intent, ask the
+//! action gate (waiting, bounded, while the target or a running backup Job is busy), act, and
+//! record the outcome.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::{policy_action, step_detail, Ran, Remediator, LOCK_WAIT, RETRY};
+use crate::actions;
+use crate::actions::preconditions::{self, Precondition};
+use crate::domain::plan::{
+    Claim, GateOutcome, GateRequest, Refusal, Step, StepKind, StepState, Verdict,
+};
+use crate::store::StoreError;
+
+impl Remediator {
+    /// Ends a step the policy in force now does not let run, through the gate.
+    pub(super) async fn decide_now(
+        &self,
+        claim: &Claim,
+        step: &Step,
+        verdict: Verdict<'_>,
+    ) -> Result<Ran, StoreError> {
+        self.gate(claim, step, verdict, &json!({}), false)
+            .await
+            .map(|g| match g {
+                GateOutcome::Ended { state, .. } => Ran::State(state),
+                // Nothing is locked or budgeted for a step that does not run.
+                GateOutcome::Started | GateOutcome::Busy(_) | GateOutcome::Lost(_) => Ran::Lost,
+            })
+    }
+
+    pub(super) async fn gate(
+        &self,
+        claim: &Claim,
+        step: &Step,
+        verdict: Verdict<'_>,
+        intent: &Value,
+        resume: bool,
+    ) -> Result<GateOutcome, StoreError> {
+        let action = policy_action(step);
+        let (budget, window) = self.policy.budget(action);
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
+        let detail = step_detail(step);
+        let from: &[StepState] = if resume {
+            &[StepState::Running]
+        } else {
+            &[
+                StepState::Planned,
+                StepState::WaitingApproval,
+                StepState::Approved,
+            ]
+        };
+        let outcome = self
+            .store
+            .gate(&GateRequest {
+                step,
+                claim,
+                from,
+                verdict,
+                action,
+                counted: matches!(step.kind, StepKind::Action | StepKind::Verify),
+                cooldown_seconds: secs(self.policy.cooldown(action)),
+                budget: (budget, secs(window)),
+                max_attempts: i64::from(self.policy.max_attempts_per_incident),
+                lock_seconds: i64::try_from(self.settings.remediation.job_deadline_seconds + 300)
+                    .unwrap_or(i64::MAX / 2),
+                intent,
+                detail: &detail,
+                resume,
+            })
+            .await?;
+        if let GateOutcome::Ended {
+            refusal: Some(r),
+            reason,
+            ..
+        } = &outcome
+        {
+            metrics::counter!("backup_remediator_actions_refused_total",
+                "action" => action.to_owned(), "reason" => r.as_str())
+            .increment(1);
+            tracing::warn!(incident_id = step.incident_id, step = step.id, action, reason = %reason, "the gate refused the step");
+        }
+        Ok(outcome)
+    }
+
+    /// Re-probes the precondition, decides the intent, passes the gate (waiting, bounded, while
+    /// the target or a running backup Job is busy), acts, and records the outcome.
+    pub(super) async fn execute(
+        &self,
+        incident_id: i64,
+        claim: &Claim,
+        step: &Step,
+    ) -> Result<Ran, StoreError> {
+        let resume = step.state == StepState::Running;
+        let end = Instant::now() + LOCK_WAIT;
+        let (ctx, intent) = loop {
+            // A fresh context each time: the Secret and the world are read again.
+            let ctx = self.context(incident_id);
+            let (intent, refused) = if resume {
+                (step.output.clone(), None)
+            } else {
+                match preconditions::check(&ctx, step).await {
+                    Precondition::Holds(measured) => match actions::prepare(&ctx, step).await {
+                        Ok(mut intent) => {
+                            intent["precondition"] = measured;
+                            (intent, None)
+                        }
+                        Err(why) => {
+                            let from = [
+                                StepState::Planned,
+                                StepState::WaitingApproval,
+                                StepState::Approved,
+                            ];
+                            let to = StepState::Failed;
+                            let moved = self
+                                .move_step(step, claim, &from, to, &why, None, "step_failed")
+                                .await?;
+                            return Ok(if moved { Ran::State(to) } else { Ran::Lost });
+                        }
+                    },
+                    Precondition::Refuse(why) => (json!({}), Some(why)),
+                    Precondition::Wait(why) if Instant::now() >= end => (
+                        json!({}),
+                        Some(format!("{why}; waited {} s", LOCK_WAIT.as_secs())),
+                    ),
+                    Precondition::Wait(why) => {
+                        tracing::info!(incident_id, step = step.id, reason = %why, "step waits");
+                        if let Some(stop) = self.stopped(incident_id).await? {
+                            let skipped = self.skip(step, claim, &stop).await?;
+                            return Ok(if skipped {
+                                Ran::State(StepState::Skipped)
+                            } else {
+                                Ran::Lost
+                            });
+                        }
+                        tokio::time::sleep(RETRY).await;
+                        continue;
+                    }
+                }
+            };
+            let verdict = match &refused {
+                Some(why) => Verdict::Refuse(Refusal::Precondition, why),
+                None => Verdict::Run,
+            };
+            match self.gate(claim, step, verdict, &intent, resume).await? {
+                GateOutcome::Started => break (ctx, intent),
+                GateOutcome::Ended { state, .. } => return Ok(Ran::State(state)),
+                GateOutcome::Lost(why) => {
+                    tracing::info!(incident_id, step = step.id, reason = %why, "the gate says the step is not ours");
+                    return Ok(Ran::Lost);
+                }
+                // A resumed step leaves the target to its holder for now; a later pass resumes it.
+                GateOutcome::Busy(_) if Instant::now() >= end && resume => {
+                    return Ok(Ran::State(StepState::Running));
+                }
+                GateOutcome::Busy(why) if Instant::now() >= end => {
+                    let why = format!("{why}; waited {} s", LOCK_WAIT.as_secs());
+                    let refused = Verdict::Refuse(Refusal::Lock, &why);
+                    return self.decide_now(claim, step, refused).await;
+                }
+                GateOutcome::Busy(why) => {
+                    tracing::info!(incident_id, step = step.id, reason = %why, "target busy; waiting");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        };
+        tracing::info!(incident_id, step = step.id, name = %step.name, target = %step.target, "step running");
+        let (state, output, reason) = match actions::apply(&ctx, step, &intent).await {
+            Ok(out) => (StepState::Succeeded, out, String::new()),
+            Err(why) => (StepState::Failed, json!({ "intent": intent }), why),
+        };
+        metrics::counter!("backup_remediator_actions_total", "action" => step.name.clone(), "outcome" => state.as_str())
+            .increment(1);
+        let from = [StepState::Running];
+        let moved = self
+            .move_step(
+                step,
+                claim,
+                &from,
+                state,
+                &reason,
+                Some(&output),
+                "step_finished",
+            )
+            .await?;
+        if step.kind != StepKind::Check {
+            let _ = self.store.unlock_target(&step.target, incident_id).await;
+        }
+        Ok(if moved { Ran::State(state) } else { Ran::Lost })
+    }
+}

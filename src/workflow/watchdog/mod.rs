@@ -1,0 +1,384 @@
+//! The freshness watchdog, a dead man's switch. `PostgreSQLBackupFailed` depends on a metric that
+//! a dead, suspended or deleted CronJob simply stops emitting (`time() - last_success > 86400` is
+//! empty when the series is gone), so the service also looks for itself: every
+//! `watchdog.interval_minutes`, once per period across replicas (the period's row in the store),
+//! it lists the backups under the prefix once, finds the newest backup of each database with the
+//! restore test's naming rules ([`crate::runbook::restore::database_of`]), and reads the backup metric from
+//! Prometheus once.
+//!
+//! A database whose newest backup is older than `notify.rpo_hours`, that has none, or whose
+//! metric series is gone gets a `PostgreSQLBackupStale` incident with a stable fingerprint,
+//! opened through the [`Intake`] like an alert — so the engine diagnoses it, plans, gates,
+//! notifies and escalates it exactly as it does `PostgreSQLBackupFailed`. While that incident is
+//! open or escalated no other is opened; when the backups are fresh again the watchdog resolves
+//! it. A watchdog that finds nothing wrong opens nothing and costs one S3 listing (one request
+//! per 1000 keys under the prefix) and one Prometheus query per period.
+
+mod verdict;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{json, Value};
+use sha2::Digest;
+use tokio::sync::watch;
+
+pub use verdict::{judge, Reason, Verdict};
+
+use crate::config::Settings;
+use crate::domain::alert::BACKUP_STALE;
+use crate::domain::alert::{Alert, AlertStatus, Notification};
+use crate::infra::s3::Listing;
+use crate::probes::s3::job_s3;
+use crate::probes::{Clients, ProbeContext};
+use crate::store::{Store, StoreError};
+use crate::workflow::intake::{Intake, Outcome};
+
+/// The metric the backup job reports (the alert rules' and the `backup_metrics` probe's).
+const LAST_SUCCESS: &str = "postgres_backup_last_success_timestamp";
+
+/// What one period's check did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodReport {
+    pub period: DateTime<Utc>,
+    pub verdicts: Vec<Verdict>,
+    /// Incidents opened this period (database → incident id).
+    pub opened: BTreeMap<String, i64>,
+    /// Incidents resolved this period because the backups are fresh again.
+    pub resolved: BTreeMap<String, i64>,
+    /// ListObjectsV2 requests made.
+    pub s3_list_requests: u32,
+    /// The sources that did not answer ("s3", "prometheus") and why: the watchdog could not look
+    /// there this period, so a silence from it proves nothing. Counted and logged.
+    pub unanswered: BTreeMap<String, String>,
+}
+
+/// Checks backup freshness every period; see the module documentation.
+pub struct Watchdog {
+    settings: Arc<Settings>,
+    store: Store,
+    intake: Arc<Intake>,
+    kube: Option<kube::Client>,
+    http: reqwest::Client,
+    clients: Arc<Clients>,
+    holder: String,
+}
+
+/// The incident fingerprint of a database's stale backups: stable, 16 hex digits.
+pub fn fingerprint(database: &str) -> String {
+    let digest = sha2::Sha256::digest(format!("watchdog:{database}").as_bytes());
+    hex::encode(digest)[..16].to_owned()
+}
+
+/// The start of the period `now` falls in (periods are aligned to the Unix epoch, so every
+/// replica computes the same ones).
+pub fn period_of(now: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
+    let step = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX).max(1);
+    let start = now.timestamp().div_euclid(step) * step;
+    Utc.timestamp_opt(start, 0).single().unwrap_or(now)
+}
+
+impl Watchdog {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Store,
+        intake: Arc<Intake>,
+        kube: Option<kube::Client>,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.probes.deadline_ms))
+            .build()
+            .unwrap_or_default();
+        Self {
+            settings,
+            store,
+            intake,
+            kube,
+            http,
+            clients: Arc::default(),
+            holder: format!(
+                "{}-{}-{:08x}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned()),
+                std::process::id(),
+                rand::random::<u32>()
+            ),
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(self.settings.watchdog.interval_minutes.max(1) * 60)
+    }
+
+    /// Checks the current period at start and every period after, until `stop` turns true.
+    /// Does nothing when `watchdog.enabled` is false.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if !self.settings.watchdog.enabled {
+            return;
+        }
+        let interval = self.interval();
+        loop {
+            let period = period_of(Utc::now(), interval);
+            if let Err(e) = self.check_period(period).await {
+                metrics::counter!("backup_remediator_watchdog_runs_total", "outcome" => "error")
+                    .increment(1);
+                tracing::warn!(error = %e, %period, "the watchdog could not check this period");
+            }
+            let next = period + chrono::Duration::from_std(interval).unwrap_or_default();
+            // A little after the boundary, so that replicas' clocks need not agree to the second.
+            let wait = (next - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(1);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Checks `period` if no replica has: `Ok(None)` when another one took it.
+    pub async fn check_period(
+        &self,
+        period: DateTime<Utc>,
+    ) -> Result<Option<PeriodReport>, StoreError> {
+        if !self
+            .store
+            .claim_watchdog_period(period, &self.holder)
+            .await?
+        {
+            metrics::counter!("backup_remediator_watchdog_runs_total", "outcome" => "taken")
+                .increment(1);
+            return Ok(None);
+        }
+        let report = self.check(period).await?;
+        let findings: Vec<Value> = report
+            .verdicts
+            .iter()
+            .map(
+                |v| json!({ "database": v.database, "reasons": v.reasons, "evidence": v.evidence }),
+            )
+            .collect();
+        self.store
+            .finish_watchdog_period(
+                period,
+                &json!({ "verdicts": findings, "opened": report.opened, "resolved": report.resolved,
+                         "s3_list_requests": report.s3_list_requests,
+                         "unanswered": report.unanswered }),
+            )
+            .await?;
+        metrics::counter!("backup_remediator_watchdog_runs_total", "outcome" => "checked")
+            .increment(1);
+        metrics::gauge!("backup_remediator_watchdog_last_run_timestamp_seconds")
+            .set(Utc::now().timestamp() as f64);
+        let stale = report.verdicts.iter().filter(|v| !v.reasons.is_empty());
+        metrics::gauge!("backup_remediator_watchdog_stale_databases").set(stale.count() as f64);
+        tracing::info!(%period, opened = report.opened.len(), resolved = report.resolved.len(),
+            s3_list_requests = report.s3_list_requests, "watchdog period checked");
+        Ok(Some(report))
+    }
+
+    /// One S3 listing and one Prometheus query, then a verdict per database.
+    async fn check(&self, period: DateTime<Utc>) -> Result<PeriodReport, StoreError> {
+        let ctx = ProbeContext::new(self.settings.clone(), self.kube.clone(), self.http.clone())
+            .with_clients(self.clients.clone());
+        let url = &self.settings.prometheus.url;
+        let (listing, samples) = tokio::join!(
+            self.list(&ctx),
+            crate::infra::prometheus::query(&self.http, url, LAST_SUCCESS)
+        );
+        let samples = samples.map_err(|e| e.to_string());
+        let now = Utc::now();
+        let databases = &self.settings.target.databases;
+        let mut report = PeriodReport {
+            period,
+            verdicts: Vec::new(),
+            opened: BTreeMap::new(),
+            resolved: BTreeMap::new(),
+            s3_list_requests: listing.as_ref().map_or(0, |l| l.pages),
+            unanswered: BTreeMap::new(),
+        };
+        for (source, answer) in [
+            ("s3", listing.as_ref().err()),
+            ("prometheus", samples.as_ref().err()),
+        ] {
+            if let Some(why) = answer {
+                metrics::counter!("backup_remediator_watchdog_unanswered_total", "source" => source)
+                    .increment(1);
+                tracing::warn!(source, error = %why, %period, "the watchdog could not look: a period without findings proves nothing");
+                report.unanswered.insert(source.to_owned(), why.clone());
+            }
+        }
+        for db in databases {
+            let newest = listing.as_ref().map(|l| {
+                l.recent.iter().rev().find(|o| {
+                    crate::runbook::restore::database_of(&o.key, databases) == Some(db.as_str())
+                })
+            });
+            let v = judge(
+                db,
+                newest.map_err(String::as_str),
+                samples.as_deref().map_err(String::as_str),
+                now,
+                self.settings.notify.rpo_hours,
+            );
+            for r in &v.reasons {
+                metrics::counter!("backup_remediator_watchdog_findings_total", "reason" => r.as_str())
+                    .increment(1);
+            }
+            if !v.reasons.is_empty() {
+                if let Some(id) = self.open(&v, period).await? {
+                    report.opened.insert(db.clone(), id);
+                }
+            } else if v.fresh {
+                if let Some(id) = self.resolve(&v).await? {
+                    report.resolved.insert(db.clone(), id);
+                }
+            }
+            report.verdicts.push(v);
+        }
+        Ok(report)
+    }
+
+    /// Every backup under the prefix (one request per 1000 keys), or why not.
+    async fn list(&self, ctx: &ProbeContext) -> Result<Listing, String> {
+        let job = job_s3(ctx).await?;
+        crate::runbook::restore::list_every_backup(&job).await
+    }
+
+    /// Opens the database's incident through the intake unless one is open or escalated.
+    async fn open(&self, v: &Verdict, period: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+        let fp = fingerprint(&v.database);
+        if self.store.live_incident(&fp).await?.is_some() {
+            return Ok(None);
+        }
+        let reasons: Vec<&str> = v.reasons.iter().map(|r| r.as_str()).collect();
+        let labels = [
+            ("alertname", BACKUP_STALE.to_owned()),
+            ("severity", "critical".to_owned()),
+            ("component", "postgresql-backup".to_owned()),
+            ("namespace", self.settings.kubernetes.namespace.clone()),
+            ("database", v.database.clone()),
+            ("reason", reasons.join(",")),
+            ("source", "watchdog".to_owned()),
+        ];
+        let annotations = [
+            (
+                "summary",
+                format!("The backups of {} are stale", v.database),
+            ),
+            ("description", capitalise(&v.words.join("; "))),
+        ];
+        let (id, outcome) = self
+            .deliver(&fp, period, None, &labels, &annotations)
+            .await?;
+        if outcome != Some(Outcome::Opened) {
+            return Ok(None);
+        }
+        if let Some(id) = id {
+            self.store
+                .append_event(id, Utc::now(), "watchdog_found", &json!({
+                    "period": period, "reasons": v.reasons, "evidence": v.evidence, "words": v.words,
+                }))
+                .await?;
+        }
+        Ok(id)
+    }
+
+    /// Resolves the database's live incident: its backups are fresh again.
+    async fn resolve(&self, v: &Verdict) -> Result<Option<i64>, StoreError> {
+        let fp = fingerprint(&v.database);
+        let Some((_, starts_at)) = self.store.live_incident(&fp).await? else {
+            return Ok(None);
+        };
+        let labels = [
+            ("alertname", BACKUP_STALE.to_owned()),
+            ("database", v.database.clone()),
+            ("source", "watchdog".to_owned()),
+        ];
+        let (id, outcome) = self
+            .deliver(&fp, starts_at, Some(Utc::now()), &labels, &[])
+            .await?;
+        Ok(id.filter(|_| outcome == Some(Outcome::Resolved)))
+    }
+
+    /// Hands one alert to the intake, as Alertmanager's webhook would.
+    async fn deliver(
+        &self,
+        fingerprint: &str,
+        starts_at: DateTime<Utc>,
+        ends_at: Option<DateTime<Utc>>,
+        labels: &[(&str, String)],
+        annotations: &[(&str, String)],
+    ) -> Result<(Option<i64>, Option<Outcome>), StoreError> {
+        let map = |kv: &[(&str, String)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect()
+        };
+        let status = if ends_at.is_some() {
+            AlertStatus::Resolved
+        } else {
+            AlertStatus::Firing
+        };
+        let alert = Alert {
+            name: BACKUP_STALE.to_owned(),
+            status,
+            fingerprint: fingerprint.to_owned(),
+            starts_at,
+            ends_at,
+            labels: map(labels),
+            annotations: map(annotations),
+            generator_url: String::new(),
+            adjustments: Vec::new(),
+        };
+        let n = Notification {
+            receiver: "watchdog".to_owned(),
+            status,
+            group_key: format!("watchdog:{fingerprint}"),
+            group_labels: BTreeMap::new(),
+            common_labels: alert.labels.clone(),
+            common_annotations: alert.annotations.clone(),
+            external_url: String::new(),
+            truncated_alerts: 0,
+            alerts: vec![alert],
+            adjustments: Vec::new(),
+        };
+        let results = self.intake.accept(&n).await?;
+        Ok(results
+            .first()
+            .map_or((None, None), |r| (r.incident_id, Some(r.outcome))))
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_are_aligned_so_every_replica_computes_the_same() {
+        let i = Duration::from_secs(15 * 60);
+        let a = period_of("2026-11-30T12:07:31Z".parse().unwrap(), i);
+        let b = period_of("2026-11-30T12:14:59Z".parse().unwrap(), i);
+        assert_eq!(a, b);
+        assert_eq!(a.to_rfc3339(), "2026-11-30T12:00:00+00:00");
+        assert_ne!(a, period_of("2026-11-30T12:15:00Z".parse().unwrap(), i));
+    }
+
+    #[test]
+    fn the_fingerprint_is_stable_per_database_and_unlike_the_restore_tests() {
+        let f = fingerprint("link_users");
+        assert_eq!(f.len(), 16);
+        assert_eq!(f, fingerprint("link_users"));
+        assert_ne!(f, fingerprint("link_chat"));
+        assert_ne!(
+            f,
+            crate::runbook::restore::incident_fingerprint("link_users")
+        );
+    }
+}
