@@ -213,7 +213,7 @@ fn cycles(graph: &Graph) -> Vec<String> {
                 .uses
                 .get(v)
                 .map(|u| u.keys().cloned().collect())
-                .unwrap_or_else(Vec::new)
+                .unwrap_or_default()
             {
                 if !self.index.contains_key(&w) {
                     self.visit(&w);
