@@ -212,7 +212,7 @@ fn cycles(graph: &Graph) -> Vec<String> {
                 .g
                 .uses
                 .get(v)
-                .map(|u| u.keys().cloned().collect())
+                .map(|u| u.keys().cloned().collect::<Vec<_>>())
                 .unwrap_or_default()
             {
                 if !self.index.contains_key(&w) {
