@@ -24,7 +24,9 @@
 //! Run: `cargo bench --bench load` (BENCH_SECONDS=5, BENCH_CONCURRENCY_DISTINCT=16,
 //! BENCH_CONCURRENCY_STORM=200, BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres).
 
-#[path = "../tests/support/service.rs"]
+// The integration tests' support module; this benchmark uses part of it.
+#[allow(dead_code)]
+#[path = "../tests/it/support/service.rs"]
 mod service;
 
 use std::process::Command;

@@ -28,7 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python tools, from PATH or installed once into one venv: moto's server stands in for S3 and
-# IAM; schemathesis fuzzes the running service from its OpenAPI document (tests/api/fuzz.rs).
+# IAM; schemathesis fuzzes the running service from its OpenAPI document (tests/it/api/fuzz.rs).
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/backup-remediator/venv"
 venv_install() {
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
@@ -57,7 +57,7 @@ if [ -z "${SCHEMATHESIS:-}" ]; then
 fi
 
 # kubernetes-validate checks the rendered deploy/ against the Kubernetes schemas
-# (tests/deploy/render.rs): from PATH, or installed once into its own venv.
+# (tests/it/deploy/render.rs): from PATH, or installed once into its own venv.
 if [ -z "${KUBERNETES_VALIDATE:-}" ]; then
   if command -v kubernetes-validate >/dev/null; then
     KUBERNETES_VALIDATE=$(command -v kubernetes-validate)

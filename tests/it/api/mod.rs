@@ -1,0 +1,14 @@
+//! The real application over HTTP, on real PostgreSQL and SQLite stores.
+
+mod alertmanager;
+mod auth;
+mod backups;
+mod connections;
+mod diagnosis;
+mod fuzz;
+mod health;
+mod incidents;
+mod ingest;
+mod openapi;
+mod slack;
+pub mod webhook;

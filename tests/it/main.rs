@@ -1,0 +1,25 @@
+//! The integration tests, in one binary (as zero2prod's `tests/api/`): the real application, the
+//! real binary and the real PostgreSQL, Prometheus and moto around it, with the stand-ins and
+//! fixtures of `support/`. Every test runs as a thread of this one process: what a test must own
+//! process-wide (a fixed port) it takes through [`support::exclusive`].
+
+#[macro_use]
+mod support;
+
+mod actions;
+mod api;
+mod auth;
+mod cli;
+mod deploy;
+mod gate;
+mod gate_store;
+mod jobs;
+mod layout;
+mod notify;
+mod probes_aws;
+mod probes_cluster;
+mod probes_local;
+mod restore;
+mod scenarios;
+mod silent_failures;
+mod store_load;
