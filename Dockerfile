@@ -20,7 +20,7 @@
 # digests are not written here because the development machine cannot reach a registry, and a
 # digest must be looked up, never made up. To update: bump the version, look its digest up
 # again, rebuild and run the tests (Renovate's and Dependabot's docker managers do the bump and
-# the digest together). tests/deploy.rs checks the Rust version against Cargo.toml.
+# the digest together). tests/it/deploy/ checks the Rust version against Cargo.toml.
 
 # PostgreSQL client major version in both runtime images. pg_dump must be at least the primary's
 # major version (the runbook's is 16), and pg_restore reads archives of its own major version
