@@ -351,8 +351,12 @@ fn forbidden(graph: &Graph, rows: &BTreeMap<String, BTreeSet<String>>) -> Vec<St
     out
 }
 
+/// The checkout whose `src/` and README are checked: this one, or `LAYOUT_ROOT` (to run the same
+/// checks against another tree, e.g. an older commit checked out elsewhere).
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("LAYOUT_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 #[test]
