@@ -10,6 +10,7 @@ use super::{corrupt, Store, StoreError};
 use crate::domain::diagnosis::Diagnosis;
 use crate::domain::finding::Finding;
 use crate::domain::incident::{Incident, IncidentStatus, NewIncident, TimelineEvent};
+use crate::domain::plan::Claim;
 
 /// Outcome of [`Store::open_incident`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,6 +379,35 @@ impl Store {
         at: DateTime<Utc>,
         detail: &serde_json::Value,
     ) -> Result<bool, StoreError> {
+        self.settle_with(incident_id, status, at, detail, None)
+            .await
+    }
+
+    /// [`Store::settle`], and in the same transaction every step of the plan not yet started
+    /// (planned, waiting for approval, approved) is skipped with `why` and a `step_skipped`
+    /// event, while `claim` is still the incident's: nobody reads a settled incident whose
+    /// plan still looks pending.
+    pub async fn settle_skipping_rest(
+        &self,
+        incident_id: i64,
+        status: IncidentStatus,
+        at: DateTime<Utc>,
+        detail: &serde_json::Value,
+        claim: &Claim,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        self.settle_with(incident_id, status, at, detail, Some((claim, why)))
+            .await
+    }
+
+    async fn settle_with(
+        &self,
+        incident_id: i64,
+        status: IncidentStatus,
+        at: DateTime<Utc>,
+        detail: &serde_json::Value,
+        skip_rest: Option<(&Claim, &str)>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let done = tx
             .query(
@@ -400,6 +430,50 @@ impl Store {
         .bind(Json(detail))
         .execute()
         .await?;
+        if let Some((claim, why)) = skip_rest {
+            let pending = tx
+                .query(
+                    "SELECT s.id, s.seq, s.kind, s.name, s.target FROM plan_steps s \
+                     JOIN incidents i ON i.id = s.incident_id \
+                     WHERE s.incident_id = $1 AND s.state IN ('planned', 'waiting_approval', 'approved') \
+                     AND i.claimed_by = $2 AND i.claim_epoch = $3 ORDER BY s.seq",
+                )
+                .bind(incident_id)
+                .bind(claim.holder.as_str())
+                .bind(claim.epoch)
+                .fetch_all()
+                .await?;
+            for row in &pending {
+                let step_id: i64 = row.get("id")?;
+                tx.query(
+                    "UPDATE plan_steps SET state = 'skipped', reason = $1, finished_at = $2 \
+                     WHERE id = $3",
+                )
+                .bind(why)
+                .bind(at)
+                .bind(step_id)
+                .execute()
+                .await?;
+                let event = serde_json::json!({
+                    "step": step_id,
+                    "seq": row.get::<i32>("seq")?,
+                    "kind": row.get::<String>("kind")?,
+                    "name": row.get::<String>("name")?,
+                    "target": row.get::<String>("target")?,
+                    "state": "skipped",
+                    "reason": why,
+                });
+                tx.query(
+                    "INSERT INTO incident_events (incident_id, at, kind, detail) \
+                     VALUES ($1, $2, 'step_skipped', $3)",
+                )
+                .bind(incident_id)
+                .bind(at)
+                .bind(Json(&event))
+                .execute()
+                .await?;
+            }
+        }
         tx.commit().await?;
         Ok(true)
     }

@@ -264,12 +264,16 @@ impl Remediator {
                 }
                 Ran::State(StepState::Succeeded) if step.kind == StepKind::Verify => {
                     remediated = true;
+                    // The steps left (the escalation kept for a failed fix) are skipped in the
+                    // same write: a remediated incident never shows a plan still pending.
                     self.store
-                        .settle(
+                        .settle_skipping_rest(
                             incident_id,
                             IncidentStatus::Remediated,
                             Utc::now(),
                             &json!({ "verified_by_step": step.id, "attempt": step.group }),
+                            claim,
+                            "the incident is remediated",
                         )
                         .await?;
                     crate::metrics::remediation();

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
+use backup_remediator::domain::incident::IncidentStatus;
 use backup_remediator::domain::plan::{
     Claim, Decision, GateOutcome, GateRequest, PlannedStep, Refusal, Step, StepKind, StepState,
-    Verdict,
+    Transition, Verdict,
 };
 use backup_remediator::store::Store;
 use serde_json::json;
@@ -19,6 +20,7 @@ on_both_stores!(
     the_gate_starts_a_step_once_and_records_the_start,
     the_gate_refuses_by_policy_attempts_cooldown_and_budget,
     the_gate_skips_a_step_of_a_closed_incident_and_waits_for_a_held_target,
+    a_remediated_incident_skips_the_rest_of_its_plan_in_the_same_write,
     each_watchdog_period_is_taken_once_and_only_open_or_escalated_incidents_are_live,
 );
 
@@ -331,6 +333,113 @@ async fn the_gate_skips_a_step_of_a_closed_incident_and_waits_for_a_held_target(
         "{out:?}"
     );
     assert_eq!(store.steps(b).await.unwrap()[0].state, StepState::Skipped);
+}
+
+/// Settling an incident as remediated skips the steps not yet started in the same transaction
+/// (a reader never sees "remediated" beside a pending escalation), and only while the claim is
+/// the settler's: a step the new claim holder owns is left to it.
+async fn a_remediated_incident_skips_the_rest_of_its_plan_in_the_same_write(backend: Backend) {
+    let (_db, store) = fresh_store(backend).await;
+    let now = chrono::Utc::now();
+    let step = |kind, name: &str| PlannedStep {
+        group: 1,
+        kind,
+        name: name.parse().unwrap(),
+        target: "t".into(),
+        decision: Decision::Auto,
+        reason: "r".into(),
+    };
+    let plan = [
+        step(StepKind::Verify, "verify_backup"),
+        step(StepKind::Escalate, "escalate"),
+        step(StepKind::Escalate, "escalate"),
+    ];
+    let mut ids = Vec::new();
+    for n in 1..=2 {
+        let id = open_incident(&store, &format!("fp{n}"), "PostgreSQLBackupFailed", now).await;
+        assert!(store.save_plan(id, &plan, &json!({}), now).await.unwrap());
+        ids.push(id);
+    }
+    let (ours, lost) = (ids[0], ids[1]);
+    let claim = store
+        .claim(ours, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let verify = store.steps(ours).await.unwrap().remove(0);
+    let tr = Transition {
+        step_id: verify.id,
+        from: &[StepState::Planned],
+        to: StepState::Succeeded,
+        reason: "",
+        output: None,
+        decided_by: None,
+        at: now,
+        event: "step_succeeded",
+        fence: Some(&claim),
+    };
+    assert!(store.transition(&tr, &json!({})).await.unwrap());
+    let settled = store
+        .settle_skipping_rest(
+            ours,
+            IncidentStatus::Remediated,
+            now,
+            &json!({}),
+            &claim,
+            "the incident is remediated",
+        )
+        .await
+        .unwrap();
+    assert!(settled);
+    let steps = store.steps(ours).await.unwrap();
+    let states: Vec<_> = steps.iter().map(|s| (s.state, s.reason.as_str())).collect();
+    assert_eq!(
+        states,
+        [
+            (StepState::Succeeded, "r"),
+            (StepState::Skipped, "the incident is remediated"),
+            (StepState::Skipped, "the incident is remediated"),
+        ]
+    );
+    let skipped: Vec<_> = store
+        .timeline(ours)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "step_skipped")
+        .map(|e| (e.detail["step"].as_i64().unwrap(), e.detail["name"].clone()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            (steps[1].id, json!("escalate")),
+            (steps[2].id, json!("escalate"))
+        ]
+    );
+
+    // A settler whose claim was taken over (a newer epoch) settles the incident but leaves
+    // the steps to the claim's new holder.
+    let old = store
+        .claim(lost, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let newer = store
+        .claim(lost, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(newer.epoch > old.epoch);
+    assert!(store
+        .settle_skipping_rest(lost, IncidentStatus::Remediated, now, &json!({}), &old, "x")
+        .await
+        .unwrap());
+    assert!(store
+        .steps(lost)
+        .await
+        .unwrap()
+        .iter()
+        .all(|s| s.state == StepState::Planned));
 }
 
 /// The freshness watchdog's store side: two replicas claiming one period get it once; the live
