@@ -147,8 +147,73 @@ async fn cronjob_images(ctx: &ProbeContext) -> Result<Vec<String>, VersionUnknow
         .unwrap_or_default())
 }
 
-/// `<program> --version`'s major; `Err` says why it is unknown.
+/// How long a `--version` answer is reused while the program's file is unchanged.
+const PROGRAM_MAJOR_TTL: Duration = Duration::from_secs(600);
+
+/// A program's major as its own `--version` said it, and the file it was read from then.
+struct ReadMajor {
+    file: Option<FileId>,
+    read: std::time::Instant,
+    major: u32,
+}
+
+/// What identifies the program's file: a replaced or upgraded binary reads as a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileId {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    inode: u64,
+}
+
+/// The file `program` runs (found on `PATH` when the name has no `/`), as a [`FileId`].
+fn program_file(program: &str) -> Option<FileId> {
+    let path = if program.contains('/') {
+        std::path::PathBuf::from(program)
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())?
+    };
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileId {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        #[cfg(unix)]
+        inode: std::os::unix::fs::MetadataExt::ino(&meta),
+    })
+}
+
+/// `<program> --version`'s major, run at most once per [`PROGRAM_MAJOR_TTL`] while the program's
+/// file is unchanged: every diagnosis asks, and on Debian `pg_restore` is a Perl wrapper whose
+/// start costs more CPU than the rest of a diagnosis (half the service's CPU in an alert storm).
+/// A failure is never reused: the next diagnosis asks again.
 async fn program_major(program: &str) -> Result<u32, VersionUnknown> {
+    static READ: tokio::sync::Mutex<Vec<(String, ReadMajor)>> =
+        tokio::sync::Mutex::const_new(Vec::new());
+    // Held across the run: concurrent diagnoses wait for one answer instead of each forking.
+    let mut read = READ.lock().await;
+    let file = program_file(program);
+    if let Some((_, r)) = read.iter().find(|(p, _)| p == program) {
+        if r.file.is_some() && r.file == file && r.read.elapsed() < PROGRAM_MAJOR_TTL {
+            return Ok(r.major);
+        }
+    }
+    let major = run_program_major(program).await?;
+    read.retain(|(p, _)| p != program);
+    read.push((
+        program.to_owned(),
+        ReadMajor {
+            file,
+            read: std::time::Instant::now(),
+            major,
+        },
+    ));
+    Ok(major)
+}
+
+/// Runs `<program> --version`; its major, or why it is unknown.
+async fn run_program_major(program: &str) -> Result<u32, VersionUnknown> {
     let out = tokio::process::Command::new(program)
         .arg("--version")
         .kill_on_drop(true)
@@ -344,5 +409,51 @@ mod tests {
             version_line_major("pg_restore (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"),
             Some(15)
         );
+    }
+
+    /// Writes an executable `pg_restore` stand-in that says major `major` and counts its runs.
+    #[cfg(unix)]
+    fn fake_program(dir: &std::path::Path, major: u32) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("pg_restore");
+        let runs = dir.join("runs");
+        let script = format!(
+            "#!/bin/sh\necho run >> '{}'\necho 'pg_restore (PostgreSQL) {major}.1 (stand-in)'\n# {}\n",
+            runs.display(),
+            "-".repeat(major as usize)
+        );
+        // A new file (a new inode), as an upgrade replaces a binary.
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_program_major_is_read_once_while_its_file_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = || {
+            std::fs::read_to_string(dir.path().join("runs"))
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let program = fake_program(dir.path(), 15);
+        let answers = futures_util::future::join_all((0..8).map(|_| program_major(&program))).await;
+        assert!(answers.iter().all(|a| matches!(a, Ok(15))), "{answers:?}");
+        assert_eq!(runs(), 1, "eight diagnoses at once ran the program once");
+
+        // The program is replaced (an image or package upgrade): the next diagnosis asks it.
+        let program = fake_program(dir.path(), 16);
+        assert!(matches!(program_major(&program).await, Ok(16)));
+        assert_eq!(runs(), 2);
+
+        // A failure is not kept: a program that is gone says so at once.
+        std::fs::remove_file(&program).unwrap();
+        assert!(matches!(
+            program_major(&program).await,
+            Err(VersionUnknown::Run { .. })
+        ));
     }
 }
