@@ -135,15 +135,23 @@ impl<'a> WorldBuilder<'a> {
     pub async fn build(self) -> World {
         backup_remediator::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let pg = pg::Scratch::create(&["users", "chat", "store"]).await;
-        pg.sql(
-            "postgres",
-            &format!("GRANT pg_read_all_data TO {}", pg.role),
-        )
-        .await;
-        let (moto, job_creds) = self.s3_and_iam(dir.path()).await;
+        // The databases, S3/IAM and Prometheus (whose start and first scrape are mostly waiting)
+        // are set up at once; the cluster needs the first two.
+        let databases = async {
+            let pg = pg::Scratch::create(&["users", "chat", "store"]).await;
+            pg.sql(
+                "postgres",
+                &format!("GRANT pg_read_all_data TO {}", pg.role),
+            )
+            .await;
+            pg
+        };
+        let (pg, (moto, job_creds), (prom, prom_url)) = tokio::join!(
+            databases,
+            self.s3_and_iam(dir.path()),
+            self.prometheus(dir.path())
+        );
         let kube = self.kubernetes(&pg, &job_creds).await;
-        let (prom, prom_url) = self.prometheus(dir.path()).await;
         let toml = self.config(dir.path(), &pg, &moto, &kube, &prom_url);
         let settings = Settings::from_toml(&toml).unwrap();
         let config = dir.path().join("service.toml");
