@@ -92,5 +92,9 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
   fi
 fi
 
+# A failing test's message, not a backtrace, ends the log (CI shows a log's tail); for a
+# backtrace run the test with cargo and RUST_BACKTRACE=1.
+export RUST_BACKTRACE=0
+
 log "cargo test (store: $TEST_DATABASE_URL)"
 exec cargo test --locked "$@"
