@@ -29,18 +29,36 @@ use super::server::Closed;
 #[derive(Debug, Clone, Copy)]
 pub struct BodyTimeout(pub Duration);
 
+/// Most bytes of a refused (413) body read and discarded before the answer.
+const DRAIN_AT_MOST: usize = 64 << 20;
+
 /// Wraps the request body in a deadline; when it passes, answers 408 and closes the connection,
 /// whatever the handler made of the failed read.
+///
+/// A body refused as too large is read to its end (at most [`DRAIN_AT_MOST`] bytes, within the
+/// same deadline) and discarded before the 413 goes out: closing on a sender still writing
+/// resets the connection, and the sender (Alertmanager) then logs a broken pipe instead of the
+/// 413 and its reason.
 pub async fn with_body_deadline(limit: BodyTimeout, req: Request, next: Next) -> Response {
     let fired = Arc::new(AtomicBool::new(false));
+    let (back, returned) = tokio::sync::oneshot::channel();
     let req = req.map(|body| {
-        Body::new(DeadlineBody {
-            inner: body,
-            deadline: Box::pin(tokio::time::sleep(limit.0)),
-            fired: fired.clone(),
+        Body::new(Returned {
+            inner: Some(Body::new(DeadlineBody {
+                inner: body,
+                deadline: Box::pin(tokio::time::sleep(limit.0)),
+                fired: fired.clone(),
+            })),
+            back: Some(back),
         })
     });
     let resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let mut returned = returned;
+        if let Ok(rest) = returned.try_recv() {
+            drain(rest, DRAIN_AT_MOST).await;
+        }
+    }
     if !fired.load(Ordering::Relaxed) {
         return resp;
     }
@@ -58,6 +76,58 @@ pub async fn with_body_deadline(limit: BodyTimeout, req: Request, next: Next) ->
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
+}
+
+/// Reads `body` to its end, or to `at_most` bytes or its first error, discarding what it reads.
+async fn drain(mut body: Body, at_most: usize) {
+    let mut read = 0usize;
+    while read <= at_most {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            Some(Err(_)) | None => return,
+        }
+    }
+}
+
+/// The request body, handed back to [`with_body_deadline`] when the handler drops it (so that
+/// a refused body can be drained there).
+struct Returned {
+    inner: Option<Body>,
+    back: Option<tokio::sync::oneshot::Sender<Body>>,
+}
+
+impl HttpBody for Returned {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), HttpBody::size_hint)
+    }
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        if let (Some(body), Some(back)) = (self.inner.take(), self.back.take()) {
+            let _ = back.send(body);
+        }
+    }
 }
 
 /// A body that fails once its deadline passes.

@@ -238,6 +238,36 @@ async fn a_body_over_the_limit_gets_413_and_stores_nothing() {
     assert_eq!(app.post_webhook(&small).await.status(), 202);
 }
 
+/// A sender that writes a body many times the limit (Alertmanager with a huge group) still reads
+/// the 413 and its reason: the service reads and discards the rest before it answers and closes,
+/// instead of closing on a sender still writing (which then sees only a reset or broken pipe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_many_times_the_limit_still_gets_its_413_not_a_reset() {
+    let app = spawn_app_with(Backend::Sqlite, "[server]\nbody_limit_bytes = 65536").await;
+    let mut big = payload(vec![backup_failed("2222222222222222")]);
+    big["commonAnnotations"]["description"] = json!("x".repeat(8 << 20));
+    let body = big.to_string();
+
+    for attempt in 0..40 {
+        let resp = app
+            .client
+            .post(format!("{}/webhook/alertmanager", app.address))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {WEBHOOK_TOKEN}"))
+            .body(body.clone())
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => panic!("attempt {attempt}: no answer, {e:?}"),
+        };
+        assert_eq!(resp.status(), 413, "attempt {attempt}");
+        let err: Value = resp.json().await.unwrap();
+        assert!(err["error"].as_str().unwrap().contains("65536"), "{err}");
+    }
+    assert!(app.incidents().await.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_database_open_one_incident_for_the_same_alert() {
     let first = spawn_app(Backend::Postgres).await;
