@@ -369,11 +369,28 @@ mod tests {
 
     #[test]
     fn openssl_refuses_our_output_with_another_key_as_we_refuse_its() {
-        let ours = encrypt(KEY.as_bytes(), b"PGDMP and some more bytes of a dump");
-        assert!(!openssl(true, "another-key", &ours).status.success());
-
-        let theirs = openssl(false, KEY, b"PGDMP and some more bytes of a dump").stdout;
-        let err = decrypt(b"another-key", &theirs).unwrap_err();
+        // A wrong key passes the PKCS#7 padding check by chance about once in 256 salts (the
+        // last decrypted byte happens to read as valid padding): it then yields garbage, never
+        // the plaintext. So each salt must not give the plaintext back, and within a few salts
+        // both sides must refuse (all of 8 passing by chance: 2^-64).
+        let plain: &[u8] = b"PGDMP and some more bytes of a dump";
+        let (mut openssl_refused, mut we_refused) = (false, None);
+        for _ in 0..8 {
+            let ours = encrypt(KEY.as_bytes(), plain);
+            let out = openssl(true, "another-key", &ours);
+            assert_ne!(out.stdout, plain, "another key gave the plaintext back");
+            openssl_refused |= !out.status.success();
+            let theirs = openssl(false, KEY, plain).stdout;
+            match decrypt(b"another-key", &theirs) {
+                Ok(bytes) => assert_ne!(bytes, plain, "another key gave the plaintext back"),
+                Err(e) => we_refused = Some(e),
+            }
+            if openssl_refused && we_refused.is_some() {
+                break;
+            }
+        }
+        assert!(openssl_refused, "openssl never refused our output with another key");
+        let err = we_refused.expect("we never refused openssl's output with another key");
         assert_eq!(err, CryptoError::BadPadding);
         assert!(err.to_string().contains("wrong key"), "{err}");
     }
