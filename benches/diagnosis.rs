@@ -71,6 +71,7 @@ fn main() {
                 generator_url: String::new(),
                 opened_at: chrono::Utc::now(),
                 detail: serde_json::json!({}),
+                target: Some("link-services".into()),
             };
             let id = store.open_incident(&new).await.expect("incident").id();
             let start = Instant::now();

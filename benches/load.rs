@@ -296,7 +296,7 @@ fn pgbench(db_url: &str, concurrency: u64, seconds: u64, dir: &std::path::Path) 
     std::fs::write(
         &script,
         r#"\set fp random(1, 9223372036854775806)
-WITH i AS (INSERT INTO incidents (fingerprint, alertname, starts_at, status, severity, labels, annotations, generator_url, opened_at, updated_at, last_seen_at) VALUES ('pgb' || :fp || '-' || :client_id, 'PostgreSQLBackupFailed', '2026-11-25T01:02:03.456Z', 'open', 'critical', '{"alertname":"PostgreSQLBackupFailed","severity":"critical","namespace":"link-services"}', '{"summary":"PostgreSQL backup failed"}', 'http://prometheus:9090/graph', now(), now(), now()) ON CONFLICT ON CONSTRAINT incidents_alert_key DO NOTHING RETURNING id) INSERT INTO incident_events (incident_id, at, kind, detail) SELECT id, now(), 'opened', '{"receiver":"backup-remediator"}' FROM i RETURNING incident_id;
+WITH i AS (INSERT INTO incidents (fingerprint, alertname, starts_at, status, severity, labels, annotations, generator_url, opened_at, updated_at, last_seen_at, target) VALUES ('pgb' || :fp || '-' || :client_id, 'PostgreSQLBackupFailed', '2026-11-25T01:02:03.456Z', 'open', 'critical', '{"alertname":"PostgreSQLBackupFailed","severity":"critical","namespace":"link-services"}', '{"summary":"PostgreSQL backup failed"}', 'http://prometheus:9090/graph', now(), now(), now(), 'link-services') ON CONFLICT ON CONSTRAINT incidents_alert_key DO NOTHING RETURNING id) INSERT INTO incident_events (incident_id, at, kind, detail) SELECT id, now(), 'opened', '{"receiver":"backup-remediator"}' FROM i RETURNING incident_id;
 "#,
     )
     .expect("pgbench script");

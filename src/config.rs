@@ -13,9 +13,11 @@ use serde::Deserialize;
 mod auth;
 mod env;
 mod sections;
+mod targets;
 pub use auth::*;
 pub use env::{var_name, EnvLayer, ALIASES as ENV_ALIASES};
 pub use sections::*;
+pub use targets::{Target, TargetChoice, TargetEntry, OVERRIDABLE as TARGET_SECTIONS};
 
 /// The defaults shipped with the binary; the same file documents every key.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
@@ -43,6 +45,12 @@ pub struct Settings {
     pub manual_backup: ManualBackupSettings,
     pub notify: NotifySettings,
     pub watchdog: WatchdogSettings,
+    /// `[[targets]]` as written; empty: one target implied by the top-level sections.
+    #[serde(default)]
+    pub targets: Vec<TargetEntry>,
+    /// The resolved targets (at least one), each with its complete settings.
+    #[serde(skip)]
+    pub fleet: Vec<Target>,
 }
 
 /// What went wrong while reading the configuration. The message names the key and its source.
@@ -140,7 +148,7 @@ impl Settings {
 
     /// Extracts and checks the settings.
     pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
-        let settings: Settings = fig.extract().map_err(|e| {
+        let mut settings: Settings = fig.extract().map_err(|e| {
             // figment's error names the key and the source that set it; keep every error.
             ConfigError::Invalid(
                 e.into_iter()
@@ -150,6 +158,7 @@ impl Settings {
             )
         })?;
         settings.validate()?;
+        settings.fleet = targets::resolve(&fig, &settings)?;
         Ok(settings)
     }
 
@@ -237,6 +246,12 @@ impl Settings {
         }
         if self.target.databases.is_empty() {
             return bad("target.databases", "must name at least one database");
+        }
+        if self.remediation.max_concurrent_actions < 1 {
+            return bad("remediation.max_concurrent_actions", "must be at least 1");
+        }
+        if self.restore_test.targets_per_period == 0 {
+            return bad("restore_test.targets_per_period", "must be at least 1");
         }
         if self.remediation.lease_seconds < 3 {
             return bad("remediation.lease_seconds", "must be at least 3");

@@ -109,6 +109,9 @@ enum IncidentsCommand {
         /// open, resolved, escalated or remediated.
         #[arg(long)]
         status: Option<IncidentStatus>,
+        /// Only incidents routed to this target.
+        #[arg(long)]
+        target: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Print JSON instead of a table.
@@ -344,11 +347,13 @@ async fn show_incidents(
     match command {
         IncidentsCommand::List {
             status,
+            target,
             limit,
             json,
         } => {
             let filter = IncidentFilter {
                 status,
+                target,
                 limit: limit.clamp(1, 10_000),
                 ..Default::default()
             };
@@ -418,14 +423,15 @@ fn token(command: &TokenCommand) -> anyhow::Result<()> {
 
 fn print_table(list: &[Incident]) {
     println!(
-        "{:>6}  {:<9}  {:<26}  {:<9}  {:<20}  {:>10}",
-        "ID", "STATUS", "ALERT", "SEVERITY", "OPENED", "RE-SENDS"
+        "{:>6}  {:<9}  {:<20}  {:<26}  {:<9}  {:<20}  {:>10}",
+        "ID", "STATUS", "TARGET", "ALERT", "SEVERITY", "OPENED", "RE-SENDS"
     );
     for i in list {
         println!(
-            "{:>6}  {:<9}  {:<26}  {:<9}  {:<20}  {:>10}",
+            "{:>6}  {:<9}  {:<20}  {:<26}  {:<9}  {:<20}  {:>10}",
             i.id,
             i.status.as_str(),
+            i.target.as_deref().unwrap_or("(none)"),
             i.alertname,
             i.severity,
             i.opened_at.format("%Y-%m-%d %H:%M:%S"),

@@ -62,6 +62,11 @@ pub const ALERTS_IGNORED: Metric = counter(
     "Alerts ignored because the service does not handle their name (bounded: other).",
     &["alertname"],
 );
+pub const ALERTS_UNMATCHED: Metric = counter(
+    "backup_remediator_alerts_unmatched_total",
+    "Alerts whose labels matched no configured target, or several: stored and escalated, never acted on.",
+    &[],
+);
 pub const INCIDENTS_OPENED: Metric = counter(
     "backup_remediator_incidents_opened_total",
     "Incidents opened.",
@@ -98,13 +103,13 @@ pub const HTTP_REQUEST_DURATION: Metric = Metric {
 };
 pub const DIAGNOSES: Metric = counter(
     "backup_remediator_diagnoses_total",
-    "Diagnoses made, by scenario.",
-    &["scenario"],
+    "Diagnoses made, by target and scenario.",
+    &["target", "scenario"],
 );
 pub const ACTIONS: Metric = counter(
     "backup_remediator_actions_total",
-    "Remediation actions run, by action and outcome.",
-    &["action", "outcome"],
+    "Remediation actions run, by target, action and outcome.",
+    &["target", "action", "outcome"],
 );
 pub const ACTIONS_REFUSED: Metric = counter(
     "backup_remediator_actions_refused_total",
@@ -113,13 +118,13 @@ pub const ACTIONS_REFUSED: Metric = counter(
 );
 pub const REMEDIATIONS: Metric = counter(
     "backup_remediator_remediations_total",
-    "Incidents remediated and verified.",
-    &[],
+    "Incidents remediated and verified, by target.",
+    &["target"],
 );
 pub const ESCALATIONS: Metric = counter(
     "backup_remediator_escalations_total",
-    "Incidents escalated to people, by scenario.",
-    &["scenario"],
+    "Incidents escalated to people, by target and scenario.",
+    &["target", "scenario"],
 );
 pub const APPROVALS: Metric = counter(
     "backup_remediator_approvals_total",
@@ -203,6 +208,7 @@ pub const ALL: &[Metric] = &[
     WEBHOOK_REQUESTS,
     ALERTS,
     ALERTS_IGNORED,
+    ALERTS_UNMATCHED,
     INCIDENTS_OPENED,
     INCIDENTS_DEDUPLICATED,
     INCIDENTS_RESOLVED,
@@ -359,6 +365,14 @@ pub const fn alerts_ignored(cap: usize) -> BoundedCounter {
     BoundedCounter::new(ALERTS_IGNORED.name, "alertname", cap)
 }
 
+/// One alert whose labels matched no single target.
+pub fn alert_unmatched() {
+    cached_counter!(ALERTS_UNMATCHED).increment(1);
+}
+
+/// The `target` label of an incident that was routed to no target.
+pub const NO_TARGET: &str = "none";
+
 /// One incident opened.
 pub fn incident_opened() {
     cached_counter!(INCIDENTS_OPENED).increment(1);
@@ -401,15 +415,17 @@ pub fn http_request_duration(method: &'static str, route: &str, status: u16) -> 
     ::metrics::histogram!(HTTP_REQUEST_DURATION.name, &labels)
 }
 
-/// One diagnosis naming `scenario`.
-pub fn diagnosis(scenario: &'static str) {
-    ::metrics::counter!(DIAGNOSES.name, "scenario" => scenario).increment(1);
+/// One diagnosis of `target` (a configured name, so the series are bounded) naming `scenario`.
+pub fn diagnosis(target: &str, scenario: &'static str) {
+    ::metrics::counter!(DIAGNOSES.name, "target" => target.to_owned(), "scenario" => scenario)
+        .increment(1);
 }
 
-/// One action run to `outcome` (a step state).
-pub fn action(action: &str, outcome: &'static str) {
-    ::metrics::counter!(ACTIONS.name, "action" => action.to_owned(), "outcome" => outcome)
-        .increment(1);
+/// One action on `target` run to `outcome` (a step state).
+pub fn action(target: &str, action: &str, outcome: &'static str) {
+    ::metrics::counter!(ACTIONS.name, "target" => target.to_owned(),
+        "action" => action.to_owned(), "outcome" => outcome)
+    .increment(1);
 }
 
 /// One action the gate refused for `reason` (a refusal).
@@ -418,14 +434,15 @@ pub fn action_refused(action: &str, reason: &'static str) {
         .increment(1);
 }
 
-/// One incident remediated and verified.
-pub fn remediation() {
-    ::metrics::counter!(REMEDIATIONS.name).increment(1);
+/// One incident of `target` remediated and verified.
+pub fn remediation(target: &str) {
+    ::metrics::counter!(REMEDIATIONS.name, "target" => target.to_owned()).increment(1);
 }
 
-/// One incident escalated, diagnosed as `scenario` (or `unknown`).
-pub fn escalation(scenario: &'static str) {
-    ::metrics::counter!(ESCALATIONS.name, "scenario" => scenario).increment(1);
+/// One incident of `target` (or [`NO_TARGET`]) escalated, diagnosed as `scenario` (or `unknown`).
+pub fn escalation(target: &str, scenario: &'static str) {
+    ::metrics::counter!(ESCALATIONS.name, "target" => target.to_owned(), "scenario" => scenario)
+        .increment(1);
 }
 
 /// One approval decision (`approved`, `rejected`).

@@ -43,6 +43,9 @@ pub struct ListParams {
     since: Option<DateTime<Utc>>,
     /// Only incidents opened before this time (RFC 3339).
     until: Option<DateTime<Utc>>,
+    /// Only incidents routed to this target (a configured target's name).
+    #[param(pattern = "^[a-z0-9-]{1,63}$")]
+    target: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
@@ -94,7 +97,13 @@ pub async fn list(
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<IncidentPage>, ApiError> {
     let page = Page::new(p.limit, p.cursor.as_deref(), MAX_LIMIT)?;
+    if let Some(t) = p.target.as_deref().filter(|t| !target_name(t)) {
+        return Err(ApiError::BadRequest(format!(
+            "target: {t:?} is not a target name (1 to 63 lowercase letters, digits or dashes)"
+        )));
+    }
     let filter = IncidentFilter {
+        target: p.target,
         status: p.status,
         since: p.since.map(normalise_time),
         until: p.until.map(normalise_time),
@@ -112,6 +121,14 @@ pub async fn list(
         incidents,
         next_cursor,
     }))
+}
+
+/// Whether `t` can be a target's name (the configured ones, or a namespace for the implied one).
+fn target_name(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 63
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Show one incident with its timeline.

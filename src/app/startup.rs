@@ -47,6 +47,24 @@ pub async fn kube_client(settings: &Settings) -> Option<kube::Client> {
     }
 }
 
+/// One Kubernetes client per distinct `kubernetes.api_url` of the fleet (`default` is the
+/// top-level one's), built once at start-up and shared.
+async fn kube_clients(
+    settings: &Settings,
+    default: Option<kube::Client>,
+) -> std::collections::HashMap<String, Option<kube::Client>> {
+    let mut out = std::collections::HashMap::new();
+    out.insert(settings.kubernetes.api_url.clone(), default);
+    for t in &settings.fleet {
+        let url = &t.settings.kubernetes.api_url;
+        if !out.contains_key(url) {
+            let client = kube_client(&t.settings).await;
+            out.insert(url.clone(), client);
+        }
+    }
+    out
+}
+
 /// Builds the probes and diagnosis for `settings`.
 pub async fn examiner(settings: &Settings) -> Examiner {
     crate::install_crypto_provider();
@@ -100,9 +118,12 @@ impl Application {
             &settings.alerts.handled,
             settings.dedupe.cache_capacity,
         );
-        // One Kubernetes client for the probes, the remediator and the runbook operations.
+        intake = intake.with_routes(settings.routes());
+        // One Kubernetes client per distinct API (usually one for the whole fleet), shared by the
+        // probes, the remediators and the runbook operations.
         crate::install_crypto_provider();
         let kube = kube_client(&settings).await;
+        let kubes = kube_clients(&settings, kube.clone()).await;
         let mut remediation = None;
         let engine = if settings.probes.enabled.is_empty() {
             tracing::warn!("probes.enabled is empty: incidents are recorded but not diagnosed");
@@ -111,21 +132,59 @@ impl Application {
             let (tx, rx) = mpsc::channel(WORK_QUEUE);
             intake = intake.with_opened_queue(tx);
             let examiner = Examiner::new(Arc::new(settings.clone()), kube.clone());
+            let (http, clients) = examiner.clients();
+            let elsewhere: Vec<(String, Examiner)> = settings
+                .fleet
+                .iter()
+                .filter(|t| t.settings.kubernetes.api_url != settings.kubernetes.api_url)
+                .map(|t| {
+                    let own = kubes.get(&t.settings.kubernetes.api_url).cloned().flatten();
+                    (t.name.clone(), examiner.for_target(t, own))
+                })
+                .collect();
             let mut engine = Engine::new(store.clone(), examiner).with_intake_pace(intake.pace());
+            for (name, ex) in elsewhere {
+                engine = engine.with_examiner(&name, ex);
+            }
+            // Incidents routed to no target are escalated whether or not remediation is on.
+            let base = if settings.remediation.enabled {
+                load_policy(&settings)?
+            } else {
+                Policy::builtin()
+            };
+            let waker = Arc::new(tokio::sync::Notify::new());
+            let unrouted = Remediator::new(
+                store.clone(),
+                Arc::new(settings.clone()),
+                Arc::new(base.clone()),
+                None,
+                engine.holder().to_owned(),
+            )
+            .for_target(crate::metrics::NO_TARGET)
+            .with_waker(waker.clone());
+            engine = engine.with_unrouted(Arc::new(unrouted));
             if settings.remediation.enabled {
-                let policy = load_policy(&settings)?;
-                if policy.dry_run {
-                    tracing::warn!(policy = %policy.source, "remediation runs in DRY-RUN mode: plans are recorded, nothing is changed");
+                for t in &settings.fleet {
+                    let policy = base
+                        .with_overrides(&t.policy, &t.name)
+                        .map_err(Error::Policy)?;
+                    if policy.dry_run {
+                        tracing::warn!(target_name = %t.name, policy = %policy.source, "remediation runs in DRY-RUN mode: plans are recorded, nothing is changed");
+                    }
+                    let own = kubes.get(&t.settings.kubernetes.api_url).cloned().flatten();
+                    let remediator = Remediator::new(
+                        store.clone(),
+                        t.settings.clone(),
+                        Arc::new(policy),
+                        own,
+                        engine.holder().to_owned(),
+                    )
+                    .for_target(&t.name)
+                    .with_waker(waker.clone())
+                    .with_clients(http.clone(), clients.clone());
+                    engine = engine.with_remediator(Arc::new(remediator));
                 }
-                let remediator = Arc::new(Remediator::new(
-                    store.clone(),
-                    Arc::new(settings.clone()),
-                    Arc::new(policy),
-                    kube.clone(),
-                    engine.holder().to_owned(),
-                ));
-                remediation = Some(remediator.waker());
-                engine = engine.with_remediator(remediator);
+                remediation = Some(waker);
             }
             Some((Arc::new(engine), rx))
         };

@@ -20,6 +20,9 @@ pub struct RemediationSettings {
     /// Incidents this process works at once (diagnosis, plan, steps); the rest wait in the
     /// store. A plan waiting for an approval does not count.
     pub window: usize,
+    /// Steps that change the world (Jobs, patches, SQL) running at once across every target of
+    /// the fleet and every replica: a storm of failing targets never starts a storm of Jobs.
+    pub max_concurrent_actions: i64,
     /// Deadline of a backup Job started to verify a fix.
     pub job_deadline_seconds: u64,
     /// How long to wait for the database to answer again (scenario 1) before the next step.
@@ -42,6 +45,8 @@ pub struct RestoreTestSettings {
     pub enabled: bool,
     /// Hours between scheduled runs (168 = the runbook's weekly test).
     pub schedule_hours: u64,
+    /// Targets tested each period, those whose last test is oldest first.
+    pub targets_per_period: usize,
     /// The PostgreSQL where scratch databases are created and dropped (a role with CREATEDB).
     /// Secret. Empty: restore tests are unavailable.
     pub target_url: SecretString,

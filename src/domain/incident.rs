@@ -46,6 +46,9 @@ pub struct Incident {
     pub last_seen_at: DateTime<Utc>,
     /// How many times Alertmanager re-sent the alert after the first delivery.
     pub renotified_count: i64,
+    /// The configured target (backup stream) the alert was routed to by its labels; `null` when
+    /// no target matched (or several did): such an incident is escalated and never acted on.
+    pub target: Option<String>,
 }
 
 /// What opening an incident needs.
@@ -61,6 +64,8 @@ pub struct NewIncident {
     pub opened_at: DateTime<Utc>,
     /// Detail of the `opened` timeline event.
     pub detail: serde_json::Value,
+    /// The target the alert was routed to; `None` when none (or several) matched.
+    pub target: Option<String>,
 }
 
 /// One entry of an incident's append-only timeline.

@@ -18,3 +18,4 @@ pub mod plan;
 pub mod policy;
 pub mod quantity;
 pub mod restore_test;
+pub mod target;

@@ -190,8 +190,11 @@ pub struct GateRequest<'a> {
     /// holds its target's lock. Read-only checks are not.
     pub counted: bool,
     pub cooldown_seconds: i64,
-    /// (starts, window in seconds), across all incidents and replicas.
+    /// (starts, window in seconds), across all incidents and replicas of the step's target.
     pub budget: (i64, i64),
+    /// Steps that change the world running at once across the whole fleet (every target and
+    /// replica); a step beyond it waits (`Busy`).
+    pub fleet_cap: i64,
     pub max_attempts: i64,
     /// How long the target lock lasts (database clock).
     pub lock_seconds: i64,

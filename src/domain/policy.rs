@@ -165,6 +165,23 @@ impl Policy {
         )
     }
 
+    /// This policy with a target's overrides laid over it (`[targets.policy]`), checked like a
+    /// policy file; `source` names both.
+    pub fn with_overrides(
+        &self,
+        overrides: &figment::value::Dict,
+        target: &str,
+    ) -> Result<Self, PolicyError> {
+        if overrides.is_empty() {
+            return Ok(self.clone());
+        }
+        Self::from_figment(
+            Figment::from(Serialized::defaults(self.clone()))
+                .merge(Serialized::defaults(overrides.clone())),
+            &format!("{} + targets {target:?} policy", self.source),
+        )
+    }
+
     /// Parses policy TOML over the defaults (tests, examples).
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
         Self::from_figment(

@@ -389,7 +389,10 @@ mod tests {
                 break;
             }
         }
-        assert!(openssl_refused, "openssl never refused our output with another key");
+        assert!(
+            openssl_refused,
+            "openssl never refused our output with another key"
+        );
         let err = we_refused.expect("we never refused openssl's output with another key");
         assert_eq!(err, CryptoError::BadPadding);
         assert!(err.to_string().contains("wrong key"), "{err}");

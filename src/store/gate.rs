@@ -113,6 +113,23 @@ impl Store {
             });
         }
 
+        if g.counted && !g.resume {
+            // The fleet-wide cap: a storm of failing targets never starts a storm of Jobs.
+            let running: i64 = tx
+                .query(
+                    "SELECT COUNT(*) FROM plan_steps WHERE state = 'running' \
+                     AND kind IN ('action', 'verify') AND id <> $1",
+                )
+                .bind(g.step.id)
+                .fetch_scalar()
+                .await?;
+            if running >= g.fleet_cap {
+                return Ok(GateOutcome::Busy(format!(
+                    "{running} actions are running across the fleet (remediation.max_concurrent_actions = {})",
+                    g.fleet_cap
+                )));
+            }
+        }
         if g.counted {
             let sql = format!(
                 "INSERT INTO target_locks (target, incident_id, holder, expires_at) VALUES ($1, $2, $3, {until}) \
@@ -236,21 +253,25 @@ async fn limits(tx: &mut Tx, g: &GateRequest<'_>) -> Result<Option<Ending>, Stor
         }
     }
     let (max, window) = g.budget;
+    // The budget is the target's: one failing target cannot spend another's.
     let sql = format!(
-        "SELECT COUNT(*) FROM action_starts WHERE action = $1 AND started_at > {since}",
+        "SELECT COUNT(*) FROM action_starts WHERE action = $1 AND started_at > {since} \
+         AND EXISTS (SELECT 1 FROM incidents i WHERE i.id = action_starts.incident_id \
+         AND i.target = (SELECT target FROM incidents WHERE id = $3))",
         since = db.shift(2, '-'),
     );
     let used: i64 = tx
         .query(&sql)
         .bind(g.action.as_str())
         .bind(window)
+        .bind(g.step.incident_id)
         .fetch_scalar()
         .await?;
     if used >= max {
         return refuse(
             Refusal::Budget,
             format!(
-                "policy: budget — {} started {used} times in the last {} minutes across all incidents (budget {max})",
+                "policy: budget — {} started {used} times in the last {} minutes across this target's incidents (budget {max})",
                 g.action,
                 window / 60
             ),

@@ -52,13 +52,15 @@ pub struct IncidentFilter {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub before_id: Option<i64>,
+    /// Only incidents routed to this target.
+    pub target: Option<String>,
     pub limit: u32,
 }
 
 /// The columns every incident query selects, in [`Incident`] order.
 pub(super) const INCIDENT_COLUMNS: &str = "id, status, alertname, fingerprint, severity, labels, \
     annotations, generator_url, starts_at, opened_at, updated_at, resolved_at, last_seen_at, \
-    renotified_count";
+    renotified_count, target";
 
 /// An incident from a row of [`INCIDENT_COLUMNS`].
 pub(super) fn incident(r: &Row) -> Result<Incident, StoreError> {
@@ -78,6 +80,7 @@ pub(super) fn incident(r: &Row) -> Result<Incident, StoreError> {
         resolved_at: r.get("resolved_at")?,
         last_seen_at: r.get("last_seen_at")?,
         renotified_count: r.get("renotified_count")?,
+        target: r.get("target")?,
     })
 }
 
@@ -231,6 +234,9 @@ impl Store {
         if filter.before_id.is_some() {
             clause(&mut sql, " AND id < ");
         }
+        if filter.target.is_some() {
+            clause(&mut sql, " AND target = ");
+        }
         clause(&mut sql, " ORDER BY id DESC LIMIT ");
         let mut q = self.reader().query(&sql);
         if let Some(status) = filter.status {
@@ -244,6 +250,9 @@ impl Store {
         }
         if let Some(before) = filter.before_id {
             q = q.bind(before);
+        }
+        if let Some(target) = &filter.target {
+            q = q.bind(target.as_str());
         }
         let rows = q.bind(i64::from(filter.limit)).fetch_all().await?;
         rows.iter().map(incident).collect()

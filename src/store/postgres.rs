@@ -14,8 +14,8 @@ use crate::domain::incident::NewIncident;
 /// incident already exists. The load benchmark runs this same statement through pgbench.
 pub const OPEN_INCIDENT: &str = "WITH i AS (\
      INSERT INTO incidents (fingerprint, alertname, starts_at, status, severity, labels, \
-     annotations, generator_url, opened_at, updated_at, last_seen_at) \
-     VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $8, $8) \
+     annotations, generator_url, opened_at, updated_at, last_seen_at, target) \
+     VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $8, $8, $10) \
      ON CONFLICT ON CONSTRAINT incidents_alert_key DO NOTHING RETURNING id) \
      INSERT INTO incident_events (incident_id, at, kind, detail) \
      SELECT id, $8, 'opened', $9 FROM i RETURNING incident_id";
@@ -25,13 +25,13 @@ pub const OPEN_INCIDENT: &str = "WITH i AS (\
 /// where the alert's incident already existed.
 const OPEN_INCIDENTS: &str = "WITH input AS (\
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], \
-     $6::text[], $7::text[], $8::timestamptz[], $9::text[]) WITH ORDINALITY \
+     $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[]) WITH ORDINALITY \
      AS t(fingerprint, alertname, starts_at, severity, labels, annotations, generator_url, \
-     opened_at, detail, n)), \
+     opened_at, detail, target, n)), \
      i AS (INSERT INTO incidents (fingerprint, alertname, starts_at, status, severity, labels, \
-     annotations, generator_url, opened_at, updated_at, last_seen_at) \
+     annotations, generator_url, opened_at, updated_at, last_seen_at, target) \
      SELECT fingerprint, alertname, starts_at, 'open', severity, labels::jsonb, \
-     annotations::jsonb, generator_url, opened_at, opened_at, opened_at FROM input ORDER BY n \
+     annotations::jsonb, generator_url, opened_at, opened_at, opened_at, target FROM input ORDER BY n \
      ON CONFLICT ON CONSTRAINT incidents_alert_key DO NOTHING \
      RETURNING id, fingerprint, starts_at), \
      e AS (INSERT INTO incident_events (incident_id, at, kind, detail) \
@@ -81,6 +81,7 @@ impl PgStore {
             .bind(&new.generator_url)
             .bind(new.opened_at)
             .bind(Json(&new.detail))
+            .bind(&new.target)
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
@@ -112,6 +113,7 @@ impl PgStore {
             .bind(col(|n| n.generator_url.clone()))
             .bind(time(|n| n.opened_at))
             .bind(col(|n| n.detail.to_string()))
+            .bind(news.iter().map(|n| n.target.clone()).collect::<Vec<_>>())
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;

@@ -93,8 +93,8 @@ async fn open_in(
     let opened_at = ts(new.opened_at);
     let created: Option<i64> = sqlx::query_scalar(
         "INSERT INTO incidents (fingerprint, alertname, starts_at, status, severity, labels, \
-         annotations, generator_url, opened_at, updated_at, last_seen_at) \
-         VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?8, ?8) \
+         annotations, generator_url, opened_at, updated_at, last_seen_at, target) \
+         VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?8, ?8, ?8, ?9) \
          ON CONFLICT (fingerprint, starts_at) DO NOTHING RETURNING id",
     )
     .bind(&new.fingerprint)
@@ -105,6 +105,7 @@ async fn open_in(
     .bind(new.annotations.to_string())
     .bind(&new.generator_url)
     .bind(&opened_at)
+    .bind(&new.target)
     .fetch_optional(&mut **tx)
     .await
     .map_err(classify)?;

@@ -13,7 +13,7 @@
 //! parked (its claim left to lapse) and worked again when an approval arrives or the sweep finds
 //! it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +22,7 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::config::Settings;
+use crate::config::{Settings, Target};
 use crate::domain::diagnosis::{self, Diagnosis};
 use crate::domain::finding::Finding;
 use crate::domain::incident::IncidentStatus;
@@ -32,6 +32,8 @@ use crate::store::{Store, StoreError};
 use crate::workflow::pace::{self, Pace, StormWatch};
 use crate::workflow::playbooks;
 use crate::workflow::remediation::{Progress, Remediator};
+
+mod unrouted;
 
 /// Runs the probes and the diagnosis; stores nothing (`replay`, `probe`, and the engine's core).
 pub struct Examiner {
@@ -43,12 +45,24 @@ pub struct Examiner {
     clients: Arc<Clients>,
 }
 
-/// Works incidents: claims each (one process per incident, with a lease), diagnoses it, and
-/// hands it to the [`Remediator`].
-pub struct Engine {
-    store: Store,
+/// One target's diagnosis and remediation: its probes see only its settings, its remediator acts
+/// only on its resources, under its policy.
+struct Lane {
     examiner: Examiner,
     remediator: Option<Arc<Remediator>>,
+}
+
+/// Works incidents: claims each (one process per incident, with a lease), diagnoses it with its
+/// target's probes, and hands it to its target's [`Remediator`]. An incident routed to no target
+/// is escalated without any probe or action.
+pub struct Engine {
+    store: Store,
+    /// The top-level settings (probes, remediation window, handled alerts).
+    settings: Arc<Settings>,
+    /// Per target name.
+    lanes: HashMap<String, Lane>,
+    /// Escalates the incidents of alerts that named no target (its plan has no action).
+    unrouted: Option<Arc<Remediator>>,
     /// Who this process is in claims and locks.
     holder: String,
     lease: Duration,
@@ -87,6 +101,28 @@ impl Examiner {
         }
     }
 
+    /// The same probes and shared clients, with `target`'s settings and `kube` (the client for
+    /// its Kubernetes API).
+    pub fn for_target(&self, target: &Target, kube: Option<kube::Client>) -> Self {
+        Self {
+            settings: target.settings.clone(),
+            probes: self.probes.clone(),
+            kube,
+            http: self.http.clone(),
+            clients: self.clients.clone(),
+        }
+    }
+
+    /// The Kubernetes client of this examiner.
+    pub fn kube(&self) -> Option<kube::Client> {
+        self.kube.clone()
+    }
+
+    /// The HTTP client and AWS clients this examiner shares with every diagnosis.
+    pub fn clients(&self) -> (reqwest::Client, Arc<Clients>) {
+        (self.http.clone(), self.clients.clone())
+    }
+
     /// Replaces the probes (tests, benchmarks).
     pub fn with_probes(mut self, probes: Vec<Arc<dyn Probe>>) -> Self {
         self.probes = probes;
@@ -117,15 +153,36 @@ impl Examiner {
 }
 
 impl Engine {
-    /// An engine that diagnoses only (no remediation).
+    /// An engine that diagnoses only (no remediation): one lane per target of the examiner's
+    /// settings, each with the examiner's probes and Kubernetes client.
     pub fn new(store: Store, examiner: Examiner) -> Self {
-        let permits = Arc::new(Semaphore::new(examiner.settings.probes.concurrency));
-        let lease = Duration::from_secs(examiner.settings.remediation.lease_seconds);
-        let window = examiner.settings.remediation.window.max(1);
+        let settings = examiner.settings.clone();
+        let permits = Arc::new(Semaphore::new(settings.probes.concurrency));
+        let lease = Duration::from_secs(settings.remediation.lease_seconds);
+        let window = settings.remediation.window.max(1);
+        let mut lanes: HashMap<String, Lane> = settings
+            .fleet
+            .iter()
+            .map(|t| {
+                let lane = Lane {
+                    examiner: examiner.for_target(t, examiner.kube.clone()),
+                    remediator: None,
+                };
+                (t.name.clone(), lane)
+            })
+            .collect();
+        if lanes.is_empty() {
+            let lane = Lane {
+                examiner,
+                remediator: None,
+            };
+            lanes.insert(settings.kubernetes.namespace.clone(), lane);
+        }
         Self {
             store,
-            examiner,
-            remediator: None,
+            settings,
+            lanes,
+            unrouted: None,
             holder: holder_name(),
             lease,
             permits,
@@ -143,10 +200,41 @@ impl Engine {
         self
     }
 
-    /// Adds remediation after diagnosis.
-    pub fn with_remediator(mut self, remediator: Arc<Remediator>) -> Self {
-        self.remediator = Some(remediator);
+    /// Replaces the examiner of the target `name` (one with its own Kubernetes client).
+    pub fn with_examiner(mut self, name: &str, examiner: Examiner) -> Self {
+        if let Some(lane) = self.lanes.get_mut(name) {
+            lane.examiner = examiner;
+        }
         self
+    }
+
+    /// Adds remediation after diagnosis for the remediator's target (with one target, that one).
+    /// The first remediator given also escalates the incidents routed to no target, unless
+    /// [`Engine::with_unrouted`] names another.
+    pub fn with_remediator(mut self, remediator: Arc<Remediator>) -> Self {
+        let single = self.lanes.len() == 1;
+        if let Some(lane) = self.lanes.get_mut(remediator.target()) {
+            lane.remediator = Some(remediator.clone());
+        } else if single {
+            if let Some(lane) = self.lanes.values_mut().next() {
+                lane.remediator = Some(remediator.clone());
+            }
+        }
+        if self.unrouted.is_none() {
+            self.unrouted = Some(remediator);
+        }
+        self
+    }
+
+    /// The remediator that escalates incidents routed to no target (it plans no action).
+    pub fn with_unrouted(mut self, remediator: Arc<Remediator>) -> Self {
+        self.unrouted = Some(remediator);
+        self
+    }
+
+    /// The approval wake-up shared by every remediator.
+    fn waker(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.unrouted.as_ref().map(|r| r.waker())
     }
 
     /// This process's name in claims.
@@ -157,7 +245,14 @@ impl Engine {
     /// Diagnoses one incident and stores findings, diagnosis and timeline. `Ok(None)` when
     /// another process had already diagnosed it.
     pub async fn diagnose(&self, incident_id: i64) -> Result<Option<Report>, StoreError> {
-        let ex = &self.examiner;
+        let Some(incident) = self.store.get_incident(incident_id).await? else {
+            return Ok(None);
+        };
+        let target = incident.target.as_deref().unwrap_or_default();
+        let Some(lane) = self.lanes.get(target) else {
+            return self.diagnose_unrouted(&incident).await;
+        };
+        let ex = &lane.examiner;
         // Secret fingerprints in evidence are keyed by the installation's key.
         probes::use_installation_key(&self.store).await?;
         let names: Vec<&str> = ex.probes.iter().map(|p| p.name()).collect();
@@ -178,7 +273,7 @@ impl Engine {
             return Ok(None);
         }
         let d = &report.diagnosis;
-        crate::metrics::diagnosis(d.scenario.as_str());
+        crate::metrics::diagnosis(target, d.scenario.as_str());
         tracing::info!(
             incident_id,
             scenario = d.scenario.as_str(),
@@ -199,12 +294,7 @@ impl Engine {
             return Ok(true);
         }
         if !playbooks::handles(&incident.alertname)
-            && !self
-                .examiner
-                .settings
-                .alerts
-                .handled
-                .contains(&incident.alertname)
+            && !self.settings.alerts.handled.contains(&incident.alertname)
         {
             // Incidents of other kinds (e.g. a failed restore test) are not the engine's.
             return Ok(true);
@@ -215,7 +305,13 @@ impl Engine {
             let _permit = self.permits.clone().acquire_owned().await.ok();
             self.diagnose(incident_id).await?;
         }
-        match &self.remediator {
+        let lane = incident.target.as_deref().and_then(|t| self.lanes.get(t));
+        let remediator = match lane {
+            Some(lane) => lane.remediator.as_ref(),
+            None => self.unrouted.as_ref(),
+        };
+        match remediator {
+            None if lane.is_none() => self.settle_unrouted(incident_id).await.map(|()| true),
             None => Ok(true),
             Some(r) => Ok(r.remediate(incident_id, claim).await? == Progress::Done),
         }
@@ -288,8 +384,8 @@ impl Engine {
             lock(&self.parked).insert(incident_id);
             if self.wakes.load(Ordering::SeqCst) != wakes {
                 // An approval arrived while this plan was being worked: look again.
-                if let Some(r) = &self.remediator {
-                    r.waker().notify_waiters();
+                if let Some(w) = self.waker() {
+                    w.notify_waiters();
                 }
             }
         }
@@ -346,8 +442,7 @@ impl Engine {
         let mut sweep = tokio::time::interval((self.lease / 2).max(Duration::from_secs(1)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (woken_tx, mut woken) = mpsc::channel::<()>(1);
-        let forwarder = self.remediator.as_ref().map(|r| {
-            let wake = r.waker();
+        let forwarder = self.waker().map(|wake| {
             tokio::spawn(async move {
                 loop {
                     wake.notified().await;

@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 
 use crate::domain::alert::{Alert, AlertKey, AlertStatus, Notification};
 use crate::domain::incident::NewIncident;
+use crate::domain::target::Routes;
 use crate::store::{GroupCommit, Opened, Renotified, Resolution, Store, StoreError};
 
 /// What happened to one alert of a delivery.
@@ -106,6 +107,8 @@ pub struct Intake {
     /// First deliveries are written through this: concurrent ones share a transaction.
     opener: GroupCommit,
     handled: HashSet<String>,
+    /// Which target each alert is about, by its labels.
+    routes: Routes,
     known: Mutex<Known>,
     pending: Mutex<HashMap<i64, Pending>>,
     /// Held for writing while a flush moves counts from `pending` into the store, and for
@@ -171,6 +174,7 @@ impl Intake {
             opener: GroupCommit::new(store.clone()),
             store,
             handled: handled.iter().cloned().collect(),
+            routes: Routes::default(),
             known: Mutex::new(Known {
                 map: HashMap::new(),
                 order: VecDeque::new(),
@@ -183,6 +187,13 @@ impl Intake {
             pace: Arc::default(),
             ignored: crate::metrics::alerts_ignored(IGNORED_NAMES),
         }
+    }
+
+    /// Routes each new alert to the target its labels name (the incident records it); an alert
+    /// that matches none, or several, is stored with no target and escalated, never acted on.
+    pub fn with_routes(mut self, routes: Routes) -> Self {
+        self.routes = routes;
+        self
     }
 
     /// How fast incidents are opened here: the engine holds off under a storm (`pace`).
@@ -261,6 +272,12 @@ impl Intake {
             .id
             .get_or_try_init(|| async {
                 let now = Utc::now();
+                let route = self.routes.route(&alert.labels);
+                let mut detail = opened_detail(n, alert, adjustments);
+                match self.routes.unmatched_detail(&route, &alert.labels) {
+                    Some(unmatched) => detail["unmatched"] = unmatched,
+                    None => detail["target"] = serde_json::json!(route.target()),
+                }
                 let new = NewIncident {
                     fingerprint: alert.fingerprint.clone(),
                     alertname: alert.name.clone(),
@@ -270,10 +287,19 @@ impl Intake {
                     annotations: to_json(&alert.annotations),
                     generator_url: alert.generator_url.clone(),
                     opened_at: now,
-                    detail: opened_detail(n, alert, adjustments),
+                    detail,
+                    target: route.target().map(str::to_owned),
                 };
                 let opened = self.opener.open(new).await?;
-                created.store(matches!(opened, Opened::Created(_)), Ordering::Relaxed);
+                let fresh = matches!(opened, Opened::Created(_));
+                created.store(fresh, Ordering::Relaxed);
+                if fresh {
+                    if let Some(why) = route.reason() {
+                        crate::metrics::alert_unmatched();
+                        tracing::warn!(fingerprint = %alert.fingerprint, reason = %why,
+                            labels = ?alert.labels, "alert matches no single target: stored and escalated, nothing will be changed");
+                    }
+                }
                 Ok::<_, StoreError>(opened.id())
             })
             .await?;

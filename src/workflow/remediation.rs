@@ -41,6 +41,8 @@ const RETRY: Duration = Duration::from_secs(2);
 
 /// Runs plans. One per process; shared by the engine and the approval API (for wake-ups).
 pub struct Remediator {
+    /// The target whose incidents this remediator works (metrics, messages).
+    target: String,
     store: Store,
     settings: Arc<Settings>,
     policy: Arc<Policy>,
@@ -91,6 +93,7 @@ impl Remediator {
         holder: String,
     ) -> Self {
         Self {
+            target: settings.kubernetes.namespace.clone(),
             store,
             http: crate::probes::http_client(&settings),
             settings,
@@ -100,6 +103,34 @@ impl Remediator {
             wake: Arc::new(Notify::new()),
             clients: Arc::default(),
         }
+    }
+
+    /// Names the target this remediator works for (the settings are that target's).
+    pub fn for_target(mut self, name: &str) -> Self {
+        self.target = name.to_owned();
+        self
+    }
+
+    /// Shares the approval wake-up of another remediator (one per process, many targets).
+    pub fn with_waker(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = wake;
+        self
+    }
+
+    /// Shares the HTTP and AWS clients of the whole process.
+    pub fn with_clients(
+        mut self,
+        http: reqwest::Client,
+        clients: Arc<crate::probes::Clients>,
+    ) -> Self {
+        self.http = http;
+        self.clients = clients;
+        self
+    }
+
+    /// The target this remediator works for.
+    pub fn target(&self) -> &str {
+        &self.target
     }
 
     /// Wakes the plans parked for an approval (the API calls it after recording one; the engine
@@ -276,7 +307,7 @@ impl Remediator {
                             "the incident is remediated",
                         )
                         .await?;
-                    crate::metrics::remediation();
+                    crate::metrics::remediation(&self.target);
                     tracing::info!(incident_id, "incident remediated and verified");
                 }
                 Ran::State(StepState::Succeeded) if step.kind == StepKind::Escalate => {

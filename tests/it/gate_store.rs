@@ -22,6 +22,7 @@ on_both_stores!(
     the_gate_skips_a_step_of_a_closed_incident_and_waits_for_a_held_target,
     a_remediated_incident_skips_the_rest_of_its_plan_in_the_same_write,
     each_watchdog_period_is_taken_once_and_only_open_or_escalated_incidents_are_live,
+    budgets_are_each_targets_own_and_the_fleet_cap_holds_across_targets,
 );
 
 /// Opens an incident of alert `alertname` (`fingerprint`, `starts_at`); its id.
@@ -42,14 +43,24 @@ async fn open_incident(
 
 /// An open incident with a plan of one `expand_pvc` step on `target`; (incident, step).
 async fn incident_with_step(store: &Store, n: u32, target: &str) -> (i64, Step) {
+    incident_of_target_with_step(store, n, "link-services", target).await
+}
+
+/// [`incident_with_step`] for an incident routed to the configured target `of`.
+async fn incident_of_target_with_step(
+    store: &Store,
+    n: u32,
+    of: &str,
+    target: &str,
+) -> (i64, Step) {
     let now = chrono::Utc::now();
-    let id = open_incident(
-        store,
-        &format!("fp{n}"),
-        "PostgreSQLBackupFailed",
-        now - chrono::Duration::seconds(i64::from(n)),
-    )
-    .await;
+    let id = new_incident()
+        .fingerprint(&format!("fp{n}"))
+        .starts_at(now - chrono::Duration::seconds(i64::from(n)))
+        .labels(json!({}))
+        .target(Some(of))
+        .open(store)
+        .await;
     let planned = PlannedStep {
         group: 1,
         kind: StepKind::Action,
@@ -83,6 +94,7 @@ fn request<'a>(step: &'a Step, claim: &'a Claim, detail: &'a serde_json::Value) 
         counted: true,
         cooldown_seconds: 0,
         budget: (10, 3600),
+        fleet_cap: 100,
         max_attempts: 3,
         lock_seconds: 600,
         intent: detail,
@@ -498,4 +510,52 @@ async fn each_watchdog_period_is_taken_once_and_only_open_or_escalated_incidents
         .await
         .unwrap();
     assert_eq!(store.live_incident("fp-watchdog").await.unwrap(), None);
+}
+
+async fn budgets_are_each_targets_own_and_the_fleet_cap_holds_across_targets(backend: Backend) {
+    let (_db, store) = fresh_store(backend).await;
+    let intent = json!({});
+    let start = |n: u32, of: &'static str, on: &'static str, budget: i64, cap: i64| {
+        let store = store.clone();
+        let intent = intent.clone();
+        async move {
+            let (id, step) = incident_of_target_with_step(&store, n, of, on).await;
+            let claim = store
+                .claim(id, "r", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            let mut r = request(&step, &claim, &intent);
+            r.budget = (budget, 3600);
+            r.fleet_cap = cap;
+            store.gate(&r).await.unwrap()
+        }
+    };
+
+    // billing spends its budget of 1; shop's budget is its own.
+    assert_eq!(
+        start(1, "billing", "pvc/billing/a", 1, 10).await,
+        GateOutcome::Started
+    );
+    assert_eq!(
+        start(2, "shop", "pvc/shop/a", 1, 10).await,
+        GateOutcome::Started
+    );
+    let out = start(3, "billing", "pvc/billing/b", 1, 10).await;
+    assert_eq!(refused(&out), Some(Refusal::Budget), "{out:?}");
+    assert!(
+        matches!(&out, GateOutcome::Ended { reason, .. } if reason.contains("this target's incidents")),
+        "{out:?}"
+    );
+
+    // Two steps are running (billing's and shop's): with a fleet cap of 2 a third target waits.
+    let out = start(4, "orders", "pvc/orders/a", 5, 2).await;
+    assert!(
+        matches!(&out, GateOutcome::Busy(why) if why.contains("max_concurrent_actions = 2")),
+        "{out:?}"
+    );
+    assert_eq!(
+        start(5, "catalog", "pvc/catalog/a", 5, 3).await,
+        GateOutcome::Started
+    );
 }

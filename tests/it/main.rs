@@ -23,3 +23,4 @@ mod restore;
 mod scenarios;
 mod silent_failures;
 mod store_load;
+mod targets;

@@ -508,8 +508,17 @@ async fn one_slack_message_is_posted_then_updated_in_place_and_pagerduty_follows
         summary.contains("scenario 4: S3 access") && summary.contains("BREACHED"),
         "{summary}"
     );
+    assert!(
+        summary.contains("backup of link-services failing"),
+        "the page names its target: {summary}"
+    );
+    assert_eq!(
+        pd[0].body["payload"]["custom_details"]["target"],
+        "link-services"
+    );
+    assert!(header(&updates[1].body).contains("link-services"));
     assert_eq!(pd[1].body["event_action"], "resolve");
-    let key = format!("backup-remediator-{id}");
+    let key = format!("backup-remediator-link-services-{id}");
     assert!(pd.iter().all(|r| r.body["dedup_key"] == key.as_str()));
 
     let timeline = store.timeline(id).await.unwrap();

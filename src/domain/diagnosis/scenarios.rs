@@ -26,6 +26,8 @@ string_enum!(
         S3Access => "s3_access",
         /// Every probe healthy, or nothing explains the failure.
         TransientUnknown => "transient_unknown",
+        /// The alert names no configured target (or several): nothing was probed or changed.
+        NoTarget => "no_target",
     }
 );
 
@@ -39,7 +41,7 @@ impl Scenario {
             Scenario::Storage => Some(3),
             Scenario::S3Access => Some(4),
             Scenario::Encryption => Some(5),
-            Scenario::TransientUnknown => None,
+            Scenario::TransientUnknown | Scenario::NoTarget => None,
         }
     }
 
@@ -53,6 +55,7 @@ impl Scenario {
             Scenario::S3Access => "S3 access",
             Scenario::Encryption => "encryption",
             Scenario::TransientUnknown => "transient or unknown",
+            Scenario::NoTarget => "no target matched",
         }
     }
 

@@ -23,6 +23,8 @@ use crate::store::{Store, StoreError};
 
 /// Runs restore tests and records them.
 pub struct RestoreTester {
+    /// The target whose backups this tester restores.
+    target: String,
     settings: Arc<Settings>,
     store: Store,
     kube: Option<kube::Client>,
@@ -75,11 +77,23 @@ impl StartError {
 impl RestoreTester {
     pub fn new(settings: Arc<Settings>, store: Store, kube: Option<kube::Client>) -> Self {
         Self {
+            target: settings.kubernetes.namespace.clone(),
             settings,
             store,
             kube,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Names the target this tester works for (its settings are that target's).
+    pub fn for_target(mut self, name: &str) -> Self {
+        self.target = name.to_owned();
+        self
+    }
+
+    /// The target this tester works for.
+    pub fn target(&self) -> &str {
+        &self.target
     }
 
     /// Whether a scratch PostgreSQL is configured.
@@ -222,6 +236,7 @@ impl RestoreTester {
                 opened_at: now,
                 detail: json!({ "source": "restore_test", "restore_test_id": t.id,
                                 "database": t.database, "object": object }),
+                target: Some(self.target.clone()),
             })
             .await?;
         self.store
@@ -245,7 +260,7 @@ impl RestoreTester {
                          "restore_test_id": t.id, "object": object }),
             )
             .await?;
-        crate::metrics::escalation("not_restorable");
+        crate::metrics::escalation(&self.target, "not_restorable");
         Ok(opened.id())
     }
 

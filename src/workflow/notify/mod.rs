@@ -265,7 +265,13 @@ impl Notifier {
                 let scenario = diagnosis
                     .as_ref()
                     .map_or("unknown", |d| d.scenario.as_str());
-                crate::metrics::escalation(scenario);
+                crate::metrics::escalation(
+                    incident
+                        .target
+                        .as_deref()
+                        .unwrap_or(crate::metrics::NO_TARGET),
+                    scenario,
+                );
                 tracing::warn!(
                     incident_id = incident.id,
                     scenario,
@@ -371,7 +377,7 @@ impl Notifier {
                     deliveries.push(NewDelivery {
                         channel: "pagerduty".into(),
                         kind: "resolve".into(),
-                        payload: pagerduty::resolve(incident_id),
+                        payload: pagerduty::resolve(incident.target.as_deref(), incident_id),
                     });
                     pd = "resolved".into();
                 }

@@ -8,9 +8,14 @@ use serde_json::{json, Value};
 use super::view::View;
 use super::SendError;
 
-/// The incident's deduplication key: the same for every event of the incident.
-pub fn dedup_key(incident_id: i64) -> String {
-    format!("backup-remediator-{incident_id}")
+/// The incident's deduplication key: the same for every event of the incident, and naming its
+/// target so that a page is recognisable by it (an incident routed to no target, and one opened
+/// before targets existed, keep the plain form).
+pub fn dedup_key(target: Option<&str>, incident_id: i64) -> String {
+    match target {
+        Some(t) => format!("backup-remediator-{t}-{incident_id}"),
+        None => format!("backup-remediator-{incident_id}"),
+    }
 }
 
 /// PagerDuty's severities; the alert's `severity` label when it is one of them.
@@ -27,7 +32,8 @@ pub fn severity(label: &str) -> &'static str {
 pub fn trigger(v: &View<'_>) -> Value {
     let i = v.incident;
     let summary = format!(
-        "PostgreSQL backup failing: {} — last good backup {}",
+        "PostgreSQL backup of {} failing: {} — last good backup {}",
+        v.target_words(),
         v.scenario_words(),
         v.rpo_words()
     );
@@ -40,16 +46,19 @@ pub fn trigger(v: &View<'_>) -> Value {
     }
     json!({
         "event_action": "trigger",
-        "dedup_key": dedup_key(i.id),
+        "dedup_key": dedup_key(i.target.as_deref(), i.id),
         "payload": {
             "summary": summary.chars().take(1000).collect::<String>(),
             "source": "backup-remediator",
             "severity": severity(&i.severity),
             "component": "postgres-backup",
-            "group": i.labels.get("namespace").and_then(Value::as_str).unwrap_or("postgres"),
+            "group": i.target.as_deref()
+                .or_else(|| i.labels.get("namespace").and_then(Value::as_str))
+                .unwrap_or("postgres"),
             "class": v.diagnosis.map_or("unknown", |d| d.scenario.as_str()),
             "custom_details": {
                 "incident": i.id,
+                "target": i.target,
                 "alertname": i.alertname,
                 "diagnosis": v.diagnosis.map(|d| d.summary.clone()),
                 "evidence": v.evidence_lines(),
@@ -64,8 +73,8 @@ pub fn trigger(v: &View<'_>) -> Value {
 }
 
 /// The `resolve` event.
-pub fn resolve(incident_id: i64) -> Value {
-    json!({ "event_action": "resolve", "dedup_key": dedup_key(incident_id) })
+pub fn resolve(target: Option<&str>, incident_id: i64) -> Value {
+    json!({ "event_action": "resolve", "dedup_key": dedup_key(target, incident_id) })
 }
 
 /// Sends an event, adding the routing key.
@@ -117,8 +126,12 @@ mod tests {
 
     #[test]
     fn the_dedup_key_is_the_same_for_every_event_of_an_incident() {
-        assert_eq!(dedup_key(42), "backup-remediator-42");
-        assert_eq!(resolve(42)["dedup_key"], "backup-remediator-42");
-        assert_eq!(resolve(42)["event_action"], "resolve");
+        assert_eq!(dedup_key(None, 42), "backup-remediator-42");
+        assert_eq!(resolve(None, 42)["dedup_key"], "backup-remediator-42");
+        assert_eq!(
+            resolve(Some("billing"), 42)["dedup_key"],
+            "backup-remediator-billing-42"
+        );
+        assert_eq!(resolve(None, 42)["event_action"], "resolve");
     }
 }

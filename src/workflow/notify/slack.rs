@@ -53,6 +53,7 @@ pub fn render(v: &View<'_>) -> Value {
     })];
     let i = v.incident;
     let mut fields = vec![
+        json!({ "type": "mrkdwn", "text": format!("*Target*\n{}", escape(&v.target_words())) }),
         json!({ "type": "mrkdwn", "text": format!("*Status*\n{}", v.status_words()) }),
         json!({ "type": "mrkdwn", "text": format!("*Scenario*\n{}", escape(&v.scenario_words())) }),
         json!({ "type": "mrkdwn", "text": format!("*Alert*\n{} ({})", escape(&i.alertname), escape(&i.severity)) }),

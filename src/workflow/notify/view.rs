@@ -79,10 +79,19 @@ impl View<'_> {
             IncidentStatus::Resolved => "Resolved",
         };
         format!(
-            "{mark} {status}: backup failed — {} (#{})",
+            "{mark} {status}: {} backup failed — {} (#{})",
+            self.target_words(),
             self.scenario_words(),
             self.incident.id
         )
+    }
+
+    /// The target's name, or that the alert named none.
+    pub fn target_words(&self) -> String {
+        match &self.incident.target {
+            Some(t) => t.clone(),
+            None => "no target".to_owned(),
+        }
     }
 
     /// now − last good backup, in seconds.
@@ -272,6 +281,7 @@ mod tests {
             resolved_at: None,
             last_seen_at: at,
             renotified_count: 0,
+            target: Some("billing".into()),
         }
     }
 

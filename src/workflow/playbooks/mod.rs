@@ -9,6 +9,7 @@
 mod authentication;
 mod connection;
 mod encryption;
+mod no_target;
 mod s3_access;
 mod schedule;
 mod storage;
@@ -109,6 +110,7 @@ pub fn registry() -> Vec<Box<dyn Playbook>> {
         Box::new(transient::Transient),
         Box::new(schedule::BackupSchedule),
         Box::new(version_mismatch::VersionMismatch),
+        Box::new(no_target::NoTarget),
     ]
 }
 
@@ -159,8 +161,11 @@ pub mod targets {
 /// policy's decision on each. `None` when no playbook answers.
 pub fn plan(alertname: &str, input: &PlanInput<'_>, policy: &Policy) -> Option<Vec<PlannedStep>> {
     let registry = registry();
+    // An alert routed to no target is escalated whatever its name.
+    let any_name = input.diagnosis.scenario == Scenario::NoTarget;
     let book = registry.iter().find(|p| {
-        p.alertnames().contains(&alertname) && p.scenario() == input.diagnosis.scenario
+        (any_name || p.alertnames().contains(&alertname))
+            && p.scenario() == input.diagnosis.scenario
     })?;
     let mut steps = Vec::new();
     for (i, group) in book.groups(input).into_iter().enumerate() {
@@ -248,6 +253,7 @@ mod tests {
             Scenario::S3Access,
             Scenario::Encryption,
             Scenario::TransientUnknown,
+            Scenario::NoTarget,
         ] {
             let s = steps(scenario, &live());
             assert_eq!(

@@ -64,6 +64,7 @@ impl Remediator {
                 counted: matches!(step.kind, StepKind::Action | StepKind::Verify),
                 cooldown_seconds: secs(self.policy.cooldown(action)),
                 budget: (budget, secs(window)),
+                fleet_cap: self.settings.remediation.max_concurrent_actions,
                 max_attempts: i64::from(self.policy.max_attempts_per_incident),
                 lock_seconds: i64::try_from(self.settings.remediation.job_deadline_seconds + 300)
                     .unwrap_or(i64::MAX / 2),
@@ -175,7 +176,7 @@ impl Remediator {
                 why.to_string(),
             ),
         };
-        crate::metrics::action(step.name.as_str(), state.as_str());
+        crate::metrics::action(&self.target, step.name.as_str(), state.as_str());
         let from = [StepState::Running];
         let moved = self
             .move_step(

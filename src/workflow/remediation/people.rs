@@ -63,7 +63,7 @@ impl Remediator {
             .settle(incident_id, IncidentStatus::Escalated, Utc::now(), &detail)
             .await?;
         let scenario = diagnosis.map_or("unknown", |d| d.scenario.as_str());
-        crate::metrics::escalation(scenario);
+        crate::metrics::escalation(&self.target, scenario);
         tracing::warn!(incident_id, scenario, reason = %reason, "incident escalated");
         let from = [StepState::Planned, StepState::Running];
         let done = StepState::Succeeded;

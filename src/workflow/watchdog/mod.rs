@@ -64,9 +64,22 @@ pub struct PeriodReport {
     pub unanswered: BTreeMap<String, String>,
 }
 
+/// One target the watchdog looks after.
+struct Watched {
+    name: String,
+    settings: Arc<Settings>,
+    /// The implied target of a configuration without `[[targets]]`: its incidents keep the
+    /// fingerprints they had before targets existed.
+    implied: bool,
+    /// The labels that route its incidents back to it.
+    labels: BTreeMap<String, String>,
+}
+
 /// Checks backup freshness every period; see the module documentation.
 pub struct Watchdog {
+    /// The top-level settings (period, Prometheus, probes' deadline).
     settings: Arc<Settings>,
+    targets: Vec<Watched>,
     store: Store,
     intake: Arc<Intake>,
     kube: Option<kube::Client>,
@@ -79,6 +92,31 @@ pub struct Watchdog {
 pub fn fingerprint(database: &str) -> String {
     let digest = sha2::Sha256::digest(format!("watchdog:{database}").as_bytes());
     hex::encode(digest)[..16].to_owned()
+}
+
+/// [`fingerprint`] of a database of a configured target (two targets may name a database alike).
+pub fn target_fingerprint(target: &str, database: &str) -> String {
+    let digest = sha2::Sha256::digest(format!("watchdog:{target}:{database}").as_bytes());
+    hex::encode(digest)[..16].to_owned()
+}
+
+impl Watched {
+    fn fingerprint(&self, database: &str) -> String {
+        if self.implied {
+            fingerprint(database)
+        } else {
+            target_fingerprint(&self.name, database)
+        }
+    }
+
+    /// Where a database is reported: its name, or `target/database` with several targets.
+    fn key(&self, database: &str) -> String {
+        if self.implied {
+            database.to_owned()
+        } else {
+            format!("{}/{database}", self.name)
+        }
+    }
 }
 
 /// The start of the period `now` falls in (periods are aligned to the Unix epoch, so every
@@ -100,8 +138,20 @@ impl Watchdog {
             .timeout(Duration::from_millis(settings.probes.deadline_ms))
             .build()
             .unwrap_or_default();
+        let implied = settings.targets.is_empty();
+        let targets = settings
+            .fleet
+            .iter()
+            .map(|t| Watched {
+                name: t.name.clone(),
+                settings: t.settings.clone(),
+                implied,
+                labels: t.matcher.labels.clone(),
+            })
+            .collect();
         Self {
             settings,
+            targets,
             store,
             intake,
             kube,
@@ -180,90 +230,121 @@ impl Watchdog {
         Ok(Some(report))
     }
 
-    /// One S3 listing and one Prometheus query, then a verdict per database.
+    /// One Prometheus query for the fleet and one S3 listing per distinct place, then a verdict
+    /// per database of every target.
     async fn check(&self, period: DateTime<Utc>) -> Result<PeriodReport, StoreError> {
-        let ctx = ProbeContext::new(self.settings.clone(), self.kube.clone(), self.http.clone())
-            .with_clients(self.clients.clone());
         let url = &self.settings.prometheus.url;
-        let (listing, samples) = tokio::join!(
-            self.list(&ctx),
-            crate::infra::prometheus::query(&self.http, url, LAST_SUCCESS)
-        );
-        // Both answers' failures go into the period's record in words.
-        let listing = listing.map_err(|e| e.to_string());
-        let samples = samples.map_err(|e| e.to_string());
-        let now = Utc::now();
-        let databases = &self.settings.target.databases;
+        let samples = crate::infra::prometheus::query(&self.http, url, LAST_SUCCESS)
+            .await
+            .map_err(|e| e.to_string());
         let mut report = PeriodReport {
             period,
             verdicts: Vec::new(),
             opened: BTreeMap::new(),
             resolved: BTreeMap::new(),
-            s3_list_requests: listing.as_ref().map_or(0, |l| l.pages),
+            s3_list_requests: 0,
             unanswered: BTreeMap::new(),
         };
-        for (source, answer) in [
-            ("s3", listing.as_ref().err()),
-            ("prometheus", samples.as_ref().err()),
-        ] {
-            if let Some(why) = answer {
-                crate::metrics::watchdog_unanswered(source);
-                tracing::warn!(source, error = %why, %period, "the watchdog could not look: a period without findings proves nothing");
-                report.unanswered.insert(source.to_owned(), why.clone());
-            }
+        if let Err(why) = &samples {
+            self.unanswered(&mut report, "prometheus", why);
         }
-        for db in databases {
-            let newest = listing.as_ref().map(|l| {
-                l.recent.iter().rev().find(|o| {
-                    crate::runbook::restore::database_of(&o.key, databases) == Some(db.as_str())
-                })
-            });
-            let v = judge(
-                db,
-                newest.map_err(String::as_str),
-                samples.as_deref().map_err(String::as_str),
-                now,
-                self.settings.notify.rpo_hours,
-            );
-            for r in &v.reasons {
-                crate::metrics::watchdog_finding(r.as_str());
-            }
-            if !v.reasons.is_empty() {
-                if let Some(id) = self.open(&v, period).await? {
-                    report.opened.insert(db.clone(), id);
+        // Listings by place, shared by the targets that back up there.
+        let mut listings: BTreeMap<String, Result<Listing, String>> = BTreeMap::new();
+        let now = Utc::now();
+        for t in &self.targets {
+            let ctx = ProbeContext::new(t.settings.clone(), self.kube.clone(), self.http.clone())
+                .with_clients(self.clients.clone());
+            let listing = match job_s3(&ctx).await {
+                Err(e) => Err(Unlisted::from(e).to_string()),
+                Ok(job) => {
+                    let place = format!(
+                        "{}|{}|{}|{}",
+                        t.settings.s3.endpoint, job.bucket, job.prefix, job.credentials
+                    );
+                    if !listings.contains_key(&place) {
+                        let listed = crate::runbook::restore::list_every_backup(&job)
+                            .await
+                            .map_err(|e| Unlisted::from(e).to_string());
+                        report.s3_list_requests += listed.as_ref().map_or(0, |l| l.pages);
+                        listings.insert(place.clone(), listed);
+                    }
+                    listings[&place].clone()
                 }
-            } else if v.fresh {
-                if let Some(id) = self.resolve(&v).await? {
-                    report.resolved.insert(db.clone(), id);
-                }
+            };
+            if let Err(why) = &listing {
+                self.unanswered(&mut report, "s3", why);
             }
-            report.verdicts.push(v);
+            let databases = &t.settings.target.databases;
+            for db in databases {
+                let newest = listing.as_ref().map(|l| {
+                    l.recent.iter().rev().find(|o| {
+                        crate::runbook::restore::database_of(&o.key, databases) == Some(db.as_str())
+                    })
+                });
+                let v = judge(
+                    db,
+                    newest.map_err(String::as_str),
+                    samples.as_deref().map_err(String::as_str),
+                    now,
+                    t.settings.notify.rpo_hours,
+                );
+                for r in &v.reasons {
+                    crate::metrics::watchdog_finding(r.as_str());
+                }
+                if !v.reasons.is_empty() {
+                    if let Some(id) = self.open(t, &v, period).await? {
+                        report.opened.insert(t.key(db), id);
+                    }
+                } else if v.fresh {
+                    if let Some(id) = self.resolve(t, &v).await? {
+                        report.resolved.insert(t.key(db), id);
+                    }
+                }
+                report.verdicts.push(v);
+            }
         }
         Ok(report)
     }
 
-    /// Every backup under the prefix (one request per 1000 keys), or why not.
-    async fn list(&self, ctx: &ProbeContext) -> Result<Listing, Unlisted> {
-        let job = job_s3(ctx).await?;
-        Ok(crate::runbook::restore::list_every_backup(&job).await?)
+    /// Records that `source` could not be looked at this period (once per source).
+    fn unanswered(&self, report: &mut PeriodReport, source: &str, why: &str) {
+        if report.unanswered.contains_key(source) {
+            return;
+        }
+        crate::metrics::watchdog_unanswered(if source == "s3" { "s3" } else { "prometheus" });
+        tracing::warn!(source, error = %why, period = %report.period, "the watchdog could not look: a period without findings proves nothing");
+        report.unanswered.insert(source.to_owned(), why.to_owned());
     }
 
     /// Opens the database's incident through the intake unless one is open or escalated.
-    async fn open(&self, v: &Verdict, period: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
-        let fp = fingerprint(&v.database);
+    async fn open(
+        &self,
+        t: &Watched,
+        v: &Verdict,
+        period: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let fp = t.fingerprint(&v.database);
         if self.store.live_incident(&fp).await?.is_some() {
             return Ok(None);
         }
         let reasons: Vec<&str> = v.reasons.iter().map(|r| r.as_str()).collect();
-        let labels = [
+        let mut labels = vec![
             ("alertname", BACKUP_STALE.to_owned()),
             ("severity", "critical".to_owned()),
             ("component", "postgresql-backup".to_owned()),
-            ("namespace", self.settings.kubernetes.namespace.clone()),
+            ("namespace", t.settings.kubernetes.namespace.clone()),
             ("database", v.database.clone()),
             ("reason", reasons.join(",")),
             ("source", "watchdog".to_owned()),
         ];
+        // The target's own match labels, so that intake routes the incident to it.
+        let routing: Vec<(String, String)> = t
+            .labels
+            .iter()
+            .filter(|(k, _)| !labels.iter().any(|(l, _)| l == k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.extend(routing.iter().map(|(k, v)| (k.as_str(), v.clone())));
         let annotations = [
             (
                 "summary",
@@ -288,8 +369,8 @@ impl Watchdog {
     }
 
     /// Resolves the database's live incident: its backups are fresh again.
-    async fn resolve(&self, v: &Verdict) -> Result<Option<i64>, StoreError> {
-        let fp = fingerprint(&v.database);
+    async fn resolve(&self, t: &Watched, v: &Verdict) -> Result<Option<i64>, StoreError> {
+        let fp = t.fingerprint(&v.database);
         let Some((_, starts_at)) = self.store.live_incident(&fp).await? else {
             return Ok(None);
         };

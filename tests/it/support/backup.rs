@@ -17,6 +17,25 @@ pub fn dump_as(dir: &Path, role: &str, db: &str, key: &str) -> Vec<u8> {
     openssl_encrypt(&pg_dump(dir, role, db, db, false), key)
 }
 
+/// `pg_dump -Fc` of `db` as `role` logging in with `password` (as the backup Job does with the
+/// Secret's), encrypted with `key`.
+pub fn dump_with_password(dir: &Path, role: &str, password: &str, db: &str, key: &str) -> Vec<u8> {
+    let dump = dir.join(format!("{db}-{}.dump", uuid::Uuid::new_v4().simple()));
+    let out = Command::new("pg_dump")
+        .args(["-Fc", "-h", "127.0.0.1", "-U", role, "-f"])
+        .arg(&dump)
+        .arg(db)
+        .env("PGPASSWORD", password)
+        .output()
+        .expect("pg_dump is installed (scripts/test.sh installs PostgreSQL)");
+    assert!(
+        out.status.success(),
+        "pg_dump of {db} as {role} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    openssl_encrypt(&dump, key)
+}
+
 /// `pg_dump -Fc` of `db` as `user` into `dir/<name>.dump`; `PGPASSWORD` is passed on only
 /// `with_password`.
 fn pg_dump(dir: &Path, user: &str, db: &str, name: &str, with_password: bool) -> PathBuf {

@@ -23,8 +23,12 @@ pub fn new_incident() -> IncidentBuilder {
         generator_url: String::new(),
         opened_at: now,
         detail: json!({}),
+        target: Some(DEFAULT_TARGET.to_owned()),
     })
 }
+
+/// The target of the default configuration: named after `kubernetes.namespace`.
+pub const DEFAULT_TARGET: &str = "link-services";
 
 impl IncidentBuilder {
     pub fn fingerprint(mut self, fingerprint: &str) -> Self {
@@ -64,6 +68,12 @@ impl IncidentBuilder {
 
     pub fn annotations(mut self, annotations: Value) -> Self {
         self.0.annotations = annotations;
+        self
+    }
+
+    /// The target the alert was routed to (`None`: no target matched).
+    pub fn target(mut self, target: Option<&str>) -> Self {
+        self.0.target = target.map(str::to_owned);
         self
     }
 

@@ -1,0 +1,507 @@
+//! Targets, end to end: one service guarding two backups ("billing" and "shop", each its own
+//! namespace, backup role, Secret, CronJob, databases and S3 prefix) behind one Alertmanager.
+//! An alert acts only on the target its labels name; an alert that names none is stored,
+//! escalated and changes nothing anywhere. Real parts: PostgreSQL (two backup roles, four
+//! databases), moto's S3 and IAM, the real `pg_dump` and `openssl enc`; the Kubernetes API is the
+//! stand-in, with objects in both namespaces.
+
+use std::time::Duration;
+
+use backup_remediator::app::startup::Application;
+use backup_remediator::config::Settings;
+use serde_json::{json, Value};
+
+use crate::support::kube_server::{fixtures as fx, KubeServer};
+use crate::support::world::{step, DropRole, LIVE, ROLE_GONE_LOG};
+use crate::support::{backup, moto, pg};
+
+const BUCKET: &str = "fleet-backups";
+const HOOK: &str = "targets-hook-token";
+const API: &str = "targets-api-token";
+
+/// One target's side of the world.
+struct Side {
+    name: &'static str,
+    /// The backup role its Secret names (absent until the service repairs it).
+    role: String,
+    password: String,
+    key: String,
+    dbs: Vec<String>,
+    prefix: String,
+    _pg: pg::Scratch,
+    _role: DropRole,
+}
+
+/// Two targets behind one service.
+struct Fleet {
+    base: String,
+    client: reqwest::Client,
+    kube: KubeServer,
+    moto: moto::Moto,
+    billing: Side,
+    shop: Side,
+    dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `obj` moved into namespace `ns`.
+fn in_ns(mut obj: Value, ns: &str) -> Value {
+    obj["metadata"]["namespace"] = json!(ns);
+    obj
+}
+
+async fn side(name: &'static str, moto: &moto::Moto, kube: &KubeServer) -> Side {
+    let scratch = pg::Scratch::create(&[&format!("{name}_a"), &format!("{name}_b")]).await;
+    let role = format!(
+        "gone_{name}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let key = format!("{name}-encryption-key-0123456789abcdef-0123");
+    let prefix = format!("{name}-backups/");
+    let creds = moto
+        .user_with_policy(
+            &format!("{name}-backup-user"),
+            &format!("{name}-backup-policy"),
+            &json!({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"],
+                 "Resource": format!("arn:aws:s3:::{BUCKET}/{prefix}*")},
+                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": format!("arn:aws:s3:::{BUCKET}")}]}),
+        )
+        .await;
+    let ns = name;
+    let mut secret = fx::secret(
+        &format!("{name}-backup-secret"),
+        &[
+            ("postgres-user", role.as_str()),
+            ("postgres-password", scratch.password.as_str()),
+            ("s3-bucket", BUCKET),
+            ("encryption-key", key.as_str()),
+            ("aws-access-key-id", creds.access_key_id()),
+            ("aws-secret-access-key", creds.secret_access_key()),
+        ],
+    );
+    secret = in_ns(secret, ns);
+    kube.put(secret);
+    let failed = format!("{name}-pg-backup-29002440");
+    kube.put(in_ns(
+        fx::job(&failed, "2026-11-24T02:00:00Z", "failed"),
+        ns,
+    ));
+    let pod = format!("{failed}-x7k2p");
+    kube.put(in_ns(
+        fx::job_pod(&pod, &failed, "2026-11-24T02:00:01Z", "error"),
+        ns,
+    ));
+    kube.set_log(ns, &pod, ROLE_GONE_LOG);
+    kube.put(in_ns(fx::cronjob(&format!("{name}-pg-backup")), ns));
+    kube.put(in_ns(fx::statefulset(&format!("{name}-pg"), 1), ns));
+    Side {
+        name,
+        _role: DropRole(role.clone()),
+        role,
+        password: scratch.password.clone(),
+        key,
+        dbs: scratch.dbs.clone(),
+        prefix,
+        _pg: scratch,
+    }
+}
+
+fn target_toml(s: &Side) -> String {
+    format!(
+        r#"
+[[targets]]
+name = "{name}"
+match = {{ namespace = "{name}" }}
+[targets.kubernetes]
+namespace = "{name}"
+backup_cronjob = "{name}-pg-backup"
+backup_secret = "{name}-backup-secret"
+primary_statefulset = "{name}-pg"
+[targets.target]
+databases = ["{a}", "{b}"]
+[targets.s3]
+prefix = "{prefix}"
+[targets.iam]
+user = "{name}-backup-user"
+policy = "{name}-backup-policy"
+"#,
+        name = s.name,
+        a = s.dbs[0],
+        b = s.dbs[1],
+        prefix = s.prefix,
+    )
+}
+
+impl Fleet {
+    async fn start() -> Self {
+        backup_remediator::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let moto = moto::Moto::start().await;
+        moto.create_bucket(BUCKET).await;
+        let kube = KubeServer::start().await;
+        kube.put(fx::storage_class("gp3", true));
+        let billing = side("billing", &moto, &kube).await;
+        let shop = side("shop", &moto, &kube).await;
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, LIVE).unwrap();
+        let toml = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[database]
+url = "sqlite:{store}"
+[auth]
+webhook_token = "{HOOK}"
+api_token = "{API}"
+[remediation]
+policy_file = "{policy}"
+admin_database_url = "{admin}"
+job_deadline_seconds = 60
+[probes]
+deadline_ms = 30000
+enabled = ["backup_job", "secret", "database", "s3", "encryption"]
+[kubernetes]
+api_url = "{kube}"
+[target]
+host = "127.0.0.1"
+port = 5432
+connect_timeout_ms = 2000
+[s3]
+endpoint = "{moto}"
+force_path_style = true
+[iam]
+endpoint = "{moto}"
+access_key_id = "{id}"
+secret_access_key = "{secret}"
+[watchdog]
+enabled = false
+{billing}{shop}"#,
+            store = dir.path().join("incidents.sqlite").display(),
+            policy = policy.display(),
+            admin = pg::admin_url(),
+            kube = kube.url,
+            moto = moto.url,
+            id = moto::admin_credentials().access_key_id(),
+            secret = moto::admin_credentials().secret_access_key(),
+            billing = target_toml(&billing),
+            shop = target_toml(&shop),
+        );
+        let settings = Settings::from_toml(&toml).unwrap();
+        let app = Application::build(settings).await.expect("service starts");
+        let base = format!("http://{}", app.local_addr());
+        let task = tokio::spawn(async move {
+            app.run_until(std::future::pending()).await.ok();
+        });
+        Fleet {
+            base,
+            client: reqwest::Client::new(),
+            kube,
+            moto,
+            billing,
+            shop,
+            dir,
+            task,
+        }
+    }
+
+    /// Posts the backup alert labelled `namespace = ns`; the incident id.
+    async fn alert(&self, ns: &str, fingerprint: &str) -> i64 {
+        let body = json!({
+            "receiver": "backup-remediator", "status": "firing", "version": "4", "groupKey": "{}:{}",
+            "truncatedAlerts": 0, "externalURL": "http://alertmanager:9093",
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "alerts": [{"status": "firing",
+                "labels": {"alertname": "PostgreSQLBackupFailed", "severity": "critical", "namespace": ns},
+                "annotations": {}, "startsAt": "2026-11-24T02:30:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "", "fingerprint": fingerprint}]
+        });
+        let resp = self
+            .client
+            .post(format!("{}/webhook/alertmanager", self.base))
+            .bearer_auth(HOOK)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        resp.json::<Value>().await.unwrap()["alerts"][0]["incident_id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    async fn api(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}/api/v1/{path}", self.base))
+            .bearer_auth(API)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn wait_for(&self, id: i64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..900 {
+            last = self.api(&format!("incidents/{id}")).await;
+            if done(&last) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no {what} within 90 s: {last:#}");
+    }
+
+    /// The Jobs created through the API in namespace `ns`.
+    fn jobs_in(&self, ns: &str) -> Vec<String> {
+        self.kube
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with(&format!("/namespaces/{ns}/jobs")))
+            .filter_map(|r| r.body?["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Paths of every change made to the Kubernetes API in namespace `ns`.
+    fn writes_in(&self, ns: &str) -> Vec<String> {
+        self.kube
+            .writes()
+            .into_iter()
+            .filter(|r| r.path.contains(&format!("/namespaces/{ns}/")))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
+    async fn wait_for_job_in(&self, ns: &str) -> String {
+        for _ in 0..600 {
+            if let Some(j) = self.jobs_in(ns).into_iter().next() {
+                return j;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no backup Job in {ns} within 60 s");
+    }
+
+    /// What the target's backup Job does: pg_dump of each database as its role with the
+    /// Secret's password, the real openssl, uploaded under its prefix.
+    async fn run_backup(&self, s: &Side) {
+        for db in &s.dbs {
+            let bytes =
+                backup::dump_with_password(self.dir.path(), &s.role, &s.password, db, &s.key);
+            let key = format!(
+                "{}postgres-backup-{}-{db}.sql.enc",
+                s.prefix,
+                uuid::Uuid::new_v4().simple()
+            );
+            self.moto.put(BUCKET, &key, bytes).await;
+        }
+    }
+
+    /// Remediates `s` end to end: its alert, its role repaired, one Job in its namespace whose
+    /// backup lands under its prefix; the incident.
+    async fn remediate(&self, s: &Side, fingerprint: &str) -> Value {
+        let id = self.alert(s.name, fingerprint).await;
+        let job = self.wait_for_job_in(s.name).await;
+        assert!(role_exists(&s.role).await, "{}'s role was created", s.name);
+        self.run_backup(s).await;
+        self.kube.finish_job(&job, true);
+        self.wait_for(id, "an outcome", |i| i["status"] != "open")
+            .await
+    }
+}
+
+async fn role_exists(role: &str) -> bool {
+    crate::support::world::role_exists(role).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_repairs_only_the_target_it_names_and_proves_it_there() {
+    let f = Fleet::start().await;
+    assert!(!role_exists(&f.billing.role).await && !role_exists(&f.shop.role).await);
+
+    let billing = f.remediate(&f.billing, "b111111111111111").await;
+
+    assert_eq!(billing["status"], "remediated", "{billing:#}");
+    assert_eq!(billing["target"], "billing");
+    assert_eq!(billing["diagnosis"]["scenario"], "authentication");
+    assert_eq!(
+        f.jobs_in("billing").len(),
+        1,
+        "one Job, in billing's namespace"
+    );
+    let verify = step(&billing, "verify_backup");
+    let objects = verify["output"]["objects"].to_string();
+    assert!(objects.contains("billing-backups/"), "{verify:#}");
+    assert!(!objects.contains("shop-backups/"), "{verify:#}");
+    assert!(
+        step(&billing, "repair_backup_role")["target"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/backup-role")),
+        "{billing:#}"
+    );
+    assert!(
+        f.writes_in("shop").is_empty(),
+        "shop untouched: {:?}",
+        f.writes_in("shop")
+    );
+    assert!(!role_exists(&f.shop.role).await, "shop's role untouched");
+    assert!(
+        !billing.to_string().contains(&f.billing.password),
+        "the Secret's password is nowhere in the record"
+    );
+
+    // The same for shop, and billing stays as it was.
+    let billing_writes = f.writes_in("billing").len();
+    let shop = f.remediate(&f.shop, "5111111111111111").await;
+    assert_eq!(shop["status"], "remediated", "{shop:#}");
+    assert_eq!(shop["target"], "shop");
+    assert_eq!(f.jobs_in("shop").len(), 1);
+    assert!(step(&shop, "verify_backup")["output"]["objects"]
+        .to_string()
+        .contains("shop-backups/"));
+    assert_eq!(
+        f.writes_in("billing").len(),
+        billing_writes,
+        "billing untouched"
+    );
+    assert_eq!(f.jobs_in("billing").len(), 1);
+
+    // The list filters by target.
+    let listed = f.api("incidents?target=shop").await;
+    let ids: Vec<i64> = listed["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [shop["id"].as_i64().unwrap()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_for_a_namespace_no_target_matches_is_stored_escalated_and_changes_nothing() {
+    let f = Fleet::start().await;
+
+    let id = f.alert("payments", "0111111111111111").await;
+    let incident = f
+        .wait_for(id, "an outcome", |i| i["status"] != "open")
+        .await;
+
+    assert_eq!(incident["status"], "escalated", "{incident:#}");
+    assert_eq!(incident["target"], Value::Null);
+    let d = &incident["diagnosis"];
+    assert_eq!(d["scenario"], "no_target");
+    let summary = d["summary"].as_str().unwrap();
+    for needle in [
+        "no target matched",
+        "namespace=\"payments\"",
+        "billing (namespace=\"billing\")",
+        "shop (namespace=\"shop\")",
+    ] {
+        assert!(summary.contains(needle), "{needle:?} in {summary}");
+    }
+    assert!(
+        incident["findings"].as_array().unwrap().is_empty(),
+        "no probe ran"
+    );
+    let names: Vec<&str> = incident["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["escalate"], "planned with no action");
+    assert!(
+        f.kube.writes().is_empty(),
+        "nothing changed: {:?}",
+        f.kube.writes()
+    );
+    assert!(!role_exists(&f.billing.role).await && !role_exists(&f.shop.role).await);
+    let opened = incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "opened")
+        .unwrap();
+    assert_eq!(
+        opened["detail"]["unmatched"]["labels"]["namespace"],
+        "payments"
+    );
+    let metrics = f
+        .client
+        .get(format!("{}/metrics", f.base))
+        .bearer_auth(API)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("backup_remediator_alerts_unmatched_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_target_config_no_longer_acts_on_an_alert_for_another_namespace() {
+    // The configuration every existing user has (no [[targets]]), under a live policy, with
+    // link-services' backup role gone: an alert for billing must not repair link-services.
+    let role = format!("gone_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let _cleanup = DropRole(role.clone());
+    let w = crate::support::world::World::builder()
+        .backup_role_gone(&role)
+        .job_failed_with_logs(ROLE_GONE_LOG)
+        .policy(LIVE)
+        .build()
+        .await;
+    let body = json!({
+        "receiver": "backup-remediator", "status": "firing", "version": "4", "groupKey": "{}:{}",
+        "truncatedAlerts": 0, "externalURL": "", "groupLabels": {}, "commonLabels": {},
+        "commonAnnotations": {},
+        "alerts": [{"status": "firing",
+            "labels": {"alertname": "PostgreSQLBackupFailed", "severity": "critical",
+                       "namespace": "billing", "cronjob": "billing-pg-backup"},
+            "annotations": {}, "startsAt": "2026-11-24T02:30:00Z", "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "", "fingerprint": "b111111111111112"}]
+    });
+    let resp = w
+        .client
+        .post(format!("{}/webhook/alertmanager", w.base))
+        .bearer_auth(crate::support::world::HOOK)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["alerts"][0]["incident_id"]
+        .as_i64()
+        .unwrap();
+
+    let incident = w
+        .wait_for(id, "an outcome", |i| i["status"] != "open")
+        .await;
+
+    assert_eq!(incident["status"], "escalated", "{incident:#}");
+    assert_eq!(incident["target"], Value::Null);
+    assert_eq!(incident["diagnosis"]["scenario"], "no_target");
+    assert!(
+        incident["diagnosis"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("link-services (namespace=\"link-services\" (or no such label))"),
+        "{incident:#}"
+    );
+    assert!(w.kube.writes().is_empty(), "{:?}", w.kube.writes());
+    assert!(
+        !role_exists(&role).await,
+        "link-services' role was not touched"
+    );
+}
