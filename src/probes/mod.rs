@@ -59,15 +59,22 @@ pub fn http_client(settings: &Settings) -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// The AWS clients, built once and shared by every diagnosis of a process: building one loads
-/// TLS roots and credential providers, which per incident cost more than the calls they make.
+/// The AWS clients, built once and shared by every diagnosis of a process and every target:
+/// building one loads TLS roots and credential providers, which per incident cost more than the
+/// calls they make. One client per distinct endpoint and credentials (targets that share them
+/// share the client).
 #[derive(Default)]
 pub struct Clients {
-    iam: OnceCell<aws_sdk_iam::Client>,
-    /// The S3 client of the backup job, for the credentials it was built with (a fingerprint of
-    /// them, never the values): the Secret is read for every diagnosis and may have changed.
-    s3: std::sync::Mutex<Option<(String, aws_sdk_s3::Client)>>,
+    /// By IAM endpoint, region and the service's own access key id.
+    iam: tokio::sync::Mutex<std::collections::HashMap<String, aws_sdk_iam::Client>>,
+    /// The backup jobs' S3 clients, by endpoint, region, path style and a fingerprint of the
+    /// credentials (never the values): the Secret is read for every diagnosis and may change.
+    s3: std::sync::Mutex<std::collections::HashMap<String, aws_sdk_s3::Client>>,
 }
+
+/// How many distinct S3 clients are kept; past it the cache starts again (rotated credentials
+/// leave old entries behind).
+const MAX_S3_CLIENTS: usize = 1024;
 
 impl ProbeContext {
     pub fn new(settings: Arc<Settings>, kube: Option<kube::Client>, http: reqwest::Client) -> Self {
@@ -123,28 +130,32 @@ impl ProbeContext {
     /// built on first use.
     pub async fn iam_client(&self) -> aws_sdk_iam::Client {
         let settings = &self.settings;
-        self.clients
-            .iam
-            .get_or_init(|| async {
-                let own = (!settings.iam.access_key_id.is_empty()).then(|| {
-                    aws_credential_types::Credentials::new(
-                        settings.iam.access_key_id.clone(),
-                        settings.iam.secret_access_key.expose_secret().to_owned(),
-                        None,
-                        None,
-                        "backup-remediator-config",
-                    )
-                });
-                crate::infra::aws::iam_client(
-                    &settings.iam,
-                    &settings.s3.region,
-                    own,
-                    self.aws_limits(),
-                )
-                .await
-            })
-            .await
-            .clone()
+        let key = format!(
+            "{}|{}|{}",
+            settings.iam.endpoint, settings.s3.region, settings.iam.access_key_id
+        );
+        let mut cached = self.clients.iam.lock().await;
+        if let Some(client) = cached.get(&key) {
+            return client.clone();
+        }
+        let own = (!settings.iam.access_key_id.is_empty()).then(|| {
+            aws_credential_types::Credentials::new(
+                settings.iam.access_key_id.clone(),
+                settings.iam.secret_access_key.expose_secret().to_owned(),
+                None,
+                None,
+                "backup-remediator-config",
+            )
+        });
+        let client = crate::infra::aws::iam_client(
+            &settings.iam,
+            &settings.s3.region,
+            own,
+            self.aws_limits(),
+        )
+        .await;
+        cached.insert(key, client.clone());
+        client
     }
 
     /// The S3 client acting as the backup job with these credentials; rebuilt only when they
@@ -154,21 +165,29 @@ impl ProbeContext {
         key_id: &secrecy::SecretString,
         secret_key: &secrecy::SecretString,
     ) -> aws_sdk_s3::Client {
-        let id = fingerprint(
-            format!("{}\n{}", key_id.expose_secret(), secret_key.expose_secret()).as_bytes(),
+        let s3 = &self.settings.s3;
+        let id = format!(
+            "{}|{}|{}|{}",
+            s3.endpoint,
+            s3.region,
+            s3.force_path_style,
+            fingerprint(
+                format!("{}\n{}", key_id.expose_secret(), secret_key.expose_secret()).as_bytes(),
+            )
         );
         let mut cached = self.clients.s3.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((for_id, client)) = cached.as_ref() {
-            if *for_id == id {
-                return client.clone();
-            }
+        if let Some(client) = cached.get(&id) {
+            return client.clone();
         }
         let client = crate::infra::aws::s3_client(
-            &self.settings.s3,
+            s3,
             crate::infra::aws::job_credentials(key_id, secret_key),
             self.aws_limits(),
         );
-        *cached = Some((id, client.clone()));
+        if cached.len() >= MAX_S3_CLIENTS {
+            cached.clear();
+        }
+        cached.insert(id, client.clone());
         client
     }
 }

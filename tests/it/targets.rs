@@ -280,14 +280,15 @@ enabled = false
             .collect()
     }
 
-    async fn wait_for_job_in(&self, ns: &str) -> String {
+    async fn wait_for_job_in(&self, ns: &str, incident: i64) -> String {
         for _ in 0..600 {
             if let Some(j) = self.jobs_in(ns).into_iter().next() {
                 return j;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("no backup Job in {ns} within 60 s");
+        let now = self.api(&format!("incidents/{incident}")).await;
+        panic!("no backup Job in {ns} within 60 s: {now:#}");
     }
 
     /// What the target's backup Job does: pg_dump of each database as its role with the
@@ -309,7 +310,7 @@ enabled = false
     /// backup lands under its prefix; the incident.
     async fn remediate(&self, s: &Side, fingerprint: &str) -> Value {
         let id = self.alert(s.name, fingerprint).await;
-        let job = self.wait_for_job_in(s.name).await;
+        let job = self.wait_for_job_in(s.name, id).await;
         assert!(role_exists(&s.role).await, "{}'s role was created", s.name);
         self.run_backup(s).await;
         self.kube.finish_job(&job, true);
@@ -344,7 +345,7 @@ async fn an_alert_repairs_only_the_target_it_names_and_proves_it_there() {
     assert!(
         step(&billing, "repair_backup_role")["target"]
             .as_str()
-            .is_some_and(|t| t.ends_with("/backup-role")),
+            .is_some_and(|t| t.ends_with("/backup-role/billing/billing-backup-secret")),
         "{billing:#}"
     );
     assert!(

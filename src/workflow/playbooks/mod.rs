@@ -146,8 +146,13 @@ pub mod targets {
     pub fn database(s: &Settings) -> String {
         format!("postgres/{}:{}", s.target.host, s.target.port)
     }
+    /// The backup role named by the target's Secret: two targets may share a primary, each
+    /// with a role of its own (their cooldowns and locks are then separate).
     pub fn backup_role(s: &Settings) -> String {
-        format!("postgres/{}:{}/backup-role", s.target.host, s.target.port)
+        format!(
+            "postgres/{}:{}/backup-role/{}/{}",
+            s.target.host, s.target.port, s.kubernetes.namespace, s.kubernetes.backup_secret
+        )
     }
     pub fn data_directory(s: &Settings) -> String {
         format!(
