@@ -506,3 +506,72 @@ async fn the_one_target_config_no_longer_acts_on_an_alert_for_another_namespace(
         "link-services' role was not touched"
     );
 }
+
+#[test]
+fn the_binary_refuses_to_start_on_a_bad_target_naming_the_entry_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = |second: &str| {
+        format!(
+            "[[targets]]\nname = \"billing\"\nmatch = {{ namespace = \"billing\" }}\n\n[[targets]]\n{second}\n"
+        )
+    };
+    let cases = [
+        (
+            two("name = \"shop\"\nmatch = { namespace = \"shop\" }\n[targets.kubernetes]\nnamespacee = \"shop\""),
+            "targets[1] (\"shop\").kubernetes.namespacee: unknown key",
+        ),
+        (
+            two("name = \"billing\"\nmatch = { namespace = \"shop\" }"),
+            "targets[1] (\"billing\").name: the name is already used by targets[0]",
+        ),
+        (
+            two("name = \"shop\"\nmatch = { namespace = \"billing\" }"),
+            "targets[1] (\"shop\").match: targets[0] (\"billing\") has the same match",
+        ),
+        (
+            two("name = \"shop\""),
+            "targets[1] (\"shop\").match: needed when there is more than one target",
+        ),
+        (
+            two("name = \"shop\"\nmatch = { namespace = \"\" }"),
+            "targets[1] (\"shop\").match.namespace: an empty label name or value",
+        ),
+        (
+            two("name = \"shop\"\nmatch = { namespace = \"shop\" }\n[targets.policy]\nactions.restart_primary.mode = \"auto\""),
+            "actions.restart_primary.mode: can only be \"approve\" or \"never\"",
+        ),
+    ];
+    for (i, (toml, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_backup-remediator"));
+        cmd.current_dir(dir.path())
+            .args(["serve", "--insecure-no-auth", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .env_remove("DATABASE_URL")
+            .stdin(std::process::Stdio::null());
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("BR_") {
+                cmd.env_remove(name);
+            }
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("case {i}: the binary started with a bad target config:\n{toml}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i}");
+        assert!(stderr.contains(want), "case {i}: wanted {want:?} in:\n{stderr}");
+    }
+}
