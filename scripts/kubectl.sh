@@ -50,9 +50,10 @@ ensure_kubectl() {
       kubectl_log "kubectl: cannot write to $cache_dir"
       return 1
     fi
-    # -mod=readonly: go.sum decides every module; the version variables are what upstream's
-    # release build sets, so `kubectl version --client` tells which kubectl this is.
-    if ! (cd "$module" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly "$go" build -trimpath \
+    # -mod=readonly: go.sum decides every module (-buildvcs=false: no git needed); the version
+    # variables are what upstream's release build sets, so `kubectl version --client` tells
+    # which kubectl this is.
+    if ! (cd "$module" && GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" "$go" build -trimpath \
       -ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$version" \
       -o "$tmp" .); then
       rm -f "$tmp"

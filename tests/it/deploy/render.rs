@@ -42,7 +42,7 @@ pub(super) fn render(components: &[&str]) -> String {
         .arg("kustomize")
         .arg(dir.path())
         .output()
-        .unwrap_or_else(|e| panic!("kubectl could not run ({e}): install kubectl (1.27+)"));
+        .unwrap_or_else(|e| panic!("kubectl could not run ({e}): run scripts/test.sh, which builds kubectl where there is none"));
     assert!(
         out.status.success(),
         "kubectl kustomize with {components:?} failed:\n{}",
