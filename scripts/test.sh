@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, set-up included, on a Debian machine with the Rust toolchain:
 # installs what the tests need and is missing (PostgreSQL, Prometheus, Alertmanager from Debian;
-# moto's server and schemathesis from PyPI into a venv), starts
+# moto's server and schemathesis from PyPI into a venv; kubectl, built with Go), starts
 # PostgreSQL when it is down, then runs `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +72,11 @@ if [ -z "${KUBERNETES_VALIDATE:-}" ]; then
   fi
   export KUBERNETES_VALIDATE
 fi
+
+# kubectl's built-in kustomize renders deploy/ (tests/it/deploy/render.rs): from PATH, or built
+# once from the Go module proxy and cached (scripts/kubectl.sh); stops here when it cannot be had.
+source scripts/kubectl.sh
+ensure_kubectl
 
 # PostgreSQL on 127.0.0.1:5432; the tests create and drop a database each.
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then

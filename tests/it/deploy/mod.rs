@@ -20,6 +20,7 @@ mod monitoring;
 mod pod_security;
 mod rbac;
 mod render;
+mod targets;
 
 use std::any::TypeId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,13 +68,18 @@ const OPT_IN_COMPONENTS: &[(&str, &str)] = &[
     ("restart_primary", "components/restart-primary"),
 ];
 
-/// Every kustomize component in deploy/ (the RBAC ones above, and the Prometheus Operator's
-/// objects, on by default).
+/// Every kustomize component in deploy/ (the RBAC ones above, the grants in other targets'
+/// namespaces, and the Prometheus Operator's objects, on by default).
 const COMPONENTS: &[&str] = &[
     "components/prometheus-operator",
     "components/expand-pvc",
     "components/restart-primary",
+    TARGETS_COMPONENT,
 ];
+
+/// The component that gives the service its Role in the namespace of each target outside its
+/// own (one folder per namespace under `namespaces/`), off by default.
+const TARGETS_COMPONENT: &str = "components/targets";
 
 /// Where the Prometheus Operator's objects live.
 const PROMETHEUS_RULE: &str = "deploy/components/prometheus-operator/prometheusrule.yaml";
@@ -160,13 +166,51 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The files a kustomization (base or component) in `dir` applies, relative to the crate root.
+/// `path` with its `..` and `.` steps resolved (kustomize paths are relative to their folder).
+fn normalized(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "." | "" => {}
+            ".." => {
+                parts.pop();
+            }
+            _ => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
+/// The kustomization.yaml files of the kustomization (base or component) in `dir` and of every
+/// folder it takes resources from, relative to the crate root.
+fn kustomizations(dir: &str) -> Vec<String> {
+    let mut found = vec![format!("{dir}/kustomization.yaml")];
+    let k = yaml(&found[0]);
+    for r in strings(&k["resources"]) {
+        let path = normalized(&format!("{dir}/{r}"));
+        if root().join(&path).is_dir() {
+            found.extend(kustomizations(&path));
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The files a kustomization (base or component) in `dir` applies, relative to the crate root,
+/// those of the folders it takes resources from included (each file once).
 fn kustomization_resources(dir: &str) -> Vec<String> {
-    let k = yaml(&format!("{dir}/kustomization.yaml"));
-    strings(&k["resources"])
-        .iter()
-        .map(|r| format!("{dir}/{r}"))
-        .collect()
+    let mut files = Vec::new();
+    for kustomization in kustomizations(dir) {
+        let folder = kustomization.trim_end_matches("/kustomization.yaml");
+        for r in strings(&yaml(&kustomization)["resources"]) {
+            let path = normalized(&format!("{folder}/{r}"));
+            if !root().join(&path).is_dir() && !files.contains(&path) {
+                files.push(path);
+            }
+        }
+    }
+    files
 }
 
 /// Every Kubernetes object deploy/ defines: the base, the opt-in components, the Secret example.
@@ -458,7 +502,7 @@ fn the_kustomization_applies_every_file_in_deploy_except_the_examples() {
             "Component",
             "{dir}"
         );
-        listed.insert(format!("{dir}/kustomization.yaml"));
+        listed.extend(kustomizations(&dir));
         listed.extend(kustomization_resources(&dir));
         assert!(
             base_text.contains(component),
@@ -538,9 +582,12 @@ fn every_object_lives_in_the_namespace_the_service_is_configured_for() {
             || is::<ValidatingAdmissionPolicy>(&doc)
             || is::<ValidatingAdmissionPolicyBinding>(&doc);
         let ns = doc["metadata"]["namespace"].as_str();
+        // The targets component's Role is moved into each target namespace by its folder
+        // (checked rendered, in `targets`); its binding's subject is still ours, below.
+        let in_target_namespace = file.starts_with(&format!("deploy/{TARGETS_COMPONENT}/"));
         if cluster_scoped {
             assert_eq!(ns, None, "{file}: {} is cluster-scoped", doc["kind"]);
-        } else {
+        } else if !in_target_namespace {
             assert_eq!(
                 ns,
                 Some(namespace.as_str()),

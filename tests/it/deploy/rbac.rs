@@ -147,11 +147,10 @@ fn every_kubernetes_api_call_names_a_real_resource() {
     }
 }
 
-#[test]
-fn the_role_grants_exactly_the_namespaced_calls_the_code_makes() {
-    let role = bound_role("deploy/role.yaml");
-    let rules = role.rules.unwrap_or_default();
-    let granted = grants("deploy/role.yaml", &rules);
+/// `rules` (of the Role in `what`) grant exactly the namespaced calls every policy needs, and
+/// name each object the service reads by its configured name.
+pub(super) fn assert_grants_exactly_the_namespaced_calls(what: &str, rules: &[PolicyRule]) {
+    let granted = grants(what, rules);
     let needed: BTreeSet<Grant> = KUBE_API_CALLS
         .iter()
         .filter(|c| !cluster_scoped(c) && component_of(c).is_none())
@@ -160,14 +159,20 @@ fn the_role_grants_exactly_the_namespaced_calls_the_code_makes() {
     let missing: Vec<_> = needed.difference(&granted).collect();
     assert!(
         missing.is_empty(),
-        "calls the code makes that deploy/role.yaml does not grant: {missing:?}"
+        "calls the code makes that {what} does not grant: {missing:?}"
     );
     let extra: Vec<_> = granted.difference(&needed).collect();
     assert!(
         extra.is_empty(),
-        "deploy/role.yaml grants calls the code does not make: {extra:?}"
+        "{what} grants calls the code does not make: {extra:?}"
     );
-    assert_names_restricted("deploy/role.yaml", &rules);
+    assert_names_restricted(what, rules);
+}
+
+#[test]
+fn the_role_grants_exactly_the_namespaced_calls_the_code_makes() {
+    let role = bound_role("deploy/role.yaml");
+    assert_grants_exactly_the_namespaced_calls("deploy/role.yaml", &role.rules.unwrap_or_default());
 }
 
 #[test]

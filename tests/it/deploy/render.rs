@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{root, yaml, COMPONENTS, CONFIG_MAP};
+use super::targets::target_namespaces;
+use super::{root, yaml, COMPONENTS, CONFIG_MAP, TARGETS_COMPONENT};
 
 /// Kinds whose schema kubernetes-validate does not have (CRDs).
 const CUSTOM_KINDS: &[&str] = &["PrometheusRule", "ServiceMonitor"];
@@ -30,7 +31,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// deploy/ rendered with exactly `components` enabled, as YAML text.
-fn render(components: &[&str]) -> String {
+pub(super) fn render(components: &[&str]) -> String {
     let dir = tempfile::tempdir().expect("a temporary directory");
     copy_dir(&root().join("deploy"), dir.path());
     let mut k = yaml("deploy/kustomization.yaml");
@@ -41,13 +42,18 @@ fn render(components: &[&str]) -> String {
         .arg("kustomize")
         .arg(dir.path())
         .output()
-        .unwrap_or_else(|e| panic!("kubectl could not run ({e}): install kubectl (1.27+)"));
+        .unwrap_or_else(|e| panic!("kubectl could not run ({e}): run scripts/test.sh, which builds kubectl where there is none"));
     assert!(
         out.status.success(),
         "kubectl kustomize with {components:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// deploy/ rendered with exactly `components` enabled, one value per object.
+pub(super) fn rendered(components: &[&str]) -> Vec<Value> {
+    documents(&render(components))
 }
 
 fn documents(text: &str) -> Vec<Value> {
@@ -158,6 +164,16 @@ fn every_combination_of_components_renders_and_validates_against_kubernetes_1_30
                 "{components:?}"
             );
         }
+        // The service's Role: its own namespace's, and one in each target namespace.
+        let roles = docs
+            .iter()
+            .filter(|d| d["kind"] == "Role" && d["metadata"]["name"] == "backup-remediator")
+            .count();
+        let targets = match components.contains(&TARGETS_COMPONENT) {
+            true => target_namespaces().len(),
+            false => 0,
+        };
+        assert_eq!(roles, 1 + targets, "{components:?}");
     }
 }
 
