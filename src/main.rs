@@ -75,6 +75,9 @@ enum Command {
     },
     /// Restore the newest backup of each database into a scratch database, check it, drop it.
     RestoreTest {
+        /// The target whose backups to test (required when several are configured).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
         /// Only this configured database.
         #[arg(long, value_name = "NAME")]
         database: Option<String>,
@@ -87,6 +90,9 @@ enum Command {
     },
     /// Launch the runbook's manual backup Job and watch it to the end.
     Backup {
+        /// The target to back up (required when several are configured).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
         /// A configured database (repeatable); default: all of them.
         #[arg(long = "database", value_name = "NAME")]
         databases: Vec<String>,
@@ -305,13 +311,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::RestoreTest {
+            target,
             database,
             object,
             json,
-        } => runbook_cli::restore_test(&settings, database, object, json).await?,
-        Command::Backup { databases, json } => {
-            runbook_cli::backup(&settings, &databases, json).await?
+        } => {
+            runbook_cli::restore_test(&settings, target.as_deref(), database, object, json).await?
         }
+        Command::Backup {
+            target,
+            databases,
+            json,
+        } => runbook_cli::backup(&settings, target.as_deref(), &databases, json).await?,
         Command::Migrate => {
             let store = startup::open_store(&settings)
                 .await
@@ -452,15 +463,18 @@ mod runbook_cli {
     use backup_remediator::runbook::restore::{RestoreTester, TestRequest};
     use backup_remediator::store::Store;
 
+    /// The store and the procedures of the target named `target` (with one target, that one).
     async fn open(
         settings: &Settings,
+        target: Option<&str>,
     ) -> anyhow::Result<(Store, Arc<RestoreTester>, Arc<ManualBackups>)> {
         backup_remediator::install_crypto_provider();
         let store = startup::open_store(settings)
             .await
             .context("opening the incident store")?;
-        let (tester, backups) = startup::runbook_operations(settings, &store).await;
-        Ok((store, tester, backups))
+        let fleet = startup::runbook_operations(settings, &store).await;
+        let runbook = fleet.pick(target)?;
+        Ok((store, runbook.restore.clone(), runbook.backups.clone()))
     }
 
     fn actor() -> String {
@@ -470,11 +484,12 @@ mod runbook_cli {
     /// Runs the tests in the foreground, records them, prints them; fails unless all passed.
     pub async fn restore_test(
         settings: &Settings,
+        target: Option<&str>,
         database: Option<String>,
         object: Option<String>,
         json: bool,
     ) -> anyhow::Result<()> {
-        let (store, tester, _) = open(settings).await?;
+        let (store, tester, _) = open(settings, target).await?;
         let req = TestRequest {
             database,
             object,
@@ -540,10 +555,11 @@ mod runbook_cli {
     /// Launches the manual backup Job, watches it, prints the outcome; fails unless it succeeded.
     pub async fn backup(
         settings: &Settings,
+        target: Option<&str>,
         databases: &[String],
         json: bool,
     ) -> anyhow::Result<()> {
-        let (store, _, backups) = open(settings).await?;
+        let (store, _, backups) = open(settings, target).await?;
         let (record, plan) = backups.start(databases, "cli", &actor(), None).await?;
         eprintln!(
             "Job {} created in {}; watching it",

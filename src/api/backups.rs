@@ -26,13 +26,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackupRequest {
-    /// Configured database names; anything else is refused.
+    /// The target to back up: required when several are configured.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Configured database names of the target; anything else is refused.
     #[serde(default)]
     pub databases: Vec<String>,
 }
 
 impl BodyShape for BackupRequest {
-    const SHAPE: &'static str = "{\"databases\": [\"…\"]} (optional)";
+    const SHAPE: &'static str =
+        "{\"target\": \"…\", \"databases\": [\"…\"]} (optional; target required with several targets)";
 }
 
 impl Resource for ManualBackup {
@@ -56,7 +60,7 @@ pub struct BackupList {
     request_body(content = Option<BackupRequest>, content_type = "application/json"),
     responses(
         (status = 202, description = "The Job is being created and watched; poll GET /api/v1/backups/{id}", body = ManualBackup),
-        (status = 400, description = "Unknown database or bad body", body = ErrorBody),
+        (status = 400, description = "Unknown target or database, a target not named while several are configured, or a bad body", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 409, description = "No Kubernetes API configured", body = ErrorBody),
@@ -69,7 +73,12 @@ pub async fn start(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<BackupRequest>,
 ) -> Result<(StatusCode, Json<ManualBackup>), ApiError> {
-    let backups = state.manual_backups.clone();
+    let backups = state
+        .runbooks
+        .pick(req.target.as_deref())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        .backups
+        .clone();
     let (record, plan) = backups
         .start(
             &req.databases,

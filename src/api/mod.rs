@@ -68,14 +68,13 @@ pub struct Shared {
     pub body_limit: usize,
     /// A request body must be complete this long after its head (else 408).
     pub body_timeout: Duration,
-    /// The configured database names (`target.databases`), which the document lists.
+    /// The configured database names of every target, which the document lists.
     pub databases: Vec<String>,
     /// Wakes steps waiting for an approval in this process (None: no remediation here).
     pub approvals: Option<Arc<tokio::sync::Notify>>,
-    /// Runs the runbook's restore tests (`/api/v1/restore-tests`).
-    pub restore_tests: Arc<crate::runbook::restore::RestoreTester>,
-    /// Launches the runbook's manual backup Job (`/api/v1/backups`).
-    pub manual_backups: Arc<crate::runbook::manual_backup::ManualBackups>,
+    /// Every target's restore tester (`/api/v1/restore-tests`) and manual backup launcher
+    /// (`/api/v1/backups`).
+    pub runbooks: Arc<crate::runbook::fleet::RunbookFleet>,
     /// Verifies and decides the Approve/Reject clicks of Slack messages (`/slack/interactions`).
     pub slack: Arc<slack::SlackApprovals>,
 }

@@ -29,7 +29,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreTestRequest {
-    /// One configured database.
+    /// The target whose backups to test: required when several are configured.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// One configured database of the target.
     #[serde(default)]
     pub database: Option<String>,
     /// A specific S3 key to restore instead of the newest backup (needs `database` when more
@@ -39,7 +42,7 @@ pub struct RestoreTestRequest {
 }
 
 impl BodyShape for RestoreTestRequest {
-    const SHAPE: &'static str = "{\"database\": \"…\", \"object\": \"…\"} (both optional)";
+    const SHAPE: &'static str = "{\"target\": \"…\", \"database\": \"…\", \"object\": \"…\"} (all optional; target required with several targets)";
 }
 
 impl Resource for RestoreTest {
@@ -73,7 +76,7 @@ pub(super) fn start_error(e: StartError) -> ApiError {
     request_body(content = Option<RestoreTestRequest>, content_type = "application/json"),
     responses(
         (status = 202, description = "Started; poll GET /api/v1/restore-tests/{id}", body = RestoreTestList),
-        (status = 400, description = "Unknown database or bad body", body = ErrorBody),
+        (status = 400, description = "Unknown target or database, a target not named while several are configured, or a bad body", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 409, description = "restore_test.target_url is not configured", body = ErrorBody),
@@ -86,7 +89,12 @@ pub async fn start(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<RestoreTestRequest>,
 ) -> Result<(StatusCode, Json<RestoreTestList>), ApiError> {
-    let tester = state.restore_tests.clone();
+    let tester = state
+        .runbooks
+        .pick(req.target.as_deref())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        .restore
+        .clone();
     let request = TestRequest {
         database: req.database,
         object: req.object,

@@ -195,7 +195,11 @@ impl Application {
             intake.clone(),
             kube.clone(),
         ));
-        let (restore_tests, manual_backups) = runbook_operations_with(&settings, &store, kube);
+        let runbooks = Arc::new(crate::runbook::fleet::RunbookFleet::new(
+            &settings,
+            &store,
+            |t| kubes.get(&t.settings.kubernetes.api_url).cloned().flatten(),
+        ));
         let state = AppState::new(api::Shared {
             store,
             intake,
@@ -203,10 +207,9 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
-            databases: settings.target.databases.clone(),
+            databases: runbooks.databases(),
             approvals: remediation,
-            restore_tests,
-            manual_backups,
+            runbooks,
             slack: Arc::new(crate::api::slack::SlackApprovals::from_settings(
                 &settings.notify,
             )),
@@ -260,8 +263,7 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let engine_task =
             engine.map(|(engine, queue)| tokio::spawn(engine.run(queue, stop_rx.clone())));
-        let restore_schedule =
-            tokio::spawn(state.restore_tests.clone().run_schedule(stop_rx.clone()));
+        let restore_schedule = tokio::spawn(state.runbooks.clone().run_schedule(stop_rx.clone()));
         let watchdog_task = tokio::spawn(watchdog.run(stop_rx.clone()));
         let notifier =
             crate::workflow::notify::Notifier::new(state.store.clone(), &settings, clock);
@@ -316,38 +318,18 @@ impl Application {
     }
 }
 
-/// The restore tester and the manual backup launcher, sharing one Kubernetes client.
+/// The restore testers and manual backup launchers of every target, sharing the Kubernetes
+/// clients (one per distinct API).
 pub async fn runbook_operations(
     settings: &Settings,
     store: &Store,
-) -> (
-    Arc<crate::runbook::restore::RestoreTester>,
-    Arc<crate::runbook::manual_backup::ManualBackups>,
-) {
-    runbook_operations_with(settings, store, kube_client(settings).await)
-}
-
-fn runbook_operations_with(
-    settings: &Settings,
-    store: &Store,
-    kube: Option<kube::Client>,
-) -> (
-    Arc<crate::runbook::restore::RestoreTester>,
-    Arc<crate::runbook::manual_backup::ManualBackups>,
-) {
-    let settings = Arc::new(settings.clone());
-    (
-        Arc::new(crate::runbook::restore::RestoreTester::new(
-            settings.clone(),
-            store.clone(),
-            kube.clone(),
-        )),
-        Arc::new(crate::runbook::manual_backup::ManualBackups::new(
-            settings,
-            store.clone(),
-            kube,
-        )),
-    )
+) -> Arc<crate::runbook::fleet::RunbookFleet> {
+    let kubes = kube_clients(settings, kube_client(settings).await).await;
+    Arc::new(crate::runbook::fleet::RunbookFleet::new(
+        settings,
+        store,
+        |t| kubes.get(&t.settings.kubernetes.api_url).cloned().flatten(),
+    ))
 }
 
 /// Completes on SIGTERM or SIGINT.

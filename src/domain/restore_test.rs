@@ -31,6 +31,8 @@ string_enum!(
 pub struct RestoreTest {
     pub id: i64,
     pub database: String,
+    /// The target whose backup was tested (absent for tests recorded before targets).
+    pub target: Option<String>,
     /// `api`, `cli` or `schedule`.
     pub trigger: String,
     /// Who asked (the X-Actor of an API call, the OS user of the CLI, `schedule`).
@@ -48,6 +50,8 @@ pub struct RestoreTest {
 #[derive(Debug, Clone)]
 pub struct NewRestoreTest {
     pub database: String,
+    /// The target whose backup is tested.
+    pub target: Option<String>,
     pub object_key: Option<String>,
     pub trigger: String,
     pub actor: String,

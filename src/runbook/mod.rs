@@ -1,5 +1,6 @@
 //! The runbook's procedures beyond the alert: the restore test (download, decrypt, pg_restore
-//! into a scratch database, check, drop) and the manual backup Job.
+//! into a scratch database, check, drop) and the manual backup Job, for every target.
 
+pub mod fleet;
 pub mod manual_backup;
 pub mod restore;

@@ -14,7 +14,7 @@ use crate::domain::restore_test::{
 const RESTORE_TEST_COLUMNS: &str = "id, database, object_key, trigger, actor, status, reason, \
     started_at, finished_at, duration_ms, object_bytes, archive_bytes, tables_expected, \
     tables_restored, table_data_expected, rows_restored, scratch_database, incident_id, detail, \
-    restore_ms, rto_minutes";
+    restore_ms, rto_minutes, target";
 
 const CHECK_COLUMNS: &str = "restore_test_id, name, sql, passed, value, reason, duration_ms";
 
@@ -27,6 +27,7 @@ fn restore_test_row(r: &Row) -> Result<RestoreTest, StoreError> {
     Ok(RestoreTest {
         id: r.get("id")?,
         database: r.get("database")?,
+        target: r.get("target")?,
         trigger: r.get("trigger")?,
         actor: r.get("actor")?,
         started_at: r.get("started_at")?,
@@ -92,6 +93,24 @@ fn manual_backup_row(r: &Row) -> Result<ManualBackup, StoreError> {
 }
 
 impl Store {
+    /// When each target's newest restore test started (targets never tested are absent): the
+    /// schedule tests the targets whose last test is oldest first.
+    pub async fn last_restore_test_by_target(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, StoreError> {
+        let rows = self
+            .reader()
+            .query(
+                "SELECT target, MAX(started_at) AS last FROM restore_tests \
+                 WHERE target IS NOT NULL GROUP BY target",
+            )
+            .fetch_all()
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.get::<String>("target")?, r.get::<DateTime<Utc>>("last")?)))
+            .collect()
+    }
+
     /// Records a running restore test; `None` when its (slot, database) is taken already.
     pub async fn insert_restore_test(
         &self,
@@ -100,7 +119,7 @@ impl Store {
         self.writer()
             .query(
                 "INSERT INTO restore_tests (database, object_key, trigger, actor, slot, status, \
-         started_at, scratch_database) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) \
+         started_at, scratch_database, target) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8) \
          ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(&new.database)
@@ -110,6 +129,7 @@ impl Store {
             .bind(&new.slot)
             .bind(new.started_at)
             .bind(&new.scratch_database)
+            .bind(&new.target)
             .fetch_optional_scalar()
             .await
     }

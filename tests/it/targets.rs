@@ -546,7 +546,13 @@ fn the_binary_refuses_to_start_on_a_bad_target_naming_the_entry_and_key() {
         std::fs::write(&path, toml).unwrap();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_backup-remediator"));
         cmd.current_dir(dir.path())
-            .args(["serve", "--insecure-no-auth", "--listen", "127.0.0.1:0", "--config"])
+            .args([
+                "serve",
+                "--insecure-no-auth",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
             .arg(&path)
             .env_remove("DATABASE_URL")
             .stdin(std::process::Stdio::null());
@@ -572,6 +578,9 @@ fn the_binary_refuses_to_start_on_a_bad_target_naming_the_entry_and_key() {
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "case {i}");
-        assert!(stderr.contains(want), "case {i}: wanted {want:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(want),
+            "case {i}: wanted {want:?} in:\n{stderr}"
+        );
     }
 }

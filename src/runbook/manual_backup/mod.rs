@@ -55,6 +55,8 @@ pub fn select_databases(
 
 /// Launches manual backup Jobs and records them.
 pub struct ManualBackups {
+    /// The target whose databases this launcher backs up.
+    target: String,
     settings: Arc<Settings>,
     store: Store,
     kube: Option<kube::Client>,
@@ -63,10 +65,22 @@ pub struct ManualBackups {
 impl ManualBackups {
     pub fn new(settings: Arc<Settings>, store: Store, kube: Option<kube::Client>) -> Self {
         Self {
+            target: settings.kubernetes.namespace.clone(),
             settings,
             store,
             kube,
         }
+    }
+
+    /// Names the target this launcher works for (its settings are that target's).
+    pub fn for_target(mut self, name: &str) -> Self {
+        self.target = name.to_owned();
+        self
+    }
+
+    /// The target this launcher works for.
+    pub fn target(&self) -> &str {
+        &self.target
     }
 
     /// The databases to back up (see [`select_databases`]).

@@ -150,6 +150,7 @@ impl RestoreTester {
             let new = NewRestoreTest {
                 scratch_database: scratch_name(&self.settings.restore_test.scratch_prefix, &db),
                 database: db,
+                target: Some(self.target.clone()),
                 object_key: req.object.clone(),
                 trigger: req.trigger.clone(),
                 actor: req.actor.clone(),
@@ -474,7 +475,7 @@ impl RestoreTester {
     }
 
     /// Tests left `running` by a stopped process: marked `error`, their scratch databases dropped.
-    async fn interrupt_stale(&self) {
+    pub(crate) async fn interrupt_stale(&self) {
         let older = Utc::now()
             - chrono::Duration::seconds(self.settings.restore_test.timeout_seconds as i64 + 300);
         let stale = match self
