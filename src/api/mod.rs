@@ -70,6 +70,8 @@ pub struct Shared {
     pub body_timeout: Duration,
     /// The configured database names of every target, which the document lists.
     pub databases: Vec<String>,
+    /// The configured targets' names, which the document lists.
+    pub targets: Vec<String>,
     /// Wakes steps waiting for an approval in this process (None: no remediation here).
     pub approvals: Option<Arc<tokio::sync::Notify>>,
     /// Every target's restore tester (`/api/v1/restore-tests`) and manual backup launcher
@@ -133,16 +135,16 @@ fn openapi_router() -> OpenApiRouter<AppState> {
 /// The OpenAPI document of every route, generated from the same definitions `app` serves, with
 /// the constraints the handlers enforce (the served one also lists the configured databases).
 pub fn openapi() -> serde_json::Value {
-    document(None)
+    document(None, None)
 }
 
-fn document(databases: Option<&[String]>) -> serde_json::Value {
+fn document(databases: Option<&[String]>, targets: Option<&[String]>) -> serde_json::Value {
     let mut doc = openapi_router().into_openapi();
     doc.paths
         .paths
         .insert(OPENAPI_PATH.to_owned(), openapi_path_item());
     let mut doc = serde_json::to_value(doc).unwrap_or_default();
-    openapi::constrain(&mut doc, databases);
+    openapi::constrain(&mut doc, databases, targets);
     doc
 }
 
@@ -172,7 +174,7 @@ fn openapi_path_item() -> utoipa::openapi::PathItem {
 /// The whole application: routes, auth, limits, metrics and request tracing.
 pub fn app(state: AppState) -> Router {
     let (router, _) = openapi_router().split_for_parts();
-    let doc = Arc::new(document(Some(&state.databases)));
+    let doc = Arc::new(document(Some(&state.databases), Some(&state.targets)));
     let body_limit = state.body_limit;
     let body_timeout = limits::BodyTimeout(state.body_timeout);
     router

@@ -14,7 +14,7 @@ const MAX_ID: i64 = i64::MAX;
 pub const ACTOR_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 
 /// Tightens the generated document. `databases`: the configured database names, when known.
-pub(super) fn constrain(doc: &mut Value, databases: Option<&[String]>) {
+pub(super) fn constrain(doc: &mut Value, databases: Option<&[String]>, targets: Option<&[String]>) {
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for item in paths.values_mut() {
             let Some(ops) = item.as_object_mut() else {
@@ -88,6 +88,17 @@ pub(super) fn constrain(doc: &mut Value, databases: Option<&[String]>) {
                 "/properties/database",
                 json!({"type": ["string", "null"], "enum": names_or_null(dbs)}),
             );
+        }
+    }
+    if let Some(names) = targets {
+        for request in ["RestoreTestRequest", "BackupRequest"] {
+            if let Some(req) = schemas.get_mut(request) {
+                set(
+                    req,
+                    "/properties/target",
+                    json!({"type": ["string", "null"], "enum": names_or_null(names)}),
+                );
+            }
         }
     }
     if let (Some(req), Some(dbs)) = (schemas.get_mut("BackupRequest"), databases) {

@@ -208,6 +208,7 @@ impl Application {
             body_limit: settings.server.body_limit_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
             databases: runbooks.databases(),
+            targets: settings.target_names(),
             approvals: remediation,
             runbooks,
             slack: Arc::new(crate::api::slack::SlackApprovals::from_settings(
