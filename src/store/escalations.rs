@@ -58,4 +58,16 @@ impl Store {
         }
         Ok(None)
     }
+
+    /// The newest incident still in people's or the service's hands (open or escalated), of
+    /// any alert: the one the freshness watchdog adds its evidence to instead of opening another.
+    pub async fn live_backup_incident(&self) -> Result<Option<i64>, StoreError> {
+        self.writer()
+            .query(
+                "SELECT id FROM incidents WHERE status IN ('open', 'escalated') \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .fetch_optional_scalar()
+            .await
+    }
 }

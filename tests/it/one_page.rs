@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use backup_remediator::store::{Store, StoreOptions};
 use backup_remediator::workflow::notify::{ManualClock, Notifier};
+use backup_remediator::workflow::watchdog;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -50,6 +51,72 @@ fn escalations(incident: &Value) -> Vec<Value> {
         .filter(|e| e["kind"] == "escalated")
         .map(|e| e["detail"].clone())
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_watchdog_on_a_missing_backup_role_is_one_incident_and_one_page() {
+    let parties = ThirdParties::start().await;
+    let notify = parties.config(true, true);
+    let role = format!(
+        "bk_gone_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let log = format!("{FAILED_DUMP}{ROLE_GONE_LOG}");
+    let w = World::builder()
+        .backup_role_gone(&role)
+        .job_failed_with_logs(&log)
+        .remediation(&notify)
+        .build()
+        .await;
+    let id = w.alert(&w.base, "2026-11-24T02:30:00Z").await;
+    w.wait_for(id, "an escalation", |i| i["status"] == "escalated")
+        .await;
+    wait_for_pages(&parties, "trigger", 1).await;
+
+    // The watchdog finds the backups stale (the second database has none) while the alert's
+    // incident is escalated: its evidence goes there.
+    let period = watchdog::period_of(chrono::Utc::now(), Duration::from_secs(900));
+    let report = w
+        .watchdog
+        .clone()
+        .unwrap()
+        .check_period(period)
+        .await
+        .unwrap()
+        .expect("the period is ours");
+    assert!(
+        report.verdicts.iter().any(|v| !v.reasons.is_empty()),
+        "the watchdog must find something for this test to mean anything: {report:?}"
+    );
+    assert!(
+        report.opened.is_empty(),
+        "a second incident for one root cause: {report:?}"
+    );
+    let incident = w.incident(id).await;
+    let evidence: Vec<&Value> = incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "watchdog_found")
+        .collect();
+    assert!(
+        !evidence.is_empty(),
+        "the watchdog's evidence is on the alert's incident"
+    );
+    assert!(
+        evidence[0]["detail"]["database"].is_string(),
+        "{evidence:?}"
+    );
+    assert_eq!(w.incidents().await.len(), 1);
+
+    // Time for any second incident to be diagnosed, escalated and paged.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        pagerduty(&parties, "trigger").len(),
+        1,
+        "PagerDuty triggers: {:?}",
+        pagerduty(&parties, "trigger")
+    );
 }
 
 /// A notifier on the world's store whose clock is `hours` ahead (the deadline has passed).
