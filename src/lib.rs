@@ -36,6 +36,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The restore tests' configuration is refused (a superuser `restore_test.target_url`).
+    #[error(transparent)]
+    RestoreTest(runbook::restore::StartError),
     #[error("the HTTP server failed: {source}")]
     Serve {
         #[source]

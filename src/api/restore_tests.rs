@@ -63,7 +63,13 @@ pub(super) fn start_error(e: StartError) -> ApiError {
     match e {
         StartError::Invalid(m) => ApiError::BadRequest(m),
         StartError::UnknownDatabase { .. } => ApiError::BadRequest(e.to_string()),
-        StartError::NotConfigured | StartError::NoKubernetes => ApiError::Conflict(e.to_string()),
+        StartError::UnknownObject { .. } => ApiError::NotFound(e.to_string()),
+        StartError::NotConfigured | StartError::NoKubernetes | StartError::Superuser { .. } => {
+            ApiError::Conflict(e.to_string())
+        }
+        StartError::Scratch(_) => {
+            ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
         StartError::Store { source, .. } => ApiError::Store(source),
     }
 }
@@ -77,10 +83,11 @@ pub(super) fn start_error(e: StartError) -> ApiError {
     responses(
         (status = 202, description = "Started; poll GET /api/v1/restore-tests/{id}", body = RestoreTestList),
         (status = 400, description = "Unknown target or database, a target not named while several are configured, or a bad body", body = ErrorBody),
+        (status = 404, description = "The requested object does not exist", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
-        (status = 409, description = "restore_test.target_url is not configured", body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        (status = 409, description = "restore_test.target_url is not configured, or is a superuser without restore_test.allow_superuser", body = ErrorBody),
+        (status = 503, description = "The store or the restore-test PostgreSQL is unavailable", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

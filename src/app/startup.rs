@@ -13,6 +13,7 @@ use crate::api::{self, AppState, Auth};
 use crate::app::telemetry;
 use crate::config::Settings;
 use crate::domain::policy::Policy;
+use crate::runbook::restore::StartError;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::workflow::engine::{Engine, Examiner};
 use crate::workflow::intake::Intake;
@@ -200,6 +201,20 @@ impl Application {
             &store,
             |t| kubes.get(&t.settings.kubernetes.api_url).cloned().flatten(),
         ));
+        // A superuser scratch role stops start-up, naming the key (restore_test.allow_superuser);
+        // a scratch server that does not answer now is checked again before each test.
+        for name in settings.target_names() {
+            let Ok(runbook) = runbooks.pick(Some(&name)) else {
+                continue;
+            };
+            match runbook.restore.refuse_superuser().await {
+                Err(e @ StartError::Superuser { .. }) => return Err(Error::RestoreTest(e)),
+                Err(e) => {
+                    tracing::warn!(target_name = %name, error = %e, "the restore-test role could not be checked at start-up")
+                }
+                Ok(()) => {}
+            }
+        }
         let state = AppState::new(api::Shared {
             store,
             intake,

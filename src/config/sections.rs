@@ -50,6 +50,10 @@ pub struct RestoreTestSettings {
     /// The PostgreSQL where scratch databases are created and dropped (a role with CREATEDB).
     /// Secret. Empty: restore tests are unavailable.
     pub target_url: SecretString,
+    /// Allow `target_url` to connect as a superuser. Off by default: a tampered archive runs
+    /// its SQL as that role, so the restore tester and `serve` refuse a superuser unless this
+    /// is true.
+    pub allow_superuser: bool,
     /// Scratch databases are named `<prefix>_<database>_<random>`.
     pub scratch_prefix: String,
     /// The `pg_restore` program (its major version must be at least the dump's).

@@ -9,6 +9,7 @@ pub mod action;
 pub mod alert;
 pub mod diagnosis;
 pub mod duration;
+pub mod escalation;
 pub mod finding;
 pub mod incident;
 pub mod manual_backup;

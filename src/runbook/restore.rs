@@ -24,6 +24,8 @@ const TOC_LIMIT: usize = 64 * 1024 * 1024;
 
 mod checks;
 mod drift;
+mod guard;
+mod incidents;
 mod objects;
 mod pipeline;
 mod scratch;

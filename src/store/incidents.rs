@@ -380,7 +380,7 @@ impl Store {
     }
 
     /// Moves an open incident to `status` (escalated, remediated) with its event; `false` if it
-    /// was no longer open.
+    /// was no longer open (an escalated one may still become remediated).
     pub async fn settle(
         &self,
         incident_id: i64,
@@ -418,10 +418,17 @@ impl Store {
         skip_rest: Option<(&Claim, &str)>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
+        // A fix proven after the deadline escalated (its step was still running) is still a
+        // fix: an escalated incident may become remediated; nothing else leaves `escalated`.
+        let from = if status == IncidentStatus::Remediated {
+            "status IN ('open', 'escalated')"
+        } else {
+            "status = 'open'"
+        };
         let done = tx
-            .query(
-                "UPDATE incidents SET status = $1, updated_at = $2 WHERE id = $3 AND status = 'open'",
-            )
+            .query(&format!(
+                "UPDATE incidents SET status = $1, updated_at = $2 WHERE id = $3 AND {from}"
+            ))
             .bind(status.as_str())
             .bind(at)
             .bind(incident_id)

@@ -11,6 +11,7 @@
 //! This file: the error type, connecting, and the store-wide calls.
 
 mod codec;
+mod escalations;
 mod gate;
 mod group_commit;
 mod incidents;

@@ -183,13 +183,22 @@ impl Remediator {
                  escalated without any action",
                 incident.fingerprint, flapping.window_minutes, flapping.incidents
             );
+            // One page per window: a breaker that already paged for this alert covers this flap.
+            let since = chrono::Duration::from_std(self.policy.flapping_window())
+                .ok()
+                .and_then(|w| Utc::now().checked_sub_signed(w))
+                .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+            let paged_with = self
+                .store
+                .breaker_paged(&incident.fingerprint, incident_id, since)
+                .await?;
             self.store
                 .append_event(
                     incident_id,
                     Utc::now(),
                     "flapping_breaker",
                     &json!({ "reason": why, "incidents": recent, "threshold": flapping.incidents,
-                             "window_minutes": flapping.window_minutes }),
+                             "window_minutes": flapping.window_minutes, "paged_with": paged_with }),
                 )
                 .await?;
             crate::metrics::flapping_break();

@@ -38,10 +38,10 @@ const EXTERNAL: &str = "https://br.example.com";
 // The stand-in for Slack and PagerDuty.
 
 #[derive(Debug, Clone)]
-struct Req {
-    path: String,
+pub(crate) struct Req {
+    pub(crate) path: String,
     authorization: String,
-    body: Value,
+    pub(crate) body: Value,
     raw: String,
 }
 
@@ -58,7 +58,7 @@ struct World {
     delay: Duration,
 }
 
-struct ThirdParties {
+pub(crate) struct ThirdParties {
     url: String,
     world: Arc<Mutex<World>>,
     task: tokio::task::JoinHandle<()>,
@@ -124,7 +124,7 @@ async fn handle(
 }
 
 impl ThirdParties {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let world = Arc::new(Mutex::new(World::default()));
         let app = axum::Router::new()
             .fallback(handle)
@@ -153,7 +153,7 @@ impl ThirdParties {
         self.requests().into_iter().map(|r| r.path).collect()
     }
 
-    fn to(&self, prefix: &str) -> Vec<Req> {
+    pub(crate) fn to(&self, prefix: &str) -> Vec<Req> {
         self.requests()
             .into_iter()
             .filter(|r| r.path.starts_with(prefix))
@@ -161,7 +161,7 @@ impl ThirdParties {
     }
 
     /// Settings TOML pointing the notifier here.
-    fn config(&self, bot: bool, pagerduty: bool) -> String {
+    pub(crate) fn config(&self, bot: bool, pagerduty: bool) -> String {
         let mut s = format!(
             "[notify]\nslack_api_url = \"{u}/slack/api\"\npagerduty_url = \"{u}/pd/v2/enqueue\"\n\
              external_url = \"{EXTERNAL}\"\nslack_channel = \"#db-incidents\"\n\
@@ -657,12 +657,10 @@ async fn the_two_hour_rule_counts_from_the_stored_open_time_across_a_restart(bac
     let esc = timeline.iter().find(|e| e.kind == "escalated").unwrap();
     assert_eq!(esc.at, t0() + chrono::Duration::minutes(121));
     assert_eq!(esc.detail["rule"], "deadline");
-    assert_eq!(
-        esc.detail["rpo_impact_seconds"],
-        (25 * 3600 + 121 * 60) as i64
-    );
-    assert_eq!(esc.detail["rpo_target_hours"], 24);
-    assert_eq!(esc.detail["rpo_breached"], true);
+    let rpo = &esc.detail["rpo"];
+    assert_eq!(rpo["rpo_impact_seconds"], (25 * 3600 + 121 * 60) as i64);
+    assert_eq!(rpo["rpo_target_hours"], 24);
+    assert_eq!(rpo["rpo_breached"], true);
     let reason = esc.detail["reason"].as_str().unwrap();
     assert!(
         reason.contains("2 h after the incident opened") && reason.contains("27 h 1 min"),

@@ -14,7 +14,9 @@ use std::time::Duration;
 use backup_remediator::config::Settings;
 use backup_remediator::domain::restore_test::{RestoreTest, TestStatus, NOT_RESTORABLE_ALERT};
 use backup_remediator::runbook::manual_backup::{self, BackupPlan};
-use backup_remediator::runbook::restore::{incident_fingerprint, RestoreTester, TestRequest};
+use backup_remediator::runbook::restore::{
+    incident_fingerprint, RestoreTester, StartError, TestRequest,
+};
 use backup_remediator::store::{Store, StoreOptions};
 use sqlx::Connection;
 
@@ -141,11 +143,18 @@ impl World {
         self.moto.settings(&format!(
             "[kubernetes]\napi_url = \"{kube}\"\n\
              [target]\nhost = \"127.0.0.1\"\nport = 5432\ndatabases = [\"{db}\", \"link_chat\"]\n\
-             [restore_test]\ntarget_url = \"{url}\"\nscratch_prefix = \"{prefix}\"\ntimeout_seconds = 120\n{extra}",
+             [restore_test]\ntarget_url = \"{url}\"\nscratch_prefix = \"{prefix}\"\ntimeout_seconds = 120\n\
+             {superuser}{extra}",
             kube = self.kube.url,
             db = self.database(),
             url = admin_url(),
             prefix = self.scratch_prefix,
+            // The suite's scratch server is reached as its superuser, allowed here on purpose.
+            superuser = if extra.contains("allow_superuser") {
+                ""
+            } else {
+                "allow_superuser = true\n"
+            },
         ))
     }
 
@@ -175,6 +184,11 @@ impl World {
             .await
             .expect("the restore test finishes within 2 minutes");
         done.into_iter().next().unwrap()
+    }
+
+    /// How many restore tests the store holds.
+    async fn tests_recorded(&self) -> usize {
+        self.store.list_restore_tests(None, 10).await.unwrap().len()
     }
 
     /// Scratch databases of this world still on the server.
@@ -387,6 +401,126 @@ async fn no_backup_of_the_database_is_a_failed_test() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_object_is_refused_before_starting_and_opens_no_incident() {
+    let w = world(KEY).await;
+    seed(&w.db, w.database()).await;
+    let real = object_key(w.database(), "20261125_020000");
+    w.moto.put(BUCKET, &real, w.backup_of(KEY).await).await;
+    let typo = object_key(w.database(), "20261125_0200000");
+
+    let err = w
+        .tester("")
+        .start(&request(Some(w.database()), Some(&typo)), None)
+        .await
+        .expect_err("a key that does not exist is refused before the test starts");
+
+    assert!(matches!(err, StartError::UnknownObject { .. }), "{err:?}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(err.to_string().contains(&typo), "{err}");
+    assert_eq!(w.tests_recorded().await, 0, "nothing was started");
+    assert_eq!(
+        w.store
+            .live_incident(&incident_fingerprint(w.database()))
+            .await
+            .unwrap(),
+        None,
+        "nothing pages"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_tests_of_one_database_share_one_incident_and_the_next_pass_resolves_it() {
+    let w = world(KEY).await;
+    seed(&w.db, w.database()).await;
+    let broken = object_key(w.database(), "20261124_020000");
+    w.moto
+        .put(BUCKET, &broken, b"Salted__garbage-garbage".to_vec())
+        .await;
+
+    let first = w.restore_test(None).await;
+    let second = w.restore_test(None).await;
+
+    assert_eq!(first.result.status, TestStatus::Failed);
+    assert_eq!(second.result.status, TestStatus::Failed);
+    let id = first.incident_id.expect("a failed test opens an incident");
+    assert_eq!(second.incident_id, Some(id), "one incident per database");
+    let timeline = w.store.timeline(id).await.unwrap();
+    let failed = timeline
+        .iter()
+        .filter(|e| e.kind == "restore_test_failed")
+        .count();
+    let escalated = timeline.iter().filter(|e| e.kind == "escalated").count();
+    assert_eq!((failed, escalated), (2, 1), "{timeline:#?}");
+
+    // A good backup, newer: the next test passes and resolves the incident.
+    let good = object_key(w.database(), "20261125_020000");
+    w.moto.put(BUCKET, &good, w.backup_of(KEY).await).await;
+    let third = w.restore_test(None).await;
+    assert_eq!(
+        third.result.status,
+        TestStatus::Passed,
+        "{:?}",
+        third.result.reason
+    );
+    let incident = w.store.get_incident(id).await.unwrap().unwrap();
+    assert_eq!(
+        incident.status,
+        backup_remediator::domain::incident::IncidentStatus::Resolved
+    );
+    let timeline = w.store.timeline(id).await.unwrap();
+    let passed = timeline
+        .iter()
+        .find(|e| e.kind == "resolved")
+        .expect("resolved event");
+    assert_eq!(
+        passed.detail["restore_test_id"], third.id,
+        "{:#}",
+        passed.detail
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superuser_scratch_role_is_refused_unless_allowed() {
+    let w = world(KEY).await;
+    let req = request(Some(w.database()), None);
+
+    let err = w
+        .tester("allow_superuser = false")
+        .start(&req, None)
+        .await
+        .expect_err("a superuser target_url is refused");
+
+    let words = err.to_string();
+    assert!(
+        words.contains("restore_test.allow_superuser") && words.contains("superuser"),
+        "{words}"
+    );
+    assert_eq!(w.tests_recorded().await, 0, "nothing was started");
+    assert_eq!(
+        w.tester("allow_superuser = true")
+            .start(&req, None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // `serve` refuses to start on it, naming the key.
+    let (_db, _store) =
+        crate::support::app::fresh_store(crate::support::app::Backend::Sqlite).await;
+    let settings = crate::support::app::test_settings(
+        &_db.url(),
+        &format!("[restore_test]\ntarget_url = \"{}\"\n", admin_url()),
+    );
+    let refused = backup_remediator::app::startup::Application::build(settings).await;
+    let why = format!(
+        "{:#}",
+        refused.err().expect("serve refuses a superuser target_url")
+    );
+    assert!(why.contains("restore_test.allow_superuser"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archive_newer_than_our_pg_restore_is_version_drift_not_a_corrupt_backup() {
     // Arrange: a real pg_dump archive whose header announces format 1.99 (bytes 5, 6, 7 of a
     // custom archive are the format's major, minor and revision), which is what a pg_dump newer
@@ -546,12 +680,7 @@ async fn unknown_databases_and_a_missing_scratch_server_are_refused_before_anyth
         .await
         .unwrap_err();
     assert!(err.to_string().contains("restore_test.target_url"), "{err}");
-    assert!(w
-        .store
-        .list_restore_tests(None, 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(w.tests_recorded().await, 0, "nothing was started");
 }
 
 /// The manual backup Job's script, run as the pod would run it: a real `sh`, the real pg_dump

@@ -13,10 +13,9 @@ use super::pipeline::pg_restore_error;
 use super::{
     check_restored, checks, database_of, drop_database, list_every_backup, restore_stream,
     scratch_name, NewRestoreTest, PgTarget, Problem, RestoreInto, RestoreTest, ScratchDb,
-    TestResult, TestStatus, NOT_RESTORABLE_ALERT,
+    TestResult, TestStatus,
 };
 use crate::config::Settings;
-use crate::domain::incident::NewIncident;
 use crate::probes::s3::job_s3;
 use crate::probes::ProbeContext;
 use crate::store::{Store, StoreError};
@@ -24,9 +23,9 @@ use crate::store::{Store, StoreError};
 /// Runs restore tests and records them.
 pub struct RestoreTester {
     /// The target whose backups this tester restores.
-    target: String,
-    settings: Arc<Settings>,
-    store: Store,
+    pub(super) target: String,
+    pub(super) settings: Arc<Settings>,
+    pub(super) store: Store,
     kube: Option<kube::Client>,
     http: reqwest::Client,
 }
@@ -54,6 +53,15 @@ pub enum StartError {
         given: String,
         configured: Vec<String>,
     },
+    /// The requested object is not in the bucket.
+    #[error("the object s3://{bucket}/{key} does not exist")]
+    UnknownObject { bucket: String, key: String },
+    /// `restore_test.target_url` connects as a superuser and that is not allowed.
+    #[error("restore_test.target_url connects as {user}, a superuser: a tampered archive would run its SQL with superuser rights; use a role with CREATEDB only, or set restore_test.allow_superuser = true")]
+    Superuser { user: String },
+    /// The scratch server could not be asked about its role.
+    #[error("checking the restore_test.target_url role: {0}")]
+    Scratch(#[from] super::ScratchError),
     #[error("restore tests are not configured: set restore_test.target_url (BR_RESTORE_TEST__TARGET_URL) to a PostgreSQL where scratch databases may be created")]
     NotConfigured,
     #[error("no Kubernetes API is configured (in-cluster, KUBECONFIG or kubernetes.api_url): the manual backup Job cannot be created")]
@@ -137,6 +145,35 @@ impl RestoreTester {
         Ok(dbs)
     }
 
+    /// Refuses a superuser `restore_test.target_url` unless `restore_test.allow_superuser`
+    /// (checked at `serve` start-up, when the schedule starts and before each test).
+    pub async fn refuse_superuser(&self) -> Result<(), StartError> {
+        if self.settings.restore_test.allow_superuser || !self.configured() {
+            return Ok(());
+        }
+        let target = PgTarget::parse(&self.settings.restore_test.target_url)?;
+        if super::guard::is_superuser(&target).await? {
+            return Err(StartError::Superuser { user: target.user });
+        }
+        Ok(())
+    }
+
+    /// Refuses a requested object S3 says does not exist (a mistyped key is the caller's
+    /// mistake, not a backup that fails to restore). When S3 cannot tell, the test runs.
+    async fn refuse_missing(&self, key: &str) -> Result<(), StartError> {
+        let ctx = ProbeContext::new(self.settings.clone(), self.kube.clone(), self.http.clone());
+        let Ok(job) = job_s3(&ctx).await else {
+            return Ok(());
+        };
+        match super::guard::object_exists(&job, key).await {
+            Some(false) => Err(StartError::UnknownObject {
+                bucket: job.bucket.clone(),
+                key: key.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Records one `running` test per database; `slot` makes scheduled runs unique per period.
     /// Returns the tests this call recorded (none for a slot another replica took).
     pub async fn start(
@@ -145,6 +182,10 @@ impl RestoreTester {
         slot: Option<&str>,
     ) -> Result<Vec<RestoreTest>, StartError> {
         let dbs = self.databases_for(req)?;
+        self.refuse_superuser().await?;
+        if let Some(key) = &req.object {
+            self.refuse_missing(key).await?;
+        }
         let mut started = Vec::new();
         for db in dbs {
             let new = NewRestoreTest {
@@ -200,69 +241,16 @@ impl RestoreTester {
         );
         crate::metrics::restore_test(status.as_str());
         self.store.finish_restore_test(t.id, &outcome).await?;
-        if status == TestStatus::Failed {
-            let incident = self.open_incident(t, &outcome).await?;
-            outcome.detail["incident_id"] = json!(incident);
-            self.store.set_restore_test_incident(t.id, incident).await?;
+        match status {
+            TestStatus::Failed => {
+                let incident = self.incident_of_failure(t, &outcome).await?;
+                outcome.detail["incident_id"] = json!(incident);
+                self.store.set_restore_test_incident(t.id, incident).await?;
+            }
+            TestStatus::Passed => self.resolve_incident(t, &outcome).await?,
+            _ => {}
         }
         Ok(())
-    }
-
-    /// Opens the `PostgreSQLBackupNotRestorable` incident of a failed test, with its reason.
-    async fn open_incident(
-        &self,
-        t: &RestoreTest,
-        outcome: &TestResult,
-    ) -> Result<i64, StoreError> {
-        let reason = outcome.reason.clone().unwrap_or_default();
-        let object = outcome
-            .object_key
-            .clone()
-            .or_else(|| t.result.object_key.clone());
-        let now = Utc::now();
-        let opened = self
-            .store
-            .open_incident(&NewIncident {
-                fingerprint: incident_fingerprint(&t.database),
-                alertname: NOT_RESTORABLE_ALERT.to_owned(),
-                starts_at: t.started_at,
-                severity: "critical".to_owned(),
-                labels: json!({ "alertname": NOT_RESTORABLE_ALERT, "severity": "critical",
-                                "database": t.database, "source": "restore-test" }),
-                annotations: json!({
-                    "summary": format!("The newest backup of {} could not be restored", t.database),
-                    "description": reason,
-                }),
-                generator_url: String::new(),
-                opened_at: now,
-                detail: json!({ "source": "restore_test", "restore_test_id": t.id,
-                                "database": t.database, "object": object }),
-                target: Some(self.target.clone()),
-            })
-            .await?;
-        self.store
-            .append_event(
-                opened.id(),
-                now,
-                "restore_test_failed",
-                &json!({ "restore_test_id": t.id, "database": t.database, "object": object,
-                         "reason": reason, "scratch_database": t.scratch_database,
-                         "checks": outcome.checks, "rto": outcome.rto }),
-            )
-            .await?;
-        // No playbook can fix a backup that does not restore: it goes to people at once, and the
-        // notifier tells them (Slack, and a page) like any other escalation.
-        self.store
-            .settle(
-                opened.id(),
-                crate::domain::incident::IncidentStatus::Escalated,
-                Utc::now(),
-                &json!({ "reason": format!("the newest backup of {} failed its restore test: {reason}", t.database),
-                         "restore_test_id": t.id, "object": object }),
-            )
-            .await?;
-        crate::metrics::escalation(&self.target, "not_restorable");
-        Ok(opened.id())
     }
 
     /// One database's test: find, download, decrypt, restore, check; the scratch database is
@@ -332,7 +320,9 @@ impl RestoreTester {
                 if matches!(f.kind, crate::infra::aws::FailureKind::NotFound)
                     || f.code == "NoSuchKey"
                 {
-                    Problem::backup(format!(
+                    // Gone between the listing (or the request) and the download: nothing
+                    // is known against the backups, so the test ends `error`.
+                    Problem::test(format!(
                         "the backup s3://{}/{key_name} does not exist",
                         job.bucket
                     ))
@@ -437,6 +427,13 @@ impl RestoreTester {
         if !self.configured() {
             tracing::info!("scheduled restore tests are off: restore_test.target_url is not set");
             return;
+        }
+        if let Err(e) = self.refuse_superuser().await {
+            if matches!(e, StartError::Superuser { .. }) {
+                tracing::error!(error = %e, "scheduled restore tests are off");
+                return;
+            }
+            tracing::warn!(error = %e, "the restore-test role could not be checked; each test checks it again");
         }
         self.interrupt_stale().await;
         let period = cfg.schedule_hours.saturating_mul(3600) as i64;

@@ -27,7 +27,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::config::{NotifySettings, Settings};
-use crate::domain::incident::{Incident, IncidentStatus};
+use crate::domain::escalation::{Cause, Rpo, Rule};
+use crate::domain::incident::IncidentStatus;
 use crate::store::{Attempt, Delivery, NewDelivery, Store, StoreError};
 use scrub::{scrub_text, scrub_value, secrets_of};
 use view::View;
@@ -97,37 +98,6 @@ impl SendError {
             | SendError::Permanent(error) => error,
         }
     }
-}
-
-/// The RPO impact an escalation states: now − the last successful backup (`last`, e.g. from
-/// [`view::last_good_backup`] over the incident's findings) against the RPO target. Fields:
-/// `rpo_impact` (words), `last_successful_backup`, `rpo_impact_seconds`, `rpo_target_hours`,
-/// `rpo_breached` (true too when no backup is on record). Any escalation can merge it into its
-/// event detail.
-pub fn rpo_impact(last: Option<DateTime<Utc>>, now: DateTime<Utc>, rpo_hours: u64) -> Value {
-    let impact = last.map(|t| (now - t).num_seconds());
-    let target = i64::try_from(rpo_hours).unwrap_or(i64::MAX / 3600) * 3600;
-    let breached = impact.is_none_or(|s| s > target);
-    let words = match (impact, last) {
-        (Some(s), Some(t)) => format!(
-            "last successful backup {} ago ({}), RPO target {rpo_hours} h {}",
-            crate::domain::duration::human(s),
-            t.to_rfc3339(),
-            if breached {
-                "breached"
-            } else {
-                "not yet breached"
-            }
-        ),
-        _ => format!("no successful backup on record, RPO target {rpo_hours} h breached"),
-    };
-    json!({
-        "rpo_impact": words,
-        "last_successful_backup": last,
-        "rpo_impact_seconds": impact,
-        "rpo_target_hours": rpo_hours,
-        "rpo_breached": breached,
-    })
 }
 
 /// How many incidents and deliveries one poll handles at most.
@@ -252,56 +222,41 @@ impl Notifier {
             overdue.extend(self.store.overdue(alertname, now - deadline, BATCH).await?);
         }
         for incident in overdue {
+            // The RPO in words belongs in the reason people read first.
             let findings = self.store.findings(incident.id).await?;
-            let diagnosis = self.store.diagnosis(incident.id).await?;
-            let last = view::last_good_backup(&findings);
-            let detail = self.deadline_detail(&incident, last, now, diagnosis.as_ref());
-            if self
+            let rpo = Rpo::at(view::last_good_backup(&findings), now, self.cfg.rpo_hours);
+            let reason = format!(
+                "the backup still fails {} h after the incident opened (runbook deadline); RPO impact: {}",
+                self.cfg.escalate_after_hours, rpo.rpo_impact
+            );
+            let context = json!({ "opened_at": incident.opened_at,
+                                  "escalate_after_hours": self.cfg.escalate_after_hours });
+            // A step still running is not abandoned: the escalation names it, and a fix it
+            // proves afterwards makes the incident remediated and resolves the page.
+            let cause = Cause::new(Rule::Deadline, reason, context);
+            if let Some(e) = self
                 .store
-                .settle(incident.id, IncidentStatus::Escalated, now, &detail)
+                .escalate(incident.id, cause, now, self.cfg.rpo_hours)
                 .await?
             {
                 escalated += 1;
-                let scenario = diagnosis
-                    .as_ref()
-                    .map_or("unknown", |d| d.scenario.as_str());
                 crate::metrics::escalation(
                     incident
                         .target
                         .as_deref()
                         .unwrap_or(crate::metrics::NO_TARGET),
-                    scenario,
+                    e.scenario_name(),
                 );
                 tracing::warn!(
                     incident_id = incident.id,
-                    scenario,
-                    rpo_impact_seconds = detail["rpo_impact_seconds"].as_i64(),
+                    scenario = e.scenario_name(),
+                    rpo_impact_seconds = e.rpo.rpo_impact_seconds,
+                    still_running = e.still_running.len(),
                     "incident escalated: the escalation deadline passed"
                 );
             }
         }
         Ok(escalated)
-    }
-
-    fn deadline_detail(
-        &self,
-        incident: &Incident,
-        last: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-        diagnosis: Option<&crate::domain::diagnosis::Diagnosis>,
-    ) -> Value {
-        let mut detail = rpo_impact(last, now, self.cfg.rpo_hours);
-        detail["reason"] = json!(format!(
-            "the backup still fails {} h after the incident opened (runbook deadline); RPO impact: {}",
-            self.cfg.escalate_after_hours,
-            detail["rpo_impact"].as_str().unwrap_or_default()
-        ));
-        detail["rule"] = json!("deadline");
-        detail["opened_at"] = json!(incident.opened_at);
-        detail["escalate_after_hours"] = json!(self.cfg.escalate_after_hours);
-        detail["scenario"] = json!(diagnosis.map(|d| d.scenario));
-        detail["diagnosis"] = json!(diagnosis.map(|d| d.summary.clone()));
-        detail
     }
 
     /// Turns new timeline events into deliveries. Returns how many incidents moved.
@@ -358,7 +313,7 @@ impl Notifier {
             }
             let mut pd = state.pagerduty.clone();
             if self.pagerduty() {
-                if pd.is_empty() && incident.status == IncidentStatus::Escalated {
+                if pd.is_empty() && incident.status == IncidentStatus::Escalated && v.pages() {
                     let mut event = pagerduty::trigger(&v);
                     self.scrub_json(&mut event);
                     deliveries.push(NewDelivery {
@@ -516,23 +471,6 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_rpo_impact_is_now_minus_the_last_good_backup_against_the_target() {
-        let now = Utc::now();
-        let fresh = rpo_impact(Some(now - chrono::Duration::hours(3)), now, 24);
-        assert_eq!(fresh["rpo_impact_seconds"], 3 * 3600);
-        assert_eq!(fresh["rpo_breached"], false);
-        let stale = rpo_impact(Some(now - chrono::Duration::hours(30)), now, 24);
-        assert_eq!(stale["rpo_breached"], true);
-        assert!(stale["rpo_impact"].as_str().unwrap().contains("30 h ago"));
-        let never = rpo_impact(None, now, 24);
-        assert_eq!(never["rpo_breached"], true);
-        assert!(never["rpo_impact"]
-            .as_str()
-            .unwrap()
-            .starts_with("no successful backup"));
-    }
 
     #[tokio::test]
     async fn the_backup_secrets_values_are_scrubbed_once_read() {

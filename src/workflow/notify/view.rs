@@ -6,7 +6,6 @@ use serde_json::Value;
 
 use crate::domain::diagnosis::Diagnosis;
 use crate::domain::duration::human;
-use crate::domain::finding::Finding;
 use crate::domain::incident::{Incident, IncidentStatus, TimelineEvent};
 use crate::domain::plan::{Decision, Step, StepKind, StepState};
 
@@ -27,20 +26,7 @@ pub struct View<'a> {
     pub buttons: bool,
 }
 
-/// The last successful backup the probes saw: the backup job's own `last_success` metric when
-/// Prometheus has it (an object in S3 may be a partial or failed upload), else the newest object
-/// of the S3 listing.
-pub fn last_good_backup(findings: &[Finding]) -> Option<DateTime<Utc>> {
-    let parse =
-        |v: Option<&Value>| -> Option<DateTime<Utc>> { serde_json::from_value(v?.clone()).ok() };
-    let from = |probe: &str, pointer: &str| {
-        findings
-            .iter()
-            .filter(|f| f.probe == probe)
-            .find_map(|f| parse(f.evidence.pointer(pointer)))
-    };
-    from("backup_metrics", "/last_success").or_else(|| from("s3", "/listing/newest/last_modified"))
-}
+pub use crate::domain::escalation::last_good_backup;
 
 impl View<'_> {
     pub fn status_words(&self) -> &'static str {
@@ -173,6 +159,16 @@ impl View<'_> {
             .collect()
     }
 
+    /// Whether the escalation pages on-call (the newest `escalated` event's `page`): a flap
+    /// the breaker already paged for in its window does not page again.
+    pub fn pages(&self) -> bool {
+        self.timeline
+            .iter()
+            .rev()
+            .find(|e| e.kind == "escalated")
+            .is_none_or(|e| crate::domain::escalation::pages(&e.detail))
+    }
+
     /// Why the incident was escalated (the newest `escalated` event's reason).
     pub fn escalation_reason(&self) -> Option<String> {
         self.timeline
@@ -261,6 +257,7 @@ impl View<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::finding::Finding;
     use chrono::TimeZone;
     use serde_json::json;
 

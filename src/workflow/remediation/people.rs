@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::{policy_action, Ran, Remediator};
-use crate::domain::incident::IncidentStatus;
+use crate::domain::escalation::{Cause, Rule};
 use crate::domain::plan::{Claim, Refusal, Step, StepState};
 use crate::store::StoreError;
 
@@ -23,22 +23,6 @@ impl Remediator {
         if !self.store.renew_claim(incident_id, claim, lease).await? {
             return Ok(Ran::Lost);
         }
-        let steps = self.store.steps(incident_id).await?;
-        let diagnosis = self.store.diagnosis(incident_id).await?;
-        let not_done: Vec<Value> = steps
-            .iter()
-            .filter(|s| {
-                matches!(
-                    s.state,
-                    StepState::Failed
-                        | StepState::Refused
-                        | StepState::Rejected
-                        | StepState::Interrupted
-                        | StepState::DryRun
-                )
-            })
-            .map(|s| json!({ "step": s.id, "name": s.name, "target": s.target, "state": s.state, "reason": s.reason }))
-            .collect();
         let reason = if self.policy.dry_run {
             format!(
                 "dry run: the service changed nothing; a person must act on the plan. {}",
@@ -47,24 +31,37 @@ impl Remediator {
         } else {
             step.reason.clone()
         };
-        let findings = self.store.findings(incident_id).await?;
-        let detail = json!({
-            "reason": reason,
-            "scenario": diagnosis.as_ref().map(|d| d.scenario),
-            "diagnosis": diagnosis.as_ref().map(|d| d.summary.clone()),
-            "steps_not_done": not_done,
-            "rpo": crate::workflow::notify::rpo_impact(
-                crate::workflow::notify::view::last_good_backup(&findings),
-                Utc::now(),
-                self.settings.notify.rpo_hours,
-            ),
-        });
-        self.store
-            .settle(incident_id, IncidentStatus::Escalated, Utc::now(), &detail)
+        // The flapping breaker planned this step when it tripped, and noted whether an earlier
+        // flap of the alert already paged in its window.
+        let breaker = self
+            .store
+            .timeline(incident_id)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|e| e.kind == "flapping_breaker");
+        let mut cause = match &breaker {
+            Some(e) => Cause::new(Rule::Breaker, reason, e.detail.clone()),
+            None => Cause::new(Rule::Plan, reason, json!({ "step": step.id })),
+        };
+        cause.paged_with = breaker
+            .as_ref()
+            .and_then(|e| e.detail.get("paged_with"))
+            .and_then(Value::as_i64);
+        let rpo_hours = self.settings.notify.rpo_hours;
+        let escalated = self
+            .store
+            .escalate(incident_id, cause, Utc::now(), rpo_hours)
             .await?;
-        let scenario = diagnosis.map_or("unknown", |d| d.scenario.as_str());
-        crate::metrics::escalation(&self.target, scenario);
-        tracing::warn!(incident_id, scenario, reason = %reason, "incident escalated");
+        let detail = match &escalated {
+            Some(e) => {
+                crate::metrics::escalation(&self.target, e.scenario_name());
+                tracing::warn!(incident_id, scenario = e.scenario_name(), reason = %e.reason,
+                    page = e.page, "incident escalated");
+                e.detail()
+            }
+            None => json!({ "reason": "the incident was no longer open" }),
+        };
         let from = [StepState::Planned, StepState::Running];
         let done = StepState::Succeeded;
         if !self

@@ -9,9 +9,10 @@
 //! A database whose newest backup is older than `notify.rpo_hours`, that has none, or whose
 //! metric series is gone gets a `PostgreSQLBackupStale` incident with a stable fingerprint,
 //! opened through the [`Intake`] like an alert — so the engine diagnoses it, plans, gates,
-//! notifies and escalates it exactly as it does `PostgreSQLBackupFailed`. While that incident is
-//! open or escalated no other is opened; when the backups are fresh again the watchdog resolves
-//! it. A watchdog that finds nothing wrong opens nothing and costs one S3 listing (one request
+//! notifies and escalates it exactly as it does `PostgreSQLBackupFailed`. While an incident
+//! about the backups is open or escalated — that one, or the alert's, whatever its name — no
+//! other is opened: the watchdog's evidence goes on its timeline (one root cause, one page).
+//! When the backups are fresh again the watchdog resolves its own incident. A watchdog that finds nothing wrong opens nothing and costs one S3 listing (one request
 //! per 1000 keys under the prefix) and one Prometheus query per period.
 
 mod verdict;
@@ -316,7 +317,10 @@ impl Watchdog {
         report.unanswered.insert(source.to_owned(), why.to_owned());
     }
 
-    /// Opens the database's incident through the intake unless one is open or escalated.
+    /// Opens the database's incident through the intake, unless an incident about the target's
+    /// backups is live (open or escalated): the watchdog's own for this database, or any other
+    /// of the target (the alert's, whatever its name). One root cause is one incident and one
+    /// page, so the watchdog's evidence goes on that incident's timeline instead.
     async fn open(
         &self,
         t: &Watched,
@@ -324,7 +328,12 @@ impl Watchdog {
         period: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError> {
         let fp = t.fingerprint(&v.database);
-        if self.store.live_incident(&fp).await?.is_some() {
+        let live = match self.store.live_incident(&fp).await? {
+            Some((id, _)) => Some(id),
+            None => self.store.live_backup_incident(&t.name).await?,
+        };
+        if let Some(id) = live {
+            self.add_evidence(id, v, period).await?;
             return Ok(None);
         }
         let reasons: Vec<&str> = v.reasons.iter().map(|r| r.as_str()).collect();
@@ -360,12 +369,39 @@ impl Watchdog {
         }
         if let Some(id) = id {
             self.store
-                .append_event(id, Utc::now(), "watchdog_found", &json!({
-                    "period": period, "reasons": v.reasons, "evidence": v.evidence, "words": v.words,
-                }))
+                .append_event(id, Utc::now(), "watchdog_found", &evidence(v, period))
                 .await?;
         }
         Ok(id)
+    }
+
+    /// Puts the verdict on a live incident's timeline, once per database and reasons (a finding
+    /// repeated every period would only re-render the incident's message).
+    async fn add_evidence(
+        &self,
+        incident_id: i64,
+        v: &Verdict,
+        period: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let reasons = json!(v.reasons);
+        let known = self.store.timeline(incident_id).await?.iter().any(|e| {
+            e.kind == "watchdog_found"
+                && e.detail["database"] == v.database.as_str()
+                && e.detail["reasons"] == reasons
+        });
+        if !known {
+            self.store
+                .append_event(
+                    incident_id,
+                    Utc::now(),
+                    "watchdog_found",
+                    &evidence(v, period),
+                )
+                .await?;
+            tracing::info!(incident_id, database = %v.database,
+                "the watchdog's finding joins the live incident instead of opening another");
+        }
+        Ok(())
     }
 
     /// Resolves the database's live incident: its backups are fresh again.
@@ -432,6 +468,12 @@ impl Watchdog {
             .first()
             .map_or((None, None), |r| (r.incident_id, Some(r.outcome))))
     }
+}
+
+/// The `watchdog_found` event of a verdict.
+fn evidence(v: &Verdict, period: DateTime<Utc>) -> Value {
+    json!({ "database": v.database, "period": period, "reasons": v.reasons,
+            "evidence": v.evidence, "words": v.words })
 }
 
 fn capitalise(s: &str) -> String {

@@ -317,7 +317,7 @@ async fn a_restore_test_started_over_the_api_restores_the_newest_backup() {
     let s = setup(
         Backend::Postgres,
         &format!(
-            "[restore_test]\ntarget_url = \"{}\"\nrto_minutes = 60\n\
+            "[restore_test]\ntarget_url = \"{}\"\nrto_minutes = 60\nallow_superuser = true\n\
              [[restore_test.checks]]\ndatabase = \"link_users\"\nname = \"on the scratch copy\"\n\
              sql = \"select current_database() like 'br_restore_link_users_%'\"\n",
             crate::support::pg::admin_url()
@@ -399,6 +399,44 @@ async fn a_restore_test_started_over_the_api_restores_the_newest_backup() {
     let text = done.to_string();
     for canary in CANARIES {
         assert!(!text.contains(canary));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_test_of_an_object_that_does_not_exist_is_a_404_and_pages_nobody() {
+    let s = setup(
+        Backend::Sqlite,
+        &format!(
+            "[restore_test]\nenabled = false\ntarget_url = \"{}\"\nallow_superuser = true\n",
+            crate::support::pg::admin_url()
+        ),
+    )
+    .await;
+    let real = "postgres-backups/postgres-backup-20261125_020000_link_users.sql.enc";
+    s.moto.put(BUCKET, real, b"Salted__x".to_vec()).await;
+
+    let resp = s
+        .post(
+            "/api/v1/restore-tests",
+            json!({"database": "link_users",
+                   "object": "postgres-backups/postgres-backup-20261125_0200000_link_users.sql.enc"}),
+        )
+        .await;
+
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    let why = body["error"].as_str().unwrap();
+    assert!(
+        why.contains("does not exist") && why.contains("0200000"),
+        "{why}"
+    );
+    // Nothing was started, nothing was opened, so nothing pages.
+    for (path, list) in [
+        ("/api/v1/restore-tests", "restore_tests"),
+        ("/api/v1/incidents", "incidents"),
+    ] {
+        let page: Value = s.app.api_get(path).await.json().await.unwrap();
+        assert_eq!(page[list], json!([]), "{path}");
     }
 }
 

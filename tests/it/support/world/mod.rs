@@ -215,8 +215,14 @@ impl World {
     /// What the backup Job would do: `pg_dump -Fc` of each database as `role`, encrypted with
     /// the real `openssl enc` and uploaded under the prefix.
     pub async fn run_backup_as(&self, role: &str, key: &str) {
+        self.upload_new_backups(|db| backup::dump_as(self.dir.path(), role, db, key))
+            .await;
+    }
+
+    /// Uploads `make(database)` as a new backup of each database, as a verification Job would.
+    pub async fn upload_new_backups(&self, make: impl Fn(&str) -> Vec<u8>) {
         for db in &self.pg.dbs[..2] {
-            let bytes = backup::dump_as(self.dir.path(), role, db, key);
+            let bytes = make(db);
             self.moto
                 .put(
                     BUCKET,
