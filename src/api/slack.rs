@@ -172,13 +172,7 @@ fn ephemeral(text: &str) -> Value {
 }
 
 fn refuse(status: StatusCode, why: impl ToString) -> Response {
-    (
-        status,
-        Json(ErrorBody {
-            error: why.to_string(),
-        }),
-    )
-        .into_response()
+    (status, Json(ErrorBody::new(why.to_string()))).into_response()
 }
 
 /// Handle a click on an incident message's Approve or Reject button (Slack's interactivity
