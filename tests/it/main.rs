@@ -16,6 +16,7 @@ mod gate_store;
 mod jobs;
 mod layout;
 mod notify;
+mod primary_down;
 mod probes_aws;
 mod probes_cluster;
 mod probes_local;

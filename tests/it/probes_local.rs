@@ -141,18 +141,7 @@ impl Fixture {
     }
 
     fn secret(&self, user: &str) -> BackupSecret {
-        let data: BTreeMap<String, ByteString> = [
-            ("postgres-user", user),
-            ("postgres-password", self.password.as_str()),
-            ("s3-bucket", "link-backups"),
-            ("encryption-key", "k"),
-            ("aws-access-key-id", "a"),
-            ("aws-secret-access-key", "s"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
-        .collect();
-        BackupSecret::from_data(&data)
+        pg::backup_secret(user, &self.password)
     }
 
     fn settings(&self, port: u16) -> Settings {
