@@ -9,6 +9,7 @@ mod support;
 mod actions;
 mod api;
 mod auth;
+mod claims;
 mod cli;
 mod deploy;
 mod gate;
