@@ -440,8 +440,8 @@ impl NotifySettings {
         if !http(&self.slack_api_url) {
             return bad("slack_api_url", "must be an http(s) URL");
         }
-        if !self.slack_approvers.is_empty() && self.slack_signing_secret.expose_secret().is_empty()
-        {
+        let approvers = !self.slack_approvers.is_empty() || !self.slack_approvers_file.is_empty();
+        if approvers && self.slack_signing_secret.expose_secret().is_empty() {
             return bad(
                 "slack_signing_secret",
                 "notify.slack_approvers is set: Slack clicks cannot be verified without the app's signing secret (BR_NOTIFY__SLACK_SIGNING_SECRET)",
@@ -476,7 +476,8 @@ impl NotifySettings {
 }
 
 /// A Slack user id as Slack sends it: `U` or `W` and upper-case letters and digits.
-fn slack_user_id(id: &str) -> bool {
+/// Whether `id` has the shape of a Slack user id (`U0123ABCD`, `W0123ABCD`).
+pub fn slack_user_id(id: &str) -> bool {
     id.len() >= 3
         && id.len() <= 32
         && (id.starts_with('U') || id.starts_with('W'))

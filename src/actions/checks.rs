@@ -27,10 +27,12 @@ pub async fn database_answers(ctx: &ActionContext) -> Result<Value, ActionError>
             .ok()
             .flatten();
         let unreachable = match &out {
-            Some(o) => o
-                .signals
-                .iter()
-                .find(|s| matches!(s, Signal::DatabaseUnreachable { .. })),
+            Some(o) => o.signals.iter().find(|s| {
+                matches!(
+                    s,
+                    Signal::DatabaseUnreachable { .. } | Signal::DatabaseConnectionFailed { .. }
+                )
+            }),
             None => None,
         };
         match (&out, unreachable) {

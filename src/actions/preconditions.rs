@@ -91,11 +91,9 @@ async fn database_down_and_no_backup(ctx: &ActionContext) -> Precondition {
                 .to_owned(),
         );
     };
-    let down = out
-        .signals
-        .iter()
-        .any(|s| matches!(s, Signal::DatabaseUnreachable { .. }));
-    if !down {
+    // Down means no answer at all on every database: a server that answers, even with an
+    // error (too many connections, starting up), is up.
+    if !out.signals.iter().any(Signal::means_primary_down) {
         return Precondition::Refuse(format!(
             "the database answers now ({}); the primary is not restarted",
             out.summary

@@ -7,13 +7,27 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::store::StoreError;
+use crate::store::{StoreCondition, StoreError};
 
 /// Body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// What is wrong, in a sentence.
     pub error: String,
+    /// On a 503: the store's condition (`read_only`, `full`, `busy`, `conflict`…); the request
+    /// can be retried as it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<StoreCondition>,
+}
+
+impl ErrorBody {
+    /// A body saying `error`, with no store condition.
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            reason: None,
+        }
+    }
 }
 
 /// An error answered over HTTP.
@@ -66,7 +80,11 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %e, "store unavailable");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "the incident store is unavailable; retry later".to_owned(),
+                    e.condition()
+                        .map_or("the incident store is unavailable; retry later", |c| {
+                            c.sentence()
+                        })
+                        .to_owned(),
                 )
             }
             ApiError::Store(e) => {
@@ -77,7 +95,15 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut resp = (status, Json(ErrorBody { error: message })).into_response();
+        let reason = match &self {
+            ApiError::Store(e) => e.condition(),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: message,
+            reason,
+        };
+        let mut resp = (status, Json(body)).into_response();
         if let ApiError::Unauthorized { challenge } = self {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -85,5 +111,23 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_store_condition_answers_503_naming_it() {
+        for &c in StoreCondition::ALL {
+            let err = ApiError::Store(StoreError::Unavailable(c, sqlx::Error::PoolTimedOut));
+            let resp = err.into_response();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{c}");
+            let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["reason"], c.as_str());
+            assert_eq!(body["error"], c.sentence());
+        }
     }
 }

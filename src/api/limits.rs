@@ -65,12 +65,10 @@ pub async fn with_body_deadline(limit: BodyTimeout, req: Request, next: Next) ->
     crate::metrics::http_connection_closed(Closed::BodyTimeout);
     let mut resp = (
         StatusCode::REQUEST_TIMEOUT,
-        Json(ErrorBody {
-            error: format!(
-                "the request body did not arrive within {} ms",
-                limit.0.as_millis()
-            ),
-        }),
+        Json(ErrorBody::new(format!(
+            "the request body did not arrive within {} ms",
+            limit.0.as_millis()
+        ))),
     )
         .into_response();
     resp.headers_mut()
@@ -209,7 +207,7 @@ pub async fn as_json_error(mut resp: Response) -> Response {
             error = format!("{error}; allowed: {allow}");
         }
     }
-    let body = serde_json::to_vec(&ErrorBody { error }).unwrap_or_default();
+    let body = serde_json::to_vec(&ErrorBody::new(error)).unwrap_or_default();
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

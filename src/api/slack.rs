@@ -40,7 +40,65 @@ pub const TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
 pub struct SlackApprovals {
     signing_secret: SecretString,
     approvers: Vec<String>,
+    /// `notify.slack_approvers_file`, read at each click (clicks come at human speed).
+    approvers_file: Option<std::path::PathBuf>,
+    /// The file's last good list: an unreadable or malformed file keeps it.
+    from_file: std::sync::Mutex<Vec<String>>,
     http: reqwest::Client,
+}
+
+/// Why the approvers file was not taken.
+#[derive(Debug, thiserror::Error)]
+enum ApproversFileError {
+    #[error("cannot read it: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("line {0} is not a Slack user id (U0123ABCD or W0123ABCD)")]
+    Malformed(usize),
+}
+
+/// The user ids of an approvers file: one per line, blank lines and `#` comments skipped.
+fn parse_approvers(text: &str) -> Result<Vec<String>, ApproversFileError> {
+    let mut ids = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if !crate::config::slack_user_id(line) {
+            return Err(ApproversFileError::Malformed(n + 1));
+        }
+        ids.push(line.to_owned());
+    }
+    Ok(ids)
+}
+
+impl SlackApprovals {
+    /// Whether Slack user `id` may decide now: in `notify.slack_approvers`, or in the approvers
+    /// file as it reads now.
+    fn may_decide(&self, id: &str) -> bool {
+        if self.approvers.iter().any(|a| a == id) {
+            return true;
+        }
+        let Some(path) = &self.approvers_file else {
+            return false;
+        };
+        let mut last = self
+            .from_file
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match std::fs::read_to_string(path)
+            .map_err(ApproversFileError::from)
+            .and_then(|t| parse_approvers(&t))
+        {
+            Ok(ids) => *last = ids,
+            Err(e) => tracing::error!(
+                file = %path.display(),
+                error = %e,
+                "notify.slack_approvers_file not taken; the last list read stays"
+            ),
+        }
+        last.iter().any(|a| a == id)
+    }
 }
 
 impl SlackApprovals {
@@ -53,6 +111,9 @@ impl SlackApprovals {
         Self {
             signing_secret: n.slack_signing_secret.clone(),
             approvers: n.slack_approvers.clone(),
+            approvers_file: (!n.slack_approvers_file.is_empty())
+                .then(|| std::path::PathBuf::from(&n.slack_approvers_file)),
+            from_file: std::sync::Mutex::new(Vec::new()),
             http,
         }
     }
@@ -172,13 +233,7 @@ fn ephemeral(text: &str) -> Value {
 }
 
 fn refuse(status: StatusCode, why: impl ToString) -> Response {
-    (
-        status,
-        Json(ErrorBody {
-            error: why.to_string(),
-        }),
-    )
-        .into_response()
+    (status, Json(ErrorBody::new(why.to_string()))).into_response()
 }
 
 /// Handle a click on an incident message's Approve or Reject button (Slack's interactivity
@@ -248,7 +303,7 @@ pub async fn interactions(
         ));
     };
     let user = &payload.user;
-    let answer = if !slack.approvers.contains(&user.id) {
+    let answer = if !slack.may_decide(&user.id) {
         tracing::warn!(slack_user = %user.id, incident_id, step = step_id, "Slack user not in notify.slack_approvers refused");
         crate::metrics::slack_interaction(crate::metrics::SlackOutcome::Refused);
         format!(
@@ -363,5 +418,18 @@ mod tests {
             Some(r#"{"type":"block_actions","a":"x y"}"#)
         );
         assert_eq!(form_payload(b"nothing=here"), None);
+    }
+
+    #[test]
+    fn an_approvers_file_is_one_user_id_a_line_and_a_malformed_one_is_refused_whole() {
+        assert_eq!(
+            parse_approvers("# on call\nU0123ABCD\n\n  W0456EFGH  \n").unwrap(),
+            ["U0123ABCD", "W0456EFGH"]
+        );
+        assert!(parse_approvers("").unwrap().is_empty());
+        assert!(matches!(
+            parse_approvers("U0123ABCD\nalice\n"),
+            Err(ApproversFileError::Malformed(2))
+        ));
     }
 }

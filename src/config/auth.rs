@@ -169,23 +169,18 @@ fn invalid(key: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid(format!("{key}: {why}"))
 }
 
-/// Reads a secret file: a line per entry; blank lines and `#` comments are skipped.
+/// Reads a secret file: a line per entry; blank lines and `#` comments are skipped. A file with
+/// no entry means no credential from it (emptying it is how its tokens are revoked); one that
+/// cannot be read is an error, and the caller keeps what was in force.
 fn read_lines(key: &str, path: &str) -> Result<Vec<String>, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
-    let lines: Vec<String> = text
+    Ok(text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_owned)
-        .collect();
-    if lines.is_empty() {
-        return Err(invalid(
-            key,
-            format!("{path} holds no credential (an empty list would lock this role out)"),
-        ));
-    }
-    Ok(lines)
+        .collect())
 }
 
 fn parse_hash(key: &str, name: &str, hex_text: &str) -> Result<[u8; 32], ConfigError> {
@@ -238,7 +233,8 @@ impl AuthSettings {
     }
 
     /// Every credential from the settings and the files, checked: a malformed hash, a duplicate
-    /// name, an unreadable or empty file is an error naming its key.
+    /// name, an unreadable file or a malformed line is an error naming its key (an empty file
+    /// adds nothing).
     pub fn credentials(&self) -> Result<CredentialSet, ConfigError> {
         let mut set = CredentialSet::default();
         let mut names = BTreeSet::new();

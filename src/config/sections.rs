@@ -157,6 +157,10 @@ pub struct NotifySettings {
     pub slack_signing_secret: SecretString,
     /// Slack user ids (U…/W…) who may approve or reject from the incident's message.
     pub slack_approvers: Vec<String>,
+    /// A file with more approvers, one Slack user id per line, read at each click: the on-call
+    /// rotation changes without a restart (an emptied file adds none; an unreadable or
+    /// malformed one keeps the last list read).
+    pub slack_approvers_file: String,
     /// PagerDuty Events API v2 routing key; empty = no paging. Secret.
     pub pagerduty_routing_key: SecretString,
     pub pagerduty_url: String,

@@ -121,18 +121,32 @@ fn duplicate_names_stop_start_up_naming_the_key() {
 }
 
 #[test]
-fn credential_files_that_cannot_be_read_or_hold_nothing_stop_start_up_naming_the_key() {
+fn credential_files_that_cannot_be_read_or_are_malformed_stop_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
     let err = serving_error(&format!("admins_file = \"{}\"", missing.display()));
     assert!(err.contains("auth.admins_file"), "{err}");
+    // An empty file adds no credential (emptying it revokes); a role left with none at all
+    // still stops start-up.
     let empty = dir.path().join("empty");
-    std::fs::write(&empty, "# rotated out by mistake\n\n").unwrap();
+    std::fs::write(&empty, "# all revoked\n\n").unwrap();
     for key in ["webhook_token_file", "webhook_basic_file", "readers_file"] {
-        let err = serving_error(&format!("{key} = \"{}\"", empty.display()));
-        assert!(err.contains(&format!("auth.{key}")), "{err}");
-        assert!(err.contains("no credential"), "{err}");
+        let toml = format!(
+            "[auth]\napi_token = \"a\"\nwebhook_token = \"w\"\n{key} = \"{}\"",
+            empty.display()
+        );
+        assert!(with(&toml).unwrap().check_serving().is_ok(), "{key}");
     }
+    let only_empty = format!(
+        "[auth]\napi_token = \"a\"\nwebhook_token_file = \"{}\"",
+        empty.display()
+    );
+    let err = with(&only_empty)
+        .unwrap()
+        .check_serving()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no webhook credentials"), "{err}");
     let bad = dir.path().join("bad");
     std::fs::write(&bad, "alice\n").unwrap();
     let err = serving_error(&format!("admins_file = \"{}\"", bad.display()));

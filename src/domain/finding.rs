@@ -49,6 +49,17 @@ pub enum ConnectFailure {
     Other,
 }
 
+impl ConnectFailure {
+    /// True when nothing answered: refused, timed out, the name did not resolve, no route to
+    /// the host. `Other` (a TLS or protocol error, a reset) came from something that answered.
+    pub fn is_no_answer(self) -> bool {
+        matches!(
+            self,
+            Self::Refused | Self::Timeout | Self::Dns | Self::Unreachable
+        )
+    }
+}
+
 /// A fact a probe established, in the runbook's vocabulary. Diagnosis reads only these.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "signal", rename_all = "snake_case")]
@@ -86,9 +97,19 @@ pub enum Signal {
     /// The backup Secret lacks a key the job needs (or it is empty).
     SecretKeyMissing { key: String },
     // database
-    /// The primary did not accept a connection.
+    /// The primary did not accept a connection: on every configured database (or at TCP).
     DatabaseUnreachable {
         failure: ConnectFailure,
+        detail: String,
+    },
+    /// The primary is up — it answered, or another database did — but the backup user's
+    /// connection to `database` failed: refused by the server with SQLSTATE `code` (53300 too
+    /// many connections, 57P03 starting up or in recovery…), or, with no code, no answer for
+    /// this database alone.
+    DatabaseConnectionFailed {
+        database: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
         detail: String,
     },
     /// The backup user's password was refused.
@@ -155,6 +176,16 @@ pub enum Signal {
     KeyMismatch { object: String },
     /// Encrypting and decrypting a test block in process failed.
     RoundTripFailed { detail: String },
+}
+
+impl Signal {
+    /// True when this signal says the primary gives no answer at all: every database's
+    /// connection was refused, timed out, or its name did not resolve. Only this offers (in the
+    /// playbook) and allows (at the gate) a restart of the primary; any answer from the server
+    /// — too many connections, starting up, a refused password — means it is up.
+    pub fn means_primary_down(&self) -> bool {
+        matches!(self, Signal::DatabaseUnreachable { failure, .. } if failure.is_no_answer())
+    }
 }
 
 /// What one probe found, with timing. Stored with the incident.

@@ -48,6 +48,19 @@ struct RawSample {
     value: (f64, String),
 }
 
+/// `url` as it may be shown (findings, logs, Slack): a `user:password@` loses its password.
+pub fn without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            // Only fails for URLs that cannot have credentials, which this one has.
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(an unparsable URL)".to_owned(),
+    }
+}
+
 /// Runs an instant query against `base_url` (e.g. `http://prometheus:9090`).
 pub async fn query(
     http: &reqwest::Client,
@@ -61,7 +74,7 @@ pub async fn query(
         .send()
         .await
         .map_err(|e| QueryError::Unreachable {
-            url: base_url.to_owned(),
+            url: without_password(base_url),
             reason: root_cause(&e),
         })?;
     let status = resp.status();

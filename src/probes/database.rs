@@ -131,10 +131,13 @@ fn login_failure(e: &sqlx::Error, role: &str, database: &str) -> (String, Signal
                     database: database.to_owned(),
                 },
             ),
+            // Any other answer (53300 too many connections, 57P03 starting up or in
+            // recovery…) comes from a server that is up.
             _ => (
-                format!("login failed ({code}): {msg}"),
-                Signal::DatabaseUnreachable {
-                    failure: ConnectFailure::Other,
+                format!("the server refused the login ({code}): {msg}"),
+                Signal::DatabaseConnectionFailed {
+                    database: database.to_owned(),
+                    code: Some(code),
                     detail: msg,
                 },
             ),
@@ -297,7 +300,7 @@ impl Probe for Database {
             evidence["results"] = serde_json::to_value(&results).unwrap_or_default();
 
             let mut signals: Vec<Signal> = Vec::new();
-            for s in results.iter().filter_map(|r| r.signal.clone()) {
+            for s in only_down_when_all_are(&results) {
                 // One role problem is the same on every database: report it once.
                 if !signals.contains(&s) {
                     signals.push(s);
@@ -331,6 +334,29 @@ impl Probe for Database {
     }
 }
 
+/// The databases' signals, with "the primary is down" kept only when every database's
+/// connection failed without an answer: one database that timed out while another answered
+/// says nothing about the primary, so it becomes a failed connection to that database.
+fn only_down_when_all_are(results: &[DbResult]) -> Vec<Signal> {
+    let down = |r: &DbResult| r.signal.as_ref().is_some_and(Signal::means_primary_down);
+    let all_down = !results.is_empty() && results.iter().all(down);
+    results
+        .iter()
+        .filter_map(|r| match &r.signal {
+            Some(Signal::DatabaseUnreachable { failure, detail })
+                if failure.is_no_answer() && !all_down =>
+            {
+                Some(Signal::DatabaseConnectionFailed {
+                    database: r.database.clone(),
+                    code: None,
+                    detail: detail.clone(),
+                })
+            }
+            other => other.clone(),
+        })
+        .collect()
+}
+
 fn describe(r: &DbResult) -> String {
     match &r.signal {
         Some(Signal::NoReadAccess { tables, .. }) => {
@@ -346,5 +372,70 @@ fn describe(r: &DbResult) -> String {
             )
         }
         _ => r.login.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(database: &str, signal: Option<Signal>) -> DbResult {
+        DbResult {
+            database: database.into(),
+            login: String::new(),
+            superuser: None,
+            pg_read_all_data: None,
+            unreadable: Vec::new(),
+            unreadable_count: None,
+            signal,
+        }
+    }
+
+    fn timeout() -> Option<Signal> {
+        Some(Signal::DatabaseUnreachable {
+            failure: ConnectFailure::Timeout,
+            detail: "login did not complete within 1500 ms".into(),
+        })
+    }
+
+    #[test]
+    fn a_timeout_on_one_database_while_another_answers_is_not_the_primary_down() {
+        let signals = only_down_when_all_are(&[result("app", timeout()), result("chat", None)]);
+        assert!(
+            !signals.iter().any(Signal::means_primary_down),
+            "{signals:?}"
+        );
+        assert_eq!(
+            signals,
+            vec![Signal::DatabaseConnectionFailed {
+                database: "app".into(),
+                code: None,
+                detail: "login did not complete within 1500 ms".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn every_database_timing_out_is_the_primary_down() {
+        let signals =
+            only_down_when_all_are(&[result("app", timeout()), result("chat", timeout())]);
+        assert!(
+            signals.iter().any(Signal::means_primary_down),
+            "{signals:?}"
+        );
+    }
+
+    #[test]
+    fn an_answer_from_the_server_on_one_database_means_up_even_if_the_others_time_out() {
+        let answered = Some(Signal::DatabaseConnectionFailed {
+            database: "chat".into(),
+            code: Some("53300".into()),
+            detail: "too many connections for role \"backup\"".into(),
+        });
+        let signals = only_down_when_all_are(&[result("app", timeout()), result("chat", answered)]);
+        assert!(
+            !signals.iter().any(Signal::means_primary_down),
+            "{signals:?}"
+        );
     }
 }

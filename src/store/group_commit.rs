@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{Opened, Store, StoreError};
+use super::{Opened, Store, StoreCondition, StoreError};
 use crate::domain::incident::NewIncident;
 
 /// Most incidents in one transaction.
@@ -61,7 +61,7 @@ impl GroupCommit {
 }
 
 fn gone() -> StoreError {
-    StoreError::Unavailable(sqlx::Error::WorkerCrashed)
+    StoreError::Unavailable(StoreCondition::Unreachable, sqlx::Error::WorkerCrashed)
 }
 
 /// How many batches may be in flight at once: SQLite has one writer (a second batch would only
@@ -125,12 +125,14 @@ async fn write(store: &Store, batch: Vec<(NewIncident, Reply)>) {
                 results[i] = Some(Ok(o));
             }
         }
-        Err(e) if e.is_unavailable() => {
-            let text = e.to_string();
+        Err(StoreError::Unavailable(condition, source)) => {
+            // Every caller gets the batch's condition (its 503 reason) and the cause's text.
+            let text = source.to_string();
             for &i in &unique {
-                results[i] = Some(Err(StoreError::Unavailable(sqlx::Error::Io(
-                    std::io::Error::other(text.clone()),
-                ))));
+                results[i] = Some(Err(StoreError::Unavailable(
+                    condition,
+                    sqlx::Error::Io(std::io::Error::other(text.clone())),
+                )));
             }
         }
         Err(e) => {

@@ -11,6 +11,7 @@
 //! This file: the error type, connecting, and the store-wide calls.
 
 mod codec;
+mod condition;
 mod escalations;
 mod gate;
 mod group_commit;
@@ -27,6 +28,7 @@ mod watchdog;
 use std::path::Path;
 use std::time::Duration;
 
+pub use condition::StoreCondition;
 pub use group_commit::GroupCommit;
 pub use incidents::{IncidentFilter, Opened, Renotified, Resolution};
 pub use outbox::{Attempt, Delivery, DeliveryRecord, NewDelivery, NotifyState};
@@ -38,8 +40,9 @@ use query::{Conn, Dialect, Tx};
 /// A store failure. [`StoreError::is_unavailable`] tells a caller whether retrying later can help.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the incident store is unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    /// The store's condition, not the request's fault (see [`StoreCondition`]): answer 503.
+    #[error("the incident store is unavailable ({0}): {1}")]
+    Unavailable(StoreCondition, #[source] sqlx::Error),
     #[error("an incident store query failed: {0}")]
     Query(#[source] sqlx::Error),
     #[error("applying migrations failed: {0}")]
@@ -57,38 +60,26 @@ impl From<crate::domain::names::UnknownName> for StoreError {
 }
 
 impl StoreError {
-    /// True when the store could not be reached or is overloaded: the caller should answer 503.
+    /// True when the error is the store's condition (down, read-only, full, busy, a conflict…):
+    /// the caller should answer 503, and a retry can succeed.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        self.condition().is_some()
+    }
+
+    /// The store's condition behind this error; `None` when the request itself was refused.
+    pub fn condition(&self) -> Option<StoreCondition> {
+        match self {
+            StoreError::Unavailable(c, _) => Some(*c),
+            _ => None,
+        }
     }
 }
 
-/// Sorts a sqlx error into "the store is down" and "this query failed".
+/// Sorts a sqlx error into "the store's condition" (see [`condition`]) and "this query failed".
 pub(crate) fn classify(err: sqlx::Error) -> StoreError {
-    use sqlx::Error as E;
-    let down = match &err {
-        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
-        E::Protocol(_) => true,
-        E::Database(db) => match db.code().as_deref() {
-            // Connection exceptions, shutdown, too many connections, database gone (PostgreSQL);
-            // SQLITE_BUSY / SQLITE_LOCKED (5, 6) and SQLITE_CANTOPEN (14) for SQLite.
-            Some(code) => {
-                code.starts_with("08")
-                    || code.starts_with("53")
-                    || code.starts_with("57P")
-                    || code == "3D000"
-                    || code == "5"
-                    || code == "6"
-                    || code == "14"
-            }
-            None => false,
-        },
-        _ => false,
-    };
-    if down {
-        StoreError::Unavailable(err)
-    } else {
-        StoreError::Query(err)
+    match condition::condition(&err) {
+        Some(c) => StoreError::Unavailable(c, err),
+        None => StoreError::Query(err),
     }
 }
 

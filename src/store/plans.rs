@@ -191,22 +191,16 @@ impl Store {
         Ok(())
     }
 
-    /// Open incidents with work left and no live claim: (id, alertname), oldest first.
-    pub async fn claimable(
-        &self,
-        now: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        let rows = self
-            .writer()
-            .query(
-                "SELECT id, alertname FROM incidents WHERE status = 'open' AND work_done_at IS NULL \
-                 AND (claimed_by IS NULL OR claim_expires_at < $1) ORDER BY id LIMIT $2",
-            )
-            .bind(now)
-            .bind(limit)
-            .fetch_all()
-            .await?;
+    /// Open incidents with work left and no live claim: (id, alertname), oldest first. A lease
+    /// is judged by the database's clock, as [`Store::claim`] judges it: a replica whose clock
+    /// runs fast does not see another's live claim as expired.
+    pub async fn claimable(&self, limit: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        let sql = format!(
+            "SELECT id, alertname FROM incidents WHERE status = 'open' AND work_done_at IS NULL \
+             AND (claimed_by IS NULL OR claim_expires_at < {now}) ORDER BY id LIMIT $1",
+            now = self.dialect().now(),
+        );
+        let rows = self.writer().query(&sql).bind(limit).fetch_all().await?;
         rows.iter().map(|r| Ok((r.get(0)?, r.get(1)?))).collect()
     }
 

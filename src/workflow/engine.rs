@@ -411,7 +411,7 @@ impl Engine {
         }
         match self
             .store
-            .claimable(Utc::now(), i64::try_from(free).unwrap_or(i64::MAX))
+            .claimable(i64::try_from(free).unwrap_or(i64::MAX))
             .await
         {
             Ok(ids) => {

@@ -279,8 +279,30 @@ async fn a_changed_token_file_is_reloaded_without_a_signal_and_a_broken_one_is_i
     old_token_refused_within_5_s(&service, "the file changed").await;
     assert!(accepted(deliver(&service, NEW).await));
 
-    // A half-done edit (no token left) keeps the credentials in force and says so.
+    // Emptying the file is how a leaked token is revoked: it stops working.
     std::fs::write(&file, "\n").unwrap();
+    let started = Instant::now();
+    while accepted(deliver(&service, NEW).await) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a token of an emptied file still works:\n{}",
+            service.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A file that cannot be read keeps the credentials in force and says so.
+    std::fs::write(&file, format!("{NEW}\n")).unwrap();
+    let started = Instant::now();
+    while !accepted(deliver(&service, NEW).await) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{}",
+            service.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::remove_file(&file).unwrap();
     let started = Instant::now();
     while service.log_lines_with("reloading the credentials failed") == 0 {
         assert!(

@@ -115,6 +115,20 @@ async fn an_unreachable_prometheus_is_an_error_finding() {
     assert!(out.summary.contains("unreachable"), "{}", out.summary);
 }
 
+#[tokio::test]
+async fn a_prometheus_password_in_its_url_never_reaches_the_finding() {
+    let port = procs::free_port();
+    let settings = Settings::from_toml(&format!(
+        "[prometheus]\nurl = \"http://scrape:prom-canary-pw@127.0.0.1:{port}\""
+    ))
+    .unwrap();
+    let out = run(&BackupMetrics, ctx(settings, None)).await;
+    assert_eq!(out.status, Status::Error);
+    let shown = format!("{} {}", out.summary, out.evidence);
+    assert!(!shown.contains("prom-canary-pw"), "{shown}");
+    assert!(shown.contains("127.0.0.1"), "still says where: {shown}");
+}
+
 // ---------- database, against the real PostgreSQL ----------
 
 /// Two databases (each with a table and a sequence) and a backup role of the test's own.
@@ -141,18 +155,7 @@ impl Fixture {
     }
 
     fn secret(&self, user: &str) -> BackupSecret {
-        let data: BTreeMap<String, ByteString> = [
-            ("postgres-user", user),
-            ("postgres-password", self.password.as_str()),
-            ("s3-bucket", "link-backups"),
-            ("encryption-key", "k"),
-            ("aws-access-key-id", "a"),
-            ("aws-secret-access-key", "s"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
-        .collect();
-        BackupSecret::from_data(&data)
+        pg::backup_secret(user, &self.password)
     }
 
     fn settings(&self, port: u16) -> Settings {

@@ -1,8 +1,9 @@
 //! Rotation without a restart: the credential files (`auth.*_file`, typically keys of a
 //! Kubernetes Secret mounted as a volume, which the kubelet swaps atomically) are re-read on
-//! SIGHUP and whenever their contents change. A reload that fails keeps the credentials in
-//! force, logs the key at fault and counts the failure, so a half-written file never locks
-//! Alertmanager or the on-call out.
+//! SIGHUP and whenever their contents change. A reload that fails (a file that cannot be read,
+//! a malformed line) keeps the credentials in force, logs the key at fault and counts the
+//! failure, so a half-written file never locks Alertmanager or the on-call out. An emptied file
+//! is an intent, not a failure: it revokes what it held.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,6 +62,15 @@ impl Auth {
         match self.settings.credentials() {
             Ok(set) => {
                 let changed = *self.snapshot() != set;
+                if !set.has_webhook() || !set.has_principals() {
+                    // Emptying the files revokes what they held, even the last credential:
+                    // say so loudly, since that role is now locked out.
+                    tracing::warn!(
+                        webhook = set.has_webhook(),
+                        api = set.has_principals(),
+                        "after this reload a role has no credential at all"
+                    );
+                }
                 if let Ok(mut current) = self.current.write() {
                     *current = Arc::new(set);
                 }

@@ -197,11 +197,33 @@ fn a_failed_reload_keeps_the_credentials_in_force() {
     assert!(a.check_webhook(&with("Bearer new-token")).is_ok());
     assert!(!a.files_changed());
 
-    std::fs::write(&file, "\n# emptied by mistake\n").unwrap();
-    let err = a.reload(reload::Trigger::FileChanged).unwrap_err();
-    assert!(err.to_string().contains("auth.webhook_token_file"), "{err}");
-    assert!(a.check_webhook(&with("Bearer new-token")).is_ok());
     std::fs::remove_file(&file).unwrap();
     assert!(a.reload(reload::Trigger::Signal).is_err());
     assert!(a.check_webhook(&with("Bearer new-token")).is_ok());
+}
+
+#[test]
+fn an_emptied_credential_file_revokes_what_it_held_and_a_malformed_one_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("webhook-tokens");
+    let pairs = dir.path().join("webhook-basic");
+    std::fs::write(&tokens, "leaked-token\n").unwrap();
+    std::fs::write(&pairs, "am:basic-pw\n").unwrap();
+    let mut s = settings("[auth]\nwebhook_token = \"config-token\"\n");
+    s.webhook_token_file = tokens.display().to_string();
+    s.webhook_basic_file = pairs.display().to_string();
+    let a = Auth::new(&s).unwrap();
+    assert!(a.check_webhook(&with("Bearer leaked-token")).is_ok());
+
+    // Revoking a leaked token is emptying its file: it must stop working.
+    std::fs::write(&tokens, "").unwrap();
+    a.reload(reload::Trigger::FileChanged).unwrap();
+    assert!(a.check_webhook(&with("Bearer leaked-token")).is_err());
+    assert!(a.check_webhook(&with("Bearer config-token")).is_ok());
+    assert!(a.check_webhook(&basic_header("am:basic-pw")).is_ok());
+
+    // A malformed file is a mistake, not an intent: what was in force stays.
+    std::fs::write(&pairs, "not a pair\n").unwrap();
+    assert!(a.reload(reload::Trigger::FileChanged).is_err());
+    assert!(a.check_webhook(&basic_header("am:basic-pw")).is_ok());
 }

@@ -9,7 +9,9 @@ use crate::domain::finding::{ConnectFailure, LogPattern, Signal};
 pub(super) fn direct_support(signal: &Signal) -> Option<(Scenario, f64)> {
     use Scenario::*;
     Some(match signal {
-        Signal::DatabaseUnreachable { .. } => (DatabaseConnection, 1.0),
+        Signal::DatabaseUnreachable { .. } | Signal::DatabaseConnectionFailed { .. } => {
+            (DatabaseConnection, 1.0)
+        }
         Signal::PrimaryNotReady { .. } => (DatabaseConnection, 0.8),
         Signal::DatabaseMissing { .. } => (DatabaseConnection, 0.7),
         Signal::AuthenticationFailed { .. }
@@ -122,10 +124,24 @@ pub fn describe(signal: &Signal) -> String {
                 ConnectFailure::Timeout => "timed out",
                 ConnectFailure::Dns => "name does not resolve",
                 ConnectFailure::Unreachable => "host unreachable",
-                ConnectFailure::Other => "unreachable",
+                ConnectFailure::Other => "could not be reached",
             };
             format!("the primary {what}: {detail}")
         }
+        Signal::DatabaseConnectionFailed {
+            database,
+            code: Some(code),
+            detail,
+        } => format!(
+            "the primary is up but refused the backup user's connection to {database} ({code}): {detail}"
+        ),
+        Signal::DatabaseConnectionFailed {
+            database,
+            code: None,
+            detail,
+        } => format!(
+            "the connection to {database} failed while the primary answered for other databases: {detail}"
+        ),
         Signal::AuthenticationFailed { role } => {
             format!("password authentication failed for role {role}")
         }

@@ -288,7 +288,8 @@ impl Notifier {
                 now,
                 external_url: &self.cfg.external_url,
                 rpo_hours: self.cfg.rpo_hours,
-                buttons: !self.cfg.slack_approvers.is_empty(),
+                buttons: !self.cfg.slack_approvers.is_empty()
+                    || !self.cfg.slack_approvers_file.is_empty(),
             };
             let new_kinds: Vec<&str> = timeline
                 .iter()

@@ -1,6 +1,7 @@
 //! What the notifier scrubs from everything it renders, stores or logs: every configured
-//! secret value (and the password inside a secret URL); the backup Secret's values join them as
-//! the probes read it (`crate::probes::secret::seen_values`).
+//! secret value (and the password inside a secret URL: the store, the admin connection, the
+//! restore target, Prometheus), every listed webhook token and basic-auth pair; the backup
+//! Secret's values join them as the probes read it (`crate::probes::secret::seen_values`).
 
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -14,10 +15,25 @@ fn url_password(url: &str) -> Option<&str> {
     userinfo.split_once(':').map(|(_, p)| p)
 }
 
+/// The password of a `user:password` pair (`auth.webhook_basic`).
+fn pair_password(pair: &str) -> Option<&str> {
+    pair.split_once(':').map(|(_, p)| p)
+}
+
 /// Every configured secret value (and the password inside a secret URL) worth scrubbing.
 pub(super) fn secrets_of(settings: &Settings) -> Vec<String> {
     let n = &settings.notify;
+    let auth = &settings.auth;
+    let lists = auth.webhook_tokens.iter().map(|t| t.expose_secret());
+    let pairs = auth
+        .webhook_basic
+        .iter()
+        .flat_map(|p| [Some(p.expose_secret()), pair_password(p.expose_secret())])
+        .flatten();
     [
+        settings.restore_test.target_url.expose_secret(),
+        // Not a secret as a whole, but its user:password is.
+        url_password(&settings.prometheus.url).unwrap_or_default(),
         n.slack_token.expose_secret(),
         n.slack_webhook_url.expose_secret(),
         n.slack_signing_secret.expose_secret(),
@@ -31,6 +47,8 @@ pub(super) fn secrets_of(settings: &Settings) -> Vec<String> {
         settings.iam.secret_access_key.expose_secret(),
     ]
     .into_iter()
+    .chain(lists)
+    .chain(pairs)
     .flat_map(|s| [Some(s), url_password(s)])
     .flatten()
     .filter(|s| s.len() >= 4)
@@ -72,6 +90,24 @@ mod tests {
             v,
             json!({ "a": ["token [redacted]", { "b": "pw [redacted] here" }], "c": 1 })
         );
+    }
+
+    #[test]
+    fn the_restore_target_the_webhook_token_lists_and_a_prometheus_password_are_scrubbed() {
+        let settings = Settings::from_toml(
+            "[restore_test]\ntarget_url = \"postgres://restorer:restore-pw-3@h/postgres\"\n\
+             [auth]\nwebhook_tokens = [\"listed-token-4\"]\n\
+             webhook_basic = [\"alertmanager:basic-pw-5\"]\n\
+             [prometheus]\nurl = \"http://scrape:prom-pw-6@prometheus:9090\"",
+        )
+        .unwrap();
+        let n = secrets_of(&settings);
+        let text = "postgres://restorer:restore-pw-3@h/postgres listed-token-4 basic-pw-5 \
+                    http://scrape:prom-pw-6@prometheus:9090";
+        let scrubbed = scrub_text(&n, text);
+        for secret in ["restore-pw-3", "listed-token-4", "basic-pw-5", "prom-pw-6"] {
+            assert!(!scrubbed.contains(secret), "{secret} in {scrubbed}");
+        }
     }
 
     #[test]

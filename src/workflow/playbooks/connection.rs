@@ -1,9 +1,13 @@
 //! Scenario 1, database connection: wait for the database to answer again and rerun the backup
-//! (often transient); else restart the primary — the runbook's "CAREFUL!", approval by default.
+//! (often transient); else restart the primary — the runbook's "CAREFUL!", approval by default —
+//! but only when the primary gives no answer at all ([`Signal::means_primary_down`]): a server
+//! that answers (too many connections, starting up) is up, and a restart would only cut off
+//! everyone else.
 
 use super::{targets, PlanInput, Playbook, Proposed};
 use crate::domain::action::ActionName;
 use crate::domain::diagnosis::Scenario;
+use crate::domain::finding::Signal;
 
 pub struct Connection;
 
@@ -18,16 +22,16 @@ impl Playbook for Connection {
             "wait up to {} s for the database to answer the backup user again",
             s.remediation.database_wait_seconds
         );
-        vec![
-            vec![
-                Proposed::check(
-                    ActionName::DatabaseAnswers,
-                    targets::database(s),
-                    wait.clone(),
-                ),
-                Proposed::verify(s),
-            ],
-            vec![
+        let mut groups = vec![vec![
+            Proposed::check(
+                ActionName::DatabaseAnswers,
+                targets::database(s),
+                wait.clone(),
+            ),
+            Proposed::verify(s),
+        ]];
+        if i.has_signal(Signal::means_primary_down) {
+            groups.push(vec![
                 Proposed::action(
                     ActionName::RestartPrimary,
                     targets::statefulset(s),
@@ -35,10 +39,15 @@ impl Playbook for Connection {
                 ),
                 Proposed::check(ActionName::DatabaseAnswers, targets::database(s), wait),
                 Proposed::verify(s),
-            ],
-            vec![Proposed::escalate(
+            ]);
+            groups.push(vec![Proposed::escalate(
                 "the database still does not answer the backup job",
-            )],
-        ]
+            )]);
+        } else {
+            groups.push(vec![Proposed::escalate(
+                "the primary answers but does not let the backup user in; a restart would not help",
+            )]);
+        }
+        groups
     }
 }

@@ -229,11 +229,29 @@ mod tests {
     }
 
     fn steps(scenario: Scenario, policy: &Policy) -> Vec<(i32, ActionName, Decision)> {
+        steps_with(scenario, policy, Vec::new())
+    }
+
+    /// The plan when the database probe reported `signals`.
+    fn steps_with(
+        scenario: Scenario,
+        policy: &Policy,
+        signals: Vec<Signal>,
+    ) -> Vec<(i32, ActionName, Decision)> {
         let settings = Settings::from_toml("").unwrap();
         let d = diagnosis(scenario);
+        let findings = [Finding {
+            probe: "database".into(),
+            status: crate::domain::finding::Status::Problem,
+            summary: String::new(),
+            evidence: serde_json::json!({}),
+            signals,
+            started_at: chrono::Utc::now(),
+            duration_ms: 1,
+        }];
         let input = PlanInput {
             diagnosis: &d,
-            findings: &[],
+            findings: &findings,
             settings: &settings,
         };
         plan(BACKUP_FAILED, &input, policy)
@@ -282,13 +300,39 @@ mod tests {
     }
 
     #[test]
-    fn connection_waits_then_asks_before_restarting_the_primary() {
-        let s = steps(Scenario::DatabaseConnection, &live());
+    fn connection_waits_then_asks_before_restarting_a_primary_that_gives_no_answer() {
+        let down = Signal::DatabaseUnreachable {
+            failure: crate::domain::finding::ConnectFailure::Refused,
+            detail: "connection refused".into(),
+        };
+        let s = steps_with(Scenario::DatabaseConnection, &live(), vec![down]);
         assert_eq!(s[0], (1, ActionName::DatabaseAnswers, Decision::Auto));
         assert!(
             s.contains(&(2, ActionName::RestartPrimary, Decision::Approve)),
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn a_primary_that_answers_with_an_error_is_never_offered_a_restart() {
+        for signal in [
+            Signal::DatabaseConnectionFailed {
+                database: "app".into(),
+                code: Some("53300".into()),
+                detail: "too many connections for role \"backup\"".into(),
+            },
+            Signal::DatabaseUnreachable {
+                failure: crate::domain::finding::ConnectFailure::Other,
+                detail: "TLS handshake failed".into(),
+            },
+        ] {
+            let s = steps_with(Scenario::DatabaseConnection, &live(), vec![signal]);
+            assert!(
+                !s.iter().any(|x| x.1 == ActionName::RestartPrimary),
+                "{s:?}"
+            );
+            assert_eq!(s.last().unwrap().1, ActionName::Escalate);
+        }
     }
 
     #[test]

@@ -11,4 +11,5 @@ mod incidents;
 mod ingest;
 mod openapi;
 mod slack;
+mod store_conditions;
 pub mod webhook;

@@ -390,3 +390,43 @@ async fn two_replicas_receiving_the_same_click_decide_once() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approvers_file_is_read_at_each_click_so_approvers_change_without_a_restart() {
+    // Arrange: approvers from the config and from a file (a mounted ConfigMap key, say).
+    let slack = FakeSlack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slack-approvers");
+    std::fs::write(&file, "# on call this week\n").unwrap();
+    let config = slack.config() + &format!("slack_approvers_file = \"{}\"\n", file.display());
+    let app = app::spawn_app_with(Backend::Sqlite, &config).await;
+    let (id, step) = waiting_restart(&app.store).await;
+    let by = |user: &str| {
+        click(
+            user,
+            "approve_step",
+            id,
+            step,
+            &format!("{}/actions/T0/3/abc", slack.url),
+        )
+    };
+    let refused = |answer: &Value| {
+        answer["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not in notify.slack_approvers")
+    };
+    let answer: Value = signed(&app, &by(STRANGER)).await.json().await.unwrap();
+    assert!(refused(&answer), "{answer}");
+
+    // Act: the stranger joins the on-call rotation; nothing is restarted or signalled.
+    std::fs::write(&file, format!("{STRANGER}\n")).unwrap();
+    let answer: Value = signed(&app, &by(STRANGER)).await.json().await.unwrap();
+
+    // Assert
+    assert!(!refused(&answer), "{answer}");
+    assert_ne!(
+        step_of(&app.store, id).await.state,
+        StepState::WaitingApproval
+    );
+}

@@ -341,6 +341,7 @@ async fn a_store_outage_gets_503_with_a_json_reason_so_alertmanager_retries() {
         err["error"].as_str().unwrap().contains("unavailable"),
         "{err}"
     );
+    assert_eq!(err["reason"], "unreachable", "{err}");
     assert_eq!(app.get("/readyz").await.status(), 503);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(

@@ -23,6 +23,28 @@ pub async fn admin_on(db: &str) -> PgConnection {
         })
 }
 
+/// The backup Secret as the probes read it: `user` and `password`, and every other key the job
+/// needs (with values no probe of the database uses).
+pub fn backup_secret(user: &str, password: &str) -> backup_remediator::probes::BackupSecret {
+    let data: std::collections::BTreeMap<String, k8s_openapi::ByteString> = [
+        ("postgres-user", user),
+        ("postgres-password", password),
+        ("s3-bucket", "link-backups"),
+        ("encryption-key", "k"),
+        ("aws-access-key-id", "a"),
+        ("aws-secret-access-key", "s"),
+    ]
+    .iter()
+    .map(|(k, v)| {
+        (
+            (*k).to_owned(),
+            k8s_openapi::ByteString(v.as_bytes().to_vec()),
+        )
+    })
+    .collect();
+    backup_remediator::probes::BackupSecret::from_data(&data)
+}
+
 /// A login role and databases for one test.
 pub struct Scratch {
     pub role: String,
@@ -106,6 +128,17 @@ pub struct PasswordServer {
 
 impl PasswordServer {
     pub fn start(superuser_password: &str) -> Self {
+        Self::start_with(superuser_password, false)
+    }
+
+    /// A server that stays in recovery and lets nobody in: a standby (`standby.signal`) with no
+    /// primary to follow and `hot_standby = off`, so every login is answered 57P03 ("the
+    /// database system is not accepting connections") — up, answering, and not ready.
+    pub fn start_in_recovery() -> Self {
+        Self::start_with("recovery-canary-pw", true)
+    }
+
+    fn start_with(superuser_password: &str, in_recovery: bool) -> Self {
         use std::os::unix::fs::chown;
         use std::process::Command;
         let version = std::fs::read_dir("/usr/lib/postgresql")
@@ -151,6 +184,16 @@ impl PasswordServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if in_recovery {
+            let signal = data.join("standby.signal");
+            std::fs::write(&signal, "").unwrap();
+            chown(&signal, Some(uid), None).unwrap();
+        }
+        let recovery = if in_recovery {
+            " -c hot_standby=off"
+        } else {
+            ""
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -161,7 +204,7 @@ impl PasswordServer {
             .arg(&data)
             .arg("-o")
             .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c log_statement=all",
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c log_statement=all{recovery}",
                 dir.path().display()
             ))
             .arg("-l")
