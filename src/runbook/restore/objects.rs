@@ -30,14 +30,13 @@ pub async fn list_every_backup(job: &JobS3) -> Result<Listing, ListingError> {
     })
 }
 
-/// Whether `key` is a backup of `database`: a path segment equal to it, or a file name whose stem
-/// (extensions such as `.sql.enc` removed) ends in `-database` / `_database` / `.database`.
+/// Whether `key` is a backup of `database`, by its file name as the runbook's jobs write them:
+/// the stem (extensions such as `.sql.enc` removed) is the database or ends in `-database` /
+/// `_database` (`postgres-backup-20261130_020000_link_users.sql.enc`,
+/// `manual-backup-20261125_010203-link_ai.sql.enc`). Directories never count: with the prefix
+/// `postgres/`, `postgres/postgres-backup-x_app.sql.enc` is `app`'s, not `postgres`'s.
 pub fn key_matches(key: &str, database: &str) -> bool {
-    let mut segments: Vec<&str> = key.split('/').collect();
-    let file = segments.pop().unwrap_or_default();
-    if segments.contains(&database) {
-        return true;
-    }
+    let file = key.rsplit('/').next().unwrap_or_default();
     let mut stem = file;
     for ext in [".enc", ".gz", ".sql", ".dump", ".backup", ".pgdump"] {
         stem = stem.strip_suffix(ext).unwrap_or(stem);
@@ -45,7 +44,7 @@ pub fn key_matches(key: &str, database: &str) -> bool {
     stem == database
         || stem
             .strip_suffix(database)
-            .is_some_and(|rest| rest.ends_with(['-', '_', '.']))
+            .is_some_and(|rest| rest.ends_with(['-', '_']))
 }
 
 /// The database a backup `key` belongs to: the longest configured name it matches.
