@@ -15,6 +15,7 @@ mod gate;
 mod gate_store;
 mod jobs;
 mod layout;
+mod listings;
 mod notify;
 mod probes_aws;
 mod probes_cluster;

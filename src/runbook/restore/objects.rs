@@ -1,8 +1,6 @@
 //! Finding a database's backups among the bucket's objects (the naming rules the watchdog shares).
 
-use chrono::DateTime;
-
-use crate::infra::s3::{list_backups_since, JobS3, Listing};
+use crate::infra::s3::{list_backups, JobS3, Listing};
 
 /// S3 could not list the backups: in words that name the bucket and never a credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,20 +12,16 @@ pub struct ListingError {
     pub why: String,
 }
 
-/// Every backup under the job's prefix (one request per 1000 keys), or why not.
+/// Every backup under the job's prefix (one request per 1000 keys), or why not: `Err` when
+/// nothing could be read, a listing with [`Listing::cut`] when only part could.
 pub async fn list_every_backup(job: &JobS3) -> Result<Listing, ListingError> {
-    list_backups_since(
-        &job.client,
-        &job.bucket,
-        &job.prefix,
-        Some(DateTime::UNIX_EPOCH),
-    )
-    .await
-    .map_err(|e| ListingError {
-        bucket: job.bucket.clone(),
-        prefix: job.prefix.clone(),
-        why: job.redact(&crate::infra::aws::explain("S3", &e).words),
-    })
+    list_backups(&job.client, &job.bucket, &job.prefix)
+        .await
+        .map_err(|e| ListingError {
+            bucket: job.bucket.clone(),
+            prefix: job.prefix.clone(),
+            why: job.redact(&crate::infra::aws::explain("S3", &e).words),
+        })
 }
 
 /// Whether `key` is a backup of `database`, by its file name as the runbook's jobs write them:

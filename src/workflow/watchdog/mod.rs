@@ -6,12 +6,15 @@
 //! restore test's naming rules ([`crate::runbook::restore::database_of`]), and reads the backup metric from
 //! Prometheus once.
 //!
-//! A database whose newest backup is older than `notify.rpo_hours`, that has none, or whose
-//! metric series is gone gets a `PostgreSQLBackupStale` incident with a stable fingerprint,
+//! A database whose newest backup is older than `notify.rpo_hours`, that has none, whose
+//! metric series is gone, or whose metric's last success is that old while S3 could not show a
+//! fresh backup gets a `PostgreSQLBackupStale` incident with a stable fingerprint,
 //! opened through the [`Intake`] like an alert — so the engine diagnoses it, plans, gates,
 //! notifies and escalates it exactly as it does `PostgreSQLBackupFailed`. While that incident is
 //! open or escalated no other is opened; when the backups are fresh again the watchdog resolves
-//! it. A watchdog that finds nothing wrong opens nothing and costs one S3 listing (one request
+//! it. A listing that could not read every key (see [`crate::infra::s3::Cut`]) proves a fresh
+//! backup it found and nothing else: it is reported unanswered, never "stale" or "no backup".
+//! A watchdog that finds nothing wrong opens nothing and costs one S3 listing (one request
 //! per 1000 keys under the prefix) and one Prometheus query per period.
 
 mod verdict;
@@ -25,7 +28,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use tokio::sync::watch;
 
-pub use verdict::{judge, Reason, Verdict};
+pub use verdict::{judge, Listed, Reason, Verdict};
 
 use crate::config::Settings;
 use crate::domain::alert::BACKUP_STALE;
@@ -199,11 +202,12 @@ impl Watchdog {
             verdicts: Vec::new(),
             opened: BTreeMap::new(),
             resolved: BTreeMap::new(),
-            s3_list_requests: listing.as_ref().map_or(0, |l| l.pages),
+            s3_list_requests: listing.as_ref().map_or(0, |(l, _)| l.pages),
             unanswered: BTreeMap::new(),
         };
+        let incomplete = listing.as_ref().ok().and_then(|(_, cut)| cut.as_ref());
         for (source, answer) in [
-            ("s3", listing.as_ref().err()),
+            ("s3", listing.as_ref().err().or(incomplete)),
             ("prometheus", samples.as_ref().err()),
         ] {
             if let Some(why) = answer {
@@ -213,14 +217,15 @@ impl Watchdog {
             }
         }
         for db in databases {
-            let newest = listing.as_ref().map(|l| {
-                l.recent.iter().rev().find(|o| {
+            let seen = listing.as_ref().map(|(l, cut)| Listed {
+                newest: l.newest_where(|o| {
                     crate::runbook::restore::database_of(&o.key, databases) == Some(db.as_str())
-                })
+                }),
+                incomplete: cut.as_deref(),
             });
             let v = judge(
                 db,
-                newest.map_err(String::as_str),
+                seen.map_err(String::as_str),
                 samples.as_deref().map_err(String::as_str),
                 now,
                 self.settings.notify.rpo_hours,
@@ -242,10 +247,13 @@ impl Watchdog {
         Ok(report)
     }
 
-    /// Every backup under the prefix (one request per 1000 keys), or why not.
-    async fn list(&self, ctx: &ProbeContext) -> Result<Listing, Unlisted> {
+    /// Every backup under the prefix (one request per 1000 keys) and, when the listing could
+    /// not read every key, why (redacted); or why nothing could be listed.
+    async fn list(&self, ctx: &ProbeContext) -> Result<(Listing, Option<String>), Unlisted> {
         let job = job_s3(ctx).await?;
-        Ok(crate::runbook::restore::list_every_backup(&job).await?)
+        let listing = crate::runbook::restore::list_every_backup(&job).await?;
+        let cut = job.incomplete(&listing);
+        Ok((listing, cut))
     }
 
     /// Opens the database's incident through the intake unless one is open or escalated.
