@@ -130,3 +130,43 @@ async fn a_verification_finds_its_new_backups_beyond_ten_thousand_other_keys() {
     assert_eq!(verify["output"]["objects"].as_array().unwrap().len(), 2);
     assert_eq!(incident["status"], "remediated", "{:?}", states(&incident));
 }
+
+#[tokio::test]
+async fn a_prefix_is_a_directory_and_a_listing_stopped_by_its_ceiling_says_so() {
+    use backup_remediator::infra::s3::{list_backups, list_backups_upto, Cut};
+    let moto = crate::support::moto::Moto::start_aging().await;
+    moto.create_bucket(BUCKET).await;
+    let s3 = moto.s3(crate::support::moto::admin_credentials());
+    moto.put(
+        BUCKET,
+        "postgres-backups/postgres-backup-1_app.sql.enc",
+        b"x".to_vec(),
+    )
+    .await;
+    moto.put(
+        BUCKET,
+        "postgres-backups-staging/postgres-backup-1_app.sql.enc",
+        b"x".to_vec(),
+    )
+    .await;
+
+    // The prefix without its `/` lists its own directory only.
+    let listing = list_backups(&s3, BUCKET, "postgres-backups").await.unwrap();
+    let keys: Vec<&str> = listing.backups.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["postgres-backups/postgres-backup-1_app.sql.enc"]);
+    assert!(listing.complete());
+
+    // 3 500 keys and a ceiling of 3 pages: cut, and it says so.
+    moto.fill(BUCKET, "postgres-backups/archive/", 3_500).await;
+    let cut = list_backups_upto(&s3, BUCKET, "postgres-backups/", 3)
+        .await
+        .unwrap();
+    assert_eq!(cut.cut, Some(Cut::Ceiling { pages: 3 }));
+    assert!(!cut.complete());
+    assert_eq!((cut.pages, cut.keys), (3, 3_000));
+    let all = list_backups(&s3, BUCKET, "postgres-backups/")
+        .await
+        .unwrap();
+    assert!(all.complete(), "{:?}", all.cut);
+    assert_eq!((all.pages, all.backups.len()), (4, 3_501));
+}
