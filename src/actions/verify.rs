@@ -85,19 +85,27 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionE
         .clone()
         .ok_or("the backup Secret has no encryption-key to check the new backup with")?;
     let job = job_s3(&ctx.probes).await?;
-    let listing = s3::list_backups_since(&job.client, &job.bucket, &job.prefix, Some(since))
+    let listing = s3::list_backups(&job.client, &job.bucket, &job.prefix)
         .await
         .map_err(|e| job.redact(&crate::infra::aws::explain("S3", &e).words))?;
     let location = format!("s3://{}/{}", job.bucket, job.prefix);
-    if listing.recent.is_empty() {
+    let since_words = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let recent = listing.since(since);
+    if recent.is_empty() {
+        // A listing cut short cannot say the object is not there.
+        if let Some(why) = job.incomplete(&listing) {
+            return Err(format!(
+                "backup Job {name} succeeded but its new object could not be looked for under {location} since {since_words}: {why}"
+            )
+            .into());
+        }
         return Err(format!(
-            "backup Job {name} succeeded but no new object appeared under {location} since {}",
-            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            "backup Job {name} succeeded but no new object appeared under {location} since {since_words}"
         )
         .into());
     }
     let mut checked = Vec::new();
-    for object in listing.recent.iter().rev().take(MAX_CHECKED) {
+    for object in recent.iter().rev().take(MAX_CHECKED) {
         if object.size <= 0 {
             return Err(format!("the new backup {} is empty", object.key).into());
         }

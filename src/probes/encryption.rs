@@ -213,10 +213,14 @@ async fn newest_backup(job: &JobS3, key: &SecretString) -> Newest {
         Ok(l) => l,
         Err(e) => return unchecked("listing the backups in S3", aws::explain("S3", &e)),
     };
-    let Some(newest) = listing.newest else {
-        return Newest::None;
+    let Some(newest) = listing.newest() else {
+        // A cut listing cannot say there is no backup.
+        return match job.incomplete(&listing) {
+            Some(why) => Newest::Unchecked { why, error: true },
+            None => Newest::None,
+        };
     };
-    let object = newest.key;
+    let object = newest.key.clone();
     match object_matches_key(job, key, &object).await {
         Ok(Ok(())) => Newest::Matches(object),
         Ok(Err(why)) => Newest::Mismatch {

@@ -17,7 +17,7 @@ use super::secret::SecretUnavailable;
 use super::{fingerprint, Probe, ProbeContext, ProbeOutput, Signal};
 use crate::domain::duration::human;
 use crate::infra::aws::{self, Failure, FailureKind};
-use crate::infra::s3::{list_backups, JobS3, MAX_LIST_PAGES, PROBE_OBJECT_MARKER};
+use crate::infra::s3::{list_backups, JobS3, PROBE_OBJECT_MARKER};
 
 /// Why the backup job's S3 client cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -175,7 +175,8 @@ async fn check(job: &JobS3) -> ProbeOutput {
     let mut newest_words = None;
     match listing {
         Ok(l) => {
-            let newest = l.newest.as_ref().map(|n| {
+            let incomplete = job.incomplete(&l);
+            let newest = l.newest().map(|n| {
                 let age = n.last_modified.map(|t| (now - t).num_seconds());
                 newest_words = Some(match age {
                     Some(age) => format!(
@@ -193,19 +194,29 @@ async fn check(job: &JobS3) -> ProbeOutput {
                     "size_bytes": n.size,
                 })
             });
-            if l.newest.is_none() {
-                newest_words = Some(format!("no backup under {} yet", job.prefix));
+            match (&incomplete, &newest_words) {
+                (None, None) => {
+                    newest_words = Some(format!("no backup under {} yet", job.prefix));
+                }
+                // A cut listing cannot say what the newest backup is, nor that there is none.
+                (Some(why), _) => {
+                    newest_words = Some(format!(
+                        "the newest backup is unknown ({why}); the newest of those read: {}",
+                        newest_words.as_deref().unwrap_or("none")
+                    ));
+                }
+                (None, Some(_)) => {}
             }
             evidence["listing"] = json!({
-                "objects": l.objects,
+                "objects": l.backups.len(),
+                "keys": l.keys,
+                "pages": l.pages,
                 "total_bytes": l.total_bytes,
-                "complete": l.complete,
+                "complete": l.complete(),
                 "newest": newest,
             });
-            if !l.complete {
-                evidence["listing"]["note"] = json!(format!(
-                    "stopped after {MAX_LIST_PAGES} pages; the newest is the newest of those read"
-                ));
+            if let Some(why) = incomplete {
+                evidence["listing"]["note"] = json!(why);
             }
             steps.push(Step {
                 operation: "ListObjectsV2",

@@ -16,6 +16,7 @@ mod gate;
 mod gate_store;
 mod jobs;
 mod layout;
+mod listings;
 mod notify;
 mod one_page;
 mod primary_down;

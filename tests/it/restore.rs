@@ -95,7 +95,11 @@ fn pg_dump_custom(dir: &Path, db: &str) -> std::path::PathBuf {
 }
 
 async fn world(secret_key: &str) -> World {
-    let moto = Moto::start().await;
+    world_on(Moto::start().await, secret_key).await
+}
+
+/// [`world`] on `moto`.
+async fn world_on(moto: Moto, secret_key: &str) -> World {
     moto.create_bucket(BUCKET).await;
     let kube = KubeServer::start().await;
     let creds = admin_credentials();
@@ -372,6 +376,42 @@ async fn an_object_that_is_not_encrypted_is_refused() {
         .await;
 
     assert_not_restorable(&w, &key, &["Salted__"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_backup_is_found_by_time_behind_ten_thousand_other_keys() {
+    // Arrange: an older backup first in key order, 10 050 other keys, then the newest backup,
+    // whose key sorts after all of them.
+    let w = world_on(Moto::start_aging().await, KEY).await;
+    seed(&w.db, w.database()).await;
+    let backup = w.backup_of(KEY).await;
+    let older = format!(
+        "postgres-backups/2026/11/24/postgres-backup-20261124_020000_{}.sql.enc",
+        w.database()
+    );
+    w.moto.put(BUCKET, &older, backup.clone()).await;
+    let took = w
+        .moto
+        .fill(BUCKET, "postgres-backups/archive/", 10_050)
+        .await;
+    eprintln!("10 050 objects put into moto in {took:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let newest = object_key(w.database(), "20261125_020000");
+    w.moto.put(BUCKET, &newest, backup).await;
+
+    // Act
+    let t = w.restore_test(None).await;
+
+    // Assert
+    assert_eq!(t.result.object_key.as_deref(), Some(newest.as_str()));
+    assert_eq!(
+        t.result.status,
+        TestStatus::Passed,
+        "{:?}: {:#}",
+        t.result.reason,
+        t.result.detail
+    );
+    assert_eq!(t.result.detail["listing_complete"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,14 +30,14 @@ async fn server_major() -> i64 {
 }
 
 /// The incidents the service serves for `alertname`, newest first.
-async fn incidents_named(w: &World, alertname: &str) -> Vec<Value> {
+pub(crate) async fn incidents_named(w: &World, alertname: &str) -> Vec<Value> {
     let mut all = w.incidents().await;
     all.retain(|i| i["alertname"] == alertname);
     all
 }
 
 /// A backup of each configured database, made just now.
-async fn put_fresh_backups(w: &World) {
+pub(crate) async fn put_fresh_backups(w: &World) {
     for db in &w.pg.dbs[..2] {
         w.moto
             .put(
@@ -50,7 +50,7 @@ async fn put_fresh_backups(w: &World) {
 }
 
 /// The in-process watchdog checks the current 15-minute period (this test's replica takes it).
-async fn check_now(w: &World) -> watchdog::PeriodReport {
+pub(crate) async fn check_now(w: &World) -> watchdog::PeriodReport {
     let now = watchdog::period_of(chrono::Utc::now(), Duration::from_secs(900));
     let dog = w.watchdog.clone().unwrap();
     dog.check_period(now)
@@ -308,9 +308,10 @@ async fn a_watchdog_that_finds_nothing_wrong_opens_nothing_and_lists_s3_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watchdog_that_cannot_list_the_bucket_opens_nothing_and_says_it_could_not_look() {
     // Arrange: the job's Secret names a bucket that does not exist, so the period's one listing
-    // fails.
+    // fails; the metric's last success is recent (an old one would be evidence on its own).
     let w = World::builder()
         .bucket_gone()
+        .fresh_backup_metric()
         .job_failed_with_logs(FAILED_DUMP)
         .build()
         .await;

@@ -290,18 +290,23 @@ impl RestoreTester {
             Some(k) => k.clone(),
             None => {
                 let listing = list_every_backup(&job).await.map_err(Problem::test)?;
-                out.detail["listing_complete"] = json!(listing.complete);
-                let newest = listing
-                    .recent
-                    .iter()
-                    .rev()
-                    .find(|o| database_of(&o.key, &settings.target.databases) == Some(&t.database))
-                    .ok_or_else(|| {
-                        Problem::backup(format!(
-                            "no backup of {} under s3://{}/{} ({} objects seen)",
-                            t.database, job.bucket, job.prefix, listing.objects
-                        ))
-                    })?;
+                out.detail["listing_complete"] = json!(listing.complete());
+                // Only a complete listing knows which backup is the newest, or that none is.
+                if let Some(why) = job.incomplete(&listing) {
+                    return Err(Problem::test(format!(
+                        "the newest backup of {} cannot be known: {why}",
+                        t.database
+                    )));
+                }
+                let newest = listing.newest_where(|o| {
+                    database_of(&o.key, &settings.target.databases) == Some(&t.database)
+                });
+                let newest = newest.ok_or_else(|| {
+                    Problem::backup(format!(
+                        "no backup of {} under s3://{}/{} ({} keys seen)",
+                        t.database, job.bucket, job.prefix, listing.keys
+                    ))
+                })?;
                 out.detail["object_last_modified"] = json!(newest.last_modified);
                 newest.key.clone()
             }

@@ -41,12 +41,26 @@ fn backups_are_matched_to_the_longest_database_name() {
         of("postgres-backups/manual/manual-backup-20261125_010203-link_ai.sql.enc"),
         Some("link_ai")
     );
-    assert_eq!(
-        of("postgres-backups/users/2026-11-25.dump.enc"),
-        Some("users")
-    );
+    assert_eq!(of("postgres-backups/users/2026-11-25.dump.enc"), None);
+    assert_eq!(of("postgres-backups/users/users.dump.enc"), Some("users"));
     assert_eq!(of("postgres-backups/link_ai_archive.sql.enc"), None);
     assert_eq!(of("postgres-backups/superusers.sql.enc"), None);
+}
+
+#[test]
+fn a_directory_named_like_a_database_does_not_make_its_files_that_databases() {
+    // The prefix `postgres/` with the databases `postgres` and `app`.
+    let dbs: Vec<String> = ["postgres", "app"].map(String::from).to_vec();
+    let of = |k: &str| database_of(k, &dbs);
+    assert_eq!(
+        of("postgres/postgres-backup-20261130_020000_app.sql.enc"),
+        Some("app")
+    );
+    assert_eq!(
+        of("postgres/postgres-backup-20261130_020000_postgres.sql.enc"),
+        Some("postgres")
+    );
+    assert_eq!(of("postgres/postgres-backup-20261130_020000.sql.enc"), None);
 }
 
 #[test]

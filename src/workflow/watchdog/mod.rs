@@ -6,13 +6,17 @@
 //! restore test's naming rules ([`crate::runbook::restore::database_of`]), and reads the backup metric from
 //! Prometheus once.
 //!
-//! A database whose newest backup is older than `notify.rpo_hours`, that has none, or whose
-//! metric series is gone gets a `PostgreSQLBackupStale` incident with a stable fingerprint,
+//! A database whose newest backup is older than `notify.rpo_hours`, that has none, whose
+//! metric series is gone, or whose metric's last success is that old while S3 could not show a
+//! fresh backup gets a `PostgreSQLBackupStale` incident with a stable fingerprint,
 //! opened through the [`Intake`] like an alert — so the engine diagnoses it, plans, gates,
 //! notifies and escalates it exactly as it does `PostgreSQLBackupFailed`. While an incident
-//! about the backups is open or escalated — that one, or the alert's, whatever its name — no
-//! other is opened: the watchdog's evidence goes on its timeline (one root cause, one page).
-//! When the backups are fresh again the watchdog resolves its own incident. A watchdog that finds nothing wrong opens nothing and costs one S3 listing (one request
+//! about the target's backups is open or escalated — that one, or the alert's, whatever its name
+//! — no other is opened: the watchdog's evidence goes on its timeline (one root cause, one page).
+//! When the backups are fresh again the watchdog resolves its own incident. A listing that could
+//! not read every key (see [`crate::infra::s3::Cut`]) proves a fresh backup it found and nothing
+//! else: it is reported unanswered, never "stale" or "no backup".
+//! A watchdog that finds nothing wrong opens nothing and costs one S3 listing (one request
 //! per 1000 keys under the prefix) and one Prometheus query per period.
 
 mod verdict;
@@ -26,7 +30,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use tokio::sync::watch;
 
-pub use verdict::{judge, Reason, Verdict};
+pub use verdict::{judge, Listed, Reason, Verdict};
 
 use crate::config::Settings;
 use crate::domain::alert::BACKUP_STALE;
@@ -249,13 +253,15 @@ impl Watchdog {
         if let Err(why) = &samples {
             self.unanswered(&mut report, "prometheus", why);
         }
-        // Listings by place, shared by the targets that back up there.
-        let mut listings: BTreeMap<String, Result<Listing, String>> = BTreeMap::new();
+        // Listings by place, shared by the targets that back up there; each with why it could
+        // not read every key, if it could not.
+        type Place = Result<(Listing, Option<String>), String>;
+        let mut listings: BTreeMap<String, Place> = BTreeMap::new();
         let now = Utc::now();
         for t in &self.targets {
             let ctx = ProbeContext::new(t.settings.clone(), self.kube.clone(), self.http.clone())
                 .with_clients(self.clients.clone());
-            let listing = match job_s3(&ctx).await {
+            let listing: Place = match job_s3(&ctx).await {
                 Err(e) => Err(Unlisted::from(e).to_string()),
                 Ok(job) => {
                     let place = format!(
@@ -265,26 +271,32 @@ impl Watchdog {
                     if !listings.contains_key(&place) {
                         let listed = crate::runbook::restore::list_every_backup(&job)
                             .await
+                            .map(|l| {
+                                let cut = job.incomplete(&l);
+                                (l, cut)
+                            })
                             .map_err(|e| Unlisted::from(e).to_string());
-                        report.s3_list_requests += listed.as_ref().map_or(0, |l| l.pages);
+                        report.s3_list_requests += listed.as_ref().map_or(0, |(l, _)| l.pages);
                         listings.insert(place.clone(), listed);
                     }
                     listings[&place].clone()
                 }
             };
-            if let Err(why) = &listing {
+            let incomplete = listing.as_ref().ok().and_then(|(_, cut)| cut.as_ref());
+            if let Some(why) = listing.as_ref().err().or(incomplete) {
                 self.unanswered(&mut report, "s3", why);
             }
             let databases = &t.settings.target.databases;
             for db in databases {
-                let newest = listing.as_ref().map(|l| {
-                    l.recent.iter().rev().find(|o| {
+                let seen = listing.as_ref().map(|(l, cut)| Listed {
+                    newest: l.newest_where(|o| {
                         crate::runbook::restore::database_of(&o.key, databases) == Some(db.as_str())
-                    })
+                    }),
+                    incomplete: cut.as_deref(),
                 });
                 let v = judge(
                     db,
-                    newest.map_err(String::as_str),
+                    seen.map_err(String::as_str),
                     samples.as_deref().map_err(String::as_str),
                     now,
                     t.settings.notify.rpo_hours,

@@ -17,6 +17,9 @@ pub enum Reason {
     NoBackup,
     /// The backup job's metric series is gone.
     MetricAbsent,
+    /// The backup job's metric says its last success is older than the RPO, and S3 could not
+    /// say otherwise (unreadable, or a listing cut before it found a fresh backup).
+    MetricStale,
 }
 
 impl Reason {
@@ -25,12 +28,23 @@ impl Reason {
             Reason::Stale => "stale",
             Reason::NoBackup => "no_backup",
             Reason::MetricAbsent => "metric_absent",
+            Reason::MetricStale => "metric_stale",
         }
     }
 }
 
-/// What S3 said: the newest backup of the database, or why the listing failed.
-pub type S3Seen<'a> = Result<Option<&'a ObjectInfo>, &'a str>;
+/// What a listing of the prefix showed of one database.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Listed<'a> {
+    /// The newest backup of the database among the keys read.
+    pub newest: Option<&'a ObjectInfo>,
+    /// Why the listing is incomplete (`None`: every key was read). An incomplete listing proves
+    /// a fresh backup it found, never that there is none or that the newest is old.
+    pub incomplete: Option<&'a str>,
+}
+
+/// What S3 said: what the listing showed, or why it could not be made at all.
+pub type S3Seen<'a> = Result<Listed<'a>, &'a str>;
 /// What Prometheus said: the series of `postgres_backup_last_success_timestamp`, or the error.
 pub type MetricSeen<'a> = Result<&'a [Sample], &'a str>;
 
@@ -73,26 +87,45 @@ pub fn judge(
     let mut words = Vec::new();
     let mut evidence = json!({ "database": database, "rpo_hours": rpo_hours });
     let mut s3_fresh = false;
+    // Whether S3 established a verdict (fresh, stale or none), as opposed to not answering.
+    let mut s3_decided = false;
     match s3 {
         Err(e) => evidence["s3_error"] = json!(e),
-        Ok(None) => {
-            reasons.push(Reason::NoBackup);
-            words.push(format!("no backup of {database} in S3"));
-            evidence["newest"] = Value::Null;
-        }
-        Ok(Some(o)) => {
-            let age = o.last_modified.map(|t| (now - t).num_seconds());
-            evidence["newest"] = json!({ "key": o.key, "last_modified": o.last_modified, "size": o.size, "age_seconds": age });
-            match age {
-                Some(a) if a > rpo_seconds => {
-                    reasons.push(Reason::Stale);
-                    words.push(format!(
-                        "the newest backup of {database} ({}) is {} old, over the RPO of {rpo_hours} h",
-                        o.key,
-                        crate::domain::duration::human(a)
-                    ));
+        Ok(listed) => {
+            if let Some(why) = listed.incomplete {
+                evidence["s3_incomplete"] = json!(why);
+            }
+            let complete = listed.incomplete.is_none();
+            match listed.newest {
+                None => {
+                    evidence["newest"] = Value::Null;
+                    if complete {
+                        s3_decided = true;
+                        reasons.push(Reason::NoBackup);
+                        words.push(format!("no backup of {database} in S3"));
+                    }
                 }
-                _ => s3_fresh = true,
+                Some(o) => {
+                    let age = o.last_modified.map(|t| (now - t).num_seconds());
+                    evidence["newest"] = json!({ "key": o.key, "last_modified": o.last_modified, "size": o.size, "age_seconds": age });
+                    match age {
+                        Some(a) if a > rpo_seconds => {
+                            if complete {
+                                s3_decided = true;
+                                reasons.push(Reason::Stale);
+                                words.push(format!(
+                                    "the newest backup of {database} ({}) is {} old, over the RPO of {rpo_hours} h",
+                                    o.key,
+                                    crate::domain::duration::human(a)
+                                ));
+                            }
+                        }
+                        _ => {
+                            s3_decided = true;
+                            s3_fresh = true;
+                        }
+                    }
+                }
             }
         }
     }
@@ -110,7 +143,18 @@ pub fn judge(
             }
             Some(ts) => {
                 metric_present = true;
+                let age = now.timestamp() - ts as i64;
                 evidence["last_success"] = json!(DateTime::from_timestamp(ts as i64, 0));
+                evidence["last_success_age_seconds"] = json!(age);
+                // The metric's own word counts when S3 could not give one (an S3 verdict
+                // already names the stale backup; a fresh object outranks a stale metric).
+                if age > rpo_seconds && !s3_decided {
+                    reasons.push(Reason::MetricStale);
+                    words.push(format!(
+                        "the backup job's metric says the last success was {} ago, over the RPO of {rpo_hours} h (S3 could not confirm a newer backup)",
+                        crate::domain::duration::human(age)
+                    ));
+                }
             }
         },
     }
@@ -136,6 +180,13 @@ mod tests {
         }
     }
 
+    fn listed(newest: Option<&ObjectInfo>) -> Listed<'_> {
+        Listed {
+            newest,
+            incomplete: None,
+        }
+    }
+
     fn sample(db: Option<&str>, value: f64) -> Sample {
         Sample {
             labels: db
@@ -150,17 +201,17 @@ mod tests {
         let now = Utc::now();
         let series = [sample(None, now.timestamp() as f64)];
         let fresh = object(2, now);
-        let v = judge("link_users", Ok(Some(&fresh)), Ok(&series), now, 24);
+        let v = judge("link_users", Ok(listed(Some(&fresh))), Ok(&series), now, 24);
         assert!(v.reasons.is_empty() && v.fresh, "{v:?}");
         let old = object(30, now);
-        let v = judge("link_users", Ok(Some(&old)), Ok(&series), now, 24);
+        let v = judge("link_users", Ok(listed(Some(&old))), Ok(&series), now, 24);
         assert_eq!(v.reasons, [Reason::Stale]);
         assert!(
             v.words[0].contains("30 h old, over the RPO of 24 h"),
             "{:?}",
             v.words
         );
-        let v = judge("link_users", Ok(None), Ok(&[]), now, 24);
+        let v = judge("link_users", Ok(listed(None)), Ok(&[]), now, 24);
         assert_eq!(v.reasons, [Reason::NoBackup, Reason::MetricAbsent]);
         assert!(!v.fresh);
     }
@@ -184,9 +235,64 @@ mod tests {
         let now = Utc::now();
         let series = [sample(Some("link_chat"), now.timestamp() as f64)];
         let fresh = object(1, now);
-        let v = judge("link_users", Ok(Some(&fresh)), Ok(&series), now, 24);
+        let v = judge("link_users", Ok(listed(Some(&fresh))), Ok(&series), now, 24);
         assert_eq!(v.reasons, [Reason::MetricAbsent]);
-        let v = judge("link_chat", Ok(Some(&fresh)), Ok(&series), now, 24);
+        let v = judge("link_chat", Ok(listed(Some(&fresh))), Ok(&series), now, 24);
         assert!(v.fresh);
+    }
+
+    #[test]
+    fn an_incomplete_listing_proves_a_fresh_backup_and_nothing_else() {
+        let now = Utc::now();
+        let series = [sample(None, now.timestamp() as f64)];
+        let cut = |newest| Listed {
+            newest,
+            incomplete: Some("the listing failed after 3 pages"),
+        };
+        let old = object(30, now);
+        for newest in [None, Some(&old)] {
+            let v = judge("link_users", Ok(cut(newest)), Ok(&series), now, 24);
+            assert!(v.reasons.is_empty() && !v.fresh, "{v:?}");
+            assert_eq!(
+                v.evidence["s3_incomplete"],
+                "the listing failed after 3 pages"
+            );
+        }
+        let fresh = object(1, now);
+        let v = judge("link_users", Ok(cut(Some(&fresh))), Ok(&series), now, 24);
+        assert!(v.reasons.is_empty() && v.fresh, "{v:?}");
+    }
+
+    #[test]
+    fn an_old_metric_is_evidence_when_s3_cannot_answer_but_not_against_a_fresh_object() {
+        let now = Utc::now();
+        let three_days = [sample(None, (now - Duration::days(3)).timestamp() as f64)];
+        let v = judge(
+            "link_users",
+            Err("S3 unreachable"),
+            Ok(&three_days),
+            now,
+            24,
+        );
+        assert_eq!(v.reasons, [Reason::MetricStale]);
+        assert!(v.words[0].contains("3 d"), "{:?}", v.words);
+        let fresh = object(1, now);
+        let v = judge(
+            "link_users",
+            Ok(listed(Some(&fresh))),
+            Ok(&three_days),
+            now,
+            24,
+        );
+        assert!(v.reasons.is_empty(), "{v:?}");
+        let old = object(30, now);
+        let v = judge(
+            "link_users",
+            Ok(listed(Some(&old))),
+            Ok(&three_days),
+            now,
+            24,
+        );
+        assert_eq!(v.reasons, [Reason::Stale]);
     }
 }

@@ -10,6 +10,7 @@ pub mod kube_server;
 pub mod moto;
 pub mod pg;
 pub mod procs;
+pub mod s3_proxy;
 pub mod service;
 pub mod world;
 

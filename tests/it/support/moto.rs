@@ -71,8 +71,8 @@ impl Moto {
     }
 
     /// A moto server in which an object whose key contains `aged<N>h` (e.g.
-    /// `postgres-backup-aged30h_link_users.sql.enc`) reports a LastModified N hours ago: moto's
-    /// own server, started from `support/aging_moto.py` with that one patch. The interpreter is
+    /// `postgres-backup-aged30h_link_users.sql.enc`) reports a LastModified N hours ago, and
+    /// which can [`Moto::fill`]: moto's own server, started from `support/aging_moto.py`. The interpreter is
     /// `$MOTO_PYTHON`, else the `python3` next to moto_server (its venv's), else `python3`.
     pub async fn start_aging() -> Self {
         let python = std::env::var_os("MOTO_PYTHON")
@@ -242,6 +242,24 @@ impl Moto {
             .send()
             .await
             .unwrap();
+    }
+
+    /// Stores `n` one-byte objects `{dir}filler-{i:05}.bin` (keys that are not backups) in
+    /// moto's backend at once; how long it took. Only a server from [`Moto::start_aging`] can.
+    pub async fn fill(&self, bucket: &str, dir: &str, n: usize) -> Duration {
+        let started = std::time::Instant::now();
+        let r = reqwest::Client::new()
+            .post(format!("{}/_test/fill", self.url))
+            .query(&[("bucket", bucket), ("prefix", dir), ("n", &n.to_string())])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "filling needs Moto::start_aging: {}",
+            r.status()
+        );
+        started.elapsed()
     }
 
     /// Creates IAM `user` with the inline policy `policy_name` = `document`, and an access key.

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{World, ADMIN, API, BUCKET, HOOK, KEY, PVC};
 use crate::support::backup::real_backup;
 use crate::support::kube_server::{fixtures as fx, KubeServer};
-use crate::support::{moto, pg, procs};
+use crate::support::{moto, pg, procs, s3_proxy};
 
 /// The one thing broken in a world (at most one: each runbook scenario breaks one).
 #[derive(Clone, Copy, PartialEq, Default)]
@@ -47,6 +47,10 @@ pub struct WorldBuilder<'a> {
     aging_moto: bool,
     /// The backup job exports no metrics (a CronJob that stopped running).
     no_backup_metrics: bool,
+    /// The metric's last success is 1 h old (default: 30 h, the failed backup's).
+    fresh_backup_metric: bool,
+    /// The service's S3 listings fail after this many pages ([`s3_proxy::failing_listings`]).
+    listing_fails_after: Option<u32>,
 }
 
 impl<'a> WorldBuilder<'a> {
@@ -131,6 +135,18 @@ impl<'a> WorldBuilder<'a> {
         self
     }
 
+    /// The backup job's metric reports a success 1 h ago.
+    pub fn fresh_backup_metric(mut self) -> Self {
+        self.fresh_backup_metric = true;
+        self
+    }
+
+    /// The service reaches S3 through a proxy whose listings fail after `pages` pages.
+    pub fn listing_fails_after(mut self, pages: u32) -> Self {
+        self.listing_fails_after = Some(pages);
+        self
+    }
+
     /// Puts every system in the state asked for and starts the service.
     pub async fn build(self) -> World {
         backup_remediator::install_crypto_provider();
@@ -152,7 +168,11 @@ impl<'a> WorldBuilder<'a> {
             self.prometheus(dir.path())
         );
         let kube = self.kubernetes(&pg, &job_creds).await;
-        let toml = self.config(dir.path(), &pg, &moto, &kube, &prom_url);
+        let s3_url = match self.listing_fails_after {
+            Some(pages) => s3_proxy::failing_listings(moto.url.clone(), pages).await,
+            None => moto.url.clone(),
+        };
+        let toml = self.config(dir.path(), &pg, &moto, &s3_url, &kube, &prom_url);
         let settings = Settings::from_toml(&toml).unwrap();
         let config = dir.path().join("service.toml");
         std::fs::write(&config, &toml).unwrap();
@@ -291,7 +311,8 @@ impl<'a> WorldBuilder<'a> {
         } else {
             40.0
         };
-        let last = chrono::Utc::now().timestamp() - 30 * 3600;
+        let hours = if self.fresh_backup_metric { 1 } else { 30 };
+        let last = chrono::Utc::now().timestamp() - hours * 3600;
         let backup_metrics = if self.no_backup_metrics {
             String::new()
         } else {
@@ -323,6 +344,7 @@ impl<'a> WorldBuilder<'a> {
         dir: &std::path::Path,
         pg: &pg::Scratch,
         moto: &moto::Moto,
+        s3_url: &str,
         kube: &KubeServer,
         prom_url: &str,
     ) -> String {
@@ -373,7 +395,7 @@ impl<'a> WorldBuilder<'a> {
         databases = ["{db0}", "{db1}"]
         connect_timeout_ms = 2000
         [s3]
-        endpoint = "{moto}"
+        endpoint = "{s3_url}"
         force_path_style = true
         region = "us-east-1"
         [iam]
