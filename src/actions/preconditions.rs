@@ -36,7 +36,10 @@ pub async fn check(ctx: &ActionContext, step: &Step) -> Precondition {
         (StepKind::Action, ActionName::ExpandPvc) => volume_over_threshold(ctx).await,
         (StepKind::Action, ActionName::RestartPrimary) => database_down_and_no_backup(ctx).await,
         (StepKind::Verify, _) => match active_backup_jobs(ctx).await {
-            Ok(active) if active.is_empty() => Precondition::Holds(json!({ "active_jobs": [] })),
+            // A resumed verification finds the Job it started itself: that one it adopts.
+            Ok(active) if active.iter().all(|j| step.output["job"] == j.as_str()) => {
+                Precondition::Holds(json!({ "active_jobs": active }))
+            }
             Ok(active) => Precondition::Wait(format!(
                 "backup Job {} is running; a second backup is not started beside it",
                 active.join(", ")

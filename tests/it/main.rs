@@ -12,6 +12,8 @@ mod auth;
 mod cli;
 mod deploy;
 mod gate;
+mod gate_kill;
+mod gate_resume;
 mod gate_store;
 mod jobs;
 mod layout;
