@@ -29,7 +29,7 @@ pub fn prepare(ctx: &ActionContext, step: &Step) -> Value {
         "{}-{}-{}",
         ctx.settings.remediation.job_name_prefix, ctx.incident_id, step.id
     );
-    json!({ "job": name, "since": Utc::now() })
+    json!({ "job": name, "since": Utc::now(), "step": step.id })
 }
 
 pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionError> {
@@ -40,16 +40,17 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionE
     let since: DateTime<Utc> = serde_json::from_value(intent["since"].clone())
         .map_err(|e| format!("the step's intent has no start time: {e}"))?;
     let client = ctx.kube()?;
-    let labels = BTreeMap::from([
+    // The marks that make the Job ours: a Job of this name without them is not adopted.
+    let mut labels = BTreeMap::from([
+        (jobs::MANAGED_BY.to_owned(), "backup-remediator".to_owned()),
         (
-            "app.kubernetes.io/managed-by".to_owned(),
-            "backup-remediator".to_owned(),
-        ),
-        (
-            "backup-remediator/incident".to_owned(),
+            format!("{}incident", jobs::OWN_LABEL_PREFIX),
             ctx.incident_id.to_string(),
         ),
     ]);
+    if let Some(step) = intent["step"].as_i64() {
+        labels.insert(format!("{}step", jobs::OWN_LABEL_PREFIX), step.to_string());
+    }
     let (_, created) =
         jobs::create_from_cronjob(client, &k.namespace, &k.backup_cronjob, name, &labels)
             .await

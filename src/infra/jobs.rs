@@ -3,7 +3,9 @@
 //! watch a Job to success or failure within a deadline.
 //!
 //! Creating is idempotent by name: a Job that already exists under the chosen name is adopted,
-//! not created twice, so a process that resumes after a crash never starts a second backup.
+//! not created twice, so a process that resumes after a crash never starts a second backup —
+//! but only when it carries the labels that mark it as ours ([`owned_labels`]); a foreign Job
+//! under the same name is refused with the reason, never watched as if it were our backup.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,6 +42,13 @@ pub enum JobError {
     NoCronJob(String),
     #[error("CronJob {0} has no job template spec")]
     EmptyTemplate(String),
+    /// A Job of the chosen name exists but does not carry our marks: it is not adopted.
+    #[error("Job {name} already exists and is not ours (we mark ours {want}; it has {has}); it is not adopted")]
+    Foreign {
+        name: String,
+        want: String,
+        has: String,
+    },
     #[error("Job {0} disappeared while it was watched")]
     Vanished(String),
     #[error("{doing}: {source}")]
@@ -109,7 +118,37 @@ pub enum Created {
     Adopted,
 }
 
-/// Creates `job`; if a Job of that name exists already, returns that one instead.
+/// The label that says the service made a Job.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The prefix of the labels that say which of its records a Job belongs to (incident, step,
+/// manual backup).
+pub const OWN_LABEL_PREFIX: &str = "backup-remediator/";
+
+/// The labels of `job` that mark it as ours: `managed-by` and every `backup-remediator/…` label.
+/// A Job of the same name is adopted only if it carries all of them with the same values.
+pub fn owned_labels(job: &Job) -> BTreeMap<String, String> {
+    job.metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(k, _)| *k == MANAGED_BY || k.starts_with(OWN_LABEL_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn show(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "none of them".to_owned();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Creates `job`; if a Job of that name exists already and is ours (it carries every label of
+/// [`owned_labels`] with our values), returns that one instead; a foreign one is an error.
 pub async fn create_or_adopt(api: &Api<Job>, job: &Job) -> Result<(Job, Created), JobError> {
     let name = job.metadata.name.clone().unwrap_or_default();
     match api.create(&PostParams::default(), job).await {
@@ -119,6 +158,20 @@ pub async fn create_or_adopt(api: &Api<Job>, job: &Job) -> Result<(Job, Created)
                 .get(&name)
                 .await
                 .map_err(api_err(format!("reading the existing Job {name}")))?;
+            let want = owned_labels(job);
+            let theirs = existing.metadata.labels.clone().unwrap_or_default();
+            if want.iter().any(|(k, v)| theirs.get(k) != Some(v)) {
+                let has = want
+                    .keys()
+                    .filter_map(|k| theirs.get_key_value(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                return Err(JobError::Foreign {
+                    name,
+                    want: show(&want),
+                    has: show(&has),
+                });
+            }
             Ok((existing, Created::Adopted))
         }
         Err(e) => Err(api_err(format!("creating Job {name}"))(e)),
