@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{PostParams, WatchEvent, WatchParams};
+use kube::api::{DeleteParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
 use tokio::time::Instant;
 
@@ -217,6 +217,42 @@ pub fn finished(job: &Job) -> Option<JobOutcome> {
     }
     let want = job.spec.as_ref().and_then(|s| s.completions).unwrap_or(1);
     (status.succeeded.unwrap_or(0) >= want).then_some(JobOutcome::Succeeded)
+}
+
+/// How a deletion ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// Deleted, and gone with its pods.
+    Gone,
+    /// There was no Job of that name.
+    Absent,
+    /// Still being deleted (its pods terminating) when the wait ended.
+    StillThere,
+}
+
+/// Deletes Job `name` with foreground propagation — the API server removes the Job only after
+/// its pods are gone — and waits, up to `within`, until it is gone. With the default
+/// (background) propagation the Job vanishes at once while its pod may still run: the next
+/// backup Job would run beside it.
+pub async fn delete_and_wait(
+    api: &Api<Job>,
+    name: &str,
+    within: Duration,
+) -> Result<Deleted, JobError> {
+    match api.delete(name, &DeleteParams::foreground()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Deleted::Absent),
+        Err(e) => return Err(api_err(format!("deleting Job {name}"))(e)),
+    }
+    let end = Instant::now() + within;
+    loop {
+        match api.get_opt(name).await {
+            Ok(None) => return Ok(Deleted::Gone),
+            Ok(Some(_)) | Err(_) if Instant::now() >= end => return Ok(Deleted::StillThere),
+            // A failed read is asked again: only "gone" ends the wait early.
+            Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }
 
 /// How long one watch request may stay open before it is renewed (below the client's read
