@@ -235,7 +235,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::fs::read(&alert).with_context(|| format!("reading {}", alert.display()))?;
             let notification = backup_remediator::domain::alert::decode(&body)
                 .with_context(|| format!("{} is not an Alertmanager payload", alert.display()))?;
-            let examiner = startup::examiner(&settings).await;
+            // Replay changes nothing, not even the S3 probe's test object.
+            let examiner = startup::examiner(&settings)
+                .await
+                .with_read_only(Some(backup_remediator::probes::ReadOnly::Replay));
             let report = examiner.examine(examiner.context()).await;
             let policy = startup::load_policy(&settings)?;
             let alertname = notification

@@ -110,10 +110,20 @@ impl Application {
         } else {
             let (tx, rx) = mpsc::channel(WORK_QUEUE);
             intake = intake.with_opened_queue(tx);
-            let examiner = Examiner::new(Arc::new(settings.clone()), kube.clone());
+            let policy = if settings.remediation.enabled {
+                Some(load_policy(&settings)?)
+            } else {
+                None
+            };
+            // A dry-run policy changes nothing, not even the S3 probe's test object.
+            let read_only = policy
+                .as_ref()
+                .is_some_and(|p| p.dry_run)
+                .then_some(crate::probes::ReadOnly::DryRun);
+            let examiner =
+                Examiner::new(Arc::new(settings.clone()), kube.clone()).with_read_only(read_only);
             let mut engine = Engine::new(store.clone(), examiner).with_intake_pace(intake.pace());
-            if settings.remediation.enabled {
-                let policy = load_policy(&settings)?;
+            if let Some(policy) = policy {
                 if policy.dry_run {
                     tracing::warn!(policy = %policy.source, "remediation runs in DRY-RUN mode: plans are recorded, nothing is changed");
                 }

@@ -27,7 +27,7 @@ use crate::domain::diagnosis::{self, Diagnosis};
 use crate::domain::finding::Finding;
 use crate::domain::incident::IncidentStatus;
 use crate::domain::plan::Claim;
-use crate::probes::{self, Clients, Probe, ProbeContext};
+use crate::probes::{self, Clients, Probe, ProbeContext, ReadOnly};
 use crate::store::{Store, StoreError};
 use crate::workflow::pace::{self, Pace, StormWatch};
 use crate::workflow::playbooks;
@@ -41,6 +41,8 @@ pub struct Examiner {
     http: reqwest::Client,
     /// The AWS clients every diagnosis shares.
     clients: Arc<Clients>,
+    /// Set when diagnoses must write nothing (replay, a dry-run policy).
+    read_only: Option<ReadOnly>,
 }
 
 /// Works incidents: claims each (one process per incident, with a lease), diagnoses it, and
@@ -84,7 +86,14 @@ impl Examiner {
             kube,
             http,
             clients: Arc::default(),
+            read_only: None,
         }
+    }
+
+    /// Makes every diagnosis write nothing, not even a probe's test object (replay, dry run).
+    pub fn with_read_only(mut self, read_only: Option<ReadOnly>) -> Self {
+        self.read_only = read_only;
+        self
     }
 
     /// Replaces the probes (tests, benchmarks).
@@ -101,7 +110,8 @@ impl Examiner {
     pub fn context(&self) -> Arc<ProbeContext> {
         Arc::new(
             ProbeContext::new(self.settings.clone(), self.kube.clone(), self.http.clone())
-                .with_clients(self.clients.clone()),
+                .with_clients(self.clients.clone())
+                .with_read_only(self.read_only),
         )
     }
 

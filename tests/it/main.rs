@@ -21,6 +21,7 @@ mod notify;
 mod probes_aws;
 mod probes_cluster;
 mod probes_local;
+mod read_only;
 mod restore;
 mod scenarios;
 mod silent_failures;
