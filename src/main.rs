@@ -541,7 +541,11 @@ mod runbook_cli {
         json: bool,
     ) -> anyhow::Result<()> {
         let (store, _, backups) = open(settings).await?;
-        let (record, plan) = backups.start(databases, "cli", &actor(), None).await?;
+        let (record, plan) = backups
+            .start(databases, "cli", &actor(), None, None)
+            .await?;
+        // Without an idempotency key there is always a plan.
+        let plan = plan.context("the manual backup has no plan")?;
         eprintln!(
             "Job {} created in {}; watching it",
             plan.job_name, record.namespace

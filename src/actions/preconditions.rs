@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::ListParams;
 use serde_json::{json, Value};
 
 use super::{ActionContext, ActionError};
@@ -116,20 +115,13 @@ async fn database_down_and_no_backup(ctx: &ActionContext) -> Precondition {
     }
 }
 
-/// The backup Jobs (by `kubernetes.backup_job_selector`) that have not finished.
+/// The backup Jobs that have not finished, whoever started them: the CronJob's and the
+/// verifications' (by `kubernetes.backup_job_selector`) and the manual backups'.
 pub async fn active_backup_jobs(ctx: &ActionContext) -> Result<Vec<String>, ActionError> {
     let k = &ctx.settings.kubernetes;
     let api: kube::Api<Job> = kube::Api::namespaced(ctx.kube()?.clone(), &k.namespace);
-    let jobs = api
-        .list(&ListParams::default().labels(&k.backup_job_selector))
+    let manual = format!("app={}", crate::infra::jobs::MANUAL_BACKUP_APP);
+    crate::infra::jobs::active(&api, &[&k.backup_job_selector, &manual])
         .await
-        .map_err(ActionError::kube(
-            "listing backup Jobs to see whether one is running",
-        ))?;
-    Ok(jobs
-        .items
-        .iter()
-        .filter(|j| crate::infra::jobs::finished(j).is_none())
-        .filter_map(|j| j.metadata.name.clone())
-        .collect())
+        .map_err(|e| ActionError::Failed(e.to_string()))
 }

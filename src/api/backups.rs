@@ -3,7 +3,7 @@
 //! objects it uploaded.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -54,12 +54,14 @@ pub struct BackupList {
     path = "/api/v1/backups",
     tag = "backups",
     request_body(content = Option<BackupRequest>, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key within 24 h answers the first request's backup; no second Job")),
     responses(
         (status = 202, description = "The Job is being created and watched; poll GET /api/v1/backups/{id}", body = ManualBackup),
-        (status = 400, description = "Unknown database or bad body", body = ErrorBody),
+        (status = 400, description = "Unknown database, bad body or bad Idempotency-Key", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
-        (status = 409, description = "No Kubernetes API configured", body = ErrorBody),
+        (status = 409, description = "A backup Job of the target is running (named), or no Kubernetes API configured", body = ErrorBody),
+        (status = 429, description = "The policy's manual_backups budget is used up", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -67,8 +69,10 @@ pub struct BackupList {
 pub async fn start(
     caller: AdminCaller,
     State(state): State<AppState>,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<BackupRequest>,
 ) -> Result<(StatusCode, Json<ManualBackup>), ApiError> {
+    let key = idempotency_key(&headers)?;
     let backups = state.manual_backups.clone();
     let (record, plan) = backups
         .start(
@@ -76,14 +80,40 @@ pub async fn start(
             "api",
             &caller.actor,
             caller.on_behalf_of.as_deref(),
+            key.as_deref(),
         )
         .await
         .map_err(super::restore_tests::start_error)?;
-    let launched = record.clone();
-    tokio::spawn(async move {
-        backups.run(&launched, &plan).await;
-    });
+    // A repeated key answers the first request's backup; nothing new is launched.
+    if let Some(plan) = plan {
+        let launched = record.clone();
+        tokio::spawn(async move {
+            backups.run(&launched, &plan).await;
+        });
+    }
     Ok((StatusCode::ACCEPTED, Json(record)))
+}
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_KEY_LEN: usize = 200;
+
+/// The request's `Idempotency-Key`: printable ASCII, at most [`MAX_KEY_LEN`] characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(k)
+            if !k.is_empty()
+                && k.len() <= MAX_KEY_LEN
+                && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(ApiError::BadRequest(format!(
+            "Idempotency-Key: 1 to {MAX_KEY_LEN} printable ASCII characters without spaces"
+        ))),
+    }
 }
 
 /// List manual backups, newest first.

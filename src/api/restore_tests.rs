@@ -60,7 +60,10 @@ pub(super) fn start_error(e: StartError) -> ApiError {
     match e {
         StartError::Invalid(m) => ApiError::BadRequest(m),
         StartError::UnknownDatabase { .. } => ApiError::BadRequest(e.to_string()),
-        StartError::NotConfigured | StartError::NoKubernetes => ApiError::Conflict(e.to_string()),
+        StartError::NotConfigured | StartError::NoKubernetes | StartError::Busy(_) => {
+            ApiError::Conflict(e.to_string())
+        }
+        StartError::OverBudget(m) => ApiError::rejected(StatusCode::TOO_MANY_REQUESTS, m),
         StartError::Store { source, .. } => ApiError::Store(source),
     }
 }

@@ -286,6 +286,7 @@ fn runbook_operations_with(
     Arc<crate::runbook::restore::RestoreTester>,
     Arc<crate::runbook::manual_backup::ManualBackups>,
 ) {
+    let budget = manual_backup_budget(settings);
     let settings = Arc::new(settings.clone());
     (
         Arc::new(crate::runbook::restore::RestoreTester::new(
@@ -293,12 +294,19 @@ fn runbook_operations_with(
             store.clone(),
             kube.clone(),
         )),
-        Arc::new(crate::runbook::manual_backup::ManualBackups::new(
-            settings,
-            store.clone(),
-            kube,
-        )),
+        Arc::new(
+            crate::runbook::manual_backup::ManualBackups::new(settings, store.clone(), kube)
+                .with_budget(budget),
+        ),
     )
+}
+
+/// The manual backup budget of the policy file (the default when there is none, or when it
+/// cannot be read: the remediator's start-up reports that).
+fn manual_backup_budget(settings: &Settings) -> crate::domain::policy::ManualBackups {
+    load_policy(settings)
+        .unwrap_or_else(|_| Policy::builtin())
+        .manual_backups
 }
 
 /// Completes on SIGTERM or SIGINT.

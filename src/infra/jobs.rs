@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
 use tokio::time::Instant;
 
@@ -217,6 +217,31 @@ pub fn finished(job: &Job) -> Option<JobOutcome> {
     }
     let want = job.spec.as_ref().and_then(|s| s.completions).unwrap_or(1);
     (status.succeeded.unwrap_or(0) >= want).then_some(JobOutcome::Succeeded)
+}
+
+/// The `app` label of the runbook's manual backup Jobs.
+pub const MANUAL_BACKUP_APP: &str = "postgres-manual-backup";
+
+/// The names of the Jobs matching any of `selectors` that have not finished: the backup Jobs
+/// running now, whoever started them.
+pub async fn active(api: &Api<Job>, selectors: &[&str]) -> Result<Vec<String>, JobError> {
+    let mut names = Vec::new();
+    for selector in selectors {
+        let jobs = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(api_err(format!(
+                "listing Jobs ({selector}) to see whether a backup runs"
+            )))?;
+        for job in jobs.items.iter().filter(|j| finished(j).is_none()) {
+            if let Some(name) = &job.metadata.name {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// How a deletion ended.

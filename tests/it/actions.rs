@@ -365,6 +365,35 @@ async fn a_verification_waits_while_a_backup_job_runs_and_deletes_its_own_job_at
     assert!(kube.active_jobs().is_empty(), "{:?}", kube.active_jobs());
 }
 
+/// A manual backup's Job (its own label, not the CronJob's) is a running backup too: a
+/// verification waits for it and the primary is not restarted under it.
+#[tokio::test]
+async fn a_running_manual_backup_job_holds_back_a_verification() {
+    let kube = KubeServer::start().await;
+    kube.put(fx::cronjob("postgres-backup"));
+    let mut manual = fx::job(
+        "postgres-manual-backup-20261207-2301",
+        "2026-12-07T23:01:00Z",
+        "active",
+    );
+    manual["metadata"]["labels"] = serde_json::json!({"app": "postgres-manual-backup",
+        "app.kubernetes.io/managed-by": "backup-remediator", "backup-remediator/backup": "4"});
+    kube.put(manual);
+    let c = ctx_with(&kube, "", "");
+
+    let checked = preconditions::check(&c, &verify_step()).await;
+
+    match checked {
+        Precondition::Wait(why) => {
+            assert!(
+                why.contains("postgres-manual-backup-20261207-2301"),
+                "{why}"
+            )
+        }
+        other => panic!("a verification beside a running manual backup: {other:?}"),
+    }
+}
+
 /// The garbage collector takes 1.5 s to remove a deleted Job's pods: a verification Job that
 /// timed out is deleted with foreground propagation and the step ends only once the Job and its
 /// pods are gone, so the next backup Job never runs beside its pod.

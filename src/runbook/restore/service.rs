@@ -56,6 +56,13 @@ pub enum StartError {
     NotConfigured,
     #[error("no Kubernetes API is configured (in-cluster, KUBECONFIG or kubernetes.api_url): the manual backup Job cannot be created")]
     NoKubernetes,
+    /// A backup Job of the target is running (one at a time, whatever started it): the
+    /// sentence names it.
+    #[error("{0}")]
+    Busy(String),
+    /// The policy's budget for manual backups is used up: the sentence says how.
+    #[error("{0}")]
+    OverBudget(String),
     /// Recording the `what` (`restore test`, `manual backup`) failed.
     #[error("recording the {what}: {source}")]
     Store {
