@@ -10,7 +10,7 @@ use crate::domain::manual_backup::{
     BackupStatus, ManualBackup, NewManualBackup, StartOutcome, StartRules,
 };
 use crate::domain::restore_test::{
-    CheckResult, NewRestoreTest, RestoreTest, RtoResult, TestResult, TestStatus,
+    CheckResult, NewRestoreTest, RestoreStart, RestoreTest, RtoResult, TestResult, TestStatus,
 };
 
 const RESTORE_TEST_COLUMNS: &str = "id, database, object_key, trigger, actor, status, reason, \
@@ -94,26 +94,67 @@ fn manual_backup_row(r: &Row) -> Result<ManualBackup, StoreError> {
 }
 
 impl Store {
-    /// Records a running restore test; `None` when its (slot, database) is taken already.
-    pub async fn insert_restore_test(
+    /// Records running restore tests for `news` in one transaction serialized with the action
+    /// gate's, unless a test is running already (started within the last `running_seconds`):
+    /// one restore test run per target at a time. A test whose (slot, database) another
+    /// replica took is left out.
+    pub async fn begin_restore_tests(
         &self,
-        new: &NewRestoreTest,
-    ) -> Result<Option<i64>, StoreError> {
-        self.writer()
-            .query(
-                "INSERT INTO restore_tests (database, object_key, trigger, actor, slot, status, \
-         started_at, scratch_database) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) \
-         ON CONFLICT DO NOTHING RETURNING id",
-            )
-            .bind(&new.database)
-            .bind(&new.object_key)
-            .bind(&new.trigger)
-            .bind(&new.actor)
-            .bind(&new.slot)
-            .bind(new.started_at)
-            .bind(&new.scratch_database)
-            .fetch_optional_scalar()
-            .await
+        news: &[NewRestoreTest],
+        running_seconds: i64,
+    ) -> Result<RestoreStart, StoreError> {
+        let mut tx = self.begin().await?;
+        let db = tx.dialect();
+        tx.query(db.gate_serialize()).execute().await?;
+        // A schedule period another replica took is not a conflict: there is nothing to do.
+        if let Some(slot) = news.iter().find_map(|n| n.slot.as_deref()) {
+            let taken: i64 = tx
+                .query("SELECT COUNT(*) FROM restore_tests WHERE slot = $1")
+                .bind(slot)
+                .fetch_scalar()
+                .await?;
+            if taken > 0 {
+                return Ok(RestoreStart::Started(Vec::new()));
+            }
+        }
+        let sql = format!(
+            "SELECT id, database FROM restore_tests WHERE status = 'running' \
+             AND started_at > {since} ORDER BY id LIMIT 1",
+            since = db.shift(1, '-'),
+        );
+        if let Some(r) = tx
+            .query(&sql)
+            .bind(running_seconds)
+            .fetch_optional()
+            .await?
+        {
+            return Ok(RestoreStart::Busy {
+                id: r.get("id")?,
+                database: r.get("database")?,
+            });
+        }
+        let mut ids = Vec::new();
+        for new in news {
+            let id: Option<i64> = tx
+                .query(
+                    "INSERT INTO restore_tests (database, object_key, trigger, actor, slot, \
+                     status, started_at, scratch_database) \
+                     VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) \
+                     ON CONFLICT DO NOTHING RETURNING id",
+                )
+                .bind(&new.database)
+                .bind(&new.object_key)
+                .bind(&new.trigger)
+                .bind(&new.actor)
+                .bind(&new.slot)
+                .bind(new.started_at)
+                .bind(&new.scratch_database)
+                .fetch_optional_scalar()
+                .await?;
+            ids.extend(id);
+        }
+        tx.commit().await?;
+        Ok(RestoreStart::Started(ids))
     }
 
     /// Stores how a restore test ended, with its checks, in one transaction.

@@ -149,3 +149,45 @@ async fn manual_backups_past_the_policys_budget_are_refused_with_429_and_the_rea
     );
     assert_eq!(created_after_a_while(&s).await, [job]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_restore_test_while_one_runs_is_a_conflict_naming_it() {
+    let s = setup(
+        Backend::Postgres,
+        &format!(
+            "[restore_test]\ntarget_url = \"{}\"\n",
+            crate::support::pg::admin_url()
+        ),
+    )
+    .await;
+    // The first test's read of the backup Secret takes 3 s: it is running meanwhile.
+    s.kube.delay(
+        "/api/v1/namespaces/link-services/secrets",
+        Duration::from_secs(3),
+    );
+    let first = s
+        .post("/api/v1/restore-tests", json!({"database": "link_users"}))
+        .await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let id = first["restore_tests"][0]["id"].as_i64().unwrap();
+
+    let second = s.post("/api/v1/restore-tests", json!({})).await;
+
+    assert_eq!(second.status(), 409);
+    let body: Value = second.json().await.unwrap();
+    let why = body["error"].as_str().unwrap();
+    assert!(why.contains(&format!("restore test {id}")), "{why}");
+    let list: Value = s
+        .app
+        .api_get("/api/v1/restore-tests")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["restore_tests"].as_array().unwrap().len(),
+        1,
+        "{list:#}"
+    );
+}
