@@ -54,7 +54,7 @@ pub struct BackupList {
     path = "/api/v1/backups",
     tag = "backups",
     request_body(content = Option<BackupRequest>, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key within 24 h answers the first request's backup; no second Job")),
+    params(IdempotencyHeader),
     responses(
         (status = 202, description = "The Job is being created and watched; poll GET /api/v1/backups/{id}", body = ManualBackup),
         (status = 400, description = "Unknown database, bad body or bad Idempotency-Key", body = ErrorBody),
@@ -92,6 +92,16 @@ pub async fn start(
         });
     }
     Ok((StatusCode::ACCEPTED, Json(record)))
+}
+
+/// The `Idempotency-Key` header, for the OpenAPI document (read by [`idempotency_key`]).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyHeader {
+    /// A repeat with the same key within 24 h answers the first request's backup; no second Job.
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,200}$")]
+    idempotency_key: Option<String>,
 }
 
 /// The longest `Idempotency-Key` accepted.
