@@ -244,7 +244,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::fs::read(&alert).with_context(|| format!("reading {}", alert.display()))?;
             let notification = backup_remediator::domain::alert::decode(&body)
                 .with_context(|| format!("{} is not an Alertmanager payload", alert.display()))?;
-            let examiner = startup::examiner(&settings).await;
+            // Replay changes nothing, not even the S3 probe's test object.
+            let examiner = startup::examiner(&settings)
+                .await
+                .with_read_only(Some(backup_remediator::probes::ReadOnly::Replay));
             let report = examiner.examine(examiner.context()).await;
             let policy = startup::load_policy(&settings)?;
             let alertname = notification
@@ -560,7 +563,11 @@ mod runbook_cli {
         json: bool,
     ) -> anyhow::Result<()> {
         let (store, _, backups) = open(settings, target).await?;
-        let (record, plan) = backups.start(databases, "cli", &actor(), None).await?;
+        let (record, plan) = backups
+            .start(databases, "cli", &actor(), None, None)
+            .await?;
+        // Without an idempotency key there is always a plan.
+        let plan = plan.context("the manual backup has no plan")?;
         eprintln!(
             "Job {} created in {}; watching it",
             plan.job_name, record.namespace

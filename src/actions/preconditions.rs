@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::ListParams;
 use serde_json::{json, Value};
 
 use super::{ActionContext, ActionError};
@@ -36,7 +35,10 @@ pub async fn check(ctx: &ActionContext, step: &Step) -> Precondition {
         (StepKind::Action, ActionName::ExpandPvc) => volume_over_threshold(ctx).await,
         (StepKind::Action, ActionName::RestartPrimary) => database_down_and_no_backup(ctx).await,
         (StepKind::Verify, _) => match active_backup_jobs(ctx).await {
-            Ok(active) if active.is_empty() => Precondition::Holds(json!({ "active_jobs": [] })),
+            // A resumed verification finds the Job it started itself: that one it adopts.
+            Ok(active) if active.iter().all(|j| step.output["job"] == j.as_str()) => {
+                Precondition::Holds(json!({ "active_jobs": active }))
+            }
             Ok(active) => Precondition::Wait(format!(
                 "backup Job {} is running; a second backup is not started beside it",
                 active.join(", ")
@@ -111,20 +113,13 @@ async fn database_down_and_no_backup(ctx: &ActionContext) -> Precondition {
     }
 }
 
-/// The backup Jobs (by `kubernetes.backup_job_selector`) that have not finished.
+/// The backup Jobs that have not finished, whoever started them: the CronJob's and the
+/// verifications' (by `kubernetes.backup_job_selector`) and the manual backups'.
 pub async fn active_backup_jobs(ctx: &ActionContext) -> Result<Vec<String>, ActionError> {
     let k = &ctx.settings.kubernetes;
     let api: kube::Api<Job> = kube::Api::namespaced(ctx.kube()?.clone(), &k.namespace);
-    let jobs = api
-        .list(&ListParams::default().labels(&k.backup_job_selector))
+    let manual = format!("app={}", crate::infra::jobs::MANUAL_BACKUP_APP);
+    crate::infra::jobs::active(&api, &[&k.backup_job_selector, &manual])
         .await
-        .map_err(ActionError::kube(
-            "listing backup Jobs to see whether one is running",
-        ))?;
-    Ok(jobs
-        .items
-        .iter()
-        .filter(|j| crate::infra::jobs::finished(j).is_none())
-        .filter_map(|j| j.metadata.name.clone())
-        .collect())
+        .map_err(|e| ActionError::Failed(e.to_string()))
 }

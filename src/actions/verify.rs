@@ -3,14 +3,14 @@
 //! of the verification, non-empty, its first block decrypting to `PGDMP` with the current key
 //! (the encryption probe's own check). The Job's name is fixed in the intent, so a resumed
 //! verification adopts the Job it already started instead of starting a second backup; a Job
-//! still running at the deadline is deleted, so the next attempt never runs beside it.
+//! still running at the deadline is deleted with its pods (foreground propagation, waited for),
+//! so the next attempt never runs beside it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::DeleteParams;
 use kube::Api;
 use serde_json::{json, Value};
 
@@ -21,6 +21,10 @@ use crate::infra::s3;
 use crate::probes::encryption::object_matches_key;
 use crate::probes::s3::job_s3;
 
+/// How long a timed-out verification waits for its deleted Job's pods to go (their grace period
+/// is 30 s by default).
+const DELETE_WAIT: Duration = Duration::from_secs(120);
+
 /// At most this many new objects are checked.
 const MAX_CHECKED: usize = 20;
 
@@ -29,7 +33,7 @@ pub fn prepare(ctx: &ActionContext, step: &Step) -> Value {
         "{}-{}-{}",
         ctx.settings.remediation.job_name_prefix, ctx.incident_id, step.id
     );
-    json!({ "job": name, "since": Utc::now() })
+    json!({ "job": name, "since": Utc::now(), "step": step.id })
 }
 
 pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionError> {
@@ -40,16 +44,17 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionE
     let since: DateTime<Utc> = serde_json::from_value(intent["since"].clone())
         .map_err(|e| format!("the step's intent has no start time: {e}"))?;
     let client = ctx.kube()?;
-    let labels = BTreeMap::from([
+    // The marks that make the Job ours: a Job of this name without them is not adopted.
+    let mut labels = BTreeMap::from([
+        (jobs::MANAGED_BY.to_owned(), "backup-remediator".to_owned()),
         (
-            "app.kubernetes.io/managed-by".to_owned(),
-            "backup-remediator".to_owned(),
-        ),
-        (
-            "backup-remediator/incident".to_owned(),
+            format!("{}incident", jobs::OWN_LABEL_PREFIX),
             ctx.incident_id.to_string(),
         ),
     ]);
+    if let Some(step) = intent["step"].as_i64() {
+        labels.insert(format!("{}step", jobs::OWN_LABEL_PREFIX), step.to_string());
+    }
     let (_, created) =
         jobs::create_from_cronjob(client, &k.namespace, &k.backup_cronjob, name, &labels)
             .await
@@ -66,10 +71,15 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionE
             return Err(format!("backup Job {name} failed: {reason}: {message}").into())
         }
         JobOutcome::TimedOut { after_seconds } => {
-            // Never two backup Jobs at once: the next attempt must not start beside this one.
-            let deleted = match api.delete(name, &DeleteParams::background()).await {
-                Ok(_) => "deleted it".to_owned(),
-                Err(kube::Error::Api(e)) if e.code == 404 => "it is gone".to_owned(),
+            // Never two backup Jobs at once: the step ends only once this one and its pods are
+            // gone, so the next attempt never starts beside them.
+            let deleted = match jobs::delete_and_wait(&api, name, DELETE_WAIT).await {
+                Ok(jobs::Deleted::Gone) => "deleted it and its pods".to_owned(),
+                Ok(jobs::Deleted::Absent) => "it is gone".to_owned(),
+                Ok(jobs::Deleted::StillThere) => format!(
+                    "it was still being deleted after {} s; the next verification waits for it",
+                    DELETE_WAIT.as_secs()
+                ),
                 Err(e) => format!("deleting it failed ({e}); the next verification waits for it"),
             };
             return Err(format!(

@@ -3,7 +3,7 @@
 //! objects it uploaded.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -58,12 +58,14 @@ pub struct BackupList {
     path = "/api/v1/backups",
     tag = "backups",
     request_body(content = Option<BackupRequest>, content_type = "application/json"),
+    params(IdempotencyHeader),
     responses(
         (status = 202, description = "The Job is being created and watched; poll GET /api/v1/backups/{id}", body = ManualBackup),
-        (status = 400, description = "Unknown target or database, a target not named while several are configured, or a bad body", body = ErrorBody),
+        (status = 400, description = "Unknown target or database, a target not named while several are configured, a bad body or a bad Idempotency-Key", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
-        (status = 409, description = "No Kubernetes API configured", body = ErrorBody),
+        (status = 409, description = "A backup Job of the target is running (named), or no Kubernetes API configured", body = ErrorBody),
+        (status = 429, description = "The policy's manual_backups budget is used up", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -71,8 +73,10 @@ pub struct BackupList {
 pub async fn start(
     caller: AdminCaller,
     State(state): State<AppState>,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<BackupRequest>,
 ) -> Result<(StatusCode, Json<ManualBackup>), ApiError> {
+    let key = idempotency_key(&headers)?;
     let backups = state
         .runbooks
         .pick(req.target.as_deref())
@@ -85,14 +89,50 @@ pub async fn start(
             "api",
             &caller.actor,
             caller.on_behalf_of.as_deref(),
+            key.as_deref(),
         )
         .await
         .map_err(super::restore_tests::start_error)?;
-    let launched = record.clone();
-    tokio::spawn(async move {
-        backups.run(&launched, &plan).await;
-    });
+    // A repeated key answers the first request's backup; nothing new is launched.
+    if let Some(plan) = plan {
+        let launched = record.clone();
+        tokio::spawn(async move {
+            backups.run(&launched, &plan).await;
+        });
+    }
     Ok((StatusCode::ACCEPTED, Json(record)))
+}
+
+/// The `Idempotency-Key` header, for the OpenAPI document (read by [`idempotency_key`]).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyHeader {
+    /// A repeat with the same key within 24 h answers the first request's backup; no second Job.
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,200}$")]
+    idempotency_key: Option<String>,
+}
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_KEY_LEN: usize = 200;
+
+/// The request's `Idempotency-Key`: printable ASCII, at most [`MAX_KEY_LEN`] characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(k)
+            if !k.is_empty()
+                && k.len() <= MAX_KEY_LEN
+                && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(ApiError::BadRequest(format!(
+            "Idempotency-Key: 1 to {MAX_KEY_LEN} printable ASCII characters without spaces"
+        ))),
+    }
 }
 
 /// List manual backups, newest first.

@@ -64,12 +64,14 @@ pub(super) fn start_error(e: StartError) -> ApiError {
         StartError::Invalid(m) => ApiError::BadRequest(m),
         StartError::UnknownDatabase { .. } => ApiError::BadRequest(e.to_string()),
         StartError::UnknownObject { .. } => ApiError::NotFound(e.to_string()),
-        StartError::NotConfigured | StartError::NoKubernetes | StartError::Superuser { .. } => {
-            ApiError::Conflict(e.to_string())
-        }
+        StartError::NotConfigured
+        | StartError::NoKubernetes
+        | StartError::Superuser { .. }
+        | StartError::Busy(_) => ApiError::Conflict(e.to_string()),
         StartError::Scratch(_) => {
             ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
+        StartError::OverBudget(m) => ApiError::rejected(StatusCode::TOO_MANY_REQUESTS, m),
         StartError::Store { source, .. } => ApiError::Store(source),
     }
 }

@@ -132,43 +132,59 @@ impl Application {
         } else {
             let (tx, rx) = mpsc::channel(WORK_QUEUE);
             intake = intake.with_opened_queue(tx);
+            // Each target's policy: the policy file with the target's overrides. A dry-run
+            // policy changes nothing, not even the S3 probe's test object: that target's
+            // probes are read-only.
+            let base = if settings.remediation.enabled {
+                Some(load_policy(&settings)?)
+            } else {
+                None
+            };
+            let mut policies = std::collections::BTreeMap::new();
+            if let Some(base) = &base {
+                for t in &settings.fleet {
+                    let policy = base
+                        .with_overrides(&t.policy, &t.name)
+                        .map_err(Error::Policy)?;
+                    policies.insert(t.name.clone(), policy);
+                }
+            }
             let examiner = Examiner::new(Arc::new(settings.clone()), kube.clone());
             let (http, clients) = examiner.clients();
-            let elsewhere: Vec<(String, Examiner)> = settings
+            let lanes: Vec<(String, Examiner)> = settings
                 .fleet
                 .iter()
-                .filter(|t| t.settings.kubernetes.api_url != settings.kubernetes.api_url)
                 .map(|t| {
                     let own = kubes.get(&t.settings.kubernetes.api_url).cloned().flatten();
-                    (t.name.clone(), examiner.for_target(t, own))
+                    let read_only = policies
+                        .get(&t.name)
+                        .is_some_and(|p| p.dry_run)
+                        .then_some(crate::probes::ReadOnly::DryRun);
+                    let ex = examiner.for_target(t, own).with_read_only(read_only);
+                    (t.name.clone(), ex)
                 })
                 .collect();
             let mut engine = Engine::new(store.clone(), examiner).with_intake_pace(intake.pace());
-            for (name, ex) in elsewhere {
+            for (name, ex) in lanes {
                 engine = engine.with_examiner(&name, ex);
             }
             // Incidents routed to no target are escalated whether or not remediation is on.
-            let base = if settings.remediation.enabled {
-                load_policy(&settings)?
-            } else {
-                Policy::builtin()
-            };
             let waker = Arc::new(tokio::sync::Notify::new());
             let unrouted = Remediator::new(
                 store.clone(),
                 Arc::new(settings.clone()),
-                Arc::new(base.clone()),
+                Arc::new(base.clone().unwrap_or_else(Policy::builtin)),
                 None,
                 engine.holder().to_owned(),
             )
             .for_target(crate::metrics::NO_TARGET)
             .with_waker(waker.clone());
             engine = engine.with_unrouted(Arc::new(unrouted));
-            if settings.remediation.enabled {
+            if base.is_some() {
                 for t in &settings.fleet {
-                    let policy = base
-                        .with_overrides(&t.policy, &t.name)
-                        .map_err(Error::Policy)?;
+                    let Some(policy) = policies.remove(&t.name) else {
+                        continue;
+                    };
                     if policy.dry_run {
                         tracing::warn!(target_name = %t.name, policy = %policy.source, "remediation runs in DRY-RUN mode: plans are recorded, nothing is changed");
                     }
@@ -196,11 +212,7 @@ impl Application {
             intake.clone(),
             kube.clone(),
         ));
-        let runbooks = Arc::new(crate::runbook::fleet::RunbookFleet::new(
-            &settings,
-            &store,
-            |t| kubes.get(&t.settings.kubernetes.api_url).cloned().flatten(),
-        ));
+        let runbooks = Arc::new(runbook_fleet(&settings, &store, &kubes));
         // A superuser scratch role stops start-up, naming the key (restore_test.allow_superuser);
         // a scratch server that does not answer now is checked again before each test.
         for name in settings.target_names() {
@@ -341,11 +353,27 @@ pub async fn runbook_operations(
     store: &Store,
 ) -> Arc<crate::runbook::fleet::RunbookFleet> {
     let kubes = kube_clients(settings, kube_client(settings).await).await;
-    Arc::new(crate::runbook::fleet::RunbookFleet::new(
+    Arc::new(runbook_fleet(settings, store, &kubes))
+}
+
+/// Every target's restore tester and manual backup launcher, each with its target's Kubernetes
+/// client and its policy's manual backup budget.
+fn runbook_fleet(
+    settings: &Settings,
+    store: &Store,
+    kubes: &std::collections::HashMap<String, Option<kube::Client>>,
+) -> crate::runbook::fleet::RunbookFleet {
+    let base = load_policy(settings).unwrap_or_else(|_| Policy::builtin());
+    crate::runbook::fleet::RunbookFleet::new(
         settings,
         store,
         |t| kubes.get(&t.settings.kubernetes.api_url).cloned().flatten(),
-    ))
+        |t| {
+            base.with_overrides(&t.policy, &t.name)
+                .unwrap_or_else(|_| base.clone())
+                .manual_backups
+        },
+    )
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -56,3 +56,30 @@ pub struct NewManualBackup {
     pub object_keys: Vec<String>,
     pub detail: Value,
 }
+
+/// The rules a manual backup starts under, checked in one store transaction.
+#[derive(Debug, Clone)]
+pub struct StartRules<'a> {
+    /// The request's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<&'a str>,
+    /// How long a key is remembered (seconds).
+    pub key_seconds: i64,
+    /// A backup recorded as running is taken as still running for this long (its Job's
+    /// deadline and a margin): a record a crashed process left `running` stops blocking then.
+    pub running_seconds: i64,
+    /// (starts, window in seconds) across all replicas.
+    pub budget: (i64, i64),
+}
+
+/// How asking to start a manual backup ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// Recorded: launch it.
+    Started(i64),
+    /// The key was seen: this is the backup the first request started (nothing new).
+    Replayed(i64),
+    /// Another manual backup of the target is running.
+    Busy { id: i64, job_name: String },
+    /// The budget is used up.
+    OverBudget { used: i64 },
+}

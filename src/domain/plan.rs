@@ -202,7 +202,9 @@ pub struct GateRequest<'a> {
     pub intent: &'a serde_json::Value,
     /// Timeline detail of the step (the gate adds state and reason).
     pub detail: &'a serde_json::Value,
-    /// Resuming a `running` step its previous claim holder left: only claim and lock are checked.
+    /// Resuming a `running` step its previous claim holder left: every check applies again (its
+    /// own start is not counted against it, nor recorded twice); a failed one ends the step
+    /// `interrupted`.
     pub resume: bool,
 }
 
@@ -211,7 +213,8 @@ pub struct GateRequest<'a> {
 pub enum GateOutcome {
     /// The step is `running` with its intent: act now.
     Started,
-    /// The step ended here (`refused`, `skipped`, `dry_run`) with the reason on the timeline.
+    /// The step ended here (`refused`, `skipped`, `dry_run`; `interrupted` for a resumed step)
+    /// with the reason on the timeline.
     Ended {
         state: StepState,
         refusal: Option<Refusal>,

@@ -60,6 +60,16 @@ pub struct Limits {
     pub pvc_growth_step: String,
 }
 
+/// Manual backups (`POST /api/v1/backups`, the `backup` CLI): each is a pg_dump of every
+/// database against the primary, so they have a budget too, across all replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManualBackups {
+    /// At most this many manual backups start per `budget_window_minutes`.
+    pub budget: i64,
+    pub budget_window_minutes: i64,
+}
+
 /// The whole policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +84,7 @@ pub struct Policy {
     pub actions: BTreeMap<String, ActionPolicy>,
     pub limits: Limits,
     pub flapping: Flapping,
+    pub manual_backups: ManualBackups,
     /// Where this policy came from, for the record.
     #[serde(skip)]
     pub source: String,
@@ -137,6 +148,10 @@ impl Policy {
             flapping: Flapping {
                 incidents: 3,
                 window_minutes: 360,
+            },
+            manual_backups: ManualBackups {
+                budget: 4,
+                budget_window_minutes: 60,
             },
             source: String::new(),
         }
@@ -237,6 +252,14 @@ impl Policy {
                     "actions.{key}.budget_window_minutes: must be at least 1"
                 )));
             }
+        }
+        if p.manual_backups.budget <= 0 {
+            return Err(err("manual_backups.budget: must be at least 1".to_owned()));
+        }
+        if p.manual_backups.budget_window_minutes <= 0 {
+            return Err(err(
+                "manual_backups.budget_window_minutes: must be at least 1".to_owned(),
+            ));
         }
         if p.flapping.incidents <= 0 {
             return Err(err("flapping.incidents: must be at least 1".to_owned()));

@@ -62,6 +62,15 @@ pub struct NewRestoreTest {
     pub started_at: DateTime<Utc>,
 }
 
+/// How asking to record restore tests ended: one test run per target at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreStart {
+    /// Recorded (none for a schedule slot another replica took).
+    Started(Vec<i64>),
+    /// Restore test `id` (of `database`) is running.
+    Busy { id: i64, database: String },
+}
+
 /// Where a restore test got to: what it restored, found and concluded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct TestResult {

@@ -3,7 +3,9 @@
 //! watch a Job to success or failure within a deadline.
 //!
 //! Creating is idempotent by name: a Job that already exists under the chosen name is adopted,
-//! not created twice, so a process that resumes after a crash never starts a second backup.
+//! not created twice, so a process that resumes after a crash never starts a second backup —
+//! but only when it carries the labels that mark it as ours ([`owned_labels`]); a foreign Job
+//! under the same name is refused with the reason, never watched as if it were our backup.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{PostParams, WatchEvent, WatchParams};
+use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
 use tokio::time::Instant;
 
@@ -40,6 +42,13 @@ pub enum JobError {
     NoCronJob(String),
     #[error("CronJob {0} has no job template spec")]
     EmptyTemplate(String),
+    /// A Job of the chosen name exists but does not carry our marks: it is not adopted.
+    #[error("Job {name} already exists and is not ours (we mark ours {want}; it has {has}); it is not adopted")]
+    Foreign {
+        name: String,
+        want: String,
+        has: String,
+    },
     #[error("Job {0} disappeared while it was watched")]
     Vanished(String),
     #[error("{doing}: {source}")]
@@ -109,7 +118,37 @@ pub enum Created {
     Adopted,
 }
 
-/// Creates `job`; if a Job of that name exists already, returns that one instead.
+/// The label that says the service made a Job.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The prefix of the labels that say which of its records a Job belongs to (incident, step,
+/// manual backup).
+pub const OWN_LABEL_PREFIX: &str = "backup-remediator/";
+
+/// The labels of `job` that mark it as ours: `managed-by` and every `backup-remediator/…` label.
+/// A Job of the same name is adopted only if it carries all of them with the same values.
+pub fn owned_labels(job: &Job) -> BTreeMap<String, String> {
+    job.metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(k, _)| *k == MANAGED_BY || k.starts_with(OWN_LABEL_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn show(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "none of them".to_owned();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Creates `job`; if a Job of that name exists already and is ours (it carries every label of
+/// [`owned_labels`] with our values), returns that one instead; a foreign one is an error.
 pub async fn create_or_adopt(api: &Api<Job>, job: &Job) -> Result<(Job, Created), JobError> {
     let name = job.metadata.name.clone().unwrap_or_default();
     match api.create(&PostParams::default(), job).await {
@@ -119,6 +158,20 @@ pub async fn create_or_adopt(api: &Api<Job>, job: &Job) -> Result<(Job, Created)
                 .get(&name)
                 .await
                 .map_err(api_err(format!("reading the existing Job {name}")))?;
+            let want = owned_labels(job);
+            let theirs = existing.metadata.labels.clone().unwrap_or_default();
+            if want.iter().any(|(k, v)| theirs.get(k) != Some(v)) {
+                let has = want
+                    .keys()
+                    .filter_map(|k| theirs.get_key_value(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                return Err(JobError::Foreign {
+                    name,
+                    want: show(&want),
+                    has: show(&has),
+                });
+            }
             Ok((existing, Created::Adopted))
         }
         Err(e) => Err(api_err(format!("creating Job {name}"))(e)),
@@ -164,6 +217,67 @@ pub fn finished(job: &Job) -> Option<JobOutcome> {
     }
     let want = job.spec.as_ref().and_then(|s| s.completions).unwrap_or(1);
     (status.succeeded.unwrap_or(0) >= want).then_some(JobOutcome::Succeeded)
+}
+
+/// The `app` label of the runbook's manual backup Jobs.
+pub const MANUAL_BACKUP_APP: &str = "postgres-manual-backup";
+
+/// The names of the Jobs matching any of `selectors` that have not finished: the backup Jobs
+/// running now, whoever started them.
+pub async fn active(api: &Api<Job>, selectors: &[&str]) -> Result<Vec<String>, JobError> {
+    let mut names = Vec::new();
+    for selector in selectors {
+        let jobs = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(api_err(format!(
+                "listing Jobs ({selector}) to see whether a backup runs"
+            )))?;
+        for job in jobs.items.iter().filter(|j| finished(j).is_none()) {
+            if let Some(name) = &job.metadata.name {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// How a deletion ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// Deleted, and gone with its pods.
+    Gone,
+    /// There was no Job of that name.
+    Absent,
+    /// Still being deleted (its pods terminating) when the wait ended.
+    StillThere,
+}
+
+/// Deletes Job `name` with foreground propagation — the API server removes the Job only after
+/// its pods are gone — and waits, up to `within`, until it is gone. With the default
+/// (background) propagation the Job vanishes at once while its pod may still run: the next
+/// backup Job would run beside it.
+pub async fn delete_and_wait(
+    api: &Api<Job>,
+    name: &str,
+    within: Duration,
+) -> Result<Deleted, JobError> {
+    match api.delete(name, &DeleteParams::foreground()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Deleted::Absent),
+        Err(e) => return Err(api_err(format!("deleting Job {name}"))(e)),
+    }
+    let end = Instant::now() + within;
+    loop {
+        match api.get_opt(name).await {
+            Ok(None) => return Ok(Deleted::Gone),
+            Ok(Some(_)) | Err(_) if Instant::now() >= end => return Ok(Deleted::StillThere),
+            // A failed read is asked again: only "gone" ends the wait early.
+            Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }
 
 /// How long one watch request may stay open before it is renewed (below the client's read

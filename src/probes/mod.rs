@@ -37,9 +37,30 @@ pub trait Probe: Send + Sync + 'static {
     fn run(&self, ctx: Arc<ProbeContext>) -> BoxFuture<'static, ProbeOutput>;
 }
 
+/// Why a diagnosis must change nothing at all, not even a probe's own test object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOnly {
+    /// `backup-remediator replay`: diagnose and print the plan.
+    Replay,
+    /// The policy in force is a dry run: plan and record, change nothing.
+    DryRun,
+}
+
+impl ReadOnly {
+    /// How a finding names it.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Replay => "replay",
+            Self::DryRun => "dry run",
+        }
+    }
+}
+
 /// What probes share for one diagnosis: settings, clients, and the backup Secret (read once).
 pub struct ProbeContext {
     pub settings: Arc<Settings>,
+    /// Set when the run must write nothing (the S3 probe then skips its write check).
+    pub read_only: Option<ReadOnly>,
     /// `None` when no Kubernetes API is configured or reachable: kube probes are skipped.
     pub kube: Option<kube::Client>,
     pub http: reqwest::Client,
@@ -80,6 +101,7 @@ impl ProbeContext {
     pub fn new(settings: Arc<Settings>, kube: Option<kube::Client>, http: reqwest::Client) -> Self {
         Self {
             settings,
+            read_only: None,
             kube,
             http,
             clients: Arc::default(),
@@ -91,6 +113,13 @@ impl ProbeContext {
     pub fn fresh(&self) -> Self {
         Self::new(self.settings.clone(), self.kube.clone(), self.http.clone())
             .with_clients(self.clients.clone())
+            .with_read_only(self.read_only)
+    }
+
+    /// Marks the run as one that must write nothing (`None`: writes that check access are fine).
+    pub fn with_read_only(mut self, read_only: Option<ReadOnly>) -> Self {
+        self.read_only = read_only;
+        self
     }
 
     /// Shares `clients` with other contexts (the engine's diagnoses).

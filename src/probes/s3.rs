@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 use super::secret::SecretUnavailable;
-use super::{fingerprint, Probe, ProbeContext, ProbeOutput, Signal};
+use super::{fingerprint, Probe, ProbeContext, ProbeOutput, ReadOnly, Signal};
 use crate::domain::duration::human;
 use crate::infra::aws::{self, Failure, FailureKind};
 use crate::infra::s3::{list_backups, JobS3, PROBE_OBJECT_MARKER};
@@ -100,7 +100,7 @@ impl Probe for S3 {
     fn run(&self, ctx: Arc<ProbeContext>) -> BoxFuture<'static, ProbeOutput> {
         Box::pin(async move {
             match job_s3(&ctx).await {
-                Ok(job) => check(&job).await,
+                Ok(job) => check(&job, ctx.read_only).await,
                 Err(why) => ProbeOutput::skipped(format!("S3 not checked: {why}")),
             }
         })
@@ -113,7 +113,7 @@ struct Step {
     failure: Option<Failure>,
 }
 
-async fn check(job: &JobS3) -> ProbeOutput {
+async fn check(job: &JobS3, read_only: Option<ReadOnly>) -> ProbeOutput {
     let (client, bucket) = (&job.client, job.bucket.as_str());
     let mut evidence = json!({
         "bucket": bucket,
@@ -165,7 +165,7 @@ async fn check(job: &JobS3) -> ProbeOutput {
 
     let (listing, write, policy, replication) = tokio::join!(
         list_backups(client, bucket, &job.prefix),
-        write_and_delete(job),
+        write_and_delete(job, read_only),
         bucket_policy(job),
         replication(job)
     );
@@ -255,6 +255,12 @@ async fn check(job: &JobS3) -> ProbeOutput {
     if !replication.1.is_empty() {
         notes.push(replication.1);
     }
+    if let Some(why) = read_only {
+        notes.push(format!(
+            "write not checked ({}: nothing is written)",
+            why.words()
+        ));
+    }
     let notes = if notes.is_empty() {
         String::new()
     } else {
@@ -279,7 +285,10 @@ async fn check(job: &JobS3) -> ProbeOutput {
             .with_evidence(evidence);
     }
     let newest = newest_words.unwrap_or_default();
-    let summary = format!("Bucket {bucket} is writable by the backup job; {newest}{notes}");
+    let summary = match read_only {
+        Some(_) => format!("Bucket {bucket} answers the backup job; {newest}{notes}"),
+        None => format!("Bucket {bucket} is writable by the backup job; {newest}{notes}"),
+    };
     ProbeOutput::ok(job.redact(&summary)).with_evidence(evidence)
 }
 
@@ -332,8 +341,18 @@ struct Write {
     steps: Vec<Step>,
 }
 
-/// Writes a small object under the prefix as the backup job would, then deletes it.
-async fn write_and_delete(job: &JobS3) -> Write {
+/// Writes a small object under the prefix as the backup job would, then deletes it; in a run
+/// that must write nothing, says so and writes nothing.
+async fn write_and_delete(job: &JobS3, read_only: Option<ReadOnly>) -> Write {
+    if let Some(why) = read_only {
+        return Write {
+            evidence: json!({ "skipped": format!(
+                "{}: nothing is written, so whether the backup job may write is not checked",
+                why.words()
+            ) }),
+            steps: Vec::new(),
+        };
+    }
     let suffix = hex::encode(rand::random::<[u8; 8]>());
     let key = format!("{}{PROBE_OBJECT_MARKER}{suffix}", job.prefix);
     let body = b"Written by backup-remediator to check that the backup job may write here; safe to delete.\n";

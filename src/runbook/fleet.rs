@@ -30,11 +30,13 @@ pub struct RunbookFleet {
 }
 
 impl RunbookFleet {
-    /// One tester and one launcher per target of `settings`, each with `kube_for(target)`.
+    /// One tester and one launcher per target of `settings`, each with `kube_for(target)` and
+    /// the manual backup budget `budget_for(target)`.
     pub fn new(
         settings: &Settings,
         store: &Store,
         kube_for: impl Fn(&crate::config::Target) -> Option<kube::Client>,
+        budget_for: impl Fn(&crate::config::Target) -> crate::domain::policy::ManualBackups,
     ) -> Self {
         let targets = settings
             .fleet
@@ -48,7 +50,8 @@ impl RunbookFleet {
                     ),
                     backups: Arc::new(
                         ManualBackups::new(t.settings.clone(), store.clone(), kube)
-                            .for_target(&t.name),
+                            .for_target(&t.name)
+                            .with_budget(budget_for(t)),
                     ),
                 };
                 (t.name.clone(), runbook)
@@ -203,7 +206,12 @@ mod tests {
         )
         .await
         .unwrap();
-        let f = RunbookFleet::new(&settings, &store, |_| None);
+        let f = RunbookFleet::new(
+            &settings,
+            &store,
+            |_| None,
+            |_| crate::domain::policy::Policy::builtin().manual_backups,
+        );
         let at = |h: u32| Utc.with_ymd_and_hms(2026, 12, 1, h, 0, 0).unwrap();
         let mut last = BTreeMap::from([
             ("t0".to_owned(), at(3)),
@@ -230,10 +238,20 @@ mod tests {
         )
         .await
         .unwrap();
-        let two = RunbookFleet::new(&fleet(2), &store, |_| None);
+        let two = RunbookFleet::new(
+            &fleet(2),
+            &store,
+            |_| None,
+            |_| crate::domain::policy::Policy::builtin().manual_backups,
+        );
         assert_eq!(two.pick(Some("t1")).unwrap().restore.target(), "t1");
         assert!(matches!(two.pick(None), Err(TargetChoice::Required(_))));
-        let one = RunbookFleet::new(&Settings::from_toml("").unwrap(), &store, |_| None);
+        let one = RunbookFleet::new(
+            &Settings::from_toml("").unwrap(),
+            &store,
+            |_| None,
+            |_| crate::domain::policy::Policy::builtin().manual_backups,
+        );
         assert_eq!(one.pick(None).unwrap().restore.target(), "link-services");
     }
 }

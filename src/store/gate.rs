@@ -21,7 +21,8 @@ impl Store {
     /// the budget and the target lock — then moves the step to `running` with its intent and
     /// records the start. A failed check ends the step (`skipped`, `dry_run`, `refused`) with its
     /// reason in the same transaction, except a lost claim or a moved step (left alone) and a
-    /// held lock (`Busy`, nothing written).
+    /// held lock (`Busy`, nothing written). A resumed step (`g.resume`: `running`, left by a
+    /// process that stopped) passes the same checks; one that fails them ends `interrupted`.
     pub async fn gate(&self, g: &GateRequest<'_>) -> Result<GateOutcome, StoreError> {
         let mut tx = self.begin().await?;
         let db = tx.dialect();
@@ -61,32 +62,47 @@ impl Store {
             return Ok(GateOutcome::Lost("the step moved on".to_owned()));
         };
 
-        let mut end: Option<Ending> = None;
-        if !g.resume {
-            if status != "open" {
-                let why = if status == "resolved" {
-                    "Alertmanager resolved the alert; the step is skipped".to_owned()
-                } else {
-                    format!("the incident is {status}; the step is skipped")
-                };
-                end = Some((StepState::Skipped, None, why));
+        // A resumed step passes the same checks as a new one: the policy in force now, the
+        // incident still open, attempts, cooldown and budget (its own start left out of them).
+        let mut end: Option<Ending> = if status != "open" {
+            let why = if status == "resolved" {
+                "Alertmanager resolved the alert; the step is skipped".to_owned()
             } else {
-                match g.verdict {
-                    Verdict::DryRun(why) => end = Some((StepState::DryRun, None, why.to_owned())),
-                    Verdict::Refuse(r, why) => {
-                        end = Some((StepState::Refused, Some(r), why.to_owned()))
-                    }
-                    Verdict::Run => {}
-                }
+                format!("the incident is {status}; the step is skipped")
+            };
+            Some((StepState::Skipped, None, why))
+        } else {
+            match g.verdict {
+                Verdict::DryRun(why) => Some((StepState::DryRun, None, why.to_owned())),
+                Verdict::Refuse(r, why) => Some((StepState::Refused, Some(r), why.to_owned())),
+                Verdict::Run => None,
             }
-        }
-        if end.is_none() && g.counted && !g.resume {
+        };
+        if end.is_none() && g.counted {
             end = limits(&mut tx, g).await?;
+        }
+        if g.resume {
+            // Whatever would have kept it from starting keeps it from resuming: the step ends
+            // `interrupted`, saying why, and its incident's lock (the stopped process's) goes.
+            end = end.map(|(_, refusal, why)| {
+                let why = format!(
+                    "interrupted: the process that ran it stopped, and it is not resumed: {why}"
+                );
+                (StepState::Interrupted, refusal, why)
+            });
+            if end.is_some() && g.counted {
+                tx.query("DELETE FROM target_locks WHERE target = $1 AND incident_id = $2")
+                    .bind(&g.step.target)
+                    .bind(g.step.incident_id)
+                    .execute()
+                    .await?;
+            }
         }
         if let Some((to, refusal, reason)) = end {
             let kind = match to {
                 StepState::Skipped => "step_skipped",
                 StepState::DryRun => "step_dry_run",
+                StepState::Interrupted => "step_interrupted",
                 _ => "step_refused",
             };
             let mut detail = g.detail.clone();
@@ -207,14 +223,19 @@ impl Store {
     }
 }
 
-/// The gate's attempt cap, cooldown and budget, in its transaction: the refusal, if any.
+/// The gate's attempt cap, cooldown and budget, in its transaction: the refusal, if any. The
+/// step's own start (a resumed step has one) is not counted against it.
 async fn limits(tx: &mut Tx, g: &GateRequest<'_>) -> Result<Option<Ending>, StoreError> {
     let refuse = |r: Refusal, why: String| Ok(Some((StepState::Refused, Some(r), why)));
     let db = tx.dialect();
     let attempts: i64 = tx
-        .query("SELECT COUNT(*) FROM action_starts WHERE incident_id = $1 AND action = $2")
+        .query(
+            "SELECT COUNT(*) FROM action_starts WHERE incident_id = $1 AND action = $2 \
+             AND step_id <> $3",
+        )
         .bind(g.step.incident_id)
         .bind(g.action.as_str())
+        .bind(g.step.id)
         .fetch_scalar()
         .await?;
     if attempts >= g.max_attempts {
@@ -229,7 +250,7 @@ async fn limits(tx: &mut Tx, g: &GateRequest<'_>) -> Result<Option<Ending>, Stor
     if g.cooldown_seconds > 0 {
         let sql = format!(
             "SELECT MAX(started_at) AS last FROM action_starts WHERE action = $1 AND target = $2 \
-             AND started_at > {since}",
+             AND started_at > {since} AND step_id <> $4",
             since = db.shift(3, '-'),
         );
         let row = tx
@@ -237,6 +258,7 @@ async fn limits(tx: &mut Tx, g: &GateRequest<'_>) -> Result<Option<Ending>, Stor
             .bind(g.action.as_str())
             .bind(&g.step.target)
             .bind(g.cooldown_seconds)
+            .bind(g.step.id)
             .fetch_one()
             .await?;
         if let Some(last) = row.get::<Option<DateTime<Utc>>>("last")? {
@@ -256,14 +278,16 @@ async fn limits(tx: &mut Tx, g: &GateRequest<'_>) -> Result<Option<Ending>, Stor
     // The budget is the target's: one failing target cannot spend another's.
     let sql = format!(
         "SELECT COUNT(*) FROM action_starts WHERE action = $1 AND started_at > {since} \
+         AND step_id <> $3 \
          AND EXISTS (SELECT 1 FROM incidents i WHERE i.id = action_starts.incident_id \
-         AND i.target = (SELECT target FROM incidents WHERE id = $3))",
+         AND i.target = (SELECT target FROM incidents WHERE id = $4))",
         since = db.shift(2, '-'),
     );
     let used: i64 = tx
         .query(&sql)
         .bind(g.action.as_str())
         .bind(window)
+        .bind(g.step.id)
         .bind(g.step.incident_id)
         .fetch_scalar()
         .await?;

@@ -204,11 +204,22 @@ impl Store {
         rows.iter().map(|r| Ok((r.get(0)?, r.get(1)?))).collect()
     }
 
-    pub async fn unlock_target(&self, target: &str, incident_id: i64) -> Result<(), StoreError> {
+    /// Releases `holder`'s lock on `target` for the incident. A lock another process has taken
+    /// since (it claimed the incident and resumed the step) is left alone: the process that
+    /// lost its claim learns it only after its action returns.
+    pub async fn unlock_target(
+        &self,
+        target: &str,
+        incident_id: i64,
+        holder: &str,
+    ) -> Result<(), StoreError> {
         self.writer()
-            .query("DELETE FROM target_locks WHERE target = $1 AND incident_id = $2")
+            .query(
+                "DELETE FROM target_locks WHERE target = $1 AND incident_id = $2 AND holder = $3",
+            )
             .bind(target)
             .bind(incident_id)
+            .bind(holder)
             .execute()
             .await?;
         Ok(())

@@ -4,11 +4,13 @@
 use chrono::{DateTime, Utc};
 
 use super::codec::Json;
-use super::query::Row;
+use super::query::{Row, Tx};
 use super::{corrupt, Store, StoreError};
-use crate::domain::manual_backup::{BackupStatus, ManualBackup, NewManualBackup};
+use crate::domain::manual_backup::{
+    BackupStatus, ManualBackup, NewManualBackup, StartOutcome, StartRules,
+};
 use crate::domain::restore_test::{
-    CheckResult, NewRestoreTest, RestoreTest, RtoResult, TestResult, TestStatus,
+    CheckResult, NewRestoreTest, RestoreStart, RestoreTest, RtoResult, TestResult, TestStatus,
 };
 
 const RESTORE_TEST_COLUMNS: &str = "id, database, object_key, trigger, actor, status, reason, \
@@ -111,27 +113,71 @@ impl Store {
             .collect()
     }
 
-    /// Records a running restore test; `None` when its (slot, database) is taken already.
-    pub async fn insert_restore_test(
+    /// Records running restore tests for `news` in one transaction serialized with the action
+    /// gate's, unless a test is running already (started within the last `running_seconds`):
+    /// one restore test run per target at a time. A test whose (slot, database) another
+    /// replica took is left out.
+    pub async fn begin_restore_tests(
         &self,
-        new: &NewRestoreTest,
-    ) -> Result<Option<i64>, StoreError> {
-        self.writer()
-            .query(
-                "INSERT INTO restore_tests (database, object_key, trigger, actor, slot, status, \
-         started_at, scratch_database, target) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8) \
-         ON CONFLICT DO NOTHING RETURNING id",
-            )
-            .bind(&new.database)
-            .bind(&new.object_key)
-            .bind(&new.trigger)
-            .bind(&new.actor)
-            .bind(&new.slot)
-            .bind(new.started_at)
-            .bind(&new.scratch_database)
-            .bind(&new.target)
-            .fetch_optional_scalar()
-            .await
+        news: &[NewRestoreTest],
+        running_seconds: i64,
+    ) -> Result<RestoreStart, StoreError> {
+        let mut tx = self.begin().await?;
+        let db = tx.dialect();
+        tx.query(db.gate_serialize()).execute().await?;
+        // A schedule period another replica took is not a conflict: there is nothing to do.
+        if let Some(slot) = news.iter().find_map(|n| n.slot.as_deref()) {
+            let taken: i64 = tx
+                .query("SELECT COUNT(*) FROM restore_tests WHERE slot = $1")
+                .bind(slot)
+                .fetch_scalar()
+                .await?;
+            if taken > 0 {
+                return Ok(RestoreStart::Started(Vec::new()));
+            }
+        }
+        // Per target: another target's test does not hold this one back.
+        let target = news.iter().find_map(|n| n.target.clone());
+        let sql = format!(
+            "SELECT id, database FROM restore_tests WHERE status = 'running' \
+             AND started_at > {since} AND target = $2 ORDER BY id LIMIT 1",
+            since = db.shift(1, '-'),
+        );
+        if let Some(r) = tx
+            .query(&sql)
+            .bind(running_seconds)
+            .bind(target.as_deref())
+            .fetch_optional()
+            .await?
+        {
+            return Ok(RestoreStart::Busy {
+                id: r.get("id")?,
+                database: r.get("database")?,
+            });
+        }
+        let mut ids = Vec::new();
+        for new in news {
+            let id: Option<i64> = tx
+                .query(
+                    "INSERT INTO restore_tests (database, object_key, trigger, actor, slot, \
+                     status, started_at, scratch_database, target) \
+                     VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8) \
+                     ON CONFLICT DO NOTHING RETURNING id",
+                )
+                .bind(&new.database)
+                .bind(&new.object_key)
+                .bind(&new.trigger)
+                .bind(&new.actor)
+                .bind(&new.slot)
+                .bind(new.started_at)
+                .bind(&new.scratch_database)
+                .bind(&new.target)
+                .fetch_optional_scalar()
+                .await?;
+            ids.extend(id);
+        }
+        tx.commit().await?;
+        Ok(RestoreStart::Started(ids))
     }
 
     /// Stores how a restore test ended, with its checks, in one transaction.
@@ -302,26 +348,88 @@ impl Store {
             .await
     }
 
-    /// Records a launched manual backup.
-    pub async fn insert_manual_backup(&self, new: &NewManualBackup) -> Result<i64, StoreError> {
+    /// The manual backup started by a request with idempotency key `key` within the last
+    /// `seconds`, if any.
+    pub async fn manual_backup_by_key(
+        &self,
+        key: &str,
+        seconds: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.begin().await?;
+        by_key(&mut tx, key, seconds).await
+    }
+
+    /// Records a manual backup about to be launched, if `rules` allow it, in one transaction
+    /// serialized with the action gate's (so two replicas never both see the target free or
+    /// room in the budget): a repeated idempotency key answers the first backup; a running
+    /// manual backup of the namespace, or a used-up budget, refuses it.
+    pub async fn begin_manual_backup(
+        &self,
+        new: &NewManualBackup,
+        rules: &StartRules<'_>,
+    ) -> Result<StartOutcome, StoreError> {
+        let mut tx = self.begin().await?;
+        let db = tx.dialect();
+        tx.query(db.gate_serialize()).execute().await?;
+        if let Some(key) = rules.idempotency_key {
+            if let Some(id) = by_key(&mut tx, key, rules.key_seconds).await? {
+                return Ok(StartOutcome::Replayed(id));
+            }
+        }
+        let sql = format!(
+            "SELECT id, job_name FROM manual_backups WHERE status = 'running' AND namespace = $1 \
+             AND started_at > {since} ORDER BY id LIMIT 1",
+            since = db.shift(2, '-'),
+        );
+        let running = tx
+            .query(&sql)
+            .bind(&new.namespace)
+            .bind(rules.running_seconds)
+            .fetch_optional()
+            .await?;
+        if let Some(r) = running {
+            return Ok(StartOutcome::Busy {
+                id: r.get("id")?,
+                job_name: r.get("job_name")?,
+            });
+        }
+        let (max, window) = rules.budget;
+        // The budget is the target's (its namespace's): one target cannot spend another's.
+        let sql = format!(
+            "SELECT COUNT(*) FROM manual_backups WHERE started_at > {since} AND namespace = $2",
+            since = db.shift(1, '-'),
+        );
+        let used: i64 = tx
+            .query(&sql)
+            .bind(window)
+            .bind(&new.namespace)
+            .fetch_scalar()
+            .await?;
+        if used >= max {
+            return Ok(StartOutcome::OverBudget { used });
+        }
         let dbs = serde_json::json!(new.databases);
         let keys = serde_json::json!(new.object_keys);
-        self.writer().query(
-        "INSERT INTO manual_backups (job_name, namespace, databases, storage_class, trigger, actor, \
-         status, started_at, object_keys, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9) RETURNING id",
-    )
-    .bind(&new.job_name)
-    .bind(&new.namespace)
-    .bind(Json(&dbs))
-    .bind(&new.storage_class)
-    .bind(&new.trigger)
-    .bind(&new.actor)
-    .bind(new.started_at)
-    .bind(Json(&keys))
-    .bind(Json(&new.detail))
-    .fetch_scalar()
-    .await
+        let id: i64 = tx
+            .query(
+                "INSERT INTO manual_backups (job_name, namespace, databases, storage_class, trigger, \
+                 actor, status, started_at, object_keys, detail, idempotency_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10) RETURNING id",
+            )
+            .bind(&new.job_name)
+            .bind(&new.namespace)
+            .bind(Json(&dbs))
+            .bind(&new.storage_class)
+            .bind(&new.trigger)
+            .bind(&new.actor)
+            .bind(new.started_at)
+            .bind(Json(&keys))
+            .bind(Json(&new.detail))
+            .bind(rules.idempotency_key)
+            .fetch_scalar()
+            .await?;
+        tx.commit().await?;
+        Ok(StartOutcome::Started(id))
     }
 
     /// Stores how a manual backup ended.
@@ -375,4 +483,18 @@ impl Store {
         )
         .await
     }
+}
+
+/// The newest manual backup of idempotency key `key` within the last `seconds` (database clock).
+async fn by_key(tx: &mut Tx, key: &str, seconds: i64) -> Result<Option<i64>, StoreError> {
+    let sql = format!(
+        "SELECT id FROM manual_backups WHERE idempotency_key = $1 AND started_at > {since} \
+         ORDER BY id DESC LIMIT 1",
+        since = tx.dialect().shift(2, '-'),
+    );
+    tx.query(&sql)
+        .bind(key)
+        .bind(seconds)
+        .fetch_optional_scalar()
+        .await
 }

@@ -27,7 +27,7 @@ use crate::domain::diagnosis::{self, Diagnosis};
 use crate::domain::finding::Finding;
 use crate::domain::incident::IncidentStatus;
 use crate::domain::plan::Claim;
-use crate::probes::{self, Clients, Probe, ProbeContext};
+use crate::probes::{self, Clients, Probe, ProbeContext, ReadOnly};
 use crate::store::{Store, StoreError};
 use crate::workflow::pace::{self, Pace, StormWatch};
 use crate::workflow::playbooks;
@@ -43,6 +43,8 @@ pub struct Examiner {
     http: reqwest::Client,
     /// The AWS clients every diagnosis shares.
     clients: Arc<Clients>,
+    /// Set when diagnoses must write nothing (replay, a dry-run policy).
+    read_only: Option<ReadOnly>,
 }
 
 /// One target's diagnosis and remediation: its probes see only its settings, its remediator acts
@@ -98,6 +100,7 @@ impl Examiner {
             kube,
             http,
             clients: Arc::default(),
+            read_only: None,
         }
     }
 
@@ -110,6 +113,7 @@ impl Examiner {
             kube,
             http: self.http.clone(),
             clients: self.clients.clone(),
+            read_only: self.read_only,
         }
     }
 
@@ -121,6 +125,12 @@ impl Examiner {
     /// The HTTP client and AWS clients this examiner shares with every diagnosis.
     pub fn clients(&self) -> (reqwest::Client, Arc<Clients>) {
         (self.http.clone(), self.clients.clone())
+    }
+
+    /// Makes every diagnosis write nothing, not even a probe's test object (replay, dry run).
+    pub fn with_read_only(mut self, read_only: Option<ReadOnly>) -> Self {
+        self.read_only = read_only;
+        self
     }
 
     /// Replaces the probes (tests, benchmarks).
@@ -137,7 +147,8 @@ impl Examiner {
     pub fn context(&self) -> Arc<ProbeContext> {
         Arc::new(
             ProbeContext::new(self.settings.clone(), self.kube.clone(), self.http.clone())
-                .with_clients(self.clients.clone()),
+                .with_clients(self.clients.clone())
+                .with_read_only(self.read_only),
         )
     }
 

@@ -5,8 +5,10 @@
 //! this process still holds its claim (fencing token, lease by the database clock), the policy
 //! *in force now* (not the decision stored at planning) allows it, the attempt cap, cooldown and
 //! action budget leave room, and the target is free. Before asking the gate, a fresh re-probe
-//! checks the action's precondition. A step found `running` (the process died in it) is resumed
-//! from its stored intent, which is idempotent, never started afresh.
+//! checks the action's precondition. A step found `running` (the process died in it) passes the
+//! same gate and re-probe again: if it may still run it is resumed from its stored intent, which
+//! is idempotent, never started afresh; if not, it ends `interrupted` with the reason and the
+//! rest of its attempt is skipped (the plan's escalation then pages once).
 //!
 //! A process that loses its claim, or finds a step moved by someone else, stops: it never marks
 //! another process's steps and never escalates on that account.
@@ -429,15 +431,34 @@ impl Remediator {
         if step.kind == StepKind::Escalate {
             return self.escalate(incident_id, claim, step).await;
         }
-        if step.state == StepState::Running {
-            return self.execute(incident_id, claim, step).await;
-        }
         let action = policy_action(step);
         let decision = match step.kind {
             StepKind::Check if self.policy.dry_run => Decision::DryRun,
             StepKind::Check => Decision::Auto,
             _ => self.policy.decide(action),
         };
+        if step.state == StepState::Running {
+            // Resumed: the policy in force now decides again, through the whole gate.
+            let why;
+            let verdict = match decision {
+                Decision::DryRun => {
+                    why = format!("dry run (policy in force now): would {}", step.reason);
+                    Verdict::DryRun(&why)
+                }
+                Decision::Never => {
+                    why = format!("policy: {action} is never run by the service");
+                    Verdict::Refuse(Refusal::Policy, &why)
+                }
+                Decision::Approve if step.decided_by.is_none() => {
+                    why = format!(
+                        "policy: {action} now needs an approval, and this step was started without one"
+                    );
+                    Verdict::Refuse(Refusal::Policy, &why)
+                }
+                Decision::Approve | Decision::Auto => Verdict::Run,
+            };
+            return self.execute(incident_id, claim, step, verdict).await;
+        }
         match decision {
             Decision::DryRun => {
                 let why = format!("dry run (policy in force now): would {}", step.reason);
@@ -451,7 +472,9 @@ impl Remediator {
             Decision::Approve if step.state != StepState::Approved => {
                 self.await_approval(incident_id, claim, step).await
             }
-            Decision::Approve | Decision::Auto => self.execute(incident_id, claim, step).await,
+            Decision::Approve | Decision::Auto => {
+                self.execute(incident_id, claim, step, Verdict::Run).await
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 //! Kubernetes API (what it refuses, it never patches).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use backup_remediator::actions::preconditions::{self, Precondition};
 use backup_remediator::actions::repair_role::{repair, RoleSpec};
@@ -362,6 +363,75 @@ async fn a_verification_waits_while_a_backup_job_runs_and_deletes_its_own_job_at
     assert_eq!(kube.created_jobs(), [name]);
     assert_eq!(kube.deleted_jobs(), [name]);
     assert!(kube.active_jobs().is_empty(), "{:?}", kube.active_jobs());
+}
+
+/// A manual backup's Job (its own label, not the CronJob's) is a running backup too: a
+/// verification waits for it and the primary is not restarted under it.
+#[tokio::test]
+async fn a_running_manual_backup_job_holds_back_a_verification() {
+    let kube = KubeServer::start().await;
+    kube.put(fx::cronjob("postgres-backup"));
+    let mut manual = fx::job(
+        "postgres-manual-backup-20261207-2301",
+        "2026-12-07T23:01:00Z",
+        "active",
+    );
+    manual["metadata"]["labels"] = serde_json::json!({"app": "postgres-manual-backup",
+        "app.kubernetes.io/managed-by": "backup-remediator", "backup-remediator/backup": "4"});
+    kube.put(manual);
+    let c = ctx_with(&kube, "", "");
+
+    let checked = preconditions::check(&c, &verify_step()).await;
+
+    match checked {
+        Precondition::Wait(why) => {
+            assert!(
+                why.contains("postgres-manual-backup-20261207-2301"),
+                "{why}"
+            )
+        }
+        other => panic!("a verification beside a running manual backup: {other:?}"),
+    }
+}
+
+/// The garbage collector takes 1.5 s to remove a deleted Job's pods: a verification Job that
+/// timed out is deleted with foreground propagation and the step ends only once the Job and its
+/// pods are gone, so the next backup Job never runs beside its pod.
+#[tokio::test]
+async fn a_timed_out_verification_job_and_its_pod_are_gone_before_the_step_ends() {
+    let kube = KubeServer::start().await;
+    kube.put(fx::cronjob("postgres-backup"));
+    kube.pods_linger_on_delete(Duration::from_millis(1500));
+    let c = ctx_with(&kube, "", "[remediation]\njob_deadline_seconds = 1");
+    let step = verify_step();
+    let intent = verify::prepare(&c, &step);
+    let name = intent["job"].as_str().unwrap().to_owned();
+    // The Job's pod, running the dump.
+    kube.put(fx::job_pod(
+        &format!("{name}-x7k2p"),
+        &name,
+        "2026-11-24T02:00:00Z",
+        "ok",
+    ));
+
+    let err = verify::apply(&c, &intent).await.unwrap_err().to_string();
+
+    assert!(err.contains("still running"), "{err}");
+    assert!(
+        kube.pods_of(&name).is_empty(),
+        "the step ended while the Job's pod still ran: {err}"
+    );
+    assert!(kube.get("Job", &name).is_none(), "the Job is gone: {err}");
+    let delete = kube
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "DELETE")
+        .unwrap();
+    assert_eq!(
+        delete.body.unwrap()["propagationPolicy"],
+        "Foreground",
+        "the Job goes only after its pods"
+    );
 }
 
 #[tokio::test]

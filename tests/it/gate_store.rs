@@ -251,7 +251,7 @@ async fn the_gate_refuses_by_policy_attempts_cooldown_and_budget(backend: Backen
         store.gate(&request(&step, &claim, &intent)).await.unwrap(),
         GateOutcome::Started
     );
-    store.unlock_target("pvc/ns/a", id).await.unwrap();
+    store.unlock_target("pvc/ns/a", id, "r").await.unwrap();
     let (id, step) = incident_with_step(&store, 4, "pvc/ns/a").await;
     let claim = store
         .claim(id, "r", Duration::from_secs(60))

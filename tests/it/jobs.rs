@@ -88,6 +88,33 @@ async fn creating_the_same_job_twice_adopts_the_first_one() {
 }
 
 #[tokio::test]
+async fn a_foreign_job_under_our_name_is_refused_not_adopted() {
+    let kube = KubeServer::start().await;
+    kube.put(fx::cronjob("postgres-backup"));
+    let name = "postgres-backup-verify-12-1";
+    // Someone else's Job under the name we chose: it carries none of our labels.
+    kube.put(fx::job(name, "2026-11-25T02:00:00Z", "active"));
+
+    let out =
+        jobs::create_from_cronjob(&kube.client(), fx::NS, "postgres-backup", name, &ours()).await;
+
+    let err = out.expect_err("a Job that is not ours is never adopted");
+    let why = err.to_string();
+    assert!(
+        why.contains(name) && why.contains("backup-remediator/incident=12"),
+        "{why}"
+    );
+    // And another incident's Job under that name is not ours either.
+    let mut other = fx::job(name, "2026-11-25T02:00:00Z", "active");
+    other["metadata"]["labels"]["backup-remediator/incident"] = json!("13");
+    kube.put(other);
+    let err = jobs::create_from_cronjob(&kube.client(), fx::NS, "postgres-backup", name, &ours())
+        .await
+        .expect_err("another incident's Job is not adopted");
+    assert!(err.to_string().contains("incident=13"), "{err}");
+}
+
+#[tokio::test]
 async fn a_missing_cronjob_is_named() {
     let kube = KubeServer::start().await;
     let err = jobs::create_from_cronjob(&kube.client(), fx::NS, "postgres-backup", "x", &ours())

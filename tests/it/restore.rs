@@ -688,13 +688,20 @@ async fn a_scheduled_period_is_tested_once_across_replicas() {
 
     let first = a.start(&req, Some("schedule:604800:2930")).await.unwrap();
     let second = b.start(&req, Some("schedule:604800:2930")).await.unwrap();
-    let next = b.start(&req, Some("schedule:604800:2931")).await.unwrap();
+    // One run per target at a time: the next period waits for this one to end.
+    let busy = b
+        .start(&req, Some("schedule:604800:2931"))
+        .await
+        .unwrap_err();
 
     assert_eq!(first.len(), 2, "one test per configured database");
     assert!(
         second.is_empty(),
         "the other replica finds the period taken"
     );
+    assert!(busy.to_string().contains("is running"), "{busy}");
+    a.run(first).await;
+    let next = b.start(&req, Some("schedule:604800:2931")).await.unwrap();
     assert_eq!(next.len(), 2);
 }
 

@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::config::Settings;
+use crate::infra::jobs;
 
 /// Quotes `s` for a POSIX shell: one single-quoted word whose value is exactly `s`. A single
 /// quote inside becomes `'\''` (close, escaped quote, reopen); nothing else is special there.
@@ -164,7 +165,7 @@ pub fn script(settings: &Settings, plan: &BackupPlan) -> String {
 /// Labels of every manual backup Job (and its pods).
 pub fn labels(backup_id: i64) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app".to_owned(), "postgres-manual-backup".to_owned()),
+        ("app".to_owned(), jobs::MANUAL_BACKUP_APP.to_owned()),
         (
             "app.kubernetes.io/managed-by".to_owned(),
             "backup-remediator".to_owned(),

@@ -32,7 +32,14 @@ use crate::probes::ProbeContext;
 use crate::runbook::restore::StartError;
 use crate::store::Store;
 
-use crate::domain::manual_backup::{BackupStatus, ManualBackup, NewManualBackup};
+use crate::domain::manual_backup::{
+    BackupStatus, ManualBackup, NewManualBackup, StartOutcome, StartRules,
+};
+use crate::domain::policy::{self, Policy};
+
+/// How long an `Idempotency-Key` of `POST /api/v1/backups` is remembered: a repeat within it
+/// answers the first request's backup.
+pub const IDEMPOTENCY_KEY_HOURS: i64 = 24;
 
 /// The databases to back up: every configured one, or the requested ones if each is configured
 /// (duplicates removed, configuration order kept). Nothing else from a request reaches the Job.
@@ -60,6 +67,7 @@ pub struct ManualBackups {
     settings: Arc<Settings>,
     store: Store,
     kube: Option<kube::Client>,
+    budget: policy::ManualBackups,
 }
 
 impl ManualBackups {
@@ -69,6 +77,7 @@ impl ManualBackups {
             settings,
             store,
             kube,
+            budget: Policy::defaults(true).manual_backups,
         }
     }
 
@@ -83,29 +92,48 @@ impl ManualBackups {
         &self.target
     }
 
+    /// The manual backup budget of the policy in force.
+    pub fn with_budget(mut self, budget: policy::ManualBackups) -> Self {
+        self.budget = budget;
+        self
+    }
+
     /// The databases to back up (see [`select_databases`]).
     pub fn databases_for(&self, requested: &[String]) -> Result<Vec<String>, StartError> {
         select_databases(&self.settings.target.databases, requested)
     }
 
-    /// Records the backup and returns it with its plan; [`ManualBackups::run`] launches it.
-    /// `actor` is the authenticated requester; `on_behalf_of` the caller's free-text note.
+    /// Records the backup and returns it with its plan, which [`ManualBackups::run`] launches;
+    /// without a plan when `idempotency_key` repeats an earlier request (its backup is
+    /// returned). Refused while a backup Job of the target runs, whoever started it (the
+    /// CronJob, a verification, another manual backup), or when the policy's budget is used
+    /// up. `actor` is the authenticated requester; `on_behalf_of` the caller's free-text note.
     pub async fn start(
         &self,
         requested: &[String],
         trigger: &str,
         actor: &str,
         on_behalf_of: Option<&str>,
-    ) -> Result<(ManualBackup, BackupPlan), StartError> {
+        idempotency_key: Option<&str>,
+    ) -> Result<(ManualBackup, Option<BackupPlan>), StartError> {
         let databases = self.databases_for(requested)?;
-        if self.kube.is_none() {
+        let Some(client) = self.kube.clone() else {
             return Err(StartError::NoKubernetes);
-        }
+        };
+        let k = &self.settings.kubernetes;
+        let recording = StartError::recording("manual backup");
+        let load = |id: i64| async move {
+            self.store
+                .get_manual_backup(id)
+                .await
+                .map_err(StartError::recording("manual backup"))?
+                .ok_or_else(|| StartError::Invalid(format!("manual backup {id} vanished")))
+        };
         let now = Utc::now();
         let plan = BackupPlan::new(&self.settings, databases, now);
         let new = NewManualBackup {
             job_name: plan.job_name.clone(),
-            namespace: self.settings.kubernetes.namespace.clone(),
+            namespace: k.namespace.clone(),
             databases: plan.databases.clone(),
             storage_class: self.settings.manual_backup.storage_class.clone(),
             trigger: trigger.to_owned(),
@@ -119,19 +147,52 @@ impl ManualBackups {
                 None => json!({ "planned_object_keys": plan.object_keys }),
             },
         };
-        let recording = StartError::recording("manual backup");
-        let id = self
-            .store
-            .insert_manual_backup(&new)
+        // A Job of the target that runs now (the CronJob's, a verification's, a manual one).
+        let api: kube::Api<Job> = kube::Api::namespaced(client, &k.namespace);
+        let manual = format!("app={}", jobs::MANUAL_BACKUP_APP);
+        let running = jobs::active(&api, &[&k.backup_job_selector, &manual])
             .await
-            .map_err(&recording)?;
-        let record = self
+            .map_err(|e| StartError::Busy(format!("{e}; no backup is started without knowing")))?;
+        let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
+        let rules = StartRules {
+            idempotency_key,
+            key_seconds: IDEMPOTENCY_KEY_HOURS * 3600,
+            running_seconds: seconds(Duration::from_secs(
+                self.settings.manual_backup.deadline_seconds + 300,
+            )),
+            budget: (self.budget.budget, self.budget.budget_window_minutes * 60),
+        };
+        if let Some(key) = idempotency_key {
+            // A repeat answers the first request's backup (its Job may be the one running).
+            let seen = self
+                .store
+                .manual_backup_by_key(key, rules.key_seconds)
+                .await
+                .map_err(&recording)?;
+            if let Some(id) = seen {
+                return Ok((load(id).await?, None));
+            }
+        }
+        if let Some(job) = running.first() {
+            return Err(busy(job));
+        }
+        match self
             .store
-            .get_manual_backup(id)
+            .begin_manual_backup(&new, &rules)
             .await
             .map_err(recording)?
-            .ok_or_else(|| StartError::Invalid(format!("manual backup {id} vanished")))?;
-        Ok((record, plan))
+        {
+            StartOutcome::Started(id) => Ok((load(id).await?, Some(plan))),
+            StartOutcome::Replayed(id) => Ok((load(id).await?, None)),
+            StartOutcome::Busy { id, job_name } => Err(StartError::Busy(format!(
+                "manual backup {id} (Job {job_name}) is running: one backup Job per target at a time"
+            ))),
+            StartOutcome::OverBudget { used } => Err(StartError::OverBudget(format!(
+                "policy: manual_backups budget — {used} manual backups started in the last {} \
+                 minutes (budget {})",
+                self.budget.budget_window_minutes, self.budget.budget
+            ))),
+        }
     }
 
     /// Creates the Job, watches it to the end, checks the objects and records the outcome.
@@ -280,6 +341,13 @@ impl ManualBackups {
             )
         }
     }
+}
+
+/// The refusal while backup Job `job` runs.
+fn busy(job: &str) -> StartError {
+    StartError::Busy(format!(
+        "backup Job {job} is running: one backup Job per target at a time, whatever started it"
+    ))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use super::{
     TestResult, TestStatus,
 };
 use crate::config::Settings;
+use crate::domain::restore_test::RestoreStart;
 use crate::probes::s3::job_s3;
 use crate::probes::ProbeContext;
 use crate::store::{Store, StoreError};
@@ -66,6 +67,13 @@ pub enum StartError {
     NotConfigured,
     #[error("no Kubernetes API is configured (in-cluster, KUBECONFIG or kubernetes.api_url): the manual backup Job cannot be created")]
     NoKubernetes,
+    /// A backup Job of the target is running (one at a time, whatever started it): the
+    /// sentence names it.
+    #[error("{0}")]
+    Busy(String),
+    /// The policy's budget for manual backups is used up: the sentence says how.
+    #[error("{0}")]
+    OverBudget(String),
     /// Recording the `what` (`restore test`, `manual backup`) failed.
     #[error("recording the {what}: {source}")]
     Store {
@@ -186,28 +194,43 @@ impl RestoreTester {
         if let Some(key) = &req.object {
             self.refuse_missing(key).await?;
         }
-        let mut started = Vec::new();
-        for db in dbs {
-            let new = NewRestoreTest {
-                scratch_database: scratch_name(&self.settings.restore_test.scratch_prefix, &db),
-                database: db,
+        let now = Utc::now();
+        let news: Vec<NewRestoreTest> = dbs
+            .iter()
+            .map(|db| NewRestoreTest {
+                scratch_database: scratch_name(&self.settings.restore_test.scratch_prefix, db),
+                database: db.clone(),
                 target: Some(self.target.clone()),
                 object_key: req.object.clone(),
                 trigger: req.trigger.clone(),
                 actor: req.actor.clone(),
                 slot: slot.map(str::to_owned),
-                started_at: Utc::now(),
-            };
-            let recording = StartError::recording("restore test");
-            if let Some(id) = self
-                .store
-                .insert_restore_test(&new)
-                .await
-                .map_err(&recording)?
-            {
-                if let Some(t) = self.store.get_restore_test(id).await.map_err(recording)? {
-                    started.push(t);
-                }
+                started_at: now,
+            })
+            .collect();
+        // One run per target at a time: a run tests its databases one after another.
+        let per_test = self.settings.restore_test.timeout_seconds + 300;
+        let running_seconds =
+            i64::try_from(per_test * self.settings.target.databases.len().max(1) as u64)
+                .unwrap_or(i64::MAX / 2);
+        let recording = StartError::recording("restore test");
+        let ids = match self
+            .store
+            .begin_restore_tests(&news, running_seconds)
+            .await
+            .map_err(&recording)?
+        {
+            RestoreStart::Started(ids) => ids,
+            RestoreStart::Busy { id, database } => {
+                return Err(StartError::Busy(format!(
+                    "restore test {id} ({database}) is running: one restore test run per target at a time"
+                )))
+            }
+        };
+        let mut started = Vec::new();
+        for id in ids {
+            if let Some(t) = self.store.get_restore_test(id).await.map_err(&recording)? {
+                started.push(t);
             }
         }
         Ok(started)

@@ -86,49 +86,62 @@ impl Remediator {
     }
 
     /// Re-probes the precondition, decides the intent, passes the gate (waiting, bounded, while
-    /// the target or a running backup Job is busy), acts, and records the outcome.
+    /// the target or a running backup Job is busy), acts, and records the outcome. `policy` is
+    /// what the policy in force now says about the step; a new step comes here only when it
+    /// allows it, a resumed one (`running`, left by a process that stopped) always, so that the
+    /// gate ends it `interrupted` when it may no longer run.
     pub(super) async fn execute(
         &self,
         incident_id: i64,
         claim: &Claim,
         step: &Step,
+        policy: Verdict<'_>,
     ) -> Result<Ran, StoreError> {
         let resume = step.state == StepState::Running;
         let end = Instant::now() + LOCK_WAIT;
         let (ctx, intent) = loop {
             // A fresh context each time: the Secret and the world are read again.
             let ctx = self.context(incident_id);
-            let (intent, refused) = if resume {
-                (step.output.clone(), None)
+            let checked = if resume && policy != Verdict::Run {
+                // The gate ends it on the policy's word; nothing to probe.
+                Precondition::Holds(json!({}))
             } else {
-                match preconditions::check(&ctx, step).await {
-                    Precondition::Holds(measured) => match actions::prepare(&ctx, step).await {
-                        Ok(mut intent) => {
-                            intent["precondition"] = measured;
-                            (intent, None)
-                        }
-                        Err(e) => {
-                            let why = e.to_string();
-                            let from = [
-                                StepState::Planned,
-                                StepState::WaitingApproval,
-                                StepState::Approved,
-                            ];
-                            let to = StepState::Failed;
-                            let moved = self
-                                .move_step(step, claim, &from, to, &why, None, "step_failed")
-                                .await?;
-                            return Ok(if moved { Ran::State(to) } else { Ran::Lost });
-                        }
-                    },
-                    Precondition::Refuse(why) => (json!({}), Some(why)),
-                    Precondition::Wait(why) if Instant::now() >= end => (
-                        json!({}),
-                        Some(format!("{why}; waited {} s", LOCK_WAIT.as_secs())),
-                    ),
-                    Precondition::Wait(why) => {
-                        tracing::info!(incident_id, step = step.id, reason = %why, "step waits");
-                        if let Some(stop) = self.stopped(incident_id).await? {
+                preconditions::check(&ctx, step).await
+            };
+            let (intent, refused) = match checked {
+                // A resumed step keeps its stored intent (applying it again is idempotent).
+                Precondition::Holds(_) if resume => (step.output.clone(), None),
+                Precondition::Holds(measured) => match actions::prepare(&ctx, step).await {
+                    Ok(mut intent) => {
+                        intent["precondition"] = measured;
+                        (intent, None)
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        let from = [
+                            StepState::Planned,
+                            StepState::WaitingApproval,
+                            StepState::Approved,
+                        ];
+                        let to = StepState::Failed;
+                        let moved = self
+                            .move_step(step, claim, &from, to, &why, None, "step_failed")
+                            .await?;
+                        return Ok(if moved { Ran::State(to) } else { Ran::Lost });
+                    }
+                },
+                Precondition::Refuse(why) => (step.output.clone(), Some(why)),
+                Precondition::Wait(why) if Instant::now() >= end => (
+                    step.output.clone(),
+                    Some(format!("{why}; waited {} s", LOCK_WAIT.as_secs())),
+                ),
+                Precondition::Wait(why) => {
+                    tracing::info!(incident_id, step = step.id, reason = %why, "step waits");
+                    if let Some(stop) = self.stopped(incident_id).await? {
+                        if resume {
+                            // The gate ends it `interrupted`, saying the incident is closed.
+                            (step.output.clone(), None)
+                        } else {
                             let skipped = self.skip(step, claim, &stop).await?;
                             return Ok(if skipped {
                                 Ran::State(StepState::Skipped)
@@ -136,6 +149,7 @@ impl Remediator {
                                 Ran::Lost
                             });
                         }
+                    } else {
                         tokio::time::sleep(RETRY).await;
                         continue;
                     }
@@ -143,7 +157,7 @@ impl Remediator {
             };
             let verdict = match &refused {
                 Some(why) => Verdict::Refuse(Refusal::Precondition, why),
-                None => Verdict::Run,
+                None => policy,
             };
             match self.gate(claim, step, verdict, &intent, resume).await? {
                 GateOutcome::Started => break (ctx, intent),
@@ -190,7 +204,10 @@ impl Remediator {
             )
             .await?;
         if step.kind != StepKind::Check {
-            let _ = self.store.unlock_target(&step.target, incident_id).await;
+            let _ = self
+                .store
+                .unlock_target(&step.target, incident_id, &claim.holder)
+                .await;
         }
         Ok(if moved { Ran::State(state) } else { Ran::Lost })
     }

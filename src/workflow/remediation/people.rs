@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::{policy_action, Ran, Remediator};
 use crate::domain::escalation::{Cause, Rule};
-use crate::domain::plan::{Claim, Refusal, Step, StepState};
+use crate::domain::plan::{Claim, Refusal, Step, StepState, Verdict};
 use crate::store::StoreError;
 
 impl Remediator {
@@ -110,7 +110,11 @@ impl Remediator {
         };
         match current.state {
             // An approval is not a pass: the approved step still goes through the gate.
-            StepState::Approved => return self.execute(incident_id, claim, &current).await,
+            StepState::Approved => {
+                return self
+                    .execute(incident_id, claim, &current, Verdict::Run)
+                    .await
+            }
             StepState::WaitingApproval => {}
             StepState::Planned | StepState::Running => return Ok(Ran::Lost),
             other => return Ok(Ran::State(other)),

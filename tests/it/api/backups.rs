@@ -12,7 +12,7 @@ use crate::support::app::{eventually, spawn_app_with, Backend, TestApp, API_TOKE
 use crate::support::kube_server::{fixtures as fx, KubeServer};
 use crate::support::moto::Moto;
 
-const ADMIN_TOKEN: &str = "test-admin-token-31c9";
+pub(super) const ADMIN_TOKEN: &str = "test-admin-token-31c9";
 const BUCKET: &str = "link-backups";
 const CANARIES: [&str; 4] = [
     "canary-pg-password-a81f",
@@ -21,13 +21,13 @@ const CANARIES: [&str; 4] = [
     "canary-aws-secret-c3d9",
 ];
 
-struct Setup {
-    app: TestApp,
-    kube: KubeServer,
-    moto: Moto,
+pub(super) struct Setup {
+    pub app: TestApp,
+    pub kube: KubeServer,
+    pub moto: Moto,
 }
 
-async fn setup(backend: Backend, extra: &str) -> Setup {
+pub(super) async fn setup(backend: Backend, extra: &str) -> Setup {
     let moto = Moto::start().await;
     moto.create_bucket(BUCKET).await;
     let kube = KubeServer::start().await;
@@ -58,7 +58,7 @@ async fn setup(backend: Backend, extra: &str) -> Setup {
 }
 
 impl Setup {
-    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
         self.app
             .client
             .post(format!("{}{path}", self.app.address))
@@ -87,7 +87,7 @@ impl Setup {
     }
 
     /// The manual backup once it has finished one way or another.
-    async fn backup_finished(&self, id: i64) -> Value {
+    pub async fn backup_finished(&self, id: i64) -> Value {
         self.wait_status(
             &format!("/api/v1/backups/{id}"),
             &["succeeded", "failed", "timed_out", "error"],
@@ -95,7 +95,7 @@ impl Setup {
         .await
     }
 
-    async fn created_job(&self) -> (String, Value) {
+    pub async fn created_job(&self) -> (String, Value) {
         assert!(
             eventually(Duration::from_secs(10), || async {
                 !self.kube.created_jobs().is_empty()

@@ -2,6 +2,7 @@
 
 mod alertmanager;
 mod auth;
+mod backup_lock;
 mod backups;
 mod connections;
 mod diagnosis;

@@ -44,6 +44,35 @@ struct World {
     requests: Vec<Recorded>,
     delays: Vec<Delay>,
     next_rv: u64,
+    /// How long the garbage collector takes to remove a deleted Job's pods (`None`: the Job
+    /// and nothing else goes at once). See [`KubeServer::pods_linger_on_delete`].
+    pod_gc: Option<Duration>,
+}
+
+impl World {
+    /// Removes the pods of Job `job` (label `job-name`) in the Job's namespace.
+    fn remove_pods_of(&mut self, job: &Value) {
+        let Some(name) = job["metadata"]["name"].as_str() else {
+            return;
+        };
+        let ns = job["metadata"]["namespace"].as_str().unwrap_or_default();
+        let coll = format!("/api/v1/namespaces/{ns}/pods");
+        let gone: Vec<Value> = self
+            .objects
+            .get_mut(&coll)
+            .map(|pods| {
+                let names: Vec<String> = pods
+                    .iter()
+                    .filter(|(_, p)| p["metadata"]["labels"]["job-name"] == name)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                names.iter().filter_map(|n| pods.remove(n)).collect()
+            })
+            .unwrap_or_default();
+        for pod in gone {
+            self.publish(&coll, "DELETED", &pod);
+        }
+    }
 }
 
 /// The running server; stops when dropped.
@@ -363,6 +392,52 @@ async fn handle(
                     None => status(404, "NotFound", format!("\"{name}\" not found")),
                 }
             }
+            ("DELETE", Some(name), None) if w.pod_gc.is_some() && coll.ends_with("/jobs") => {
+                // As the API server and its garbage collector: `Foreground` keeps the Job
+                // (deletionTimestamp, finalizer) until its pods are gone; `Background` removes
+                // the Job at once and its pods later.
+                let gc = w.pod_gc.unwrap_or_default();
+                let foreground = body_json
+                    .as_ref()
+                    .is_some_and(|b| b["propagationPolicy"] == "Foreground");
+                match w.objects.get_mut(&coll).and_then(|m| m.get_mut(&name)) {
+                    None => status(404, "NotFound", format!("\"{name}\" not found")),
+                    Some(obj) if foreground => {
+                        obj["metadata"]["deletionTimestamp"] =
+                            json!(chrono::Utc::now()
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                        obj["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+                        let obj = obj.clone();
+                        w.publish(&coll, "MODIFIED", &obj);
+                        let (world, job) = (world.clone(), obj.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(gc).await;
+                            let mut w = world.lock().unwrap();
+                            w.remove_pods_of(&job);
+                            if let Some(job) =
+                                w.objects.get_mut(&coll).and_then(|m| m.remove(&name))
+                            {
+                                w.publish(&coll, "DELETED", &job);
+                            }
+                        });
+                        axum::Json(obj).into_response()
+                    }
+                    Some(_) => {
+                        let obj = w
+                            .objects
+                            .get_mut(&coll)
+                            .and_then(|m| m.remove(&name))
+                            .unwrap_or_default();
+                        w.publish(&coll, "DELETED", &obj);
+                        let (world, job) = (world.clone(), obj.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(gc).await;
+                            world.lock().unwrap().remove_pods_of(&job);
+                        });
+                        axum::Json(obj).into_response()
+                    }
+                }
+            }
             ("DELETE", Some(name), None) => {
                 match w.objects.get_mut(&coll).and_then(|m| m.remove(&name)) {
                     Some(obj) => {
@@ -502,6 +577,25 @@ impl KubeServer {
             by,
             after,
         });
+    }
+
+    /// From now on a deleted Job's pods stay `d` before the garbage collector removes them, and
+    /// a Job deleted with `propagationPolicy: Foreground` stays (with its deletionTimestamp)
+    /// until they are gone, as on a real cluster.
+    pub fn pods_linger_on_delete(&self, d: Duration) {
+        self.world.lock().unwrap().pod_gc = Some(d);
+    }
+
+    /// The pods of Job `job` the server holds.
+    pub fn pods_of(&self, job: &str) -> Vec<String> {
+        let w = self.world.lock().unwrap();
+        w.objects
+            .iter()
+            .filter(|(coll, _)| coll.ends_with("/pods"))
+            .flat_map(|(_, pods)| pods.iter())
+            .filter(|(_, p)| p["metadata"]["labels"]["job-name"] == job)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Removes every delay.

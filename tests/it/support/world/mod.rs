@@ -127,6 +127,13 @@ impl World {
         std::fs::write(&self.config, kept.join("\n")).unwrap();
     }
 
+    /// Rewrites the policy file (binaries started later read it; the world was built with one).
+    pub fn rewrite_policy(&self, text: &str) {
+        let path = self.dir.path().join("policy.toml");
+        assert!(path.exists(), "the world was built with a policy file");
+        std::fs::write(path, text).unwrap();
+    }
+
     pub async fn incident(&self, id: i64) -> Value {
         self.api(&format!("incidents/{id}")).await
     }
