@@ -38,6 +38,7 @@ impl RunbookFleet {
         kube_for: impl Fn(&crate::config::Target) -> Option<kube::Client>,
         budget_for: impl Fn(&crate::config::Target) -> crate::domain::policy::ManualBackups,
     ) -> Self {
+        let http = reqwest::Client::new();
         let targets = settings
             .fleet
             .iter()
@@ -45,8 +46,13 @@ impl RunbookFleet {
                 let kube = kube_for(t);
                 let runbook = Runbook {
                     restore: Arc::new(
-                        RestoreTester::new(t.settings.clone(), store.clone(), kube.clone())
-                            .for_target(&t.name),
+                        RestoreTester::with_http(
+                            t.settings.clone(),
+                            store.clone(),
+                            kube.clone(),
+                            http.clone(),
+                        )
+                        .for_target(&t.name),
                     ),
                     backups: Arc::new(
                         ManualBackups::new(t.settings.clone(), store.clone(), kube)

@@ -92,12 +92,23 @@ impl StartError {
 
 impl RestoreTester {
     pub fn new(settings: Arc<Settings>, store: Store, kube: Option<kube::Client>) -> Self {
+        Self::with_http(settings, store, kube, reqwest::Client::new())
+    }
+
+    /// [`RestoreTester::new`] sharing `http` (one client for every target's tester: each client
+    /// holds its own pool and TLS roots, which 200 targets would otherwise load 200 times).
+    pub fn with_http(
+        settings: Arc<Settings>,
+        store: Store,
+        kube: Option<kube::Client>,
+        http: reqwest::Client,
+    ) -> Self {
         Self {
             target: settings.kubernetes.namespace.clone(),
             settings,
             store,
             kube,
-            http: reqwest::Client::new(),
+            http,
         }
     }
 
