@@ -155,7 +155,8 @@ async fn a_second_restore_test_while_one_runs_is_a_conflict_naming_it() {
     let s = setup(
         Backend::Postgres,
         &format!(
-            "[restore_test]\ntarget_url = \"{}\"\n",
+            // The suite's scratch server is its superuser.
+            "[restore_test]\ntarget_url = \"{}\"\nallow_superuser = true\n",
             crate::support::pg::admin_url()
         ),
     )
