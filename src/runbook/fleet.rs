@@ -198,20 +198,21 @@ mod tests {
         Settings::from_toml(&toml).unwrap()
     }
 
+    async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
+        let opts = crate::store::StoreOptions {
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+        };
+        Store::connect("", &dir.path().join("s.sqlite"), &opts)
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn the_schedule_tests_never_tested_targets_first_then_the_oldest() {
         let settings = fleet(4);
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(
-            "",
-            &dir.path().join("s.sqlite"),
-            &crate::store::StoreOptions {
-                max_connections: 2,
-                acquire_timeout: Duration::from_secs(5),
-            },
-        )
-        .await
-        .unwrap();
+        let store = sqlite_store(&dir).await;
         let f = RunbookFleet::new(
             &settings,
             &store,
@@ -234,16 +235,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_names_its_target_when_there_are_several() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(
-            "",
-            &dir.path().join("s.sqlite"),
-            &crate::store::StoreOptions {
-                max_connections: 2,
-                acquire_timeout: Duration::from_secs(5),
-            },
-        )
-        .await
-        .unwrap();
+        let store = sqlite_store(&dir).await;
         let two = RunbookFleet::new(
             &fleet(2),
             &store,
