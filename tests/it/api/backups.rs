@@ -111,7 +111,17 @@ impl Setup {
             .unwrap();
         assert_eq!(post.path, "/apis/batch/v1/namespaces/link-services/jobs");
         let body = post.body.unwrap();
-        (body["metadata"]["name"].as_str().unwrap().to_owned(), body)
+        let name = body["metadata"]["name"].as_str().unwrap().to_owned();
+        // The stand-in records a request before it stores the object: wait for the Job itself
+        // (CI once finished a Job that was not stored yet: "job exists" panicked).
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                self.kube.get("Job", &name).is_some()
+            })
+            .await,
+            "the created Job {name} was never stored"
+        );
+        (name, body)
     }
 }
 
