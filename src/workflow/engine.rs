@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use crate::config::{Settings, Target};
 use crate::domain::diagnosis::{self, Diagnosis};
 use crate::domain::finding::Finding;
-use crate::domain::incident::IncidentStatus;
+use crate::domain::incident::{Incident, IncidentStatus};
 use crate::domain::plan::Claim;
 use crate::probes::{self, Clients, Probe, ProbeContext, ReadOnly};
 use crate::store::{Store, StoreError};
@@ -50,6 +50,7 @@ pub struct Examiner {
 /// One target's diagnosis and remediation: its probes see only its settings, its remediator acts
 /// only on its resources, under its policy.
 struct Lane {
+    name: String,
     examiner: Examiner,
     remediator: Option<Arc<Remediator>>,
 }
@@ -176,6 +177,7 @@ impl Engine {
             .iter()
             .map(|t| {
                 let lane = Lane {
+                    name: t.name.clone(),
                     examiner: examiner.for_target(t, examiner.kube.clone()),
                     remediator: None,
                 };
@@ -184,10 +186,11 @@ impl Engine {
             .collect();
         if lanes.is_empty() {
             let lane = Lane {
+                name: settings.kubernetes.namespace.clone(),
                 examiner,
                 remediator: None,
             };
-            lanes.insert(settings.kubernetes.namespace.clone(), lane);
+            lanes.insert(lane.name.clone(), lane);
         }
         Self {
             store,
@@ -243,6 +246,31 @@ impl Engine {
         self
     }
 
+    /// The lane of `incident`'s target; `None` when it has none (or one no longer configured).
+    /// An incident opened before targets existed (no target, and its `opened` record says
+    /// nothing of routing) belongs to the implied target of a configuration without
+    /// `[[targets]]`: it was always about that one backup.
+    async fn lane_of(&self, incident: &Incident) -> Result<Option<&Lane>, StoreError> {
+        if let Some(t) = incident.target.as_deref() {
+            return Ok(self.lanes.get(t));
+        }
+        if !self.settings.targets.is_empty() || self.lanes.len() != 1 {
+            return Ok(None);
+        }
+        let timeline = self.store.timeline(incident.id).await?;
+        let routed = timeline
+            .iter()
+            .find(|e| e.kind == "opened")
+            .is_some_and(|e| {
+                e.detail.get("unmatched").is_some() || e.detail.get("target").is_some()
+            });
+        Ok(if routed {
+            None
+        } else {
+            self.lanes.values().next()
+        })
+    }
+
     /// The approval wake-up shared by every remediator.
     fn waker(&self) -> Option<Arc<tokio::sync::Notify>> {
         self.unrouted.as_ref().map(|r| r.waker())
@@ -259,10 +287,10 @@ impl Engine {
         let Some(incident) = self.store.get_incident(incident_id).await? else {
             return Ok(None);
         };
-        let target = incident.target.as_deref().unwrap_or_default();
-        let Some(lane) = self.lanes.get(target) else {
+        let Some(lane) = self.lane_of(&incident).await? else {
             return self.diagnose_unrouted(&incident).await;
         };
+        let target = lane.name.as_str();
         let ex = &lane.examiner;
         // Secret fingerprints in evidence are keyed by the installation's key.
         probes::use_installation_key(&self.store).await?;
@@ -316,7 +344,7 @@ impl Engine {
             let _permit = self.permits.clone().acquire_owned().await.ok();
             self.diagnose(incident_id).await?;
         }
-        let lane = incident.target.as_deref().and_then(|t| self.lanes.get(t));
+        let lane = self.lane_of(&incident).await?;
         let remediator = match lane {
             Some(lane) => lane.remediator.as_ref(),
             None => self.unrouted.as_ref(),

@@ -431,6 +431,25 @@ impl Remediator {
         if step.kind == StepKind::Escalate {
             return self.escalate(incident_id, claim, step).await;
         }
+        if self.target == crate::metrics::NO_TARGET {
+            // The remediator of incidents routed to no target only escalates: whatever plan such
+            // an incident holds, no change is made for it (it could be the wrong database).
+            let why = "the incident names no configured target: nothing is changed for it";
+            let from = [
+                StepState::Planned,
+                StepState::WaitingApproval,
+                StepState::Approved,
+                StepState::Running,
+            ];
+            let to = StepState::Interrupted;
+            if !self
+                .move_step(step, claim, &from, to, why, None, "step_interrupted")
+                .await?
+            {
+                return Ok(Ran::Lost);
+            }
+            return Ok(Ran::State(to));
+        }
         let action = policy_action(step);
         let decision = match step.kind {
             StepKind::Check if self.policy.dry_run => Decision::DryRun,

@@ -584,3 +584,101 @@ fn the_binary_refuses_to_start_on_a_bad_target_naming_the_entry_and_key() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_incident_opened_before_targets_stays_its_backups_and_the_no_target_remediator_changes_nothing(
+) {
+    use backup_remediator::domain::plan::{Decision, PlannedStep, StepKind};
+    use backup_remediator::domain::policy::Policy;
+    use backup_remediator::workflow::engine::{Engine, Examiner};
+    use backup_remediator::workflow::remediation::Remediator;
+
+    use crate::support::app::{fresh_store, Backend};
+    use crate::support::incident::new_incident;
+
+    let (_db, store) = fresh_store(Backend::Sqlite).await;
+    let settings =
+        std::sync::Arc::new(Settings::from_toml("[probes]\nenabled = [\"secret\"]").unwrap());
+    let engine = Engine::new(store.clone(), Examiner::new(settings.clone(), None));
+
+    // Opened by the version before targets: no target, and nothing about routing recorded.
+    let legacy = new_incident()
+        .fingerprint("1e9ac1e9ac1e9ac1")
+        .target(None)
+        .detail(json!({ "receiver": "backup-remediator" }))
+        .open(&store)
+        .await;
+    let report = engine.diagnose(legacy).await.unwrap().expect("diagnosed");
+    assert_ne!(
+        report.diagnosis.scenario.as_str(),
+        "no_target",
+        "{report:?}"
+    );
+    assert_eq!(
+        report.findings.len(),
+        1,
+        "the configured backup's probes ran"
+    );
+
+    // Routed to no target by intake: no probe, and its remediator changes nothing, whatever
+    // plan the incident holds.
+    let unmatched = new_incident()
+        .fingerprint("0a0a0a0a0a0a0a0a")
+        .target(None)
+        .detail(json!({ "unmatched": { "reason": "no target matched the alert's labels" } }))
+        .open(&store)
+        .await;
+    let report = engine
+        .diagnose(unmatched)
+        .await
+        .unwrap()
+        .expect("diagnosed");
+    assert_eq!(report.diagnosis.scenario.as_str(), "no_target");
+    assert!(report.findings.is_empty());
+    let plan = [
+        PlannedStep {
+            group: 1,
+            kind: StepKind::Action,
+            name: "repair_backup_role".parse().unwrap(),
+            target: "postgres/127.0.0.1:5432/backup-role".into(),
+            decision: Decision::Auto,
+            reason: "a plan the incident should never have".into(),
+        },
+        PlannedStep {
+            group: 2,
+            kind: StepKind::Escalate,
+            name: "escalate".parse().unwrap(),
+            target: "on-call".into(),
+            decision: Decision::Auto,
+            reason: "no target".into(),
+        },
+    ];
+    assert!(store
+        .save_plan(unmatched, &plan, &json!({}), chrono::Utc::now())
+        .await
+        .unwrap());
+    let claim = store
+        .claim(unmatched, "r", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let remediator = Remediator::new(
+        store.clone(),
+        settings,
+        std::sync::Arc::new(Policy::from_toml(LIVE).unwrap()),
+        None,
+        "r".into(),
+    )
+    .for_target(backup_remediator::metrics::NO_TARGET);
+
+    remediator.remediate(unmatched, &claim).await.unwrap();
+
+    let steps = store.steps(unmatched).await.unwrap();
+    assert_eq!(steps[0].state.as_str(), "interrupted", "{steps:?}");
+    assert!(
+        steps[0].reason.contains("names no configured target"),
+        "{steps:?}"
+    );
+    let incident = store.get_incident(unmatched).await.unwrap().unwrap();
+    assert_eq!(incident.status.as_str(), "escalated");
+}

@@ -77,6 +77,12 @@ impl IncidentBuilder {
         self
     }
 
+    /// The `opened` event's detail (what intake recorded, routing included).
+    pub fn detail(mut self, detail: Value) -> Self {
+        self.0.detail = detail;
+        self
+    }
+
     pub fn generator_url(mut self, url: &str) -> Self {
         self.0.generator_url = url.into();
         self
