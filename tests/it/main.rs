@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod claims;
 mod cli;
+mod cluster;
 mod deploy;
 mod gate;
 mod gate_kill;
