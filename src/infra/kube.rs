@@ -55,6 +55,8 @@ pub const KUBE_API_CALLS: &[ApiCall] = &[
     call("create", "batch", "jobs"),
     call("get", "batch", "jobs"),
     call("watch", "batch", "jobs"),
+    // A verification Job past its deadline (only Jobs it created: deploy/'s admission policy).
+    call("delete", "batch", "jobs"),
     // Remediation actions.
     call_for("expand_pvc", "patch", "", "persistentvolumeclaims"),
     call_for("restart_primary", "patch", "apps", "statefulsets"),

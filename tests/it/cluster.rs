@@ -263,3 +263,39 @@ async fn a_job_watch_the_api_server_closes_is_resumed_until_the_job_finishes() {
         "one watch was closed by the server and a new one started: {watches}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_service_account_deletes_only_the_jobs_it_created() {
+    let ns = cluster::shared().await.namespace().await;
+    ns.put(fx::secret(&[])).await;
+    ns.put(fx::cronjob(&ns.held())).await;
+    // The team's own backup Job, as the CronJob scheduled it.
+    ns.put(fx::job("postgres-backup-29002440", &ns.held()))
+        .await;
+    let service = ns.as_service().await;
+    let api: Api<Job> = Api::namespaced(service.clone(), &ns.name);
+
+    let err = api
+        .delete("postgres-backup-29002440", &Default::default())
+        .await
+        .expect_err("not ours");
+    let kube::Error::Api(status) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(status.code, 403);
+    assert!(
+        status
+            .message
+            .contains("ValidatingAdmissionPolicy 'backup-remediator-job-deletes'"),
+        "{}",
+        status.message
+    );
+
+    jobs::create_from_cronjob(&service, &ns.name, "postgres-backup", "ours-1", &ours())
+        .await
+        .unwrap();
+    api.delete("ours-1", &Default::default())
+        .await
+        .expect("a Job it created");
+    ns.release("postgres-backup-29002440", true);
+}

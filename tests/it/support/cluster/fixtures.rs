@@ -21,6 +21,8 @@ pub fn pod_spec(script: &str) -> Value {
             "image": IMAGE,
             "command": ["/bin/sh", "-c", script],
             "envFrom": [{"secretRef": {"name": "postgres-backup-secret"}}],
+            "env": [{"name": "JOB_NAME",
+                     "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}}}],
             "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
         }]
     })

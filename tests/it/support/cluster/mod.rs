@@ -28,6 +28,7 @@ pub mod node;
 mod pki;
 mod test_ns;
 
+pub use apply::render;
 pub use test_ns::TestNamespace;
 
 /// The namespace of the service's own ServiceAccount in deploy/.

@@ -85,6 +85,15 @@ impl TestNamespace {
         stored
     }
 
+    /// GET `path` as the admin.
+    pub async fn get(&self, path: &str) -> Value {
+        let req = http::Request::get(path).body(Vec::new()).unwrap();
+        self.admin
+            .request(req)
+            .await
+            .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    }
+
     /// Merge-patches the status subresource of the object at `path`.
     pub async fn set_status(&self, path: &str, status: Value) -> Value {
         let req = http::Request::patch(format!("{path}/status"))
@@ -133,6 +142,54 @@ impl TestNamespace {
             self.name,
             last.and_then(|j| j.status)
         );
+    }
+
+    /// A script that runs until the test releases its Job ([`TestNamespace::release`]) and
+    /// exits as told then (at most 5 minutes; then it fails).
+    pub fn held(&self) -> String {
+        let dir = self.release_dir();
+        format!(
+            "i=0; while [ ! -e \"{dir}/$JOB_NAME\" ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done; \
+             echo \"released $JOB_NAME\"; exit \"$(cat \"{dir}/$JOB_NAME\" 2>/dev/null || echo 1)\""
+        )
+    }
+
+    fn release_dir(&self) -> String {
+        let dir = self.cluster.dir.join("release").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.display().to_string()
+    }
+
+    /// Lets the pod of Job `job` (running [`TestNamespace::held`]) exit: 0 when `succeeded`.
+    pub fn release(&self, job: &str, succeeded: bool) {
+        let code = if succeeded { "0" } else { "1" };
+        std::fs::write(format!("{}/{job}", self.release_dir()), code).unwrap();
+    }
+
+    /// Waits (bounded, 60 s) until Job `name` has a running pod (status.active).
+    pub async fn wait_active(&self, name: &str) {
+        let api: Api<Job> = Api::namespaced(self.admin.clone(), &self.name);
+        for _ in 0..600 {
+            let job = api.get(name).await.unwrap();
+            if job.status.and_then(|s| s.active).unwrap_or(0) > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("Job {name} in {} has no active pod within 60 s", self.name);
+    }
+
+    /// The pods of Job `job` that exist.
+    pub async fn pods_of(&self, job: &str) -> Vec<String> {
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.admin.clone(), &self.name);
+        api.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect()
     }
 
     /// Labels the namespace (e.g. to loosen Pod Security for one test).
