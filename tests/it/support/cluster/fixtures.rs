@@ -28,17 +28,24 @@ pub fn pod_spec(script: &str) -> Value {
     })
 }
 
-/// The backup CronJob `postgres-backup`, its Jobs running `script` (suspended: the test cluster
-/// runs no CronJob controller, and a real one would not start it on its own either).
+/// The backup CronJob `postgres-backup`, its Jobs running `script` (the test cluster runs no
+/// CronJob controller: only the service and the test start its Jobs).
 pub fn cronjob(script: &str) -> Value {
+    cronjob_with(script, IMAGE, false)
+}
+
+/// [`cronjob`] with the backup container's `image`, suspended or not.
+pub fn cronjob_with(script: &str, image: &str, suspend: bool) -> Value {
+    let mut spec = pod_spec(script);
+    spec["containers"][0]["image"] = json!(image);
     json!({"apiVersion": "batch/v1", "kind": "CronJob",
            "metadata": {"name": "postgres-backup"},
-           "spec": {"schedule": "0 2 * * *", "concurrencyPolicy": "Forbid", "suspend": true,
+           "spec": {"schedule": "0 2 * * *", "concurrencyPolicy": "Forbid", "suspend": suspend,
                     "jobTemplate": {
                         "metadata": {"labels": {"app": "postgres-backup"}, "annotations": {"team": "platform"}},
                         "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 3600,
                                  "template": {"metadata": {"labels": {"app": "postgres-backup"}},
-                                              "spec": pod_spec(script)}}}}})
+                                              "spec": spec}}}}})
 }
 
 /// A backup Job (label app=postgres-backup) running `script`, as the CronJob would have
@@ -79,4 +86,47 @@ pub fn pvc(name: &str, class: &str, size: &str, bound: bool) -> Value {
                                  "capacity": {"storage": size}});
     }
     claim
+}
+
+/// The primary's StatefulSet with `ready` replicas ready (its status written as the StatefulSet
+/// controller would; none runs in the test cluster).
+pub fn statefulset(ready: i32) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "postgres-primary"},
+           "spec": {"replicas": 1, "serviceName": "postgres-primary",
+                    "selector": {"matchLabels": {"app": "postgres-primary"}},
+                    "template": {"metadata": {"labels": {"app": "postgres-primary"}},
+                                 "spec": primary_pod_spec()}},
+           "status": {"replicas": 1, "readyReplicas": ready, "availableReplicas": ready}})
+}
+
+fn primary_pod_spec() -> Value {
+    json!({"securityContext": {"runAsNonRoot": true, "runAsUser": 999,
+                               "seccompProfile": {"type": "RuntimeDefault"}},
+           "containers": [{"name": "postgres", "image": "postgres:16",
+                           "securityContext": {"allowPrivilegeEscalation": false,
+                                               "capabilities": {"drop": ["ALL"]}}}]})
+}
+
+/// The primary's pod, on a database node (not the node agent's: it is never run here), its
+/// status as that node's kubelet would report it.
+pub fn primary_pod(ready: bool) -> Value {
+    let mut spec = primary_pod_spec();
+    spec["nodeName"] = json!("db-node-1");
+    let ready = if ready { "True" } else { "False" };
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "postgres-primary-0", "labels": {"app": "postgres-primary"}},
+           "spec": spec,
+           "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": ready}]}})
+}
+
+/// The primary Service's Endpoints with `addresses` ready.
+pub fn endpoints(addresses: &[&str]) -> Value {
+    let subsets = if addresses.is_empty() {
+        json!([])
+    } else {
+        json!([{"addresses": addresses.iter().map(|a| json!({"ip": a})).collect::<Vec<_>>(),
+                "ports": [{"port": 5432}]}])
+    };
+    json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "postgres-primary"},
+           "subsets": subsets})
 }

@@ -420,27 +420,41 @@ impl Cluster {
     }
 
     /// The requests the service's ServiceAccount made in `namespace`, from the API server's
-    /// audit log: (verb, resource with subresource, object name, HTTP status).
+    /// audit log, in order: (verb, resource with subresource, object name, HTTP status). A
+    /// long-running request (a watch, a log) is logged when its answer starts and when it ends:
+    /// it counts once.
     pub fn service_requests(&self, namespace: &str) -> Vec<(String, String, String, u16)> {
         let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
         let user = format!("system:serviceaccount:{SERVICE_NS}:{SERVICE_ACCOUNT}");
-        text.lines()
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
+        let mut out: Vec<(String, String, String, u16)> = Vec::new();
+        for e in text
+            .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| e["user"]["username"] == user.as_str())
-            .filter(|e| e["objectRef"]["namespace"] == namespace)
-            .map(|e| {
-                let r = &e["objectRef"];
-                let mut resource = r["resource"].as_str().unwrap_or_default().to_owned();
-                if let Some(sub) = r["subresource"].as_str() {
-                    resource = format!("{resource}/{sub}");
+        {
+            if e["user"]["username"] != user.as_str() || e["objectRef"]["namespace"] != namespace {
+                continue;
+            }
+            let r = &e["objectRef"];
+            let mut resource = r["resource"].as_str().unwrap_or_default().to_owned();
+            if let Some(sub) = r["subresource"].as_str() {
+                resource = format!("{resource}/{sub}");
+            }
+            let code = e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16;
+            let id = e["auditID"].as_str().unwrap_or_default().to_owned();
+            match seen.get(&id) {
+                Some(&i) => out[i].3 = code,
+                None => {
+                    seen.insert(id, out.len());
+                    out.push((
+                        e["verb"].as_str().unwrap_or_default().to_owned(),
+                        resource,
+                        r["name"].as_str().unwrap_or_default().to_owned(),
+                        code,
+                    ));
                 }
-                (
-                    e["verb"].as_str().unwrap_or_default().to_owned(),
-                    resource,
-                    r["name"].as_str().unwrap_or_default().to_owned(),
-                    e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
-                )
-            })
-            .collect()
+            }
+        }
+        out
     }
 }

@@ -17,7 +17,8 @@
 //! What only this stand-in does: a pod annotated `node-agent.test/report` gets the state named
 //! there reported instead of (or, for `OOMKilled`, after) running its command — `OOMKilled`,
 //! `Evicted` (message from `node-agent.test/message`) and `ImagePullBackOff`: states of a real
-//! node this host cannot be made to produce on demand.
+//! node this host cannot be made to produce on demand. A comma-separated list names the state
+//! of a Job's first, second… pod in turn (`Evicted,OOMKilled`; an empty entry: just run it).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -97,6 +98,8 @@ async fn register(admin: &kube::Client, port: u16) -> Result<(), String> {
 async fn pod_loop(admin: kube::Client, logs: Logs, home: PathBuf) {
     let pods: Api<Pod> = Api::all(admin.clone());
     let mut started: HashSet<String> = HashSet::new();
+    // Pods started per (namespace, Job): the index of a Job's next pod.
+    let mut per_job: HashMap<(String, String), usize> = HashMap::new();
     let kills: Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>> = Arc::default();
     loop {
         if let Ok(list) = pods
@@ -137,12 +140,22 @@ async fn pod_loop(admin: kube::Client, logs: Logs, home: PathBuf) {
                     };
                     let _ = api.delete(&name, &dp).await;
                 } else if started.insert(uid.clone()) {
+                    let job = p
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("batch.kubernetes.io/job-name").cloned())
+                        .unwrap_or_default();
+                    let count = per_job.entry((ns.clone(), job)).or_insert(0);
+                    let index = *count;
+                    *count += 1;
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     kills.lock().unwrap().insert(uid.clone(), tx);
                     let run = PodRun {
                         api: Api::namespaced(admin.clone(), &ns),
                         admin: admin.clone(),
                         pod: p,
+                        index,
                         logs: logs.clone(),
                         home: home.join(&uid),
                     };
@@ -177,6 +190,8 @@ struct PodRun {
     api: Api<Pod>,
     admin: kube::Client,
     pod: Pod,
+    /// Which of its Job's pods this is (0: the first).
+    index: usize,
     logs: Logs,
     home: PathBuf,
 }
@@ -213,7 +228,12 @@ impl PodRun {
 
     async fn run(self, mut killed: tokio::sync::oneshot::Receiver<()>) {
         let annotations = self.pod.metadata.annotations.clone().unwrap_or_default();
-        let report = annotations.get(REPORT).cloned().unwrap_or_default();
+        let report = annotations
+            .get(REPORT)
+            .and_then(|r| r.split(',').nth(self.index))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         let base = json!({"hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
                           "startTime": now()});
         match report.as_str() {
