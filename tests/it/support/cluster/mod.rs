@@ -26,7 +26,9 @@ mod apply;
 pub mod fixtures;
 pub mod node;
 mod pki;
+pub mod proxy;
 mod test_ns;
+mod tls;
 
 pub use apply::render;
 pub use test_ns::TestNamespace;
@@ -50,6 +52,8 @@ pub struct Cluster {
     pub service_kubeconfig: PathBuf,
     /// The CA that signed the API server's (and the node agent's) serving certificate, PEM.
     ca_pem: String,
+    /// The service's ServiceAccount token.
+    service_token: String,
 }
 
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
@@ -269,6 +273,7 @@ async fn start(daemons: &mut Vec<Child>) -> Result<Cluster, String> {
         admin_token: admin_token.clone(),
         service_kubeconfig: dir.join("service.kubeconfig"),
         ca_pem: pki.ca_pem.clone(),
+        service_token: String::new(),
     };
     std::fs::write(
         dir.join("admin.kubeconfig"),
@@ -298,6 +303,8 @@ async fn start(daemons: &mut Vec<Child>) -> Result<Cluster, String> {
     let admin = cluster.admin().await;
     apply::deploy(&admin).await?;
     let token = service_account_token(&admin).await?;
+    let mut cluster = cluster;
+    cluster.service_token = token.clone();
     std::fs::write(
         &cluster.service_kubeconfig,
         cluster.kubeconfig(

@@ -590,45 +590,13 @@ fn expand(text: &str, env: &[(String, String)]) -> String {
 
 /// The kubelet endpoint: container logs over HTTPS. Returns its port.
 async fn serve_kubelet(cluster: &Cluster, logs: Logs) -> Result<u16, String> {
-    use rustls::pki_types::pem::PemObject;
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(cluster.dir.join("server.crt"))
-        .map_err(|e| e.to_string())?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(cluster.dir.join("server.key"))
-        .map_err(|e| e.to_string())?;
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| e.to_string())?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let app = axum::Router::new()
         .route(
             "/containerLogs/{ns}/{pod}/{container}",
             axum::routing::get(container_log),
         )
         .with_state(logs);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
+    let (port, _task) = super::tls::serve(&cluster.dir, app).await?;
     Ok(port)
 }
 

@@ -49,6 +49,29 @@ impl TestNamespace {
         )
     }
 
+    /// Writes a kubeconfig for the service's ServiceAccount that reaches the API server at
+    /// `server` (a [`super::proxy::KubeProxy`]), this namespace its default; its path.
+    pub fn kubeconfig_via(&self, server: &str, dir: &std::path::Path) -> std::path::PathBuf {
+        let text = self
+            .cluster
+            .kubeconfig(
+                &format!(
+                    "system:serviceaccount:{}:{}",
+                    super::SERVICE_NS,
+                    super::SERVICE_ACCOUNT
+                ),
+                &self.cluster.service_token,
+                &self.name,
+            )
+            .replace(
+                &format!("server: {}", self.cluster.url),
+                &format!("server: {server}"),
+            );
+        let path = dir.join("service.kubeconfig");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     /// A client acting as the service's ServiceAccount, this namespace its default.
     pub async fn as_service(&self) -> kube::Client {
         let mut config = kube::Config::from_custom_kubeconfig(
