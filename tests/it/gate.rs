@@ -156,6 +156,7 @@ async fn two_remediators_on_one_incident_start_each_step_once_and_do_not_escalat
     let now = chrono::Utc::now();
     let id = new_incident()
         .fingerprint("5c0e2a1b9d8f7e61")
+        .target(Some(w.kube.namespace()))
         .at(now)
         .open(&store)
         .await;
@@ -412,7 +413,7 @@ mod gate_support {
             .claim(id, holder, Duration::from_secs(lease_seconds))
             .await
             .unwrap()
-            .expect("the incident is free to claim");
+            .unwrap_or_else(|| panic!("the incident is free to claim by {holder}"));
         tokio::spawn(async move {
             let _ = r.remediate(id, &claim).await;
         })

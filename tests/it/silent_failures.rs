@@ -118,6 +118,13 @@ async fn an_unofficial_image_is_said_to_be_unknown_and_is_not_a_mismatch() {
         ))
         .build()
         .await;
+    w.kube
+        .put(fx::cronjob_with(
+            &w.kube.ns.held(),
+            "registry.example/postgres-backup:1.4",
+            false,
+        ))
+        .await;
 
     let incident = w.alert_and_diagnose().await;
 
