@@ -12,6 +12,7 @@ mod auth;
 mod claims;
 mod cli;
 mod deploy;
+mod docs;
 mod gate;
 mod gate_kill;
 mod gate_resume;
