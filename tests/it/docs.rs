@@ -17,8 +17,10 @@ fn read(path: &str) -> String {
 }
 
 /// A TOML document as JSON values (through the same TOML reader the service's settings use).
-fn toml(text: &str) -> Result<Value, figment::Error> {
-    Figment::from(Toml::string(text)).extract()
+fn toml(text: &str) -> Result<Value, Box<figment::Error>> {
+    Figment::from(Toml::string(text))
+        .extract()
+        .map_err(Box::new)
 }
 
 /// Every key of the defaults file as a dotted path, with its value. Tables are followed down to
