@@ -13,6 +13,7 @@ mod claims;
 mod cli;
 mod cluster;
 mod deploy;
+mod docs;
 mod gate;
 mod gate_kill;
 mod gate_resume;

@@ -95,7 +95,7 @@ pub fn assert_scenario(incident: &Value, scenario: &str, direct: &str, log: &str
 
 pub const FAILED_DUMP: &str = "Starting backup of link_users\n";
 
-/// A policy file with the README's defaults (so not a dry run).
+/// A policy file with the defaults of docs/src/policy.md (so not a dry run).
 pub const LIVE: &str = "# the defaults\ndry_run = false\n";
 pub const T2: &str = "2026-11-24T08:30:00Z";
 
