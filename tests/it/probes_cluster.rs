@@ -263,3 +263,63 @@ async fn an_unreachable_api_is_an_error_and_a_hung_one_is_cut_at_the_deadline() 
         out.summary
     );
 }
+
+/// A backup Job whose container reads a key the Secret does not have never starts: the kubelet
+/// (the node agent) reports `CreateContainerConfigError` with its message, and the probe names
+/// it — key and Secret, never a value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_pod_that_cannot_start_for_a_missing_secret_key_is_named() {
+    let ns = cluster::shared().await.namespace().await;
+    ns.put(fx::secret(&[("postgres-user", "backup_user")]))
+        .await;
+    ns.put(fx::cronjob("true")).await;
+    let mut job = fx::job("postgres-backup-3", "echo never runs");
+    job["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef":
+            {"name": "postgres-backup-secret", "key": "postgres-password"}}}));
+    ns.put(job).await;
+    let pod = loop_until_waiting(&ns, "postgres-backup-3").await;
+
+    let out = BackupJob.run(ctx(&ns).await).await;
+
+    assert!(
+        out.signals.contains(&Signal::PodFailed {
+            pod: pod.clone(),
+            reason: "CreateContainerConfigError".into(),
+            message: format!(
+                "couldn't find key postgres-password in Secret {}/postgres-backup-secret",
+                ns.name
+            ),
+        }),
+        "{:?}",
+        out.signals
+    );
+}
+
+/// Waits (bounded, 30 s) until the pod of Job `job` waits in `CreateContainerConfigError`.
+async fn loop_until_waiting(ns: &TestNamespace, job: &str) -> String {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(ns.admin.clone(), &ns.name);
+    for _ in 0..300 {
+        for p in api
+            .list(
+                &kube::api::ListParams::default()
+                    .labels(&format!("batch.kubernetes.io/job-name={job}")),
+            )
+            .await
+            .unwrap()
+            .items
+        {
+            let waiting = serde_json::to_value(&p.status).unwrap()["containerStatuses"][0]["state"]
+                ["waiting"]["reason"]
+                .clone();
+            if waiting == "CreateContainerConfigError" {
+                return p.metadata.name.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the pod of {job} never waited in CreateContainerConfigError");
+}

@@ -427,7 +427,7 @@ async fn a_restore_test_started_over_the_api_restores_the_newest_backup() {
     let s = setup(
         Backend::Postgres,
         &format!(
-            "[restore_test]\ntarget_url = \"{}\"\nrto_minutes = 60\nallow_superuser = true\n\
+            "[restore_test]\nenabled = false\ntarget_url = \"{}\"\nrto_minutes = 60\nallow_superuser = true\n\
              [[restore_test.checks]]\ndatabase = \"link_users\"\nname = \"on the scratch copy\"\n\
              sql = \"select current_database() like 'br_restore_link_users_%'\"\n",
             crate::support::pg::admin_url()
