@@ -31,3 +31,4 @@ mod scenarios;
 mod silent_failures;
 mod store_load;
 mod targets;
+mod ui;
