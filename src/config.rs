@@ -16,8 +16,8 @@ mod proxy;
 mod sections;
 mod targets;
 pub use auth::*;
-pub use proxy::{Cidr, TrustedProxy};
 pub use env::{var_name, EnvLayer, ALIASES as ENV_ALIASES};
+pub use proxy::{Cidr, TrustedProxy};
 pub use sections::*;
 pub use targets::{Target, TargetChoice, TargetEntry, OVERRIDABLE as TARGET_SECTIONS};
 

@@ -50,7 +50,8 @@ impl Cidr {
                     == masked(u128::from(u32::from(ip)), 32, self.prefix)
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                masked(u128::from(net), 128, self.prefix) == masked(u128::from(ip), 128, self.prefix)
+                masked(u128::from(net), 128, self.prefix)
+                    == masked(u128::from(ip), 128, self.prefix)
             }
             _ => false,
         }
@@ -117,8 +118,14 @@ fn check_header(name: &str) -> Result<String, ConfigError> {
         ));
     }
     let lower = name.to_ascii_lowercase();
-    if ["authorization", "cookie", "host", "content-type", "content-length"]
-        .contains(&lower.as_str())
+    if [
+        "authorization",
+        "cookie",
+        "host",
+        "content-type",
+        "content-length",
+    ]
+    .contains(&lower.as_str())
     {
         return Err(invalid(
             "auth.proxy_header",
@@ -168,7 +175,10 @@ impl AuthSettings {
                 .map(|n| {
                     let n = n.trim();
                     if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
-                        Err(invalid(key, format!("{n:?} must be 1 to 100 printable characters")))
+                        Err(invalid(
+                            key,
+                            format!("{n:?} must be 1 to 100 printable characters"),
+                        ))
                     } else {
                         Ok(n.to_owned())
                     }
@@ -227,7 +237,9 @@ mod tests {
     #[test]
     fn a_malformed_network_is_refused_with_what_is_wrong() {
         assert!(Cidr::parse("10.0.0.0/33").unwrap_err().contains("0 to 32"));
-        assert!(Cidr::parse("ten/8").unwrap_err().contains("not an IP address"));
+        assert!(Cidr::parse("ten/8")
+            .unwrap_err()
+            .contains("not an IP address"));
         assert!(Cidr::parse("::/129").unwrap_err().contains("0 to 128"));
     }
 
@@ -238,11 +250,17 @@ mod tests {
     #[test]
     fn the_proxy_settings_are_checked_at_load_naming_the_key() {
         let err = |toml: &str| settings(toml).unwrap_err().to_string();
-        assert!(err("[auth]\nproxy_header = \"X-Forwarded-Email\"\nproxy_admins = [\"a\"]")
-            .contains("auth.proxy_cidrs"));
-        assert!(err("[auth]\nproxy_cidrs = [\"10.0.0.0/8\"]").contains("auth.proxy_header is empty"));
-        assert!(err("[auth]\nproxy_header = \"X-User\"\nproxy_cidrs = [\"10.0.0.0/8\"]")
-            .contains("no name is mapped"));
+        assert!(
+            err("[auth]\nproxy_header = \"X-Forwarded-Email\"\nproxy_admins = [\"a\"]")
+                .contains("auth.proxy_cidrs")
+        );
+        assert!(
+            err("[auth]\nproxy_cidrs = [\"10.0.0.0/8\"]").contains("auth.proxy_header is empty")
+        );
+        assert!(
+            err("[auth]\nproxy_header = \"X-User\"\nproxy_cidrs = [\"10.0.0.0/8\"]")
+                .contains("no name is mapped")
+        );
         assert!(err("[auth]\nproxy_header = \"X User\"\nproxy_cidrs = [\"10.0.0.0/8\"]\nproxy_readers = [\"b\"]")
             .contains("not an HTTP header name"));
         assert!(err("[auth]\nproxy_header = \"Authorization\"\nproxy_cidrs = [\"10.0.0.0/8\"]\nproxy_readers = [\"b\"]")

@@ -69,7 +69,9 @@ fn may_decide(viewer: &Viewer) -> Result<(), PageError> {
     Err(PageError::status(StatusCode::FORBIDDEN, why.to_owned()))
 }
 
-fn path_ids(p: Result<Path<StepPath>, axum::extract::rejection::PathRejection>) -> Result<StepPath, PageError> {
+fn path_ids(
+    p: Result<Path<StepPath>, axum::extract::rejection::PathRejection>,
+) -> Result<StepPath, PageError> {
     p.map(|Path(p)| p).map_err(|_| {
         PageError::status(
             StatusCode::BAD_REQUEST,
@@ -86,7 +88,11 @@ pub async fn confirm(
 ) -> Result<Response, PageError> {
     let StepPath { id, step } = path_ids(path)?;
     may_decide(&viewer)?;
-    let steps = state.store.steps(id).await.map_err(crate::api::ApiError::from)?;
+    let steps = state
+        .store
+        .steps(id)
+        .await
+        .map_err(crate::api::ApiError::from)?;
     let Some(s) = steps.into_iter().find(|s| s.id == step) else {
         return Err(PageError::status(
             StatusCode::NOT_FOUND,
@@ -96,7 +102,10 @@ pub async fn confirm(
     if s.state != StepState::WaitingApproval {
         return Err(PageError::status(
             StatusCode::CONFLICT,
-            format!("Action {step} ({}) is {}, not waiting for an approval.", s.name, s.state),
+            format!(
+                "Action {step} ({}) is {}, not waiting for an approval.",
+                s.name, s.state
+            ),
         ));
     }
     let back = format!("/ui/incidents/{id}");
@@ -117,7 +126,12 @@ pub async fn confirm(
             }
         }
     };
-    Ok(html(page("Approve an action", Section::Incidents, Some(&viewer), body)))
+    Ok(html(page(
+        "Approve an action",
+        Section::Incidents,
+        Some(&viewer),
+        body,
+    )))
 }
 
 async fn decide(

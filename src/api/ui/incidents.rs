@@ -62,18 +62,16 @@ impl ListQuery {
         let target = match self.target.trim() {
             "" => None,
             t if target_name(t) => Some(t.to_owned()),
-            t => {
-                return Err(bad(format!(
-                    "target: {t:?} is not a target name (1 to 63 lowercase letters, digits or dashes)."
-                )))
-            }
+            t => return Err(bad(format!(
+                "target: {t:?} is not a target name (1 to 63 lowercase letters, digits or dashes)."
+            ))),
         };
         let alertname = match self.alertname.trim() {
             "" => None,
             a if a.chars().count() <= 200 && !a.chars().any(char::is_control) => Some(a.to_owned()),
             _ => {
                 return Err(bad(
-                    "alertname: at most 200 printable characters.".to_owned(),
+                    "alertname: at most 200 printable characters.".to_owned()
                 ))
             }
         };
@@ -96,7 +94,10 @@ impl ListQuery {
             ("alertname", self.alertname.trim()),
         ]);
         if let Some(c) = cursor {
-            q.push_str(&format!("{}cursor={c}", if q.is_empty() { "" } else { "&" }));
+            q.push_str(&format!(
+                "{}cursor={c}",
+                if q.is_empty() { "" } else { "&" }
+            ));
         }
         format!("/ui/incidents{}{q}", if q.is_empty() { "" } else { "?" })
     }
@@ -131,15 +132,15 @@ pub async fn list(
     viewer: Viewer,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, PageError> {
-    let Query(q) = query.map_err(|e| bad(format!("The filters could not be read: {}", e.body_text())))?;
+    let Query(q) =
+        query.map_err(|e| bad(format!("The filters could not be read: {}", e.body_text())))?;
     let (filter, page) = q.filter()?;
     let mut incidents = read_list(&state, &filter).await?;
     let next = page.next_cursor(&mut incidents, |i| i.id);
-    let diagnoses = futures_util::future::try_join_all(
-        incidents.iter().map(|i| state.store.diagnosis(i.id)),
-    )
-    .await
-    .map_err(crate::api::ApiError::from)?;
+    let diagnoses =
+        futures_util::future::try_join_all(incidents.iter().map(|i| state.store.diagnosis(i.id)))
+            .await
+            .map_err(crate::api::ApiError::from)?;
     let now = Utc::now();
     let statuses = ["open", "escalated", "remediated", "resolved"];
     let body = html! {
@@ -194,6 +195,16 @@ pub async fn list(
     Ok(html(page_of("Incidents", &viewer, body)))
 }
 
+/// `s` ending with a full stop (once).
+fn sentence_end(s: &str) -> String {
+    let s = s.trim_end();
+    if s.ends_with(['.', '!', '?']) {
+        s.to_owned()
+    } else {
+        format!("{s}.")
+    }
+}
+
 fn page_of(title: &str, viewer: &Viewer, body: Markup) -> Markup {
     page(title, Section::Incidents, Some(viewer), body)
 }
@@ -238,7 +249,9 @@ fn decision_of(d: &IncidentDetail, step: i64) -> Option<&Value> {
 fn mark(state: StepState) -> &'static str {
     match state {
         StepState::Succeeded => "✔",
-        StepState::Failed | StepState::Refused | StepState::Rejected | StepState::Interrupted => "✘",
+        StepState::Failed | StepState::Refused | StepState::Rejected | StepState::Interrupted => {
+            "✘"
+        }
         StepState::Skipped | StepState::DryRun => "–",
         _ => "☐",
     }
@@ -265,7 +278,10 @@ fn detail(state: &AppState, viewer: &Viewer, d: &IncidentDetail, decided: Option
         .and_then(|e| e.detail.get("external_url"))
         .and_then(Value::as_str)
         .and_then(web_link);
-    let waiting = d.actions.iter().any(|s| s.state == StepState::WaitingApproval);
+    let waiting = d
+        .actions
+        .iter()
+        .any(|s| s.state == StepState::WaitingApproval);
     html! {
         h1 { "Incident #" (i.id) ": " (view.target_words()) " backup failed" }
         @if let Some(step) = decided {
@@ -290,7 +306,7 @@ fn detail(state: &AppState, viewer: &Viewer, d: &IncidentDetail, decided: Option
             h2 id="what" { "What happened" }
             @match &d.diagnosis {
                 Some(dg) => {
-                    p.diagnosis { (dg.summary) "." }
+                    p.diagnosis { (sentence_end(&dg.summary)) }
                     p { "Confidence: " strong { (format!("{:.0} %", dg.confidence * 100.0)) } }
                     @if !dg.evidence.is_empty() {
                         h3 { "Evidence that decided it" }
@@ -321,7 +337,7 @@ fn detail(state: &AppState, viewer: &Viewer, d: &IncidentDetail, decided: Option
                             tr {
                                 td { (f.probe) }
                                 td { span class=(format!("probe {}", f.status)) { (f.status) } }
-                                td { (measured(f.duration_ms as f64 / 1000.0)) }
+                                td.num { (measured(f.duration_ms as f64 / 1000.0)) }
                                 td { (f.summary) }
                             }
                         }
@@ -356,7 +372,12 @@ fn detail(state: &AppState, viewer: &Viewer, d: &IncidentDetail, decided: Option
 fn step_item(viewer: &Viewer, d: &IncidentDetail, s: &Step) -> Markup {
     let id = d.incident.id;
     let decision = decision_of(d, s.id);
-    let field = |k: &str| decision.and_then(|v| v.get(k)).and_then(Value::as_str).filter(|t| !t.is_empty());
+    let field = |k: &str| {
+        decision
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+    };
     html! {
         li id=(format!("step-{}", s.id)) class=(format!("step {}", s.state)) {
             span.mark aria-hidden="true" { (mark(s.state)) }

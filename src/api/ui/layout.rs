@@ -123,7 +123,10 @@ mod tests {
 
     #[test]
     fn only_web_links_are_shown() {
-        assert_eq!(web_link(" https://prom:9090/graph "), Some("https://prom:9090/graph"));
+        assert_eq!(
+            web_link(" https://prom:9090/graph "),
+            Some("https://prom:9090/graph")
+        );
         assert_eq!(web_link("javascript:alert(1)"), None);
         assert_eq!(web_link(""), None);
     }

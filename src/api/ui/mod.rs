@@ -291,9 +291,11 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
             PageError::SignIn { next } => {
-                let next: String =
-                    percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC)
-                        .to_string();
+                let next: String = percent_encoding::utf8_percent_encode(
+                    &next,
+                    percent_encoding::NON_ALPHANUMERIC,
+                )
+                .to_string();
                 Redirect::to(&format!("/ui/sign-in?next={next}")).into_response()
             }
             PageError::Status(status, sentence) => {

@@ -19,7 +19,8 @@ fn paging(
     query: Result<Query<PageParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<(PageParams, crate::api::extract::Page), PageError> {
     let bad = |s: String| PageError::status(StatusCode::BAD_REQUEST, s);
-    let Query(p) = query.map_err(|e| bad(format!("The query could not be read: {}", e.body_text())))?;
+    let Query(p) =
+        query.map_err(|e| bad(format!("The query could not be read: {}", e.body_text())))?;
     let page = p.page().map_err(|e| bad(format!("Paging: {e}.")))?;
     Ok((p, page))
 }
@@ -169,5 +170,10 @@ pub async fn backups(
             @if let Some(c) = &next { a href=(format!("/ui/backups?cursor={c}")) rel="next" { "Older" } }
         }
     };
-    Ok(html(page("Manual backups", Section::Backups, Some(&viewer), body)))
+    Ok(html(page(
+        "Manual backups",
+        Section::Backups,
+        Some(&viewer),
+        body,
+    )))
 }

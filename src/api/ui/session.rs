@@ -189,7 +189,10 @@ mod tests {
         let value = key.seal(&s);
         assert_eq!(key.open(&value, NOW + 60), Some(s.clone()));
         assert_eq!(key.open(&value, NOW + LIFETIME_SECONDS), None, "expired");
-        assert!(!value.contains("alice"), "the payload is encoded, not clear text");
+        assert!(
+            !value.contains("alice"),
+            "the payload is encoded, not clear text"
+        );
         let other = SessionKey::derive("another-installation");
         assert_eq!(other.open(&value, NOW), None, "another installation's key");
     }

@@ -123,11 +123,7 @@ pub async fn sign_in(
     let session = Session::new(&who.name, who.role, key.binding(&hash), now);
     tracing::info!(name = %who.name, role = who.role.as_str(), "pages: signed in");
     let cookie = set_cookie(state.pages.secure_cookie, Some(&key.seal(&session)));
-    Ok((
-        [(header::SET_COOKIE, cookie)],
-        Redirect::to(&next),
-    )
-        .into_response())
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,7 +142,10 @@ pub async fn sign_out(
     let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
     super::decide::check_csrf(&state, &viewer, &headers, &csrf)?;
     Ok((
-        [(header::SET_COOKIE, set_cookie(state.pages.secure_cookie, None))],
+        [(
+            header::SET_COOKIE,
+            set_cookie(state.pages.secure_cookie, None),
+        )],
         Redirect::to("/ui/sign-in"),
     )
         .into_response())
@@ -159,8 +158,19 @@ mod tests {
     #[test]
     fn after_sign_in_the_browser_goes_only_to_a_page() {
         assert_eq!(safe_next("/ui/incidents/7"), "/ui/incidents/7");
-        assert_eq!(safe_next("/ui/incidents?status=open"), "/ui/incidents?status=open");
-        for bad in ["https://evil.example/", "//evil.example/ui/", "/ui//evil", "/api/v1/incidents", "/ui/sign-in", "/ui/\\evil", ""] {
+        assert_eq!(
+            safe_next("/ui/incidents?status=open"),
+            "/ui/incidents?status=open"
+        );
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/ui/",
+            "/ui//evil",
+            "/api/v1/incidents",
+            "/ui/sign-in",
+            "/ui/\\evil",
+            "",
+        ] {
             assert_eq!(safe_next(bad), "/ui/incidents", "{bad}");
         }
     }

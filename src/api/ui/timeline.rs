@@ -40,7 +40,9 @@ fn step_words(d: &Value) -> String {
 
 /// The sentence of one timeline event.
 pub fn sentence(kind: &str, d: &Value) -> String {
-    let reason = text(d, "reason").map(|r| format!(": {r}")).unwrap_or_default();
+    let reason = text(d, "reason")
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
     match kind {
         "opened" => {
             let mut s = "The alert arrived from Alertmanager".to_owned();
@@ -164,17 +166,26 @@ mod tests {
     #[test]
     fn each_kind_of_event_reads_as_a_sentence() {
         assert_eq!(
-            sentence("probe_finished", &json!({"probe": "database", "status": "problem",
-                "summary": "connection refused", "duration_ms": 60})),
+            sentence(
+                "probe_finished",
+                &json!({"probe": "database", "status": "problem",
+                "summary": "connection refused", "duration_ms": 60})
+            ),
             "Probe database: problem in 0.060 s — connection refused"
         );
         assert_eq!(
-            sentence("diagnosed", &json!({"scenario": "database_connection", "confidence": 0.95,
-                "summary": "Scenario 1 (database connection): refused"})),
+            sentence(
+                "diagnosed",
+                &json!({"scenario": "database_connection", "confidence": 0.95,
+                "summary": "Scenario 1 (database connection): refused"})
+            ),
             "Diagnosed (confidence 95 %): Scenario 1 (database connection): refused"
         );
         assert_eq!(
-            sentence("planned", &json!({"dry_run": true, "policy": "built-in", "steps": [{}, {}]})),
+            sentence(
+                "planned",
+                &json!({"dry_run": true, "policy": "built-in", "steps": [{}, {}]})
+            ),
             "Plan made: 2 steps under policy built-in (dry run: nothing is changed)"
         );
         assert_eq!(
@@ -183,12 +194,18 @@ mod tests {
             "restart_primary on statefulset/ns/pg approved by admin (admin) on behalf of dba@example.com: “ok”"
         );
         assert_eq!(
-            sentence("step_refused", &json!({"name": "expand_pvc", "target": "pvc/ns/data",
-                "state": "refused", "reason": "cooldown: started 5 min ago"})),
+            sentence(
+                "step_refused",
+                &json!({"name": "expand_pvc", "target": "pvc/ns/data",
+                "state": "refused", "reason": "cooldown: started 5 min ago"})
+            ),
             "expand_pvc on pvc/ns/data: refused: cooldown: started 5 min ago"
         );
         assert_eq!(
-            sentence("escalated", &json!({"reason": "S3 access denied", "rule": "plan"})),
+            sentence(
+                "escalated",
+                &json!({"reason": "S3 access denied", "rule": "plan"})
+            ),
             "Escalated to people: S3 access denied"
         );
         assert_eq!(
@@ -199,8 +216,11 @@ mod tests {
 
     #[test]
     fn no_event_reads_as_json() {
-        let s = sentence("opened", &json!({"receiver": "br", "external_url": "http://am:9093",
-            "adjustments": ["startsAt was in the future"]}));
+        let s = sentence(
+            "opened",
+            &json!({"receiver": "br", "external_url": "http://am:9093",
+            "adjustments": ["startsAt was in the future"]}),
+        );
         assert_eq!(
             s,
             "The alert arrived from Alertmanager (receiver br); incident opened (stored with changes: startsAt was in the future)"

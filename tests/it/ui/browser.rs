@@ -109,7 +109,11 @@ impl Browser {
     /// Signs in at `base` with `token` through the form, as a person types it.
     pub async fn sign_in(&self, base: &str, token: &str) {
         self.goto(&format!("{base}/ui/sign-in")).await;
-        let field = self.client.find(Locator::Id("token")).await.expect("token field");
+        let field = self
+            .client
+            .find(Locator::Id("token"))
+            .await
+            .expect("token field");
         field.send_keys(token).await.expect("type the token");
         self.click("form.signin button").await;
     }
@@ -137,7 +141,21 @@ impl Browser {
     /// Saves a screenshot as `name`.png in `UI_SCREENSHOTS` when that is set.
     pub async fn screenshot(&self, name: &str) {
         if let Some(dir) = std::env::var_os("UI_SCREENSHOTS") {
+            // The whole page, not only the window: as tall as its content.
+            let height = self
+                .client
+                .execute(
+                    "window.scrollTo(0, 0); return document.documentElement.scrollHeight;",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|h| h.as_u64())
+                .unwrap_or(1000)
+                .clamp(600, 4000);
+            let _ = self.client.set_window_size(1280, height as u32).await;
             let png = self.client.screenshot().await.expect("screenshot");
+            let _ = self.client.set_window_size(1280, 1000).await;
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), png).unwrap();
         }
@@ -177,12 +195,16 @@ impl Browser {
 
 /// axe.min.js: `AXE_CORE_JS`, or where scripts/test.sh installs it.
 fn axe_core() -> PathBuf {
-    let path = std::env::var_os("AXE_CORE_JS").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-        cache.join("backup-remediator/axe/node_modules/axe-core/axe.min.js")
-    });
+    let path = std::env::var_os("AXE_CORE_JS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            cache.join("backup-remediator/axe/node_modules/axe-core/axe.min.js")
+        });
     assert!(
         path.is_file(),
         "axe-core is not installed at {}: run scripts/test.sh (npm install --prefix \

@@ -6,8 +6,10 @@ mod browser;
 mod http;
 mod pages;
 
-use backup_remediator::domain::restore_test::{CheckResult, NewRestoreTest, RtoResult, TestResult, TestStatus};
 use backup_remediator::domain::restore_test::RestoreStart;
+use backup_remediator::domain::restore_test::{
+    CheckResult, NewRestoreTest, RtoResult, TestResult, TestStatus,
+};
 use backup_remediator::store::Store;
 use chrono::Utc;
 use serde_json::json;
@@ -64,7 +66,9 @@ pub async fn passed_restore_test(store: &Store, database: &str) -> i64 {
     };
     let result = TestResult {
         status: TestStatus::Passed,
-        object_key: Some(format!("postgres-backups/postgres-backup-20261124_020000_{database}.sql.enc")),
+        object_key: Some(format!(
+            "postgres-backups/postgres-backup-20261124_020000_{database}.sql.enc"
+        )),
         finished_at: Some(Utc::now()),
         duration_ms: Some(8200),
         tables_expected: Some(12),

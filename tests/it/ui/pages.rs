@@ -32,7 +32,11 @@ async fn a_reader_signs_in_and_reads_an_incidents_diagnosis_and_timeline() {
 
     // Signed out, the incident's link from Slack lands on the sign-in form, then back.
     b.goto(&format!("{}/ui/incidents/{id}", app.address)).await;
-    assert!(b.url().await.contains("/ui/sign-in?next="), "{}", b.url().await);
+    assert!(
+        b.url().await.contains("/ui/sign-in?next="),
+        "{}",
+        b.url().await
+    );
     b.assert_accessible("the sign-in form").await;
     let field = b.client.find(Locator::Id("token")).await.unwrap();
     field.send_keys(API_TOKEN).await.unwrap();
@@ -81,7 +85,11 @@ async fn a_reader_signs_in_and_reads_an_incidents_diagnosis_and_timeline() {
     let key = app.store.installation_key("unused").await.unwrap();
     for secret in [API_TOKEN, ADMIN_TOKEN, key.as_str()] {
         assert!(!c.value().contains(secret), "the cookie holds a secret");
-        for page in ["/ui/incidents", &format!("/ui/incidents/{id}"), "/ui/restore-tests"] {
+        for page in [
+            "/ui/incidents",
+            &format!("/ui/incidents/{id}"),
+            "/ui/restore-tests",
+        ] {
             b.goto(&format!("{}{page}", app.address)).await;
             assert!(!b.source().await.contains(secret), "{page} shows a secret");
         }
@@ -92,7 +100,11 @@ async fn a_reader_signs_in_and_reads_an_incidents_diagnosis_and_timeline() {
     assert!(b.url().await.ends_with("/ui/sign-in"), "{}", b.url().await);
     for page in ["/ui/incidents", "/ui/restore-tests", "/ui/backups"] {
         b.goto(&format!("{}{page}", app.address)).await;
-        assert!(b.url().await.contains("/ui/sign-in?next="), "{page}: {}", b.url().await);
+        assert!(
+            b.url().await.contains("/ui/sign-in?next="),
+            "{page}: {}",
+            b.url().await
+        );
     }
     b.close().await;
 }
@@ -113,7 +125,11 @@ async fn an_admin_approves_a_waiting_step_with_the_button_and_sees_the_gates_dec
     b.sign_in(&w.base, world::ADMIN).await;
     b.goto(&format!("{}/ui/incidents/{id}", w.base)).await;
     let step = format!("li#step-{restart}");
-    assert!(b.has(&format!("{step} a.button.approve")).await, "{}", b.main_text().await);
+    assert!(
+        b.has(&format!("{step} a.button.approve")).await,
+        "{}",
+        b.main_text().await
+    );
 
     // A post without the CSRF token is refused, and decides nothing.
     strip_csrf(&b, &format!("{step} form")).await;
@@ -132,7 +148,9 @@ async fn an_admin_approves_a_waiting_step_with_the_button_and_sees_the_gates_dec
     b.assert_accessible("the approval's confirmation").await;
     b.click("form.decide button.approve").await;
     assert!(
-        b.url().await.contains(&format!("/ui/incidents/{id}?decided={restart}")),
+        b.url()
+            .await
+            .contains(&format!("/ui/incidents/{id}?decided={restart}")),
         "{}",
         b.url().await
     );
@@ -149,17 +167,38 @@ async fn an_admin_approves_a_waiting_step_with_the_button_and_sees_the_gates_dec
             .text()
             .await
             .unwrap();
-        if shown.contains(": succeeded") || shown.contains(": failed") || shown.contains(": refused") {
+        if shown.contains(": succeeded")
+            || shown.contains(": failed")
+            || shown.contains(": refused")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(shown.contains("restart_primary") && shown.contains(": succeeded"), "{shown}");
+    assert!(
+        shown.contains("restart_primary") && shown.contains(": succeeded"),
+        "{shown}"
+    );
     assert!(shown.contains("Approved by admin (admin)"), "{shown}");
-    let timeline = b.client.find(Locator::Css("ol.timeline")).await.unwrap().text().await.unwrap();
-    assert!(timeline.contains("restart_primary on statefulset/"), "{timeline}");
+    let timeline = b
+        .client
+        .find(Locator::Css("ol.timeline"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        timeline.contains("restart_primary on statefulset/"),
+        "{timeline}"
+    );
     assert!(timeline.contains("approved by admin (admin)"), "{timeline}");
-    assert_eq!(world::patches(&w, "/statefulsets/postgres-primary").len(), 1);
-    b.assert_accessible("the incident page after the approval").await;
+    assert_eq!(
+        world::patches(&w, "/statefulsets/postgres-primary").len(),
+        1
+    );
+    b.assert_accessible("the incident page after the approval")
+        .await;
+    b.screenshot("incident-approved").await;
     b.close().await;
 }
