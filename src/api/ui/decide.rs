@@ -10,32 +10,10 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::{html, page, Section};
-use super::signin::cross_site;
-use super::{PageError, Viewer};
+use super::{check_csrf, PageError, Viewer};
 use crate::api::approvals::{decide_step, Decider};
 use crate::api::AppState;
 use crate::domain::plan::StepState;
-
-/// Refuses a form post that is not an admin's (or on a read-only service), that another site
-/// made the browser send, or whose CSRF token is missing or not this reader's.
-pub fn check_csrf(
-    state: &AppState,
-    viewer: &Viewer,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<(), PageError> {
-    let forbidden = |why: &str| Err(PageError::status(StatusCode::FORBIDDEN, why.to_owned()));
-    if cross_site(headers) {
-        return forbidden("A form sent from another site is refused.");
-    }
-    if viewer.csrf_subject.is_empty() || !state.pages.key.csrf_ok(&viewer.csrf_subject, csrf) {
-        return forbidden(
-            "The form's security token is missing or does not match your session: reload the \
-             page and try again.",
-        );
-    }
-    Ok(())
-}
 
 /// The decision's target in the path.
 #[derive(Debug, Deserialize)]

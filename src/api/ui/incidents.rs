@@ -62,9 +62,11 @@ impl ListQuery {
         let target = match self.target.trim() {
             "" => None,
             t if target_name(t) => Some(t.to_owned()),
-            t => return Err(bad(format!(
+            t => {
+                return Err(bad(format!(
                 "target: {t:?} is not a target name (1 to 63 lowercase letters, digits or dashes)."
-            ))),
+            )))
+            }
         };
         let alertname = match self.alertname.trim() {
             "" => None,

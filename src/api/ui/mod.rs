@@ -21,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -235,6 +235,35 @@ impl FromRequestParts<AppState> for Viewer {
         }
         Err(PageError::SignIn { next: here(parts) })
     }
+}
+
+/// A request another site's page made the browser send: refused before anything is read.
+pub fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"))
+}
+
+/// Refuses a form post that is not an admin's (or on a read-only service), that another site
+/// made the browser send, or whose CSRF token is missing or not this reader's.
+pub fn check_csrf(
+    state: &AppState,
+    viewer: &Viewer,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(), PageError> {
+    let forbidden = |why: &str| Err(PageError::status(StatusCode::FORBIDDEN, why.to_owned()));
+    if cross_site(headers) {
+        return forbidden("A form sent from another site is refused.");
+    }
+    if viewer.csrf_subject.is_empty() || !state.pages.key.csrf_ok(&viewer.csrf_subject, csrf) {
+        return forbidden(
+            "The form's security token is missing or does not match your session: reload the \
+             page and try again.",
+        );
+    }
+    Ok(())
 }
 
 /// A page that could not be shown: sent to sign-in, or an error page with its status.

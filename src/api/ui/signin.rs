@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::layout::{html, page, Section};
 use super::session::{set_cookie, Session};
-use super::{PageError, Viewer};
+use super::{cross_site, PageError, Viewer};
 use crate::api::AppState;
 
 /// `next` when it is one of the pages (a path under `/ui/`), else the incident list: a sign-in
@@ -77,14 +77,6 @@ pub struct SignInForm {
     next: String,
 }
 
-/// A request another site's page made the browser send: refused before anything is read.
-pub fn cross_site(headers: &HeaderMap) -> bool {
-    headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"))
-}
-
 /// Checks the token; on success sets the session cookie and goes to `next`.
 pub async fn sign_in(
     State(state): State<AppState>,
@@ -140,7 +132,7 @@ pub async fn sign_out(
     form: Result<axum::Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, PageError> {
     let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
-    super::decide::check_csrf(&state, &viewer, &headers, &csrf)?;
+    super::check_csrf(&state, &viewer, &headers, &csrf)?;
     Ok((
         [(
             header::SET_COOKIE,

@@ -115,7 +115,7 @@ impl Browser {
             .await
             .expect("token field");
         field.send_keys(token).await.expect("type the token");
-        self.click("form.signin button").await;
+        self.click_to("form.signin button").await;
     }
 
     pub async fn click(&self, css: &str) {
@@ -126,6 +126,26 @@ impl Browser {
             .click()
             .await
             .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
+    /// Clicks `css`, which leads to another page, and waits (bounded, 15 s) until the browser
+    /// is there and has loaded it: a click does not wait for the navigation it starts.
+    pub async fn click_to(&self, css: &str) {
+        let before = self.url().await;
+        self.click(css).await;
+        for _ in 0..300 {
+            let ready = self
+                .client
+                .execute("return document.readyState;", vec![])
+                .await
+                .ok()
+                .is_some_and(|s| s == "complete");
+            if ready && self.url().await != before {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("clicking {css} on {before} led nowhere within 15 s");
     }
 
     /// Whether the page has an element matching `css`.

@@ -40,7 +40,7 @@ async fn a_reader_signs_in_and_reads_an_incidents_diagnosis_and_timeline() {
     b.assert_accessible("the sign-in form").await;
     let field = b.client.find(Locator::Id("token")).await.unwrap();
     field.send_keys(API_TOKEN).await.unwrap();
-    b.click("form.signin button").await;
+    b.click_to("form.signin button").await;
     assert_eq!(b.url().await, format!("{}/ui/incidents/{id}", app.address));
 
     // Assert: the diagnosis and the timeline in sentences; no button for a reader.
@@ -60,17 +60,17 @@ async fn a_reader_signs_in_and_reads_an_incidents_diagnosis_and_timeline() {
     b.assert_accessible("the incident page").await;
     b.screenshot("incident").await;
 
-    b.click("nav a[href='/ui/incidents']").await;
+    b.click_to("nav a[href='/ui/incidents']").await;
     assert!(b.main_text().await.contains(&format!("#{id}")));
     b.assert_accessible("the incident list").await;
     b.screenshot("incidents").await;
-    b.click("nav a[href='/ui/restore-tests']").await;
+    b.click_to("nav a[href='/ui/restore-tests']").await;
     let text = b.main_text().await;
     assert!(text.contains("2 of 2 passed"), "{text}");
     assert!(text.contains("against an RTO of 30 min: met"), "{text}");
     b.assert_accessible("the restore tests page").await;
     b.screenshot("restore-tests").await;
-    b.click("nav a[href='/ui/backups']").await;
+    b.click_to("nav a[href='/ui/backups']").await;
     b.assert_accessible("the manual backups page").await;
 
     // The cookie: HttpOnly, SameSite=Strict, not Secure on loopback, and no secret in it or
@@ -96,7 +96,7 @@ async fn a_reader_signs_in_and_reads_an_incidents_diagnosis_and_timeline() {
     }
 
     // Signing out ends it: every page sends the browser back to the form.
-    b.click("form.inline button").await;
+    b.click_to("form.inline button").await;
     assert!(b.url().await.ends_with("/ui/sign-in"), "{}", b.url().await);
     for page in ["/ui/incidents", "/ui/restore-tests", "/ui/backups"] {
         b.goto(&format!("{}{page}", app.address)).await;
@@ -133,7 +133,7 @@ async fn an_admin_approves_a_waiting_step_with_the_button_and_sees_the_gates_dec
 
     // A post without the CSRF token is refused, and decides nothing.
     strip_csrf(&b, &format!("{step} form")).await;
-    b.click(&format!("{step} button.reject")).await;
+    b.click_to(&format!("{step} button.reject")).await;
     let text = b.main_text().await;
     assert!(text.contains("security token is missing"), "{text}");
     assert_eq!(
@@ -143,10 +143,10 @@ async fn an_admin_approves_a_waiting_step_with_the_button_and_sees_the_gates_dec
 
     // Act: Approve, confirm.
     b.goto(&format!("{}/ui/incidents/{id}", w.base)).await;
-    b.click(&format!("{step} a.button.approve")).await;
+    b.click_to(&format!("{step} a.button.approve")).await;
     assert!(b.main_text().await.contains("An approval is not a pass"));
     b.assert_accessible("the approval's confirmation").await;
-    b.click("form.decide button.approve").await;
+    b.click_to("form.decide button.approve").await;
     assert!(
         b.url()
             .await
