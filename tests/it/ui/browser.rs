@@ -2,6 +2,7 @@
 //! WebDriver (fantoccini), started on a loopback port by the test and killed when it ends; and
 //! axe-core (from the npm registry) run in the page for accessibility.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -37,8 +38,11 @@ impl Browser {
         let dir = tempfile::tempdir().unwrap();
         let port = procs::free_port();
         let log = std::fs::File::create(dir.path().join("chromedriver.log")).unwrap();
+        // Its own process group, so that the Chromium it starts is killed with it even when a
+        // test fails before ending its session.
         let child = std::process::Command::new(&driver)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -210,6 +214,19 @@ impl Browser {
             bad.is_empty(),
             "{what}: serious or critical accessibility violations: {bad:#?}"
         );
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // ChromeDriver and every Chromium process it started (one process group); the
+        // daemon's own drop then reaps ChromeDriver.
+        let group = format!("-{}", self._driver.child.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
