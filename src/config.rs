@@ -230,6 +230,12 @@ impl Settings {
         if self.dedupe.cache_capacity == 0 {
             return bad("dedupe.cache_capacity", "must be at least 1");
         }
+        if !self.kubernetes.api_url.is_empty() && !self.kubernetes.kubeconfig.is_empty() {
+            return bad(
+                "kubernetes.kubeconfig",
+                "set either kubernetes.api_url or kubernetes.kubeconfig, not both",
+            );
+        }
         if self.probes.deadline_ms == 0 {
             return bad("probes.deadline_ms", "must be at least 1");
         }

@@ -1,7 +1,7 @@
 //! Every metric the service exports, in one place: its name, kind, unit, help text and labels
 //! ([`ALL`], which the exporter describes at start-up), and one typed recorder per metric that
 //! the rest of the code calls. No other file spells a `backup_remediator_*` name: the dashboard,
-//! the PrometheusRule and the README are checked against this file (tests/deploy).
+//! the PrometheusRule and the book's Metrics section are checked against this file (tests/deploy).
 //!
 //! Label values that belong to a fixed set only this metric uses are enums here; those that are
 //! the name of a domain value (a scenario, an action, a probe, a status) come in as that value's

@@ -76,13 +76,39 @@ pub async fn apply(ctx: &ActionContext, intent: &Value) -> Result<Value, ActionE
         return Ok(out);
     }
     let patch = json!({"spec": {"resources": {"requests": {"storage": to}}}});
-    api.patch(
-        &k.primary_pvc,
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(ActionError::kube(format!("patching PVC {}", k.primary_pvc)))?;
+    match api
+        .patch(
+            &k.primary_pvc,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => {}
+        // The API server's own refusal (its PersistentVolumeClaimResize admission: the class
+        // does not allow expansion, the claim was not dynamically provisioned; validation: the
+        // claim is not bound) is the answer, said as it said it.
+        Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
+            return Err(format!(
+                "the API server refused to expand PVC {} ({} {}): {}",
+                k.primary_pvc,
+                e.code,
+                e.reason,
+                server_reason(&e.message)
+            )
+            .into())
+        }
+        Err(e) => return Err(ActionError::kube(format!("patching PVC {}", k.primary_pvc))(e)),
+    }
     out["patched"] = json!(true);
     Ok(out)
+}
+
+/// The part of an API server refusal that says why: after the object's name
+/// (`persistentvolumeclaims "x" is forbidden: …`, `PersistentVolumeClaim "x" is invalid: …`).
+fn server_reason(message: &str) -> &str {
+    ["is forbidden: ", "is invalid: "]
+        .iter()
+        .find_map(|m| message.split_once(m).map(|(_, why)| why))
+        .unwrap_or(message)
 }

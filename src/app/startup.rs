@@ -48,19 +48,19 @@ pub async fn kube_client(settings: &Settings) -> Option<kube::Client> {
     }
 }
 
-/// One Kubernetes client per distinct `kubernetes.api_url` of the fleet (`default` is the
+/// One Kubernetes client per distinct connection (`kubernetes.api_url`, `kubeconfig`, `context`) of the fleet (`default` is the
 /// top-level one's), built once at start-up and shared.
 async fn kube_clients(
     settings: &Settings,
     default: Option<kube::Client>,
 ) -> std::collections::HashMap<String, Option<kube::Client>> {
     let mut out = std::collections::HashMap::new();
-    out.insert(settings.kubernetes.api_url.clone(), default);
+    out.insert(settings.kubernetes.connection_key(), default);
     for t in &settings.fleet {
-        let url = &t.settings.kubernetes.api_url;
-        if !out.contains_key(url) {
+        let key = t.settings.kubernetes.connection_key();
+        if !out.contains_key(&key) {
             let client = kube_client(&t.settings).await;
-            out.insert(url.clone(), client);
+            out.insert(key, client);
         }
     }
     out
@@ -155,7 +155,10 @@ impl Application {
                 .fleet
                 .iter()
                 .map(|t| {
-                    let own = kubes.get(&t.settings.kubernetes.api_url).cloned().flatten();
+                    let own = kubes
+                        .get(&t.settings.kubernetes.connection_key())
+                        .cloned()
+                        .flatten();
                     let read_only = policies
                         .get(&t.name)
                         .is_some_and(|p| p.dry_run)
@@ -188,7 +191,10 @@ impl Application {
                     if policy.dry_run {
                         tracing::warn!(target_name = %t.name, policy = %policy.source, "remediation runs in DRY-RUN mode: plans are recorded, nothing is changed");
                     }
-                    let own = kubes.get(&t.settings.kubernetes.api_url).cloned().flatten();
+                    let own = kubes
+                        .get(&t.settings.kubernetes.connection_key())
+                        .cloned()
+                        .flatten();
                     let remediator = Remediator::new(
                         store.clone(),
                         t.settings.clone(),
@@ -382,7 +388,12 @@ fn runbook_fleet(
     crate::runbook::fleet::RunbookFleet::new(
         settings,
         store,
-        |t| kubes.get(&t.settings.kubernetes.api_url).cloned().flatten(),
+        |t| {
+            kubes
+                .get(&t.settings.kubernetes.connection_key())
+                .cloned()
+                .flatten()
+        },
         |t| {
             base.with_overrides(&t.policy, &t.name)
                 .unwrap_or_else(|_| base.clone())

@@ -296,7 +296,7 @@ mod tests {
         out
     }
 
-    /// The key the README says each variable sets (written out here, not taken from the loader).
+    /// The key the docs say each variable sets (written out here, not taken from the loader).
     fn documented_key(name: &str) -> String {
         match name {
             "BR_WEBHOOK_TOKEN" => "auth.webhook_token".into(),
@@ -359,10 +359,16 @@ mod tests {
         }
     }
 
-    /// Every `BR_*` name the code, the defaults file or the README tells people to set.
+    /// Every `BR_*` name the code, the defaults file, the README or the book tells people to set.
     fn mentioned_names() -> Vec<(String, String)> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut files = vec![root.join("README.md"), root.join("config/default.toml")];
+        for e in std::fs::read_dir(root.join("docs/src")).expect("read docs/src/") {
+            let p = e.expect("entry").path();
+            if p.extension().is_some_and(|x| x == "md") {
+                files.push(p);
+            }
+        }
         fn rs(dir: &Path, out: &mut Vec<PathBuf>) {
             for e in std::fs::read_dir(dir).expect("read src/") {
                 let p = e.expect("entry").path();
@@ -401,7 +407,7 @@ mod tests {
 
     #[test]
     fn every_variable_the_code_and_the_docs_name_sets_a_real_key() {
-        // Deliberately wrong examples (the README shows how they are refused), and a variable
+        // Deliberately wrong examples (the docs show how they are refused), and a variable
         // a unit test hands to openssl.
         let examples = ["BR_SERVER__LISTN", "BR_SERVER_LISTEN", "BR_TEST_ENC_KEY"];
         let names = mentioned_names();

@@ -213,7 +213,22 @@ pub struct KubeSettings {
     pub primary_service: String,
     pub primary_pvc: String,
     pub api_url: String,
+    /// A kubeconfig file to connect with (empty: `api_url`, in-cluster, or `$KUBECONFIG`).
+    pub kubeconfig: String,
+    /// The kubeconfig context to use (empty: the file's current context).
+    pub context: String,
     pub log_lines: i64,
+}
+
+impl KubeSettings {
+    /// Names the cluster connection these settings make: targets with the same key share one
+    /// client.
+    pub fn connection_key(&self) -> String {
+        format!(
+            "{}\u{0}{}\u{0}{}",
+            self.api_url, self.kubeconfig, self.context
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

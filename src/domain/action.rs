@@ -28,7 +28,7 @@ string_enum!(
 );
 
 impl ActionName {
-    /// The actions the policy governs (its `actions.*` keys), in the order the README lists them.
+    /// The actions the policy governs (its `actions.*` keys), in the order docs/src/policy.md lists them.
     pub const GOVERNED: &'static [ActionName] = &[
         Self::RerunBackup,
         Self::RepairBackupRole,

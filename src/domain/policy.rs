@@ -113,7 +113,7 @@ fn action(
 }
 
 impl Policy {
-    /// The defaults of the README's table, with `dry_run` as given.
+    /// The defaults of the table in docs/src/policy.md, with `dry_run` as given.
     pub fn defaults(dry_run: bool) -> Self {
         Self {
             dry_run,

@@ -55,6 +55,8 @@ pub const KUBE_API_CALLS: &[ApiCall] = &[
     call("create", "batch", "jobs"),
     call("get", "batch", "jobs"),
     call("watch", "batch", "jobs"),
+    // A verification Job past its deadline (only Jobs it created: deploy/'s admission policy).
+    call("delete", "batch", "jobs"),
     // Remediation actions.
     call_for("expand_pvc", "patch", "", "persistentvolumeclaims"),
     call_for("restart_primary", "patch", "apps", "statefulsets"),
@@ -67,12 +69,37 @@ pub enum KubeClientError {
     BadUrl { url: String, reason: String },
     #[error("building the Kubernetes client failed: {0}")]
     Client(#[from] kube::Error),
+    #[error("kubernetes.kubeconfig {path:?}: {reason}")]
+    Kubeconfig { path: String, reason: String },
 }
 
-/// The client for `settings`: `api_url` when set, else in-cluster or `$KUBECONFIG`. `Ok(None)`
-/// when there is no cluster configuration at all (a laptop): Kubernetes probes are then skipped.
+/// The client for `settings`: the `kubeconfig` file (and `context`) when set, else `api_url`,
+/// else in-cluster or `$KUBECONFIG`. `Ok(None)` when there is no cluster configuration at all
+/// (a laptop): Kubernetes probes are then skipped.
 pub async fn connect(settings: &KubeSettings) -> Result<Option<kube::Client>, KubeClientError> {
-    let mut config = if settings.api_url.is_empty() {
+    let options = kube::config::KubeConfigOptions {
+        context: (!settings.context.is_empty()).then(|| settings.context.clone()),
+        ..Default::default()
+    };
+    let mut config = if !settings.kubeconfig.is_empty() {
+        let bad = |reason: String| KubeClientError::Kubeconfig {
+            path: settings.kubeconfig.clone(),
+            reason,
+        };
+        let file = kube::config::Kubeconfig::read_from(&settings.kubeconfig)
+            .map_err(|e| bad(e.to_string()))?;
+        kube::Config::from_custom_kubeconfig(file, &options)
+            .await
+            .map_err(|e| bad(e.to_string()))?
+    } else if settings.api_url.is_empty() && options.context.is_some() {
+        // A context names an entry of $KUBECONFIG (or ~/.kube/config); it must exist.
+        kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| KubeClientError::Kubeconfig {
+                path: "$KUBECONFIG".into(),
+                reason: e.to_string(),
+            })?
+    } else if settings.api_url.is_empty() {
         match kube::Config::infer().await {
             Ok(c) => c,
             Err(e) => {

@@ -16,7 +16,7 @@ use super::aws;
 pub const PROBE_OBJECT_MARKER: &str = "backup-remediator-probe-";
 
 /// Pages of 1000 keys read at most by one listing (250 000 keys: 4 databases backed up hourly
-/// for over 7 years). Bounds time and memory (see the README's figures for 100 000 keys); a
+/// for over 7 years). Bounds time and memory (see docs/src/performance.md for 100 000 keys); a
 /// listing it cuts is incomplete and says so.
 pub const MAX_LIST_PAGES: u32 = 250;
 

@@ -7,7 +7,7 @@
 //! delivery can be retried safely: each write is one transaction (nothing half-written) and a
 //! retry joins what was stored. Classified by SQLSTATE class (PostgreSQL) and by SQLite's result
 //! code, of which sqlx reports the *extended* code (the primary code is its low byte). The
-//! README's API section holds the same table.
+//! book's API page (`docs/src/api.md`) holds the same table.
 
 use utoipa::ToSchema;
 

@@ -1,6 +1,7 @@
 //! Remediation actions one at a time, against real parts: the role repair on a PostgreSQL that
-//! checks passwords (scram-sha-256), and the PVC expansion's limits against the stand-in
-//! Kubernetes API (what it refuses, it never patches).
+//! checks passwords (scram-sha-256); the PVC expansion's limits and the verification's Jobs
+//! against the test cluster's real API server, as the service's ServiceAccount (what it
+//! refuses, it never patches).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +16,8 @@ use backup_remediator::probes::ProbeContext;
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection};
 
-use crate::support::kube_server;
+use crate::support::cluster::{self, fixtures as fx, TestNamespace};
 use crate::support::pg;
-use kube_server::{fixtures as fx, KubeServer};
 
 #[tokio::test]
 async fn a_drifted_password_is_reset_to_the_secrets_and_then_logs_in() {
@@ -194,19 +194,23 @@ async fn a_password_with_hostile_characters_never_appears_in_a_statement() {
         .expect("the Secret's password logs in (SASLprep as the server does)");
 }
 
-fn ctx(kube: &KubeServer, policy: &str) -> ActionContext {
-    ctx_with(kube, policy, "")
+async fn ctx(ns: &TestNamespace, policy: &str) -> ActionContext {
+    ctx_with(ns, policy, "").await
 }
 
-fn ctx_with(kube: &KubeServer, policy: &str, settings: &str) -> ActionContext {
-    let settings = Arc::new(Settings::from_toml(settings).unwrap());
+/// The service's action context in `ns`, as its ServiceAccount: `settings` (TOML) after the
+/// `[kubernetes]` section pointing there.
+async fn ctx_with(ns: &TestNamespace, policy: &str, settings: &str) -> ActionContext {
+    let toml = format!("[kubernetes]\n{}\n{settings}", ns.kubernetes_toml());
+    let settings = Arc::new(Settings::from_toml(&toml).unwrap());
+    let client = ns.as_service().await;
     ActionContext {
         settings: settings.clone(),
         policy: Arc::new(Policy::from_toml(policy).unwrap()),
-        kube: Some(kube.client()),
+        kube: Some(client.clone()),
         probes: Arc::new(ProbeContext::new(
             settings,
-            Some(kube.client()),
+            Some(client),
             reqwest::Client::new(),
         )),
         incident_id: 1,
@@ -215,15 +219,35 @@ fn ctx_with(kube: &KubeServer, policy: &str, settings: &str) -> ActionContext {
 
 const PVC: &str = "postgres-data-postgres-primary-0";
 
-#[tokio::test]
+/// A namespace with the primary's claim of `size`, bound, in a StorageClass of its own that
+/// allows expansion or not.
+async fn claim(size: &str, expandable: bool) -> TestNamespace {
+    let ns = cluster::shared().await.namespace().await;
+    let class = format!("{}-class", ns.name);
+    ns.put(fx::storage_class(&class, expandable)).await;
+    ns.put(fx::pvc(PVC, &class, size, true)).await;
+    ns
+}
+
+/// The requests the service's ServiceAccount made in `ns` that change something.
+fn writes(ns: &TestNamespace) -> Vec<(String, String, String, u16)> {
+    ns.cluster
+        .service_requests(&ns.name)
+        .into_iter()
+        .filter(|(verb, ..)| !matches!(verb.as_str(), "get" | "list" | "watch"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expansion_stays_under_the_ceiling() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::pvc(PVC, "gp3", "480Gi"));
-    kube.put(fx::storage_class("gp3", true));
-    let err = expand_pvc::prepare(&ctx(
-        &kube,
-        "[limits]\npvc_ceiling = \"500Gi\"\npvc_growth_step = \"50Gi\"",
-    ))
+    let ns = claim("480Gi", true).await;
+    let err = expand_pvc::prepare(
+        &ctx(
+            &ns,
+            "[limits]\npvc_ceiling = \"500Gi\"\npvc_growth_step = \"50Gi\"",
+        )
+        .await,
+    )
     .await
     .unwrap_err()
     .to_string();
@@ -232,82 +256,118 @@ async fn expansion_stays_under_the_ceiling() {
         "{err}"
     );
 
-    let ok = expand_pvc::prepare(&ctx(
-        &kube,
-        "[limits]\npvc_ceiling = \"1Ti\"\npvc_growth_step = \"50Gi\"",
-    ))
+    let ok = expand_pvc::prepare(
+        &ctx(
+            &ns,
+            "[limits]\npvc_ceiling = \"1Ti\"\npvc_growth_step = \"50Gi\"",
+        )
+        .await,
+    )
     .await
     .unwrap();
     assert_eq!(ok["to"], "530Gi");
-    assert!(kube.writes().is_empty(), "prepare only reads");
+    assert!(writes(&ns).is_empty(), "prepare only reads");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_class_without_expansion_is_refused() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::pvc(PVC, "standard", "100Gi"));
-    kube.put(fx::storage_class("standard", false));
-    let err = expand_pvc::prepare(&ctx(&kube, ""))
+    let ns = claim("100Gi", false).await;
+    let err = expand_pvc::prepare(&ctx(&ns, "").await)
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("does not allow volume expansion"), "{err}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applying_the_same_expansion_twice_patches_once() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::pvc(PVC, "gp3", "100Gi"));
-    kube.put(fx::storage_class("gp3", true));
-    let c = ctx(&kube, "");
+    let ns = claim("100Gi", true).await;
+    for obj in expand_pvc_grant(&ns) {
+        ns.put(obj).await;
+    }
+    let c = ctx(&ns, "").await;
     let intent = expand_pvc::prepare(&c).await.unwrap();
     let first = expand_pvc::apply(&c, &intent).await.unwrap();
     let second = expand_pvc::apply(&c, &intent).await.unwrap();
     assert_eq!(first["patched"], true);
     assert_eq!(second["patched"], false, "{second}");
-    let patches: Vec<_> = kube
-        .writes()
+    let patches: Vec<_> = writes(&ns)
         .into_iter()
-        .filter(|r| r.method == "PATCH")
+        .filter(|(verb, resource, ..)| verb == "patch" && resource == "persistentvolumeclaims")
         .collect();
-    assert_eq!(patches.len(), 1);
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    assert_eq!(patches[0].3, 200);
 }
 
-#[tokio::test]
-async fn the_repair_refuses_a_role_that_owns_objects() {
-    let server = pg::PasswordServer::start("admin-canary-pw");
-    let admin = format!(
-        "postgres://postgres:admin-canary-pw@127.0.0.1:{}/postgres",
-        server.port
-    );
-    let mut c = PgConnection::connect(&admin).await.unwrap();
-    sqlx::raw_sql(
-        "CREATE ROLE app_user LOGIN PASSWORD 'app-password'; \
-         CREATE TABLE orders (id int); ALTER TABLE orders OWNER TO app_user",
-    )
-    .execute(&mut c)
-    .await
-    .unwrap();
-    let secret = SecretString::from("what-the-secret-says".to_owned());
-    let dbs = vec!["postgres".to_owned()];
-    let err = repair(&RoleSpec {
-        admin_url: &admin,
-        role: "app_user",
-        password: &secret,
-        databases: &dbs,
-        read_access: "auto",
-    })
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("owns 1 objects"), "{err}");
-    let url = format!(
-        "postgres://app_user:app-password@127.0.0.1:{}/postgres",
-        server.port
-    );
-    PgConnection::connect(&url)
+/// The class was changed after the plan was made (or the claim was never dynamically
+/// provisioned): the API server refuses the patch (403 from its PersistentVolumeClaimResize
+/// admission). The step says so in a sentence, and the claim is as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expansion_the_api_server_refuses_is_reported_with_its_reason() {
+    let ns = claim("100Gi", true).await;
+    for obj in expand_pvc_grant(&ns) {
+        ns.put(obj).await;
+    }
+    let c = ctx(&ns, "").await;
+    let intent = expand_pvc::prepare(&c).await.unwrap();
+    ns.put(fx::storage_class(&format!("{}-class", ns.name), false))
+        .await;
+
+    let err = expand_pvc::apply(&c, &intent)
         .await
-        .expect("the application's password still works");
+        .unwrap_err()
+        .to_string();
+
+    assert_eq!(
+        err,
+        format!(
+            "the API server refused to expand PVC {PVC} (403 Forbidden): only dynamically \
+             provisioned pvc can be resized and the storageclass that provisions the pvc must \
+             support resize"
+        )
+    );
+    let claim: serde_json::Value = ns
+        .get(&format!(
+            "/api/v1/namespaces/{}/persistentvolumeclaims/{PVC}",
+            ns.name
+        ))
+        .await;
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "100Gi");
+}
+
+/// A claim that is not bound cannot be resized at all: the API server answers 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbound_claim_is_not_expanded_and_the_step_says_why() {
+    let ns = cluster::shared().await.namespace().await;
+    let class = format!("{}-class", ns.name);
+    ns.put(fx::storage_class(&class, true)).await;
+    ns.put(fx::pvc(PVC, &class, "100Gi", false)).await;
+    for obj in expand_pvc_grant(&ns) {
+        ns.put(obj).await;
+    }
+    let c = ctx(&ns, "").await;
+    let intent = expand_pvc::prepare(&c).await.unwrap();
+
+    let err = expand_pvc::apply(&c, &intent)
+        .await
+        .unwrap_err()
+        .to_string();
+
+    assert!(
+        err.starts_with(&format!(
+            "the API server refused to expand PVC {PVC} (422 Invalid): "
+        )) && err.contains("spec is immutable after creation except resources.requests"),
+        "{err}"
+    );
+}
+
+/// deploy/components/expand-pvc's Role and RoleBinding for `ns`: the patch the expansion needs.
+fn expand_pvc_grant(ns: &TestNamespace) -> Vec<serde_json::Value> {
+    let mut objects = cluster::render("deploy/components/expand-pvc").unwrap();
+    for o in &mut objects {
+        o["metadata"]["namespace"] = serde_json::json!(ns.name);
+    }
+    objects
 }
 
 fn verify_step() -> Step {
@@ -330,29 +390,30 @@ fn verify_step() -> Step {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verification_waits_while_a_backup_job_runs_and_deletes_its_own_job_at_the_deadline() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::cronjob("postgres-backup"));
-    kube.put(fx::job(
-        "postgres-backup-29002440",
-        "2026-11-24T02:00:00Z",
-        "active",
-    ));
-    let c = ctx_with(&kube, "", "[remediation]\njob_deadline_seconds = 1");
+    let ns = cluster::shared().await.namespace().await;
+    ns.put(fx::secret(&[])).await;
+    ns.put(fx::cronjob(&ns.held())).await;
+    ns.put(fx::job("postgres-backup-29002440", &ns.held()))
+        .await;
+    ns.wait_active("postgres-backup-29002440").await;
+    let c = ctx_with(&ns, "", "[remediation]\njob_deadline_seconds = 2").await;
     let step = verify_step();
     match preconditions::check(&c, &step).await {
         Precondition::Wait(why) => assert!(why.contains("postgres-backup-29002440"), "{why}"),
         other => panic!("a second backup beside a running one: {other:?}"),
     }
-    kube.finish_job("postgres-backup-29002440", false);
+    ns.release("postgres-backup-29002440", false);
+    ns.wait_job("postgres-backup-29002440", "Failed").await;
     assert!(matches!(
         preconditions::check(&c, &step).await,
         Precondition::Holds(_)
     ));
 
-    // The verification's own Job never finishes: at the deadline it is deleted, so the next
-    // attempt never runs beside it.
+    // The verification's own Job never finishes: at the deadline it is deleted with its pod
+    // (the garbage collector and the node agent really remove them), so the next attempt never
+    // runs beside it.
     let intent = verify::prepare(&c, &step);
     let err = verify::apply(&c, &intent).await.unwrap_err().to_string();
     assert!(
@@ -360,26 +421,40 @@ async fn a_verification_waits_while_a_backup_job_runs_and_deletes_its_own_job_at
         "{err}"
     );
     let name = intent["job"].as_str().unwrap();
-    assert_eq!(kube.created_jobs(), [name]);
-    assert_eq!(kube.deleted_jobs(), [name]);
-    assert!(kube.active_jobs().is_empty(), "{:?}", kube.active_jobs());
+    let jobs: Vec<String> = ns
+        .jobs()
+        .await
+        .into_iter()
+        .filter_map(|j| j.metadata.name)
+        .collect();
+    assert_eq!(
+        jobs,
+        ["postgres-backup-29002440"],
+        "the verification's Job is gone"
+    );
+    assert!(ns.pods_of(name).await.is_empty(), "its pod is gone too");
+    let deletes: Vec<_> = writes(&ns)
+        .into_iter()
+        .filter(|(verb, ..)| verb == "delete")
+        .collect();
+    assert_eq!(
+        deletes,
+        [("delete".into(), "jobs".into(), name.into(), 200)]
+    );
 }
 
 /// A manual backup's Job (its own label, not the CronJob's) is a running backup too: a
 /// verification waits for it and the primary is not restarted under it.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_manual_backup_job_holds_back_a_verification() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::cronjob("postgres-backup"));
-    let mut manual = fx::job(
-        "postgres-manual-backup-20261207-2301",
-        "2026-12-07T23:01:00Z",
-        "active",
-    );
+    let ns = cluster::shared().await.namespace().await;
+    ns.put(fx::secret(&[])).await;
+    ns.put(fx::cronjob(&ns.held())).await;
+    let mut manual = fx::job("postgres-manual-backup-20261207-2301", &ns.held());
     manual["metadata"]["labels"] = serde_json::json!({"app": "postgres-manual-backup",
         "app.kubernetes.io/managed-by": "backup-remediator", "backup-remediator/backup": "4"});
-    kube.put(manual);
-    let c = ctx_with(&kube, "", "");
+    ns.put(manual).await;
+    let c = ctx(&ns, "").await;
 
     let checked = preconditions::check(&c, &verify_step()).await;
 
@@ -392,56 +467,15 @@ async fn a_running_manual_backup_job_holds_back_a_verification() {
         }
         other => panic!("a verification beside a running manual backup: {other:?}"),
     }
+    ns.release("postgres-manual-backup-20261207-2301", true);
 }
 
-/// The garbage collector takes 1.5 s to remove a deleted Job's pods: a verification Job that
-/// timed out is deleted with foreground propagation and the step ends only once the Job and its
-/// pods are gone, so the next backup Job never runs beside its pod.
-#[tokio::test]
-async fn a_timed_out_verification_job_and_its_pod_are_gone_before_the_step_ends() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::cronjob("postgres-backup"));
-    kube.pods_linger_on_delete(Duration::from_millis(1500));
-    let c = ctx_with(&kube, "", "[remediation]\njob_deadline_seconds = 1");
-    let step = verify_step();
-    let intent = verify::prepare(&c, &step);
-    let name = intent["job"].as_str().unwrap().to_owned();
-    // The Job's pod, running the dump.
-    kube.put(fx::job_pod(
-        &format!("{name}-x7k2p"),
-        &name,
-        "2026-11-24T02:00:00Z",
-        "ok",
-    ));
-
-    let err = verify::apply(&c, &intent).await.unwrap_err().to_string();
-
-    assert!(err.contains("still running"), "{err}");
-    assert!(
-        kube.pods_of(&name).is_empty(),
-        "the step ended while the Job's pod still ran: {err}"
-    );
-    assert!(kube.get("Job", &name).is_none(), "the Job is gone: {err}");
-    let delete = kube
-        .requests()
-        .into_iter()
-        .find(|r| r.method == "DELETE")
-        .unwrap();
-    assert_eq!(
-        delete.body.unwrap()["propagationPolicy"],
-        "Foreground",
-        "the Job goes only after its pods"
-    );
-}
-
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_primary_is_not_restarted_while_a_backup_job_runs() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::job(
-        "postgres-backup-29002440",
-        "2026-11-24T02:00:00Z",
-        "active",
-    ));
+    let ns = cluster::shared().await.namespace().await;
+    ns.put(fx::secret(&[])).await;
+    ns.put(fx::job("postgres-backup-29002440", &ns.held()))
+        .await;
     // Nothing listens on the target port: the database does not answer.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -449,10 +483,11 @@ async fn the_primary_is_not_restarted_while_a_backup_job_runs() {
         .unwrap()
         .port();
     let c = ctx_with(
-        &kube,
+        &ns,
         "",
         &format!("[target]\nhost = \"127.0.0.1\"\nport = {port}\nconnect_timeout_ms = 500"),
-    );
+    )
+    .await;
     let mut step = verify_step();
     step.kind = StepKind::Action;
     step.name = "restart_primary".parse().unwrap();
@@ -462,4 +497,5 @@ async fn the_primary_is_not_restarted_while_a_backup_job_runs() {
         }
         other => panic!("{other:?}"),
     }
+    ns.release("postgres-backup-29002440", true);
 }

@@ -156,10 +156,11 @@ async fn two_remediators_on_one_incident_start_each_step_once_and_do_not_escalat
     let now = chrono::Utc::now();
     let id = new_incident()
         .fingerprint("5c0e2a1b9d8f7e61")
+        .target(Some(w.kube.namespace()))
         .at(now)
         .open(&store)
         .await;
-    let kube = Some(w.kube.client());
+    let kube = Some(w.kube.client().await);
     let engine = Engine::new(store.clone(), Examiner::new(settings.clone(), kube.clone()));
     engine.diagnose(id).await.unwrap().expect("diagnosed");
 
@@ -175,7 +176,10 @@ async fn two_remediators_on_one_incident_start_each_step_once_and_do_not_escalat
     };
     let (ra, rb) = (remediator("replica-a"), remediator("replica-b"));
     w.kube.delay(
-        &format!("/api/v1/namespaces/link-services/persistentvolumeclaims/{PVC}"),
+        &format!(
+            "/api/v1/namespaces/{}/persistentvolumeclaims/{PVC}",
+            w.kube.namespace()
+        ),
         Duration::from_secs(2),
     );
     let a = gate_support::work(&store, ra, "replica-a", id, 1).await;
@@ -229,12 +233,7 @@ async fn a_flapping_alert_is_held_to_the_budget_and_then_escalated_without_actio
     let failer = async {
         while !done.load(std::sync::atomic::Ordering::SeqCst) {
             for job in w.kube.created_jobs() {
-                if w.kube
-                    .get("Job", &job)
-                    .is_some_and(|j| j["status"].is_null())
-                {
-                    w.kube.finish_job(&job, false);
-                }
+                w.kube.finish_job(&job, false);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -324,7 +323,10 @@ async fn a_service_killed_after_storing_the_intent_and_after_the_patch_does_noth
         .remediation("lease_seconds = 3")
         .build()
         .await;
-    let pvc_path = format!("/api/v1/namespaces/link-services/persistentvolumeclaims/{PVC}");
+    let pvc_path = format!(
+        "/api/v1/namespaces/{}/persistentvolumeclaims/{PVC}",
+        w.kube.namespace()
+    );
     // Kill point 1: the intent is stored (step running) and apply's read of the PVC hangs (every
     // read of it takes 4 s: the disk probe, the re-probe and prepare before the gate, apply after
     // it). Set before the alert: the plan runs at once after the diagnosis, so a delay set after
@@ -411,7 +413,7 @@ mod gate_support {
             .claim(id, holder, Duration::from_secs(lease_seconds))
             .await
             .unwrap()
-            .expect("the incident is free to claim");
+            .unwrap_or_else(|| panic!("the incident is free to claim by {holder}"));
         tokio::spawn(async move {
             let _ = r.remediate(id, &claim).await;
         })

@@ -25,7 +25,10 @@ async fn restart_killed_then_policy_changed(policy: &str) -> (World, Value) {
         .remediation("lease_seconds = 3")
         .build()
         .await;
-    let sts_path = "/apis/apps/v1/namespaces/link-services/statefulsets/postgres-primary";
+    let sts_path = &format!(
+        "/apis/apps/v1/namespaces/{}/statefulsets/postgres-primary",
+        w.kube.namespace()
+    );
     w.kube
         .delay_answer("PATCH", sts_path, Duration::from_secs(60));
     let (id, restart) = w.restart_waiting_for_approval().await;

@@ -1,30 +1,38 @@
-//! Backup Jobs through kube-rs against the stand-in API server: the Job created from the CronJob
-//! is the one `kubectl create job --from=cronjob/…` would send, a second creation adopts it, and
-//! the watch sees the Job finish or gives up at the deadline.
+//! Backup Jobs through kube-rs against the test cluster's real API server, as the service's
+//! ServiceAccount: the Job created from the CronJob is the one `kubectl create job
+//! --from=cronjob/…` would make, a second creation adopts it, and the watch sees the Job (really
+//! run by the node agent) finish, or gives up at the deadline.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use backup_remediator::infra::jobs::{self, Created, JobOutcome};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::Api;
 use serde_json::json;
 
-use crate::support::kube_server;
-use kube_server::{fixtures as fx, KubeServer};
+use crate::support::cluster::{self, fixtures as fx, TestNamespace};
 
 fn ours() -> BTreeMap<String, String> {
     BTreeMap::from([("backup-remediator/incident".to_owned(), "12".to_owned())])
 }
 
-#[tokio::test]
-async fn a_job_created_from_the_cronjob_is_posted_with_its_template_owner_and_annotation() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::cronjob("postgres-backup"));
+/// A namespace with the backup Secret and the CronJob, its Jobs held until released.
+async fn with_cronjob() -> TestNamespace {
+    let ns = cluster::shared().await.namespace().await;
+    ns.put(fx::secret(&[])).await;
+    ns.put(fx::cronjob(&ns.held())).await;
+    ns
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_created_from_the_cronjob_has_its_template_owner_and_annotation() {
+    let ns = with_cronjob().await;
+    let service = ns.as_service().await;
 
     let (job, created) = jobs::create_from_cronjob(
-        &kube.client(),
-        fx::NS,
+        &service,
+        &ns.name,
         "postgres-backup",
         "postgres-backup-verify-12-1",
         &ours(),
@@ -33,70 +41,79 @@ async fn a_job_created_from_the_cronjob_is_posted_with_its_template_owner_and_an
     .unwrap();
 
     assert_eq!(created, Created::New);
+    // As the server stored it (defaults filled in on both alike).
+    let stored: Job = Api::namespaced(ns.admin.clone(), &ns.name)
+        .get("postgres-backup-verify-12-1")
+        .await
+        .unwrap();
+    let cj: CronJob = Api::namespaced(ns.admin.clone(), &ns.name)
+        .get("postgres-backup")
+        .await
+        .unwrap();
+    let template = cj.spec.unwrap().job_template.spec.unwrap();
+    let spec = stored.spec.clone().unwrap();
+    assert_eq!(spec.template.spec, template.template.spec);
+    assert_eq!(spec.backoff_limit, template.backoff_limit);
     assert_eq!(
-        job.metadata.name.as_deref(),
-        Some("postgres-backup-verify-12-1")
+        spec.active_deadline_seconds,
+        template.active_deadline_seconds
     );
-    let posts: Vec<_> = kube
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST")
-        .collect();
-    assert_eq!(posts.len(), 1);
+    let meta = serde_json::to_value(&stored.metadata).unwrap();
     assert_eq!(
-        posts[0].path,
-        "/apis/batch/v1/namespaces/link-services/jobs"
-    );
-    let body = posts[0].body.clone().unwrap();
-    let cj = fx::cronjob("postgres-backup");
-    assert_eq!(body["spec"], cj["spec"]["jobTemplate"]["spec"]);
-    assert_eq!(
-        body["metadata"]["labels"],
+        meta["labels"],
         json!({"app": "postgres-backup", "backup-remediator/incident": "12"})
     );
     assert_eq!(
-        body["metadata"]["annotations"],
+        meta["annotations"],
         json!({"team": "platform", "cronjob.kubernetes.io/instantiate": "manual"})
     );
     assert_eq!(
-        body["metadata"]["ownerReferences"],
+        meta["ownerReferences"],
         json!([{"apiVersion": "batch/v1", "kind": "CronJob", "name": "postgres-backup",
-                "uid": "3f1c9a52-5d7e-4c11-9d0b-1b2c3d4e5f60", "controller": true}])
+                "uid": cj.metadata.uid.unwrap(), "controller": true}])
     );
+    assert_eq!(job.metadata.uid, stored.metadata.uid);
+    ns.release("postgres-backup-verify-12-1", true);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_the_same_job_twice_adopts_the_first_one() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::cronjob("postgres-backup"));
-    let client = kube.client();
+    let ns = with_cronjob().await;
+    let service = ns.as_service().await;
     let name = "postgres-backup-verify-12-1";
-    jobs::create_from_cronjob(&client, fx::NS, "postgres-backup", name, &ours())
+    jobs::create_from_cronjob(&service, &ns.name, "postgres-backup", name, &ours())
         .await
         .unwrap();
-    let (_, again) = jobs::create_from_cronjob(&client, fx::NS, "postgres-backup", name, &ours())
-        .await
-        .unwrap();
+    let (_, again) =
+        jobs::create_from_cronjob(&service, &ns.name, "postgres-backup", name, &ours())
+            .await
+            .unwrap();
     assert_eq!(again, Created::Adopted);
+    let creates: Vec<_> = ns
+        .cluster
+        .service_requests(&ns.name)
+        .into_iter()
+        .filter(|(verb, resource, ..)| verb == "create" && resource == "jobs")
+        .map(|(.., code)| code)
+        .collect();
     assert_eq!(
-        kube.created_jobs(),
-        vec![name, name],
-        "two POSTs were tried"
+        creates,
+        [201, 409],
+        "two creations were tried; the server refused the second"
     );
-    let api: Api<Job> = Api::namespaced(client, fx::NS);
-    assert_eq!(api.list(&Default::default()).await.unwrap().items.len(), 1);
+    assert_eq!(ns.jobs().await.len(), 1);
+    ns.release(name, true);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_job_under_our_name_is_refused_not_adopted() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::cronjob("postgres-backup"));
+    let ns = with_cronjob().await;
+    let service = ns.as_service().await;
     let name = "postgres-backup-verify-12-1";
     // Someone else's Job under the name we chose: it carries none of our labels.
-    kube.put(fx::job(name, "2026-11-25T02:00:00Z", "active"));
+    ns.put(fx::job(name, &ns.held())).await;
 
-    let out =
-        jobs::create_from_cronjob(&kube.client(), fx::NS, "postgres-backup", name, &ours()).await;
+    let out = jobs::create_from_cronjob(&service, &ns.name, "postgres-backup", name, &ours()).await;
 
     let err = out.expect_err("a Job that is not ours is never adopted");
     let why = err.to_string();
@@ -105,64 +122,77 @@ async fn a_foreign_job_under_our_name_is_refused_not_adopted() {
         "{why}"
     );
     // And another incident's Job under that name is not ours either.
-    let mut other = fx::job(name, "2026-11-25T02:00:00Z", "active");
+    let mut other = fx::job("postgres-backup-verify-12-2", &ns.held());
     other["metadata"]["labels"]["backup-remediator/incident"] = json!("13");
-    kube.put(other);
-    let err = jobs::create_from_cronjob(&kube.client(), fx::NS, "postgres-backup", name, &ours())
-        .await
-        .expect_err("another incident's Job is not adopted");
+    ns.put(other).await;
+    let err = jobs::create_from_cronjob(
+        &service,
+        &ns.name,
+        "postgres-backup",
+        "postgres-backup-verify-12-2",
+        &ours(),
+    )
+    .await
+    .expect_err("another incident's Job is not adopted");
     assert!(err.to_string().contains("incident=13"), "{err}");
+    ns.release(name, true);
+    ns.release("postgres-backup-verify-12-2", true);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_cronjob_is_named() {
-    let kube = KubeServer::start().await;
-    let err = jobs::create_from_cronjob(&kube.client(), fx::NS, "postgres-backup", "x", &ours())
-        .await
-        .unwrap_err();
+    let ns = cluster::shared().await.namespace().await;
+    let err = jobs::create_from_cronjob(
+        &ns.as_service().await,
+        &ns.name,
+        "postgres-backup",
+        "x",
+        &ours(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.to_string(), "CronJob postgres-backup does not exist");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_sees_the_job_complete() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::job(
-        "postgres-backup-verify-12-1",
-        "2026-11-25T02:00:00Z",
-        "active",
-    ));
-    let api: Api<Job> = Api::namespaced(kube.client(), fx::NS);
+    let ns = with_cronjob().await;
+    ns.put(fx::job("postgres-backup-verify-12-1", &ns.held()))
+        .await;
+    ns.wait_active("postgres-backup-verify-12-1").await;
+    let api: Api<Job> = Api::namespaced(ns.as_service().await, &ns.name);
     let waiter = tokio::spawn(async move {
-        jobs::wait_for(&api, "postgres-backup-verify-12-1", Duration::from_secs(20)).await
+        jobs::wait_for(&api, "postgres-backup-verify-12-1", Duration::from_secs(30)).await
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!waiter.is_finished(), "the Job is still active");
-    kube.finish_job("postgres-backup-verify-12-1", true);
-    let outcome = tokio::time::timeout(Duration::from_secs(5), waiter)
+    ns.release("postgres-backup-verify-12-1", true);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
-        .expect("the watch noticed within 5 s")
+        .expect("the watch noticed within 10 s")
         .unwrap()
         .unwrap();
     assert_eq!(outcome, JobOutcome::Succeeded);
     assert!(
-        kube.requests()
+        ns.cluster
+            .service_requests(&ns.name)
             .iter()
-            .any(|r| r.query.contains("watch=true")
-                && r.query.contains("fieldSelector=metadata.name")),
-        "kube-rs watched the Job by name"
+            .any(|(verb, resource, ..)| verb == "watch" && resource == "jobs"),
+        "kube-rs watched the Job"
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_reports_a_failure_with_its_reason() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::job("j1", "2026-11-25T02:00:00Z", "active"));
-    let api: Api<Job> = Api::namespaced(kube.client(), fx::NS);
+    let ns = with_cronjob().await;
+    ns.put(fx::job("j1", &ns.held())).await;
+    let api: Api<Job> = Api::namespaced(ns.as_service().await, &ns.name);
     let waiter =
-        tokio::spawn(async move { jobs::wait_for(&api, "j1", Duration::from_secs(20)).await });
+        tokio::spawn(async move { jobs::wait_for(&api, "j1", Duration::from_secs(30)).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    kube.finish_job("j1", false);
+    ns.release("j1", false);
     let outcome = waiter.await.unwrap().unwrap();
+    // As the Job controller words it (backoffLimit 0: the first failed pod ends the Job).
     assert_eq!(
         outcome,
         JobOutcome::Failed {
@@ -172,11 +202,11 @@ async fn the_watch_reports_a_failure_with_its_reason() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_still_running_at_the_deadline_times_out() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::job("j1", "2026-11-25T02:00:00Z", "active"));
-    let api: Api<Job> = Api::namespaced(kube.client(), fx::NS);
+    let ns = with_cronjob().await;
+    ns.put(fx::job("j1", &ns.held())).await;
+    let api: Api<Job> = Api::namespaced(ns.as_service().await, &ns.name);
     let started = std::time::Instant::now();
     let outcome = jobs::wait_for(&api, "j1", Duration::from_millis(1500))
         .await
@@ -189,4 +219,5 @@ async fn a_job_still_running_at_the_deadline_times_out() {
         started.elapsed() < Duration::from_secs(4),
         "bounded by the deadline"
     );
+    ns.release("j1", true);
 }

@@ -1,6 +1,7 @@
-//! The shape of the source tree, as the README's Layout section states it: no import cycle between
-//! modules, each folder uses only the folders its Layout row allows (`src/domain/` nothing else of
-//! the crate), every folder has a row, and no non-test source file is over 600 lines.
+//! The shape of the source tree, as the Layout section of the book (`docs/src/development.md`)
+//! states it: no import cycle between modules, each folder uses only the folders its Layout row
+//! allows (`src/domain/` nothing else of the crate), every folder has a row, and no non-test
+//! source file is over 600 lines.
 //!
 //! Imports are read from the source text: every `crate::…` and `super::…` path outside comments
 //! and string literals, resolved to the module (file) it names. An edge between a module and its
@@ -277,13 +278,13 @@ fn cycles(graph: &Graph) -> Vec<String> {
         .collect()
 }
 
-/// The Layout table of the README: folder (first component under `src/`, or `lib.rs`) → the
+/// The Layout table: folder (first component under `src/`, or `lib.rs`) → the
 /// folders it may use. A row is `| \`src/x/\` | what lives there | a, b, c |` (or `nothing`).
 fn layout_rows(readme: &str) -> BTreeMap<String, BTreeSet<String>> {
     let section = readme
         .split("\n## Layout")
         .nth(1)
-        .expect("the README has a '## Layout' section")
+        .expect("the Layout page has a '## Layout' section")
         .split("\n## ")
         .next()
         .unwrap_or_default();
@@ -320,13 +321,13 @@ fn forbidden(graph: &Graph, rows: &BTreeMap<String, BTreeSet<String>>) -> Vec<St
     let folders: BTreeSet<String> = graph.files.keys().map(folder).collect();
     for f in &folders {
         if !rows.contains_key(f) {
-            out.push(format!("src/{f} has no row in the README's Layout table"));
+            out.push(format!("src/{f} has no row in the Layout table"));
         }
     }
     for row in rows.keys() {
         if !folders.contains(row) {
             out.push(format!(
-                "the README's Layout table names src/{row}, which does not exist"
+                "the Layout table names src/{row}, which does not exist"
             ));
         }
     }
@@ -351,12 +352,24 @@ fn forbidden(graph: &Graph, rows: &BTreeMap<String, BTreeSet<String>>) -> Vec<St
     out
 }
 
-/// The checkout whose `src/` and README are checked: this one, or `LAYOUT_ROOT` (to run the same
+/// The checkout whose `src/` and Layout table are checked: this one, or `LAYOUT_ROOT` (to run the same
 /// checks against another tree, e.g. an older commit checked out elsewhere).
 fn repo() -> PathBuf {
     std::env::var_os("LAYOUT_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The page that holds the Layout table: the book's `docs/src/development.md`, or the README
+/// of a tree from before the book (`LAYOUT_ROOT` may name one).
+fn layout_page() -> String {
+    let book = repo().join("docs/src/development.md");
+    let page = if book.exists() {
+        book
+    } else {
+        repo().join("README.md")
+    };
+    std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("reading {}: {e}", page.display()))
 }
 
 #[test]
@@ -368,9 +381,8 @@ fn no_module_imports_another_that_imports_it_back() {
 }
 
 #[test]
-fn each_folder_uses_only_what_the_readme_layout_allows() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
-    let rows = layout_rows(&readme);
+fn each_folder_uses_only_what_the_layout_table_allows() {
+    let rows = layout_rows(&layout_page());
     assert_eq!(
         rows.get("domain").map(BTreeSet::len),
         Some(0),

@@ -267,8 +267,8 @@ async fn the_flapping_breaker_pages_once_per_window() {
     assert_eq!(
         paged,
         [
-            format!("backup-remediator-link-services-{}", ids[0]),
-            format!("backup-remediator-link-services-{}", ids[1])
+            format!("backup-remediator-{}-{}", w.kube.namespace(), ids[0]),
+            format!("backup-remediator-{}-{}", w.kube.namespace(), ids[1])
         ],
         "the breaker pages once per window"
     );

@@ -1,5 +1,7 @@
-//! The Kubernetes probes against the stand-in API server: what each says about the backup Job's
-//! pods, the Secret and the primary, what kube-rs asked, and how a hung API is bounded.
+//! The Kubernetes probes against the test cluster's real API server, as the service's
+//! ServiceAccount: what each says about the backup Job's pods (really run or reported by the node
+//! agent), the Secret and the primary, what was asked of the server, and how an unreachable or
+//! hung API is bounded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,48 +12,57 @@ use backup_remediator::probes::backup_job::BackupJob;
 use backup_remediator::probes::primary::Primary;
 use backup_remediator::probes::secret::SecretProbe;
 use backup_remediator::probes::{self, Probe, ProbeContext};
+use serde_json::json;
 
-use crate::support::kube_server;
-use kube_server::{fixtures as fx, KubeServer};
+use crate::support::cluster::{self, fixtures as fx, node, TestNamespace};
 
-fn ctx(kube: &KubeServer) -> Arc<ProbeContext> {
-    let settings = Settings::from_toml("").unwrap();
+async fn ctx(ns: &TestNamespace) -> Arc<ProbeContext> {
+    let settings = Settings::from_toml(&format!("[kubernetes]\n{}", ns.kubernetes_toml())).unwrap();
     Arc::new(ProbeContext::new(
         Arc::new(settings),
-        Some(kube.client()),
+        Some(ns.as_service().await),
         reqwest::Client::new(),
     ))
 }
 
-#[tokio::test]
-async fn the_newest_job_is_examined_and_an_ephemeral_storage_eviction_is_named() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::cronjob("postgres-backup"));
-    kube.put(fx::job(
-        "postgres-backup-1",
-        "2026-11-24T02:00:00Z",
-        "failed",
-    ));
-    kube.put(fx::job(
-        "postgres-backup-0",
-        "2026-11-23T02:00:00Z",
-        "succeeded",
-    ));
-    kube.put(fx::job_pod(
-        "postgres-backup-1-aaaaa",
-        "postgres-backup-1",
-        "2026-11-24T02:00:01Z",
-        "evicted-ephemeral",
-    ));
-    kube.put(fx::job_pod(
-        "postgres-backup-1-bbbbb",
-        "postgres-backup-1",
-        "2026-11-24T02:05:00Z",
-        "oomkilled",
-    ));
-    kube.set_log(fx::NS, "postgres-backup-1-bbbbb", "dumping link_users\n");
+/// The names of the pods of Job `job`, oldest first.
+async fn pods(ns: &TestNamespace, job: &str) -> Vec<String> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(ns.admin.clone(), &ns.name);
+    let mut list = api
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("batch.kubernetes.io/job-name={job}")),
+        )
+        .await
+        .unwrap()
+        .items;
+    list.sort_by_key(|p| p.metadata.creation_timestamp.clone());
+    list.into_iter().filter_map(|p| p.metadata.name).collect()
+}
 
-    let out = BackupJob.run(ctx(&kube)).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_job_is_examined_and_an_ephemeral_storage_eviction_is_named() {
+    let ns = cluster::shared().await.namespace().await;
+    ns.put(fx::secret(&[])).await;
+    ns.put(fx::cronjob("true")).await;
+    ns.put(fx::job("postgres-backup-0", "echo all good")).await;
+    ns.wait_job("postgres-backup-0", "Complete").await;
+    // A second apart, so that the newest is plain from the creation times.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Two tries: the node evicts the first pod (ephemeral storage), the second is OOM-killed
+    // after it logged a line.
+    let mut failing = fx::job("postgres-backup-1", "echo dumping link_users");
+    failing["spec"]["backoffLimit"] = json!(1);
+    failing["spec"]["template"]["metadata"]["annotations"] = json!({
+        node::REPORT: "Evicted,OOMKilled",
+        node::MESSAGE: "Pod ephemeral local storage usage exceeds the total limit of containers 1Gi."});
+    ns.put(failing).await;
+    ns.wait_job("postgres-backup-1", "Failed").await;
+    let names = pods(&ns, "postgres-backup-1").await;
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    let out = BackupJob.run(ctx(&ns).await).await;
 
     assert_eq!(out.status, Status::Problem);
     assert_eq!(
@@ -62,10 +73,10 @@ async fn the_newest_job_is_examined_and_an_ephemeral_storage_eviction_is_named()
                 reason: "BackoffLimitExceeded".into()
             },
             Signal::EphemeralStorageExhausted {
-                pod: "postgres-backup-1-aaaaa".into()
+                pod: names[0].clone()
             },
             Signal::PodFailed {
-                pod: "postgres-backup-1-bbbbb".into(),
+                pod: names[1].clone(),
                 reason: "OOMKilled".into(),
                 message: "container backup exited with code 137".into()
             },
@@ -77,22 +88,26 @@ async fn the_newest_job_is_examined_and_an_ephemeral_storage_eviction_is_named()
         "{}",
         out.summary
     );
-    let logs: Vec<_> = kube
-        .requests()
+    let logs: Vec<_> = ns
+        .cluster
+        .service_requests(&ns.name)
         .into_iter()
-        .filter(|r| r.path.ends_with("/log"))
+        .filter(|(_, resource, ..)| resource == "pods/log")
         .collect();
-    assert_eq!(logs.len(), 1, "only the newest pod's log is read");
-    assert!(
-        logs[0].path.ends_with("/pods/postgres-backup-1-bbbbb/log")
-            && logs[0].query.contains("tailLines=100")
+    assert_eq!(
+        logs,
+        [("get".into(), "pods/log".into(), names[1].clone(), 200)],
+        "only the newest pod's log is read"
     );
+    // The line the OOM-killed pod wrote came back through the API server.
+    assert_eq!(out.evidence["log_pod"], names[1].as_str());
+    assert_eq!(out.evidence["log_lines_read"], 1, "{}", out.evidence);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_succeeded_job_is_ok_and_no_job_at_all_is_a_problem() {
-    let kube = KubeServer::start().await;
-    let out = BackupJob.run(ctx(&kube)).await;
+    let ns = cluster::shared().await.namespace().await;
+    let out = BackupJob.run(ctx(&ns).await).await;
     assert_eq!(
         out.signals,
         vec![
@@ -110,45 +125,32 @@ async fn a_succeeded_job_is_ok_and_no_job_at_all_is_a_problem() {
         out.summary
     );
 
-    kube.put(fx::cronjob("postgres-backup"));
-    let out = BackupJob.run(ctx(&kube)).await;
+    ns.put(fx::secret(&[])).await;
+    ns.put(fx::cronjob("echo 'Backup of link_users completed'"))
+        .await;
+    let out = BackupJob.run(ctx(&ns).await).await;
     assert_eq!(out.signals, vec![Signal::NoBackupJob]);
 
-    kube.put(fx::job(
+    ns.put(fx::job(
         "postgres-backup-2",
-        "2026-11-24T02:00:00Z",
-        "succeeded",
-    ));
-    kube.put(fx::job_pod(
-        "postgres-backup-2-ccccc",
-        "postgres-backup-2",
-        "2026-11-24T02:00:01Z",
-        "ok",
-    ));
-    kube.set_log(
-        fx::NS,
-        "postgres-backup-2-ccccc",
-        "Backup of link_users completed\n",
-    );
-    let out = BackupJob.run(ctx(&kube)).await;
+        "echo 'Backup of link_users completed'",
+    ))
+    .await;
+    ns.wait_job("postgres-backup-2", "Complete").await;
+    let out = BackupJob.run(ctx(&ns).await).await;
     assert_eq!(out.status, Status::Ok, "{}", out.summary);
     assert_eq!(out.summary, "Job postgres-backup-2 succeeded");
 }
 
-#[tokio::test]
-async fn a_suspended_or_never_scheduled_cronjob_is_a_finding_even_when_the_last_job_succeeded() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::job(
-        "postgres-backup-2",
-        "2026-11-24T02:00:00Z",
-        "succeeded",
-    ));
-    kube.put(fx::cronjob_with(
-        "postgres-backup",
-        "postgres:15-alpine",
-        true,
-    ));
-    let out = BackupJob.run(ctx(&kube)).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_or_late_cronjob_is_a_finding_even_when_the_last_job_succeeded() {
+    let ns = cluster::shared().await.namespace().await;
+    ns.put(fx::secret(&[])).await;
+    ns.put(fx::job("postgres-backup-2", "true")).await;
+    ns.wait_job("postgres-backup-2", "Complete").await;
+    ns.put(fx::cronjob_with("true", "postgres:15-alpine", true))
+        .await;
+    let out = BackupJob.run(ctx(&ns).await).await;
     assert_eq!(out.status, Status::Problem);
     assert_eq!(
         out.signals,
@@ -158,26 +160,25 @@ async fn a_suspended_or_never_scheduled_cronjob_is_a_finding_even_when_the_last_
     );
     assert_eq!(out.evidence["cronjob"]["suspend"], true);
 
-    // Created three days ago with a daily schedule, and never scheduled since.
-    let mut never = fx::cronjob("postgres-backup");
-    let created = chrono::Utc::now() - chrono::Duration::days(3);
-    never["metadata"]["creationTimestamp"] = serde_json::json!(created.to_rfc3339());
-    kube.put(never);
-    let out = BackupJob.run(ctx(&kube)).await;
+    // Resumed, with a daily schedule, and last scheduled three days ago (as the CronJob
+    // controller last wrote its status).
+    let mut late = fx::cronjob("true");
+    let three_days = chrono::Utc::now() - chrono::Duration::days(3);
+    late["status"] = json!({"lastScheduleTime":
+        three_days.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)});
+    ns.put(late).await;
+    let out = BackupJob.run(ctx(&ns).await).await;
     let [Signal::ScheduleNotFiring { cronjob, detail }] = &out.signals[..] else {
         panic!("{:?}", out.signals)
     };
     assert_eq!(cronjob, "postgres-backup");
-    assert!(
-        detail.starts_with("never scheduled in the 72 h since it was created"),
-        "{detail}"
-    );
+    assert!(detail.starts_with("last scheduled 72 h ago"), "{detail}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_and_missing_keys_are_named_without_showing_any_value() {
-    let kube = KubeServer::start().await;
-    let out = SecretProbe.run(ctx(&kube)).await;
+    let ns = cluster::shared().await.namespace().await;
+    let out = SecretProbe.run(ctx(&ns).await).await;
     assert_eq!(
         out.signals,
         vec![Signal::SecretMissing {
@@ -185,15 +186,13 @@ async fn a_missing_secret_and_missing_keys_are_named_without_showing_any_value()
         }]
     );
 
-    kube.put(fx::secret(
-        "postgres-backup-secret",
-        &[
-            ("postgres-user", "backup_user"),
-            ("postgres-password", "canary-7e1d-pw"),
-            ("encryption-key", "canary-7e1d-key"),
-        ],
-    ));
-    let out = SecretProbe.run(ctx(&kube)).await;
+    ns.put(fx::secret(&[
+        ("postgres-user", "backup_user"),
+        ("postgres-password", "canary-7e1d-pw"),
+        ("encryption-key", "canary-7e1d-key"),
+    ]))
+    .await;
+    let out = SecretProbe.run(ctx(&ns).await).await;
     assert_eq!(out.status, Status::Problem);
     assert_eq!(
         out.signals,
@@ -205,20 +204,16 @@ async fn a_missing_secret_and_missing_keys_are_named_without_showing_any_value()
     assert_eq!(out.evidence["keys"]["postgres-password"]["length"], 14);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_without_ready_endpoints_is_not_ready() {
-    let kube = KubeServer::start().await;
-    kube.put(fx::statefulset("postgres-primary", 1));
-    kube.put(fx::primary_pod(
-        "postgres-primary-0",
-        "postgres-primary",
-        true,
-    ));
-    kube.put(fx::endpoints("postgres-primary", &["10.0.0.5"]));
-    assert_eq!(Primary.run(ctx(&kube)).await.status, Status::Ok);
+    let ns = cluster::shared().await.namespace().await;
+    ns.put(fx::statefulset(1)).await;
+    ns.put(fx::primary_pod(true)).await;
+    ns.put(fx::endpoints(&["10.0.0.5"])).await;
+    assert_eq!(Primary.run(ctx(&ns).await).await.status, Status::Ok);
 
-    kube.put(fx::endpoints("postgres-primary", &[]));
-    let out = Primary.run(ctx(&kube)).await;
+    ns.put(fx::endpoints(&[])).await;
+    let out = Primary.run(ctx(&ns).await).await;
     assert_eq!(out.status, Status::Problem);
     assert_eq!(
         out.summary,
@@ -226,22 +221,41 @@ async fn a_primary_without_ready_endpoints_is_not_ready() {
     );
 }
 
-#[tokio::test]
+/// A hung API server: it accepts connections and never answers (nothing a real server can be
+/// made to do on demand; this is a socket, not a stand-in of the API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_api_is_an_error_and_a_hung_one_is_cut_at_the_deadline() {
-    let kube = KubeServer::start().await;
-    kube.delay("/apis/batch", Duration::from_secs(30));
-    let probes: Vec<Arc<dyn Probe>> = vec![Arc::new(BackupJob), Arc::new(Primary)];
-    let findings = probes::run_all(&probes, ctx(&kube), Duration::from_millis(800)).await;
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", hung.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hung.accept().await {
+            held.push(conn);
+        }
+    });
+    let ctx_at = |url: &str| {
+        backup_remediator::install_crypto_provider();
+        let settings = Settings::from_toml(&format!("[kubernetes]\napi_url = \"{url}\"")).unwrap();
+        let mut config = kube::Config::new(url.parse().unwrap());
+        config.default_namespace = "link-services".into();
+        Arc::new(ProbeContext::new(
+            Arc::new(settings),
+            Some(kube::Client::try_from(config).unwrap()),
+            reqwest::Client::new(),
+        ))
+    };
+    let probes: Vec<Arc<dyn Probe>> = vec![Arc::new(BackupJob), Arc::new(SecretProbe)];
+    let findings = probes::run_all(&probes, ctx_at(&url), Duration::from_millis(800)).await;
     assert_eq!(findings[0].status, Status::Error);
     assert_eq!(findings[0].summary, "timed out after 800 ms");
     assert!(
-        findings[1].duration_ms < 800,
-        "the primary probe did not wait for the hung one"
+        findings[1].duration_ms <= 900,
+        "bounded by the deadline too"
     );
+    holder.abort();
 
-    let c = ctx(&kube);
-    drop(kube);
-    let out = BackupJob.run(c).await;
+    let closed = format!("http://127.0.0.1:{}", crate::support::procs::free_port());
+    let out = BackupJob.run(ctx_at(&closed)).await;
     assert_eq!(out.status, Status::Error);
     assert!(
         out.summary.starts_with("listing backup Jobs failed"),

@@ -11,10 +11,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::support::approvals;
-use crate::support::kube_server;
 use crate::support::world;
 use crate::support::{backup, pg};
-use kube_server::fixtures as fx;
 use world::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,13 +140,15 @@ async fn a_failure_nothing_explains_is_transient_and_every_probe_is_healthy() {
     );
     // What kube-rs asked the API server: the Job list by selector, then the newest pod's last 100 lines.
     let reqs = w.kube.requests();
-    assert!(reqs
-        .iter()
-        .any(|r| r.path == "/apis/batch/v1/namespaces/link-services/jobs"
-            && r.query.contains("labelSelector=app%3Dpostgres-backup")));
     assert!(reqs.iter().any(|r| r.path
-        == "/api/v1/namespaces/link-services/pods/postgres-backup-29002440-x7k2p/log"
-        && r.query.contains("tailLines=100")));
+        == format!("/apis/batch/v1/namespaces/{}/jobs", w.kube.namespace())
+        && r.query.contains("labelSelector=app%3Dpostgres-backup")));
+    assert!(reqs.iter().any(|r| r.path.starts_with(&format!(
+        "/api/v1/namespaces/{}/pods/postgres-backup-29002440-",
+        w.kube.namespace()
+    )) && r.path.ends_with("/log")
+        && r.query.contains("tailLines=100")
+        && r.status == 200));
     assert!(
         reqs.iter().all(|r| r.method == "GET"),
         "diagnosis changes nothing in the cluster"
@@ -349,14 +349,16 @@ async fn remediation_expands_the_full_volume_once_and_the_cooldown_refuses_a_sec
     let patched = patches(&w, &format!("/persistentvolumeclaims/{PVC}"));
     assert_eq!(patched.len(), 1);
     assert_eq!(patched[0].content_type, "application/merge-patch+json");
+    assert_eq!(patched[0].status, 200, "the API server applied it");
     assert_eq!(
         patched[0].body,
         Some(json!({"spec": {"resources": {"requests": {"storage": "150Gi"}}}}))
     );
-    let job = w.kube.get("Job", &jobs[0]).unwrap();
+    let job = w.kube.get("Job", &jobs[0]).await.unwrap();
+    let cronjob = w.kube.get("CronJob", "postgres-backup").await.unwrap();
     assert_eq!(
-        job["spec"],
-        fx::cronjob("postgres-backup")["spec"]["jobTemplate"]["spec"]
+        job["spec"]["template"]["spec"],
+        cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     );
     assert_eq!(
         job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
@@ -471,6 +473,7 @@ async fn an_approved_restart_patches_the_statefulset_as_kubectl_rollout_restart_
     let patched = patches(&w, "/statefulsets/postgres-primary");
     assert_eq!(patched.len(), 1);
     assert_eq!(patched[0].content_type, "application/merge-patch+json");
+    assert_eq!(patched[0].status, 200, "the API server applied it");
     let at = &patched[0].body.as_ref().unwrap()["spec"]["template"]["metadata"]["annotations"]
         ["kubectl.kubernetes.io/restartedAt"];
     assert!(at.as_str().is_some_and(|t| t.ends_with('Z')), "{at}");
@@ -682,7 +685,7 @@ async fn a_resolved_alert_lets_the_running_step_finish_and_skips_the_rest() {
         "truncatedAlerts": 0, "externalURL": "http://alertmanager:9093",
         "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
         "alerts": [{"status": "resolved",
-            "labels": {"alertname": "PostgreSQLBackupFailed", "severity": "critical", "namespace": "link-services"},
+            "labels": {"alertname": "PostgreSQLBackupFailed", "severity": "critical", "namespace": w.kube.namespace()},
             "annotations": {}, "startsAt": "2026-11-24T02:30:00Z", "endsAt": "2026-11-24T03:00:00Z",
             "generatorURL": "http://prometheus:9090/graph", "fingerprint": "5c0e2a1b9d8f7e61"}]
     });

@@ -8,10 +8,9 @@ use std::time::Duration;
 use backup_remediator::workflow::watchdog::{self, Reason};
 use serde_json::Value;
 
-use crate::support::kube_server;
+use crate::support::cluster::fixtures as fx;
 use crate::support::pg;
 use crate::support::world;
-use kube_server::fixtures as fx;
 use world::*;
 
 /// What pg_dump 14 prints against a PostgreSQL 15 server, and exits 1.
@@ -74,11 +73,13 @@ async fn a_pg_dump_older_than_the_server_is_a_version_mismatch_escalated_with_th
         .await;
     let major = server_major().await;
     assert!(major > 14, "the test needs a server newer than pg_dump 14");
-    w.kube.put(fx::cronjob_with(
-        "postgres-backup",
-        "postgres:14-alpine",
-        false,
-    ));
+    w.kube
+        .put(fx::cronjob_with(
+            &w.kube.ns.held(),
+            "postgres:14-alpine",
+            false,
+        ))
+        .await;
     let want = format!("postgres:{major}-alpine");
 
     let incident = w.alert_and_diagnose().await;
@@ -101,7 +102,8 @@ async fn a_pg_dump_older_than_the_server_is_a_version_mismatch_escalated_with_th
     let reason = escalation_reason(&done);
     assert!(
         reason.contains(&format!(
-            "kubectl -n link-services set image cronjob/postgres-backup '*={want}'"
+            "kubectl -n {} set image cronjob/postgres-backup '*={want}'",
+            w.kube.namespace()
         )),
         "{reason}"
     );
@@ -115,6 +117,13 @@ async fn an_unofficial_image_is_said_to_be_unknown_and_is_not_a_mismatch() {
             "{FAILED_DUMP}pg_dump: dumping contents of table \"public.users\"\n"
         ))
         .build()
+        .await;
+    w.kube
+        .put(fx::cronjob_with(
+            &w.kube.ns.held(),
+            "registry.example/postgres-backup:1.4",
+            false,
+        ))
         .await;
 
     let incident = w.alert_and_diagnose().await;
@@ -137,7 +146,7 @@ async fn a_deleted_cronjob_is_the_backup_schedule_scenario() {
         .job_failed_with_logs(FAILED_DUMP)
         .build()
         .await;
-    w.kube.remove("CronJob", "postgres-backup");
+    w.kube.remove("CronJob", "postgres-backup").await;
 
     let incident = w.alert_and_diagnose().await;
 
@@ -174,11 +183,13 @@ async fn stale_world() -> (World, String, String) {
             b"old".to_vec(),
         )
         .await;
-    w.kube.put(fx::cronjob_with(
-        "postgres-backup",
-        "registry.example/postgres-backup:1.4",
-        true,
-    ));
+    w.kube
+        .put(fx::cronjob_with(
+            &w.kube.ns.held(),
+            "registry.example/postgres-backup:1.4",
+            true,
+        ))
+        .await;
     (w, db0, db1)
 }
 
@@ -242,9 +253,10 @@ async fn the_watchdog_opens_one_incident_for_the_stale_backups_once_and_resolves
     let done = w
         .wait_for(*id, "an escalation", |i| i["status"] == "escalated")
         .await;
-    assert!(escalation_reason(&done).contains(
-        "kubectl -n link-services patch cronjob/postgres-backup -p '{\"spec\":{\"suspend\":false}}'"
-    ));
+    assert!(escalation_reason(&done).contains(&format!(
+        "kubectl -n {} patch cronjob/postgres-backup -p '{{\"spec\":{{\"suspend\":false}}}}'",
+        w.kube.namespace()
+    )));
 
     // The next period finds the same: nothing new is opened, and no evidence repeated.
     let p2 = p1 + interval;

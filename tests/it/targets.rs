@@ -11,7 +11,7 @@ use backup_remediator::app::startup::Application;
 use backup_remediator::config::Settings;
 use serde_json::{json, Value};
 
-use crate::support::kube_server::{fixtures as fx, KubeServer};
+use crate::support::cluster::{self, fixtures as fx, proxy::KubeProxy, TestNamespace};
 use crate::support::world::{step, DropRole, LIVE, ROLE_GONE_LOG};
 use crate::support::{backup, moto, pg};
 
@@ -22,6 +22,8 @@ const API: &str = "targets-api-token";
 /// One target's side of the world.
 struct Side {
     name: &'static str,
+    /// Its namespace in the test cluster (the alert's `namespace` label is the target's name).
+    ns: TestNamespace,
     /// The backup role its Secret names (absent until the service repairs it).
     role: String,
     password: String,
@@ -36,7 +38,8 @@ struct Side {
 struct Fleet {
     base: String,
     client: reqwest::Client,
-    kube: KubeServer,
+    /// What the service asked the API server, as its ServiceAccount.
+    kube: KubeProxy,
     moto: moto::Moto,
     billing: Side,
     shop: Side,
@@ -50,13 +53,8 @@ impl Drop for Fleet {
     }
 }
 
-/// `obj` moved into namespace `ns`.
-fn in_ns(mut obj: Value, ns: &str) -> Value {
-    obj["metadata"]["namespace"] = json!(ns);
-    obj
-}
-
-async fn side(name: &'static str, moto: &moto::Moto, kube: &KubeServer) -> Side {
+async fn side(name: &'static str, moto: &moto::Moto) -> Side {
+    let ns = cluster::shared().await.namespace().await;
     let scratch = pg::Scratch::create(&[&format!("{name}_a"), &format!("{name}_b")]).await;
     let role = format!(
         "gone_{name}_{}",
@@ -74,35 +72,30 @@ async fn side(name: &'static str, moto: &moto::Moto, kube: &KubeServer) -> Side 
                 {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": format!("arn:aws:s3:::{BUCKET}")}]}),
         )
         .await;
-    let ns = name;
-    let mut secret = fx::secret(
-        &format!("{name}-backup-secret"),
-        &[
-            ("postgres-user", role.as_str()),
-            ("postgres-password", scratch.password.as_str()),
-            ("s3-bucket", BUCKET),
-            ("encryption-key", key.as_str()),
-            ("aws-access-key-id", creds.access_key_id()),
-            ("aws-secret-access-key", creds.secret_access_key()),
-        ],
+    ns.put(fx::secret(&[
+        ("postgres-user", role.as_str()),
+        ("postgres-password", scratch.password.as_str()),
+        ("s3-bucket", BUCKET),
+        ("encryption-key", key.as_str()),
+        ("aws-access-key-id", creds.access_key_id()),
+        ("aws-secret-access-key", creds.secret_access_key()),
+    ]))
+    .await;
+    let mut failed = fx::job(
+        "postgres-backup-29002440",
+        "printf '%s' \"$FAILED_LOG\"; exit 1",
     );
-    secret = in_ns(secret, ns);
-    kube.put(secret);
-    let failed = format!("{name}-pg-backup-29002440");
-    kube.put(in_ns(
-        fx::job(&failed, "2026-11-24T02:00:00Z", "failed"),
-        ns,
-    ));
-    let pod = format!("{failed}-x7k2p");
-    kube.put(in_ns(
-        fx::job_pod(&pod, &failed, "2026-11-24T02:00:01Z", "error"),
-        ns,
-    ));
-    kube.set_log(ns, &pod, ROLE_GONE_LOG);
-    kube.put(in_ns(fx::cronjob(&format!("{name}-pg-backup")), ns));
-    kube.put(in_ns(fx::statefulset(&format!("{name}-pg"), 1), ns));
+    failed["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "FAILED_LOG", "value": ROLE_GONE_LOG}));
+    ns.put(failed).await;
+    ns.put(fx::cronjob(&ns.held())).await;
+    ns.put(fx::statefulset(1)).await;
+    ns.wait_job("postgres-backup-29002440", "Failed").await;
     Side {
         name,
+        ns,
         _role: DropRole(role.clone()),
         role,
         password: scratch.password.clone(),
@@ -120,10 +113,7 @@ fn target_toml(s: &Side) -> String {
 name = "{name}"
 match = {{ namespace = "{name}" }}
 [targets.kubernetes]
-namespace = "{name}"
-backup_cronjob = "{name}-pg-backup"
-backup_secret = "{name}-backup-secret"
-primary_statefulset = "{name}-pg"
+namespace = "{ns}"
 [targets.target]
 databases = ["{a}", "{b}"]
 [targets.s3]
@@ -133,6 +123,7 @@ user = "{name}-backup-user"
 policy = "{name}-backup-policy"
 "#,
         name = s.name,
+        ns = s.ns.name,
         a = s.dbs[0],
         b = s.dbs[1],
         prefix = s.prefix,
@@ -145,10 +136,10 @@ impl Fleet {
         let dir = tempfile::tempdir().unwrap();
         let moto = moto::Moto::start().await;
         moto.create_bucket(BUCKET).await;
-        let kube = KubeServer::start().await;
-        kube.put(fx::storage_class("gp3", true));
-        let billing = side("billing", &moto, &kube).await;
-        let shop = side("shop", &moto, &kube).await;
+        let billing = side("billing", &moto).await;
+        let shop = side("shop", &moto).await;
+        let kube = KubeProxy::start(cluster::shared().await).await;
+        let kubeconfig = billing.ns.kubeconfig_via(&kube.url, dir.path());
         let policy = dir.path().join("policy.toml");
         std::fs::write(&policy, LIVE).unwrap();
         let toml = format!(
@@ -168,7 +159,7 @@ job_deadline_seconds = 60
 deadline_ms = 30000
 enabled = ["backup_job", "secret", "database", "s3", "encryption"]
 [kubernetes]
-api_url = "{kube}"
+kubeconfig = "{kube}"
 [target]
 host = "127.0.0.1"
 port = 5432
@@ -186,7 +177,7 @@ enabled = false
             store = dir.path().join("incidents.sqlite").display(),
             policy = policy.display(),
             admin = pg::admin_url(),
-            kube = kube.url,
+            kube = kubeconfig.display(),
             moto = moto.url,
             id = moto::admin_credentials().access_key_id(),
             secret = moto::admin_credentials().secret_access_key(),
@@ -260,8 +251,9 @@ enabled = false
         panic!("no {what} within 90 s: {last:#}");
     }
 
-    /// The Jobs created through the API in namespace `ns`.
-    fn jobs_in(&self, ns: &str) -> Vec<String> {
+    /// The Jobs the service created in `side`'s namespace.
+    fn jobs_in(&self, side: &Side) -> Vec<String> {
+        let ns = &side.ns.name;
         self.kube
             .requests()
             .into_iter()
@@ -270,19 +262,22 @@ enabled = false
             .collect()
     }
 
-    /// Paths of every change made to the Kubernetes API in namespace `ns`.
-    fn writes_in(&self, ns: &str) -> Vec<String> {
+    /// Paths of every change the service made in `side`'s namespace.
+    fn writes_in(&self, side: &Side) -> Vec<String> {
+        let ns = &side.ns.name;
         self.kube
-            .writes()
+            .requests()
             .into_iter()
+            .filter(|r| r.method != "GET")
             .filter(|r| r.path.contains(&format!("/namespaces/{ns}/")))
             .map(|r| format!("{} {}", r.method, r.path))
             .collect()
     }
 
-    async fn wait_for_job_in(&self, ns: &str, incident: i64) -> String {
+    async fn wait_for_job_in(&self, side: &Side, incident: i64) -> String {
+        let ns = &side.ns.name;
         for _ in 0..600 {
-            if let Some(j) = self.jobs_in(ns).into_iter().next() {
+            if let Some(j) = self.jobs_in(side).into_iter().next() {
                 return j;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -310,10 +305,10 @@ enabled = false
     /// backup lands under its prefix; the incident.
     async fn remediate(&self, s: &Side, fingerprint: &str) -> Value {
         let id = self.alert(s.name, fingerprint).await;
-        let job = self.wait_for_job_in(s.name, id).await;
+        let job = self.wait_for_job_in(s, id).await;
         assert!(role_exists(&s.role).await, "{}'s role was created", s.name);
         self.run_backup(s).await;
-        self.kube.finish_job(&job, true);
+        s.ns.release(&job, true);
         self.wait_for(id, "an outcome", |i| i["status"] != "open")
             .await
     }
@@ -334,7 +329,7 @@ async fn an_alert_repairs_only_the_target_it_names_and_proves_it_there() {
     assert_eq!(billing["target"], "billing");
     assert_eq!(billing["diagnosis"]["scenario"], "authentication");
     assert_eq!(
-        f.jobs_in("billing").len(),
+        f.jobs_in(&f.billing).len(),
         1,
         "one Job, in billing's namespace"
     );
@@ -345,13 +340,16 @@ async fn an_alert_repairs_only_the_target_it_names_and_proves_it_there() {
     assert!(
         step(&billing, "repair_backup_role")["target"]
             .as_str()
-            .is_some_and(|t| t.ends_with("/backup-role/billing/billing-backup-secret")),
+            .is_some_and(|t| t.ends_with(&format!(
+                "/backup-role/{}/postgres-backup-secret",
+                f.billing.ns.name
+            ))),
         "{billing:#}"
     );
     assert!(
-        f.writes_in("shop").is_empty(),
+        f.writes_in(&f.shop).is_empty(),
         "shop untouched: {:?}",
-        f.writes_in("shop")
+        f.writes_in(&f.shop)
     );
     assert!(!role_exists(&f.shop.role).await, "shop's role untouched");
     assert!(
@@ -360,20 +358,20 @@ async fn an_alert_repairs_only_the_target_it_names_and_proves_it_there() {
     );
 
     // The same for shop, and billing stays as it was.
-    let billing_writes = f.writes_in("billing").len();
+    let billing_writes = f.writes_in(&f.billing).len();
     let shop = f.remediate(&f.shop, "5111111111111111").await;
     assert_eq!(shop["status"], "remediated", "{shop:#}");
     assert_eq!(shop["target"], "shop");
-    assert_eq!(f.jobs_in("shop").len(), 1);
+    assert_eq!(f.jobs_in(&f.shop).len(), 1);
     assert!(step(&shop, "verify_backup")["output"]["objects"]
         .to_string()
         .contains("shop-backups/"));
     assert_eq!(
-        f.writes_in("billing").len(),
+        f.writes_in(&f.billing).len(),
         billing_writes,
         "billing untouched"
     );
-    assert_eq!(f.jobs_in("billing").len(), 1);
+    assert_eq!(f.jobs_in(&f.billing).len(), 1);
 
     // The list filters by target.
     let listed = f.api("incidents?target=shop").await;
@@ -420,9 +418,9 @@ async fn an_alert_for_a_namespace_no_target_matches_is_stored_escalated_and_chan
         .collect();
     assert_eq!(names, ["escalate"], "planned with no action");
     assert!(
-        f.kube.writes().is_empty(),
+        f.kube.requests().iter().all(|r| r.method == "GET"),
         "nothing changed: {:?}",
-        f.kube.writes()
+        f.kube.requests()
     );
     assert!(!role_exists(&f.billing.role).await && !role_exists(&f.shop.role).await);
     let opened = incident["timeline"]
@@ -454,7 +452,7 @@ async fn an_alert_for_a_namespace_no_target_matches_is_stored_escalated_and_chan
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_one_target_config_no_longer_acts_on_an_alert_for_another_namespace() {
     // The configuration every existing user has (no [[targets]]), under a live policy, with
-    // link-services' backup role gone: an alert for billing must not repair link-services.
+    // The one target's backup role gone: an alert for billing must not repair it.
     let role = format!("gone_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let _cleanup = DropRole(role.clone());
     let w = crate::support::world::World::builder()
@@ -497,13 +495,16 @@ async fn the_one_target_config_no_longer_acts_on_an_alert_for_another_namespace(
         incident["diagnosis"]["summary"]
             .as_str()
             .unwrap()
-            .contains("link-services (namespace=\"link-services\" (or no such label))"),
+            .contains(&format!(
+                "{ns} (namespace=\"{ns}\" (or no such label))",
+                ns = w.kube.namespace()
+            )),
         "{incident:#}"
     );
     assert!(w.kube.writes().is_empty(), "{:?}", w.kube.writes());
     assert!(
         !role_exists(&role).await,
-        "link-services' role was not touched"
+        "the one target's role was not touched"
     );
 }
 

@@ -111,7 +111,7 @@ const SECRET_FILES: &[(&str, &str)] = &[
 /// notification are being built); any other name must be emitted somewhere in src/.
 const METRICS_TO_COME: &[&str] = &[];
 
-/// Peak resident memory of the service under load (README, Performance), in MiB.
+/// Peak resident memory of the service under load (docs/src/performance.md), in MiB.
 const MEASURED_PEAK_RSS_MIB: u64 = 34;
 
 // ---- reading deploy/ ----

@@ -161,12 +161,12 @@ fn only_src_metrics_rs_names_metrics() {
 }
 
 #[test]
-fn every_metric_the_service_exports_is_documented_in_the_readme() {
-    let readme = read("README.md");
-    let start = readme
+fn every_metric_the_service_exports_is_documented_in_the_book() {
+    let page = read("docs/src/operating.md");
+    let start = page
         .find("\n## Metrics\n")
-        .expect("a Metrics section in the README");
-    let section = &readme[start + 1..];
+        .expect("a Metrics section in docs/src/operating.md");
+    let section = &page[start + 1..];
     let section = &section[..section.find("\n## ").unwrap_or(section.len())];
     let emitted = emitted_metrics();
     assert!(
@@ -177,7 +177,7 @@ fn every_metric_the_service_exports_is_documented_in_the_readme() {
     for name in emitted {
         assert!(
             section.contains(&format!("`{name}`")) || section.contains(&format!("`{name}{{")),
-            "{name} is not documented in the README's Metrics section"
+            "{name} is not documented in the Metrics section of docs/src/operating.md"
         );
     }
 }

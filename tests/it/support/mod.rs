@@ -5,6 +5,7 @@
 pub mod app;
 pub mod approvals;
 pub mod backup;
+pub mod cluster;
 pub mod incident;
 pub mod kube_server;
 pub mod moto;

@@ -1,15 +1,16 @@
 //! [`WorldBuilder`]: what an end-to-end test breaks, how the service runs and what it may do;
-//! `build` puts the real PostgreSQL, moto, Prometheus and the stand-in Kubernetes API in that
-//! state and starts the service.
+//! `build` puts the real PostgreSQL, moto, Prometheus and a namespace of the test cluster (the
+//! real Kubernetes API) in that state and starts the service.
 
 use aws_credential_types::Credentials;
 use backup_remediator::app::startup::Application;
 use backup_remediator::config::Settings;
 use serde_json::json;
 
+use super::kube::WorldKube;
 use super::{World, ADMIN, API, BUCKET, HOOK, KEY, PVC};
 use crate::support::backup::real_backup;
-use crate::support::kube_server::{fixtures as fx, KubeServer};
+use crate::support::cluster::fixtures as fx;
 use crate::support::{moto, pg, procs, s3_proxy};
 
 /// The one thing broken in a world (at most one: each runbook scenario breaks one).
@@ -162,12 +163,13 @@ impl<'a> WorldBuilder<'a> {
             .await;
             pg
         };
+        let kube = WorldKube::start(dir.path()).await;
         let (pg, (moto, job_creds), (prom, prom_url)) = tokio::join!(
             databases,
             self.s3_and_iam(dir.path()),
-            self.prometheus(dir.path())
+            self.prometheus(dir.path(), kube.namespace())
         );
-        let kube = self.kubernetes(&pg, &job_creds).await;
+        self.kubernetes(&kube, &pg, &job_creds).await;
         let s3_url = match self.listing_fails_after {
             Some(pages) => s3_proxy::failing_listings(moto.url.clone(), pages).await,
             None => moto.url.clone(),
@@ -237,9 +239,10 @@ impl<'a> WorldBuilder<'a> {
         (moto, job_creds)
     }
 
-    /// Kubernetes: the Secret, the failed backup Job and its pod's log, the primary, the volume.
-    async fn kubernetes(&self, pg: &pg::Scratch, job_creds: &Credentials) -> KubeServer {
-        let kube = KubeServer::start().await;
+    /// Kubernetes: the Secret, the backup CronJob (its Jobs wait until the test finishes them),
+    /// a backup Job that succeeded and a newer one that failed, logging the world's log (both
+    /// really run by the node agent), the primary, the volume.
+    async fn kubernetes(&self, kube: &WorldKube, pg: &pg::Scratch, job_creds: &Credentials) {
         let user = match (self.broken, self.gone_role) {
             (Break::Authentication, Some(role)) => role,
             _ => pg.role.as_str(),
@@ -254,58 +257,54 @@ impl<'a> WorldBuilder<'a> {
         } else {
             KEY
         };
-        kube.put(fx::secret(
-            "postgres-backup-secret",
-            &[
-                ("postgres-user", user),
-                ("postgres-password", pg.password.as_str()),
-                ("s3-bucket", bucket),
-                ("encryption-key", key),
-                ("aws-access-key-id", job_creds.access_key_id()),
-                ("aws-secret-access-key", job_creds.secret_access_key()),
-            ],
-        ));
+        kube.put(fx::secret(&[
+            ("postgres-user", user),
+            ("postgres-password", pg.password.as_str()),
+            ("s3-bucket", bucket),
+            ("encryption-key", key),
+            ("aws-access-key-id", job_creds.access_key_id()),
+            ("aws-secret-access-key", job_creds.secret_access_key()),
+        ]))
+        .await;
+        kube.put(fx::cronjob(&kube.ns.held())).await;
         kube.put(fx::job(
             "postgres-backup-29001000",
-            "2026-11-23T02:00:00Z",
-            "succeeded",
-        ));
-        kube.put(fx::job(
+            "echo 'backup completed'",
+        ))
+        .await;
+        kube.ns
+            .wait_job("postgres-backup-29001000", "Complete")
+            .await;
+        // A second apart: the failed Job is plainly the newest.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let mut failed = fx::job(
             "postgres-backup-29002440",
-            "2026-11-24T02:00:00Z",
-            "failed",
-        ));
-        let pod = "postgres-backup-29002440-x7k2p";
-        kube.put(fx::job_pod(
-            pod,
-            "postgres-backup-29002440",
-            "2026-11-24T02:00:01Z",
-            "error",
-        ));
-        kube.set_log(fx::NS, pod, self.job_log);
+            "printf '%s\\n' \"$FAILED_LOG\"; exit 1",
+        );
+        failed["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "FAILED_LOG", "value": self.job_log}));
+        kube.put(failed).await;
         let primary_ready = self.broken != Break::Connection;
-        kube.put(fx::statefulset(
-            "postgres-primary",
-            i32::from(primary_ready),
-        ));
-        kube.put(fx::primary_pod(
-            "postgres-primary-0",
-            "postgres-primary",
-            primary_ready,
-        ));
-        kube.put(fx::endpoints(
-            "postgres-primary",
-            if primary_ready { &["10.0.0.5"] } else { &[] },
-        ));
-        kube.put(fx::pvc(PVC, "gp3", "100Gi"));
-        kube.put(fx::cronjob("postgres-backup"));
-        kube.put(fx::storage_class("gp3", true));
-        kube
+        kube.put(fx::statefulset(i32::from(primary_ready))).await;
+        kube.put(fx::primary_pod(primary_ready)).await;
+        kube.put(fx::endpoints(if primary_ready {
+            &["10.0.0.5"]
+        } else {
+            &[]
+        }))
+        .await;
+        let class = format!("{}-gp3", kube.namespace());
+        kube.put(fx::storage_class(&class, true)).await;
+        kube.put(fx::pvc(PVC, &class, "100Gi", true)).await;
+        kube.ns.wait_job("postgres-backup-29002440", "Failed").await;
     }
 
     /// Prometheus scraping the backup's own metrics (last success 30 h ago) and the data
     /// volume's; the daemon and its URL.
-    async fn prometheus(&self, dir: &std::path::Path) -> (procs::Daemon, String) {
+    async fn prometheus(&self, dir: &std::path::Path, ns: &str) -> (procs::Daemon, String) {
+        let ns = ns.to_owned();
         let used = if self.broken == Break::Storage {
             95.0
         } else {
@@ -325,7 +324,6 @@ impl<'a> WorldBuilder<'a> {
             format!(
                 "{backup_metrics}kubelet_volume_stats_used_bytes{{namespace=\"{ns}\",persistentvolumeclaim=\"{PVC}\"}} {u}\n\
                  kubelet_volume_stats_capacity_bytes{{namespace=\"{ns}\",persistentvolumeclaim=\"{PVC}\"}} {c}\n",
-                ns = fx::NS,
                 u = used * gib,
                 c = 100.0 * gib
             )
@@ -345,7 +343,7 @@ impl<'a> WorldBuilder<'a> {
         pg: &pg::Scratch,
         moto: &moto::Moto,
         s3_url: &str,
-        kube: &KubeServer,
+        kube: &WorldKube,
         prom_url: &str,
     ) -> String {
         let pg_port = if self.broken == Break::Connection {
@@ -388,7 +386,7 @@ impl<'a> WorldBuilder<'a> {
         [prometheus]
         url = "{prom_url}"
         [kubernetes]
-        api_url = "{kube}"
+        {kube}
         [target]
         host = "127.0.0.1"
         port = {pg_port}
@@ -408,7 +406,7 @@ impl<'a> WorldBuilder<'a> {
             watchdog = self.watchdog,
             admin_url = pg::admin_url(),
             remediation = self.remediation,
-            kube = kube.url,
+            kube = kube.settings_toml(),
             db0 = pg.dbs[0],
             db1 = pg.dbs[1],
             moto = moto.url,

@@ -1,10 +1,11 @@
 //! What the end-to-end tests read back from the world: steps, states, timeline kinds, patches
-//! sent to the stand-in API server, roles in the real PostgreSQL; and the texts they share.
+//! the service sent to the API server, roles in the real PostgreSQL; and the texts they share.
 
 use serde_json::Value;
 
 use super::World;
-use crate::support::{kube_server, pg};
+use crate::support::cluster::proxy::Recorded;
+use crate::support::pg;
 
 pub fn step<'a>(incident: &'a Value, name: &str) -> &'a Value {
     incident["actions"]
@@ -94,7 +95,7 @@ pub fn assert_scenario(incident: &Value, scenario: &str, direct: &str, log: &str
 
 pub const FAILED_DUMP: &str = "Starting backup of link_users\n";
 
-/// A policy file with the README's defaults (so not a dry run).
+/// A policy file with the defaults of docs/src/policy.md (so not a dry run).
 pub const LIVE: &str = "# the defaults\ndry_run = false\n";
 pub const T2: &str = "2026-11-24T08:30:00Z";
 
@@ -127,7 +128,7 @@ pub async fn role_exists(role: &str) -> bool {
         .unwrap()
 }
 
-pub fn patches(w: &World, path_end: &str) -> Vec<kube_server::Recorded> {
+pub fn patches(w: &World, path_end: &str) -> Vec<Recorded> {
     w.kube
         .requests()
         .into_iter()

@@ -1,17 +1,18 @@
 //! The world of the end-to-end tests (shared by `scenarios` and `gate`): the real PostgreSQL,
-//! Prometheus and moto, the stand-in Kubernetes API, each in the state a test breaks it into, and
-//! the service itself (in this process, or binaries on one PostgreSQL store).
+//! Prometheus and moto, a namespace of the test cluster (the real Kubernetes API), each in the
+//! state a test breaks it into, and the service itself (in this process, or binaries on one
+//! PostgreSQL store).
 
 use std::time::Duration;
 
 use backup_remediator::config::Settings;
 use serde_json::{json, Value};
 
-use crate::support::kube_server::KubeServer;
 use crate::support::{backup, moto, pg, procs};
 
 mod build;
 mod checks;
+pub mod kube;
 pub use build::WorldBuilder;
 pub use checks::*;
 
@@ -26,7 +27,7 @@ pub const ADMIN: &str = "scenario-admin-token";
 pub struct World {
     pub base: String,
     pub client: reqwest::Client,
-    pub kube: KubeServer,
+    pub kube: kube::WorldKube,
     pub moto: moto::Moto,
     pub _prom: procs::Daemon,
     pub pg: pg::Scratch,
@@ -76,7 +77,7 @@ impl World {
             "truncatedAlerts": 0, "externalURL": "http://alertmanager:9093",
             "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
             "alerts": [{"status": "firing",
-                "labels": {"alertname": "PostgreSQLBackupFailed", "severity": "critical", "namespace": "link-services"},
+                "labels": {"alertname": "PostgreSQLBackupFailed", "severity": "critical", "namespace": self.kube.namespace()},
                 "annotations": {"summary": "PostgreSQL backup failed"},
                 "startsAt": starts_at, "endsAt": "0001-01-01T00:00:00Z",
                 "generatorURL": "http://prometheus:9090/graph", "fingerprint": "5c0e2a1b9d8f7e61"}]
@@ -102,7 +103,7 @@ impl World {
             "truncatedAlerts": 0, "externalURL": "http://alertmanager:9093",
             "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
             "alerts": [{"status": "resolved",
-                "labels": {"alertname": "PostgreSQLBackupFailed", "severity": "critical", "namespace": "link-services"},
+                "labels": {"alertname": "PostgreSQLBackupFailed", "severity": "critical", "namespace": self.kube.namespace()},
                 "annotations": {}, "startsAt": starts_at, "endsAt": chrono::Utc::now().to_rfc3339(),
                 "generatorURL": "http://prometheus:9090/graph", "fingerprint": "5c0e2a1b9d8f7e61"}]
         });
