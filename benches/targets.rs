@@ -25,7 +25,7 @@
 //! MOTO_SERVER, as the integration tests do).
 
 #[allow(dead_code)]
-#[path = "../tests/it/support/kube_server/mod.rs"]
+#[path = "support/kube_stand_in/mod.rs"]
 mod kube_server;
 #[allow(dead_code)]
 #[path = "../tests/it/support/moto.rs"]

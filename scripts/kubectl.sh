@@ -2,8 +2,8 @@
 # deploy tests, which run its built-in `kubectl kustomize` (tests/it/deploy/render.rs).
 #
 # The machine's own kubectl is used when there is one. Otherwise upstream kubectl is built once
-# from the Go module proxy with the wrapper module in scripts/kubectl/ (it pins k8s.io/kubectl,
-# and through it kustomize) and cached at
+# from the Go module proxy with the wrapper module in scripts/kube/ (the one that builds the test
+# cluster's control plane: one pinned Kubernetes version for all three) and cached at
 # ~/.cache/backup-remediator/kube/<version>/kubectl; later runs reuse it without building, and
 # that directory goes first on PATH. Needs Go (PATH or /usr/local/go/bin) only on the first run.
 # Run it alone with `bash scripts/kubectl.sh`; KUBECTL_BUILD=1 builds (or reuses the cache) even
@@ -22,11 +22,12 @@ ensure_kubectl() {
     why="KUBECTL_BUILD=1"
   fi
 
-  module="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/kubectl"
-  # k8s.io/kubectl v0.N.P is the library of kubectl v1.N.P: one pin, in go.mod.
-  version=$(sed -n 's/^[[:space:]]*k8s\.io\/kubectl v0\.\([0-9]*\)\.\([0-9]*\)$/v1.\1.\2/p' "$module/go.mod")
+  module="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/kube"
+  # One pin for the whole control plane: k8s.io/kubernetes v1.N.P in go.mod (its k8s.io/kubectl
+  # is replaced by v0.N.P there).
+  version=$(sed -n 's/^[[:space:]]*k8s\.io\/kubernetes \(v1\.[0-9]*\.[0-9]*\)$/\1/p' "$module/go.mod" | head -1)
   if [ -z "$version" ]; then
-    kubectl_log "kubectl: no k8s.io/kubectl v0.N.P requirement in $module/go.mod"
+    kubectl_log "kubectl: no k8s.io/kubernetes v1.N.P requirement in $module/go.mod"
     return 1
   fi
   minor=${version#v1.}
@@ -40,7 +41,7 @@ ensure_kubectl() {
     go=$(command -v go || true)
     if [ -z "$go" ] && [ -x /usr/local/go/bin/go ]; then go=/usr/local/go/bin/go; fi
     if [ -z "$go" ]; then
-      kubectl_log "kubectl: $why, and no Go toolchain to build it: install kubectl $version or Go 1.23+"
+      kubectl_log "kubectl: $why, and no Go toolchain to build it: install kubectl $version or Go 1.26+"
       return 1
     fi
     kubectl_log "kubectl: $why; building $version from the Go module proxy with $($go version | cut -d' ' -f3) (a few minutes, once) into $cache_dir"
@@ -55,7 +56,7 @@ ensure_kubectl() {
     # which kubectl this is.
     if ! (cd "$module" && GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" "$go" build -trimpath \
       -ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$version" \
-      -o "$tmp" .); then
+      -o "$tmp" ./cmd/kubectl); then
       rm -f "$tmp"
       kubectl_log "kubectl: building $version from $module failed (see the go output above); install kubectl $version instead, or fix the build"
       return 1

@@ -59,6 +59,15 @@ if [ -z "${SCHEMATHESIS:-}" ]; then
   export SCHEMATHESIS
 fi
 
+# The aws CLI, for the backup scripts the test cluster's node agent really runs (uploads to moto):
+# the node agent puts NODE_AGENT_PATH first on its commands' PATH.
+if [ -z "${NODE_AGENT_PATH:-}" ]; then
+  [ -x "$venv/bin/aws" ] || venv_install awscli
+  mkdir -p "$venv/node-bin"
+  ln -sf "$venv/bin/aws" "$venv/node-bin/aws"
+  export NODE_AGENT_PATH="$venv/node-bin"
+fi
+
 # kubernetes-validate checks the rendered deploy/ against the Kubernetes schemas
 # (tests/it/deploy/render.rs): from PATH, or installed once into its own venv.
 if [ -z "${KUBERNETES_VALIDATE:-}" ]; then

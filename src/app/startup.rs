@@ -57,10 +57,10 @@ async fn kube_clients(
     let mut out = std::collections::HashMap::new();
     out.insert(settings.kubernetes.connection_key(), default);
     for t in &settings.fleet {
-        let key = t.settings.kubernetes.connection_key();
-        if !out.contains_key(&key) {
-            let client = kube_client(&t.settings).await;
-            out.insert(key, client);
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            out.entry(t.settings.kubernetes.connection_key())
+        {
+            slot.insert(kube_client(&t.settings).await);
         }
     }
     out

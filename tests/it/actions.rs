@@ -4,7 +4,6 @@
 //! refuses, it never patches).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use backup_remediator::actions::preconditions::{self, Precondition};
 use backup_remediator::actions::repair_role::{repair, RoleSpec};

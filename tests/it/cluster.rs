@@ -106,7 +106,8 @@ async fn our_admission_policy_refuses_each_hostile_job_our_service_account_could
     let ns = cluster::shared().await.namespace().await;
     let api: Api<Job> = Api::namespaced(ns.as_service().await, &ns.name);
     let pod = "/spec/template/spec";
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    type Hostile<'a> = Box<dyn FnOnce(&mut Value) + 'a>;
+    let cases: Vec<(&str, Hostile, &str)> = vec![
         (
             "image",
             Box::new(|j| {

@@ -25,7 +25,6 @@ use crate::support::app::{
     backup_failed, connect, eventually, fresh_store, payload, spawn_app_with, Backend, TestDb,
 };
 use crate::support::incident::new_incident;
-use crate::support::kube_server;
 
 const SLACK_TOKEN: &str = "xoxb-canary-slack-token-3f9e";
 const ROUTING_KEY: &str = "canary-routing-key-77ab";
@@ -938,26 +937,25 @@ async fn the_backup_secret_and_the_tokens_never_reach_slack_pagerduty_the_logs_o
     const PG_PASSWORD: &str = "canary-secret-pg-password-6d0f";
     const ENC_KEY: &str = "canary-secret-encryption-key-0123456789abcdef";
     const AWS_SECRET: &str = "canary-secret-aws-key-a1b2c3";
-    let kube = kube_server::KubeServer::start().await;
-    kube.put(kube_server::fixtures::secret(
-        "postgres-backup-secret",
-        &[
-            ("postgres-user", "backup_canary_role"),
-            ("postgres-password", PG_PASSWORD),
-            ("s3-bucket", "backups"),
-            ("encryption-key", ENC_KEY),
-            ("aws-access-key-id", "AKIACANARY"),
-            ("aws-secret-access-key", AWS_SECRET),
-        ],
-    ));
+    let ns = crate::support::cluster::shared().await.namespace().await;
+    ns.put(crate::support::cluster::fixtures::secret(&[
+        ("postgres-user", "backup_canary_role"),
+        ("postgres-password", PG_PASSWORD),
+        ("s3-bucket", "backups"),
+        ("encryption-key", ENC_KEY),
+        ("aws-access-key-id", "AKIACANARY"),
+        ("aws-secret-access-key", AWS_SECRET),
+    ]))
+    .await;
     let parties = ThirdParties::start().await;
     let toml = format!(
         "{notify}\n[probes]\nenabled = [\"secret\", \"database\"]\n\
-         [kubernetes]\napi_url = \"{kube}\"\n\
+         [kubernetes]\n{kube}\
          [target]\nhost = \"127.0.0.1\"\nport = 5432\ndatabases = [\"postgres\"]\n\
-         [remediation]\nenabled = false\n",
+         [remediation]\nenabled = false\n\
+         [[targets]]\nname = \"link-services\"\nmatch = {{ namespace = \"link-services\" }}\n",
         notify = parties.config(true, true),
-        kube = kube.url,
+        kube = ns.kubernetes_toml(),
     );
     let mut app = spawn_app_with(Backend::Sqlite, &toml).await;
 

@@ -20,10 +20,9 @@ use backup_remediator::runbook::restore::{
 use backup_remediator::store::{Store, StoreOptions};
 use sqlx::Connection;
 
-use crate::support::kube_server;
+use crate::support::cluster::{self, fixtures as fx, TestNamespace};
 use crate::support::moto;
 use crate::support::{backup, pg};
-use kube_server::{fixtures as fx, KubeServer};
 use moto::{admin_credentials, Moto};
 use pg::{admin_on, admin_url, Scratch};
 
@@ -34,7 +33,10 @@ const CANARY_PASSWORD: &str = "canary-db-password-5c1f";
 /// Everything one test needs, cleaned up when dropped.
 struct World {
     moto: Moto,
-    kube: KubeServer,
+    /// The backup Secret's namespace in the test cluster.
+    ns: TestNamespace,
+    /// The service's ServiceAccount.
+    kube: kube::Client,
     db: Scratch,
     store: Store,
     scratch_prefix: String,
@@ -101,19 +103,18 @@ async fn world(secret_key: &str) -> World {
 /// [`world`] on `moto`.
 async fn world_on(moto: Moto, secret_key: &str) -> World {
     moto.create_bucket(BUCKET).await;
-    let kube = KubeServer::start().await;
+    let ns = cluster::shared().await.namespace().await;
     let creds = admin_credentials();
-    kube.put(fx::secret(
-        "postgres-backup-secret",
-        &[
-            ("postgres-user", "backup_user"),
-            ("postgres-password", CANARY_PASSWORD),
-            ("s3-bucket", BUCKET),
-            ("encryption-key", secret_key),
-            ("aws-access-key-id", creds.access_key_id()),
-            ("aws-secret-access-key", creds.secret_access_key()),
-        ],
-    ));
+    ns.put(fx::secret(&[
+        ("postgres-user", "backup_user"),
+        ("postgres-password", CANARY_PASSWORD),
+        ("s3-bucket", BUCKET),
+        ("encryption-key", secret_key),
+        ("aws-access-key-id", creds.access_key_id()),
+        ("aws-secret-access-key", creds.secret_access_key()),
+    ]))
+    .await;
+    let kube = ns.as_service().await;
     let db = Scratch::create(&["link_users"]).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(
@@ -130,6 +131,7 @@ async fn world_on(moto: Moto, secret_key: &str) -> World {
     let scratch_prefix = format!("brt{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     World {
         moto,
+        ns,
         kube,
         db,
         store,
@@ -145,11 +147,11 @@ impl World {
 
     fn settings(&self, extra: &str) -> Settings {
         self.moto.settings(&format!(
-            "[kubernetes]\napi_url = \"{kube}\"\n\
+            "[kubernetes]\n{kube}\
              [target]\nhost = \"127.0.0.1\"\nport = 5432\ndatabases = [\"{db}\", \"link_chat\"]\n\
              [restore_test]\ntarget_url = \"{url}\"\nscratch_prefix = \"{prefix}\"\ntimeout_seconds = 120\n\
              {superuser}{extra}",
-            kube = self.kube.url,
+            kube = self.ns.kubernetes_toml(),
             db = self.database(),
             url = admin_url(),
             prefix = self.scratch_prefix,
@@ -166,7 +168,7 @@ impl World {
         RestoreTester::new(
             Arc::new(self.settings(extra)),
             self.store.clone(),
-            Some(self.kube.client()),
+            Some(self.kube.clone()),
         )
     }
 
@@ -656,7 +658,7 @@ async fn a_download_cut_short_is_reported_and_says_nothing_against_the_backup() 
     let proxy = cutting_proxy(w.moto.url.clone(), 150_000).await;
     let mut settings = w.settings("");
     settings.s3.endpoint = proxy;
-    let tester = RestoreTester::new(Arc::new(settings), w.store.clone(), Some(w.kube.client()));
+    let tester = RestoreTester::new(Arc::new(settings), w.store.clone(), Some(w.kube.clone()));
     let started = tester
         .start(&request(Some(w.database()), Some(&key)), None)
         .await

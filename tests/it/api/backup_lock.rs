@@ -2,7 +2,7 @@
 //! backup lock (a second request while one runs answers 409 naming the running Job), have a
 //! budget in the policy (429 with the reason once it is used up) and accept an
 //! `Idempotency-Key` (the same key answers the same backup, with no second Job). Real
-//! PostgreSQL store, the stand-in Kubernetes API, moto.
+//! PostgreSQL store, the test cluster's API server, moto.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::backups::{setup, Setup, ADMIN_TOKEN};
 use crate::support::app::Backend;
-use crate::support::kube_server::fixtures as fx;
+use crate::support::cluster::fixtures as fx;
 
 /// POST /api/v1/backups with an `Idempotency-Key`.
 async fn post_with_key(s: &Setup, key: &str) -> reqwest::Response {
@@ -28,7 +28,7 @@ async fn post_with_key(s: &Setup, key: &str) -> reqwest::Response {
 /// The Jobs the service created, once it has had time to create any it wrongly would.
 async fn created_after_a_while(s: &Setup) -> Vec<String> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    s.kube.created_jobs()
+    s.created_jobs()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,11 +66,8 @@ async fn five_concurrent_manual_backups_create_one_job_and_four_conflicts_name_i
 async fn a_manual_backup_is_refused_while_a_verification_job_runs() {
     let s = setup(Backend::Postgres, "").await;
     // A verification's Job (the CronJob's labels), still running.
-    s.kube.put(fx::job(
-        "postgres-backup-verify-7-3",
-        "2026-11-25T02:00:00Z",
-        "active",
-    ));
+    s.ns.put(fx::job("postgres-backup-verify-7-3", &s.ns.held()))
+        .await;
 
     let resp = s.post("/api/v1/backups", json!({})).await;
 
@@ -86,7 +83,9 @@ async fn a_manual_backup_is_refused_while_a_verification_job_runs() {
     assert!(created_after_a_while(&s).await.is_empty());
 
     // Once it finished, a manual backup starts.
-    s.kube.finish_job("postgres-backup-verify-7-3", true);
+    s.finish_job("postgres-backup-verify-7-3", true);
+    s.ns.wait_job("postgres-backup-verify-7-3", "Complete")
+        .await;
     assert_eq!(s.post("/api/v1/backups", json!({})).await.status(), 202);
 }
 
@@ -103,7 +102,7 @@ async fn a_repeated_idempotency_key_answers_the_same_backup_without_a_second_job
     assert_eq!(again.status(), 202);
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["id"], first["id"], "{again:#}");
-    s.kube.finish_job(&job, false);
+    s.finish_job(&job, false);
     s.backup_finished(first["id"].as_i64().unwrap()).await;
     let later: Value = post_with_key(&s, "nightly-check-2026-12-07")
         .await
@@ -135,7 +134,7 @@ async fn manual_backups_past_the_policys_budget_are_refused_with_429_and_the_rea
     assert_eq!(first.status(), 202);
     let first: Value = first.json().await.unwrap();
     let (job, _) = s.created_job().await;
-    s.kube.finish_job(&job, false);
+    s.finish_job(&job, false);
     s.backup_finished(first["id"].as_i64().unwrap()).await;
 
     let resp = s.post("/api/v1/backups", json!({})).await;
@@ -163,14 +162,15 @@ async fn a_second_restore_test_while_one_runs_is_a_conflict_naming_it() {
     .await;
     // The first test's read of the backup Secret takes 3 s: it is running meanwhile.
     s.kube.delay(
-        "/api/v1/namespaces/link-services/secrets",
+        &format!("/api/v1/namespaces/{}/secrets", s.ns.name),
         Duration::from_secs(3),
     );
     let first = s
         .post("/api/v1/restore-tests", json!({"database": "link_users"}))
         .await;
-    assert_eq!(first.status(), 202);
+    let status = first.status();
     let first: Value = first.json().await.unwrap();
+    assert_eq!(status, 202, "{first}");
     let id = first["restore_tests"][0]["id"].as_i64().unwrap();
 
     let second = s.post("/api/v1/restore-tests", json!({})).await;

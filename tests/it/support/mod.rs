@@ -1,5 +1,6 @@
 //! What the integration tests share: the real application on a fresh store (`app`), stand-ins
-//! for third parties (`kube_server`, `moto`), real daemons and processes (`procs`, `service`,
+//! for third parties (`moto`), the test cluster (`cluster`: a real Kubernetes API server), real
+//! daemons and processes (`procs`, `service`,
 //! `pg`), fixtures (`approvals`, `incident`, `backup`) and the end-to-end `world`.
 
 pub mod app;
@@ -7,7 +8,6 @@ pub mod approvals;
 pub mod backup;
 pub mod cluster;
 pub mod incident;
-pub mod kube_server;
 pub mod moto;
 pub mod pg;
 pub mod procs;

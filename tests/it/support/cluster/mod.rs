@@ -45,8 +45,6 @@ pub struct Cluster {
     pub url: String,
     /// Where the kubeconfigs, certificates and logs are.
     pub dir: PathBuf,
-    /// The cluster admin's bearer token (group system:masters).
-    admin_token: String,
     /// A kubeconfig for the service's ServiceAccount (a TokenRequest token), namespace
     /// `link-services`.
     pub service_kubeconfig: PathBuf,
@@ -270,7 +268,6 @@ async fn start(daemons: &mut Vec<Child>) -> Result<Cluster, String> {
     let cluster = Cluster {
         url: url.clone(),
         dir: dir.clone(),
-        admin_token: admin_token.clone(),
         service_kubeconfig: dir.join("service.kubeconfig"),
         ca_pem: pki.ca_pem.clone(),
         service_token: String::new(),
@@ -414,11 +411,6 @@ impl Cluster {
     /// runtime.
     pub async fn admin(&self) -> kube::Client {
         self.client_from(&self.dir.join("admin.kubeconfig")).await
-    }
-
-    /// A client acting as the service's ServiceAccount, on the caller's runtime.
-    pub async fn as_service(&self) -> kube::Client {
-        self.client_from(&self.service_kubeconfig).await
     }
 
     /// A fresh namespace for one test: see [`TestNamespace`].

@@ -506,7 +506,7 @@ impl PodRun {
         let mut cmd = tokio::process::Command::new(&words[0]);
         cmd.args(&words[1..])
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PATH", host_path())
             .env("HOME", &self.home)
             .env("HOSTNAME", self.name())
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -559,6 +559,16 @@ impl PodRun {
             Ok(s) => Exit::Code(s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9))),
             Err(_) => Exit::Code(128),
         }
+    }
+}
+
+/// The PATH of the commands the node agent runs: `NODE_AGENT_PATH` (scripts/test.sh puts the
+/// aws CLI there) before this process's own.
+fn host_path() -> String {
+    let own = std::env::var("PATH").unwrap_or_default();
+    match std::env::var("NODE_AGENT_PATH") {
+        Ok(extra) if !extra.is_empty() => format!("{extra}:{own}"),
+        _ => own,
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
 
 use super::{apply, Cluster};
@@ -213,18 +213,6 @@ impl TestNamespace {
             .into_iter()
             .filter_map(|p| p.metadata.name)
             .collect()
-    }
-
-    /// Labels the namespace (e.g. to loosen Pod Security for one test).
-    pub async fn label(&self, key: &str, value: &str) {
-        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.admin.clone());
-        api.patch(
-            &self.name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {key: value}}})),
-        )
-        .await
-        .unwrap();
     }
 }
 

@@ -1,5 +1,6 @@
 // Command kubectl is the upstream kubectl, built from the Go module proxy for machines that have
-// none: scripts/kubectl.sh builds it once and caches it, and the deploy tests run its
+// none (at the version of the control plane beside it): scripts/kubectl.sh builds it once and
+// caches it, and the deploy tests run its
 // `kubectl kustomize`. Nothing is added or changed; this file only calls kubectl's own entry
 // point, as k8s.io/kubernetes/cmd/kubectl does.
 package main

@@ -1,6 +1,8 @@
-//! A stand-in Kubernetes API server for tests: it serves the real API paths and object JSON
-//! (GET, LIST with label selectors, POST, merge PATCH, DELETE, pod logs), so kube-rs builds and
-//! parses real requests; it records every request, and a test changes its state at will.
+//! A stand-in Kubernetes API server, kept only for the targets bench (benches/targets.rs): it
+//! serves the real API paths and object JSON (GET, LIST with label selectors, POST, merge PATCH,
+//! DELETE, pod logs) in this process, so the bench's 200 targets measure the service's own costs
+//! without an API server and etcd in the figures. Every test talks to the real API server of
+//! the test cluster (tests/it/support/cluster/).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
