@@ -58,18 +58,17 @@ async fn a_reader_signs_in_and_reads_an_incidents_diagnosis_and_timeline() {
     assert!(!text.contains("{\""), "the timeline reads as JSON:\n{text}");
     assert!(!b.has("a.button.approve").await && !b.has("button.reject").await);
     b.assert_accessible("the incident page").await;
-    b.screenshot("incident").await;
 
     b.click_to("nav a[href='/ui/incidents']").await;
     assert!(b.main_text().await.contains(&format!("#{id}")));
     b.assert_accessible("the incident list").await;
-    b.screenshot("incidents").await;
+    b.screenshot("pages-incidents").await;
     b.click_to("nav a[href='/ui/restore-tests']").await;
     let text = b.main_text().await;
     assert!(text.contains("2 of 2 passed"), "{text}");
     assert!(text.contains("against an RTO of 30 min: met"), "{text}");
     b.assert_accessible("the restore tests page").await;
-    b.screenshot("restore-tests").await;
+    b.screenshot("pages-restore-tests").await;
     b.click_to("nav a[href='/ui/backups']").await;
     b.assert_accessible("the manual backups page").await;
 
@@ -199,6 +198,6 @@ async fn an_admin_approves_a_waiting_step_with_the_button_and_sees_the_gates_dec
     );
     b.assert_accessible("the incident page after the approval")
         .await;
-    b.screenshot("incident-approved").await;
+    b.screenshot("pages-incident").await;
     b.close().await;
 }
