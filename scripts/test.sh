@@ -22,6 +22,8 @@ command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanag
 command -v openssl >/dev/null || missing+=(openssl)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root apt-get update -qq
@@ -81,6 +83,17 @@ if [ -z "${KUBERNETES_VALIDATE:-}" ]; then
     KUBERNETES_VALIDATE="$kv_venv/bin/kubernetes-validate"
   fi
   export KUBERNETES_VALIDATE
+fi
+
+# axe-core (npm registry) checks the pages' accessibility in the browser tests (tests/it/ui/):
+# installed once into the cache.
+if [ -z "${AXE_CORE_JS:-}" ]; then
+  axe_dir="${XDG_CACHE_HOME:-$HOME/.cache}/backup-remediator/axe"
+  if [ ! -f "$axe_dir/node_modules/axe-core/axe.min.js" ]; then
+    log "installing axe-core into $axe_dir"
+    npm install --silent --no-audit --no-fund --prefix "$axe_dir" 'axe-core@4' >/dev/null
+  fi
+  export AXE_CORE_JS="$axe_dir/node_modules/axe-core/axe.min.js"
 fi
 
 # kubectl's built-in kustomize renders deploy/ (tests/it/deploy/render.rs): from PATH, or built

@@ -12,10 +12,12 @@ use serde::Deserialize;
 
 mod auth;
 mod env;
+mod proxy;
 mod sections;
 mod targets;
 pub use auth::*;
 pub use env::{var_name, EnvLayer, ALIASES as ENV_ALIASES};
+pub use proxy::{Cidr, TrustedProxy};
 pub use sections::*;
 pub use targets::{Target, TargetChoice, TargetEntry, OVERRIDABLE as TARGET_SECTIONS};
 
@@ -218,6 +220,7 @@ impl Settings {
         if self.server.max_connections == 0 {
             return bad("server.max_connections", "must be at least 1");
         }
+        self.auth.trusted_proxy()?;
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");
         }

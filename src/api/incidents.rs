@@ -108,23 +108,34 @@ pub async fn list(
         since: p.since.map(normalise_time),
         until: p.until.map(normalise_time),
         before_id: page.before,
+        alertname: None,
         limit: page.fetch(),
     };
-    let counted = state.intake.consistent_read().await;
-    let mut incidents = state.store.list_incidents(&filter).await?;
+    let mut incidents = read_list(&state, &filter).await?;
     let next_cursor = page.next_cursor(&mut incidents, |i| i.id);
-    for i in &mut incidents {
-        state.with_pending(i);
-    }
-    drop(counted);
     Ok(Json(IncidentPage {
         incidents,
         next_cursor,
     }))
 }
 
+/// The incidents `filter` selects, with the re-sends counted in memory (the API's list and the
+/// pages' both read through here).
+pub(super) async fn read_list(
+    state: &AppState,
+    filter: &IncidentFilter,
+) -> Result<Vec<Incident>, ApiError> {
+    let counted = state.intake.consistent_read().await;
+    let mut incidents = state.store.list_incidents(filter).await?;
+    for i in &mut incidents {
+        state.with_pending(i);
+    }
+    drop(counted);
+    Ok(incidents)
+}
+
 /// Whether `t` can be a target's name (the configured ones, or a namespace for the implied one).
-fn target_name(t: &str) -> bool {
+pub(super) fn target_name(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 63
         && t.bytes()
@@ -151,22 +162,31 @@ pub async fn show(
     State(state): State<AppState>,
     id: Id<Incident>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
-    let counted = state.intake.consistent_read().await;
-    let mut incident = state
-        .store
-        .get_incident(id.get())
+    read_detail(&state, id.get())
         .await?
-        .ok_or_else(|| id.not_found())?;
+        .map(Json)
+        .ok_or_else(|| id.not_found())
+}
+
+/// The incident `id` with everything recorded about it, or `None` (the API's answer and the
+/// pages' both read through here).
+pub(super) async fn read_detail(
+    state: &AppState,
+    id: i64,
+) -> Result<Option<IncidentDetail>, ApiError> {
+    let counted = state.intake.consistent_read().await;
+    let Some(mut incident) = state.store.get_incident(id).await? else {
+        return Ok(None);
+    };
     state.with_pending(&mut incident);
     drop(counted);
-    let id = id.get();
     let (diagnosis, findings, actions, timeline) = tokio::try_join!(
         state.store.diagnosis(id),
         state.store.findings(id),
         state.store.steps(id),
         state.store.timeline(id)
     )?;
-    Ok(Json(IncidentDetail {
+    Ok(Some(IncidentDetail {
         incident,
         diagnosis,
         findings,

@@ -170,7 +170,7 @@ impl HttpBody for DeadlineBody {
 /// The longest error text read back from a non-JSON error answer (axum's are one line).
 const MAX_ERROR_TEXT: usize = 4096;
 
-/// Turns every error answer that is not JSON into `{"error": "…"}`, keeping its status and
+/// Turns every error answer that is neither JSON nor an HTML page into `{"error": "…"}`, keeping its status and
 /// headers (`Allow` on 405, `WWW-Authenticate` on 401).
 pub async fn as_json_error(mut resp: Response) -> Response {
     let status = resp.status();
@@ -183,12 +183,13 @@ pub async fn as_json_error(mut resp: Response) -> Response {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let is_json = resp
+    // JSON already, or one of the pages' HTML error pages (`/ui/`), which a person reads.
+    let is_json_or_page = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if is_json_or_page {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();

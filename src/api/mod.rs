@@ -1,5 +1,6 @@
 //! The HTTP interface: the Alertmanager webhook, the REST API under `/api/v1`, operations
-//! endpoints, and the OpenAPI document generated from the same route definitions.
+//! endpoints, the OpenAPI document generated from the same route definitions, and the pages a
+//! person reads in a browser (`/ui/`).
 
 mod approvals;
 mod auth;
@@ -13,6 +14,7 @@ mod openapi;
 mod restore_tests;
 pub mod server;
 pub mod slack;
+pub mod ui;
 mod webhook;
 mod whoami;
 
@@ -79,6 +81,8 @@ pub struct Shared {
     pub runbooks: Arc<crate::runbook::fleet::RunbookFleet>,
     /// Verifies and decides the Approve/Reject clicks of Slack messages (`/slack/interactions`).
     pub slack: Arc<slack::SlackApprovals>,
+    /// The browser pages' session key and settings (`/ui/`).
+    pub pages: ui::PageSettings,
 }
 
 impl AppState {
@@ -182,6 +186,7 @@ pub fn app(state: AppState) -> Router {
             OPENAPI_PATH,
             get(move || async move { Json(doc.as_ref().clone()) }),
         )
+        .merge(ui::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(body_timeout, edge))

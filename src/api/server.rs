@@ -7,6 +7,9 @@
 //! - An idle timeout: a connection on which no byte moves either way for this long is closed.
 //! - The request-body deadline is the application's (see `limits.rs`), so it can answer 408.
 //!
+//! Each request carries its connection's peer address (axum's `ConnectInfo`): the pages believe
+//! a trusted proxy's user header only from the configured networks.
+//!
 //! Every connection closed for a limit is counted in
 //! `backup_remediator_http_connections_closed_total{reason}`. Shutdown is graceful: stop
 //! accepting, let each connection finish the request it is serving, then return.
@@ -66,9 +69,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pause instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -93,6 +96,14 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
                 .keep_alive(true);
+            let app = tower::ServiceExt::map_request(
+                app,
+                move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                },
+            );
             let conn = builder.serve_connection(io, TowerToHyperService::new(app));
             tokio::pin!(conn);
             let result = tokio::select! {

@@ -233,7 +233,22 @@ impl Application {
                 Ok(()) => {}
             }
         }
+        // The pages sign their sessions with a key derived from the installation key, which
+        // every replica reads from the store.
+        let installation_key = store
+            .installation_key(&hex::encode(rand::random::<[u8; 32]>()))
+            .await
+            .map_err(|source| Error::Store {
+                doing: "reading the installation key",
+                source,
+            })?;
+        let pages = api::ui::PageSettings {
+            key: api::ui::session::SessionKey::derive(&installation_key),
+            secure_cookie: !settings.server.listen.ip().is_loopback(),
+            rpo_hours: settings.notify.rpo_hours,
+        };
         let state = AppState::new(api::Shared {
+            pages,
             store,
             intake,
             auth,

@@ -51,6 +51,15 @@ pub struct AuthSettings {
     pub insecure_no_auth: bool,
     /// With `insecure_no_auth`, allow an explicitly configured address other than loopback.
     pub insecure_no_auth_on_network: bool,
+    /// The header an authenticating proxy sets to the signed-in person's name (browser pages
+    /// only); empty: no trusted proxy. See [`AuthSettings::trusted_proxy`].
+    pub proxy_header: String,
+    /// The networks (CIDR) whose connections may set `proxy_header`.
+    pub proxy_cidrs: Vec<String>,
+    /// Names from `proxy_header` given the admin role.
+    pub proxy_admins: Vec<String>,
+    /// Names from `proxy_header` given the reader role.
+    pub proxy_readers: Vec<String>,
 }
 
 /// A named credential as configured: the SHA-256 (hex) of its token, never the token.

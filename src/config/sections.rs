@@ -164,7 +164,7 @@ pub struct NotifySettings {
     /// PagerDuty Events API v2 routing key; empty = no paging. Secret.
     pub pagerduty_routing_key: SecretString,
     pub pagerduty_url: String,
-    /// Base URL under which people reach this service's API (links in messages).
+    /// Base URL under which people reach this service (messages link to `/ui/incidents/{id}`).
     pub external_url: String,
     /// Escalate an open incident this long after it opened (runbook: 2); 0 = never.
     pub escalate_after_hours: u64,

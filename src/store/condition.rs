@@ -259,6 +259,7 @@ mod tests {
             until: None,
             before_id: None,
             target: None,
+            alertname: None,
             limit: 500,
         };
         let stored = store.list_incidents(&filter).await.unwrap();

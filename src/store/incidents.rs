@@ -54,6 +54,8 @@ pub struct IncidentFilter {
     pub before_id: Option<i64>,
     /// Only incidents routed to this target.
     pub target: Option<String>,
+    /// Only incidents of this alert (`alertname`).
+    pub alertname: Option<String>,
     pub limit: u32,
 }
 
@@ -237,6 +239,9 @@ impl Store {
         if filter.target.is_some() {
             clause(&mut sql, " AND target = ");
         }
+        if filter.alertname.is_some() {
+            clause(&mut sql, " AND alertname = ");
+        }
         clause(&mut sql, " ORDER BY id DESC LIMIT ");
         let mut q = self.reader().query(&sql);
         if let Some(status) = filter.status {
@@ -253,6 +258,9 @@ impl Store {
         }
         if let Some(target) = &filter.target {
             q = q.bind(target.as_str());
+        }
+        if let Some(alertname) = &filter.alertname {
+            q = q.bind(alertname.as_str());
         }
         let rows = q.bind(i64::from(filter.limit)).fetch_all().await?;
         rows.iter().map(incident).collect()

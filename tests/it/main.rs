@@ -33,3 +33,4 @@ mod scenarios;
 mod silent_failures;
 mod store_load;
 mod targets;
+mod ui;

@@ -440,7 +440,7 @@ async fn one_slack_message_is_posted_then_updated_in_place_and_pagerduty_follows
     assert_eq!(context["type"], "context");
     let links = context["elements"][0]["text"].as_str().unwrap();
     assert!(
-        links.contains(&format!("<{EXTERNAL}/api/v1/incidents/{id}|Incident #{id}")),
+        links.contains(&format!("<{EXTERNAL}/ui/incidents/{id}|Incident #{id}>")),
         "{links}"
     );
     assert!(

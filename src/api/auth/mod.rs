@@ -34,6 +34,8 @@ pub struct Auth {
     current: RwLock<Arc<CredentialSet>>,
     /// SHA-256 of the credential files' contents last loaded (or last failed to load).
     seen: Mutex<[u8; 32]>,
+    /// The pages' trusted proxy (`auth.proxy_header`…).
+    proxy: Option<crate::config::TrustedProxy>,
 }
 
 /// An authenticated caller.
@@ -48,6 +50,7 @@ impl Auth {
     /// Reads every credential (files included); an error names the key.
     pub fn new(settings: &AuthSettings) -> Result<Self, ConfigError> {
         let set = settings.credentials()?;
+        settings.trusted_proxy()?;
         Ok(Self::with(settings, set))
     }
 
@@ -55,6 +58,8 @@ impl Auth {
     pub fn with(settings: &AuthSettings, set: CredentialSet) -> Self {
         Self {
             seen: Mutex::new(reload::fingerprint(&settings.files())),
+            // Checked when the settings were loaded (and by `new`): a malformed one is none.
+            proxy: settings.trusted_proxy().ok().flatten(),
             settings: settings.clone(),
             current: RwLock::new(Arc::new(set)),
         }
@@ -68,8 +73,44 @@ impl Auth {
         }
     }
 
-    fn insecure(&self) -> bool {
+    /// `auth.insecure_no_auth`: the pages are then read-only.
+    pub(crate) fn insecure(&self) -> bool {
         self.settings.insecure_no_auth
+    }
+
+    /// Reads are open to anyone (`insecure_no_auth` and no reader configured).
+    pub(crate) fn anonymous_reads(&self) -> bool {
+        self.insecure() && !self.snapshot().has_readers()
+    }
+
+    /// The trusted proxy of the pages, if configured (checked when the settings were loaded).
+    pub(crate) fn trusted_proxy(&self) -> Option<&crate::config::TrustedProxy> {
+        self.proxy.as_ref()
+    }
+
+    /// The named credential whose token is `token` (the pages' sign-in form), with the SHA-256
+    /// of its token, which a session is bound to.
+    pub(crate) fn principal_by_token(&self, token: &str) -> Option<(Identity, [u8; 32])> {
+        let set = self.snapshot();
+        let i = find_principal(&set, token).index?;
+        set.principals.get(i).map(|p| {
+            (
+                Identity {
+                    name: p.name.clone(),
+                    role: p.role,
+                },
+                p.token_sha256,
+            )
+        })
+    }
+
+    /// The role and token hash of the credential named `name` now (None once it is revoked).
+    pub(crate) fn principal_by_name(&self, name: &str) -> Option<(Role, [u8; 32])> {
+        self.snapshot()
+            .principals
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| (p.role, p.token_sha256))
     }
 
     /// Accepts any configured bearer token or basic credentials.

@@ -81,7 +81,7 @@ pub fn render(v: &View<'_>) -> Value {
     }
     let mut links = Vec::new();
     if let Some(url) = v.incident_url() {
-        links.push(format!("<{url}|Incident #{} in the API>", i.id));
+        links.push(format!("<{url}|Incident #{}>", i.id));
     }
     if !i.generator_url.is_empty() {
         links.push(format!("<{}|Alert source>", i.generator_url));

@@ -233,11 +233,12 @@ impl View<'_> {
         lines
     }
 
-    /// The incident in the REST API, when the external URL is known.
+    /// The incident's page (`/ui/incidents/{id}`), when the external URL is known: what a person
+    /// paged at night opens from Slack or PagerDuty.
     pub fn incident_url(&self) -> Option<String> {
         (!self.external_url.is_empty()).then(|| {
             format!(
-                "{}/api/v1/incidents/{}",
+                "{}/ui/incidents/{}",
                 self.external_url.trim_end_matches('/'),
                 self.incident.id
             )
