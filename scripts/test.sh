@@ -21,6 +21,7 @@ command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanag
 command -v openssl >/dev/null || missing+=(openssl)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v pgbackrest >/dev/null || missing+=(pgbackrest)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root apt-get update -qq

@@ -29,5 +29,6 @@ mod read_only;
 mod restore;
 mod scenarios;
 mod silent_failures;
+mod sources;
 mod store_load;
 mod targets;

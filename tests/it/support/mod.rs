@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod approvals;
+pub mod archiving;
 pub mod backup;
 pub mod incident;
 pub mod kube_server;
