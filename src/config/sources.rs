@@ -33,6 +33,17 @@ pub struct PgBackRestSettings {
     /// PromQL giving the Unix time of the last successful backup by the metric the alerts use;
     /// the newest of its series is cross-checked against the repository. Empty: no cross-check.
     pub freshness_metric: String,
+    /// The restore test's scratch data directories are made under this directory (it must be
+    /// writable by the user that runs pgbackrest and pg_ctl); empty: the system's temp dir.
+    pub restore_dir: String,
+    /// The `pg_ctl` that starts the scratch server (a path, or a name in PATH).
+    pub pg_ctl: String,
+    /// A command prefix for `pgbackrest restore` and `pg_ctl` (e.g. `["runuser", "-u",
+    /// "postgres", "--"]` when the service is not the database's OS user); empty: none.
+    pub run_as: Vec<String>,
+    /// The role the restore checks connect as on the scratch server (the cluster's superuser,
+    /// over loopback as the restored pg_hba.conf allows).
+    pub restore_user: String,
 }
 
 /// `[wal_archive]`: the WAL-archive guard.

@@ -363,3 +363,82 @@ async fn pgbackrest_pushing_to_a_missing_repository_is_diagnosed_as_a_failing_ar
         diagnosis.diagnosis.evidence
     );
 }
+
+// ---------- the restore test of a pgBackRest backup ----------
+
+/// A target whose stanza holds one full backup of database `shop` (three orders), with the
+/// restore test's settings pointing at a scratch directory of the test and `checks`.
+async fn backed_up_shop(checks: &str) -> (ArchivingServer, Settings, std::path::PathBuf) {
+    let server = ArchivingServer::start(Archive::PgBackRest);
+    let mut c = server.connect().await;
+    c.execute("CREATE DATABASE shop").await.unwrap();
+    let mut shop = sqlx::PgConnection::connect(&format!(
+        "postgres://postgres@127.0.0.1:{}/shop",
+        server.port
+    ))
+    .await
+    .unwrap();
+    shop.execute("CREATE TABLE orders (id int primary key, placed timestamptz default now()); INSERT INTO orders (id) VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    server.pgbackrest_as_postgres(&["--type=full", "backup"]);
+    let restores = server.postgres_dir("restores");
+    let settings = pgbackrest_settings(
+        &server,
+        &format!(
+            "restore_dir = \"{}\"\npg_ctl = \"{}\"\nrun_as = [\"runuser\", \"-u\", \"postgres\", \"--\"]\n\
+             [target]\ndatabases = [\"shop\"]\n[restore_test]\ntimeout_seconds = 120\nrto_minutes = 10\n{checks}",
+            restores.display(),
+            server.pg_ctl().display()
+        ),
+    );
+    (server, settings, restores)
+}
+
+use sqlx::Connection;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pgbackrest_backup_restores_into_a_scratch_server_passes_its_checks_and_states_its_rto() {
+    let (_server, settings, restores) = backed_up_shop(
+        "[[restore_test.checks]]\ndatabase = \"shop\"\nname = \"three orders\"\nsql = \"SELECT count(*) = 3 FROM orders\"",
+    )
+    .await;
+
+    let report = backup_remediator::runbook::pgbackrest_restore::run_test(&settings).await;
+
+    assert_eq!(report.status.as_str(), "passed", "{report:?}");
+    assert!(
+        report.backup.as_deref().unwrap().ends_with('F'),
+        "a full backup's label"
+    );
+    assert_eq!(report.checks.len(), 1);
+    assert!(report.checks[0].passed && report.checks[0].name == "shop: three orders");
+    let rto = report.rto.as_ref().unwrap();
+    assert!(
+        rto.met && rto.restore_ms > 0 && rto.rto_minutes == 10.0,
+        "{rto:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&restores).unwrap().count(),
+        0,
+        "the scratch server's directory is removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_backup_that_fails_a_check_fails_the_test_naming_the_check() {
+    let (_server, settings, restores) = backed_up_shop(
+        "[[restore_test.checks]]\ndatabase = \"shop\"\nname = \"four orders\"\nsql = \"SELECT count(*) = 4 FROM orders\"",
+    )
+    .await;
+
+    let report = backup_remediator::runbook::pgbackrest_restore::run_test(&settings).await;
+
+    assert_eq!(report.status.as_str(), "failed", "{report:?}");
+    let reason = report.reason.unwrap();
+    assert!(
+        reason.contains("check \"four orders\" on shop returned false"),
+        "{reason}"
+    );
+    assert_eq!(std::fs::read_dir(&restores).unwrap().count(), 0);
+}

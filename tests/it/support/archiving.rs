@@ -148,6 +148,19 @@ impl ArchivingServer {
         self.dir.path().join("data")
     }
 
+    /// The server's `pg_ctl`.
+    pub fn pg_ctl(&self) -> PathBuf {
+        self.bin.join("pg_ctl")
+    }
+
+    /// An empty directory of the test that the postgres user may write (restore tests).
+    pub fn postgres_dir(&self, name: &str) -> PathBuf {
+        let d = self.dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        chown(&d, Some(self.uid), None).unwrap();
+        d
+    }
+
     /// The pgBackRest configuration file of the test.
     pub fn conf(&self) -> PathBuf {
         self.dir.path().join("pgbackrest.conf")
