@@ -123,6 +123,15 @@ impl RunbookFleet {
             .targets
             .values()
             .filter(|r| r.restore.configured())
+            .filter(|r| {
+                // The scheduled test restores pg_dump archives from S3; a pgBackRest target's
+                // restore test is `pgbackrest_restore::run_test`, not scheduled yet.
+                let pg_dump = r.restore.source() == crate::domain::source::BackupSource::PgDumpCronJob;
+                if !pg_dump {
+                    tracing::info!(target_name = %r.restore.target(), "no scheduled restore test: the target's backups are not pg_dump archives");
+                }
+                pg_dump
+            })
             .collect();
         if configured.is_empty() {
             tracing::info!("scheduled restore tests are off: restore_test.target_url is not set");

@@ -123,6 +123,11 @@ impl RestoreTester {
         &self.target
     }
 
+    /// The target's backup source.
+    pub fn source(&self) -> crate::domain::source::BackupSource {
+        self.settings.source()
+    }
+
     /// Whether a scratch PostgreSQL is configured.
     pub fn configured(&self) -> bool {
         !self
