@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod intake;
 pub mod notify;
+pub mod own_alert;
 pub mod pace;
 pub mod playbooks;
 pub mod remediation;

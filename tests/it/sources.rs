@@ -49,16 +49,20 @@ fn finding<'a>(r: &'a Report, probe: &str) -> &'a Finding {
         .unwrap_or_else(|| panic!("no {probe} finding: {:#?}", r.findings))
 }
 
-/// A real Prometheus scraping one series `name` with value `value`; returns it and its URL.
-async fn prometheus_with(
-    dir: &std::path::Path,
-    name: &'static str,
-    value: i64,
-) -> (procs::Daemon, String) {
-    let exporter = procs::exporter(move || format!("{name} {value}\n")).await;
-    let (prom, url) = procs::prometheus(dir, &[exporter.to_string()], None, None).await;
-    procs::wait_for_series(&url, name).await;
-    (prom, url)
+/// Examines `server`'s stanza with a real Prometheus whose metric of the last success says
+/// `hours_ago`.
+async fn with_metric(server: &ArchivingServer, hours_ago: i64) -> Report {
+    const METRIC: &str = "pgbackrest_last_success_timestamp";
+    let dir = tempfile::tempdir().unwrap();
+    let value = Utc::now().timestamp() - hours_ago * 3600;
+    let exporter = procs::exporter(move || format!("{METRIC} {value}\n")).await;
+    let (_prom, url) = procs::prometheus(dir.path(), &[exporter.to_string()], None, None).await;
+    procs::wait_for_series(&url, METRIC).await;
+    examine(pgbackrest_settings(
+        server,
+        &format!("freshness_metric = \"{METRIC}\"\n[prometheus]\nurl = \"{url}\""),
+    ))
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,16 +99,8 @@ async fn a_pgbackrest_target_is_judged_by_its_repository_and_not_by_the_cronjob(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stanza_without_a_backup_is_stale_and_a_metric_saying_fresh_is_a_finding_of_its_own() {
     let server = ArchivingServer::start(Archive::PgBackRest);
-    let dir = tempfile::tempdir().unwrap();
-    let an_hour_ago = Utc::now().timestamp() - 3600;
-    let (_prom, url) =
-        prometheus_with(dir.path(), "pgbackrest_last_success_timestamp", an_hour_ago).await;
 
-    let report = examine(pgbackrest_settings(
-        &server,
-        &format!("freshness_metric = \"pgbackrest_last_success_timestamp\"\n[prometheus]\nurl = \"{url}\""),
-    ))
-    .await;
+    let report = with_metric(&server, 1).await;
 
     let f = finding(&report, "pgbackrest");
     assert_eq!(f.status, Status::Problem, "{}", f.summary);
@@ -143,16 +139,8 @@ async fn a_stanza_without_a_backup_is_stale_and_a_metric_saying_fresh_is_a_findi
 async fn a_fresh_repository_under_a_stale_metric_says_the_metric_lies() {
     let server = ArchivingServer::start(Archive::PgBackRest);
     server.pgbackrest_as_postgres(&["--type=full", "backup"]);
-    let dir = tempfile::tempdir().unwrap();
-    let stale = Utc::now().timestamp() - 30 * 3600;
-    let (_prom, url) =
-        prometheus_with(dir.path(), "pgbackrest_last_success_timestamp", stale).await;
 
-    let report = examine(pgbackrest_settings(
-        &server,
-        &format!("freshness_metric = \"pgbackrest_last_success_timestamp\"\n[prometheus]\nurl = \"{url}\""),
-    ))
-    .await;
+    let report = with_metric(&server, 30).await;
 
     let f = finding(&report, "pgbackrest");
     assert_eq!(f.status, Status::Problem, "{}", f.summary);

@@ -26,12 +26,13 @@ use sha2::Digest;
 use tokio::sync::watch;
 
 use crate::config::Settings;
-use crate::domain::alert::{Alert, AlertStatus, Notification, WAL_ARCHIVE_FAILING};
+use crate::domain::alert::WAL_ARCHIVE_FAILING;
 use crate::domain::duration::human;
 use crate::domain::wal::Assessment;
 use crate::probes::wal_archive;
 use crate::store::{Store, StoreError};
 use crate::workflow::intake::{Intake, Outcome};
+use crate::workflow::own_alert::{self, OwnAlert};
 
 /// One target the guard reads.
 struct Guarded {
@@ -172,13 +173,7 @@ impl WalGuard {
             ("namespace", t.settings.kubernetes.namespace.clone()),
             ("source", "wal_guard".to_owned()),
         ];
-        let routing: Vec<(String, String)> = t
-            .labels
-            .iter()
-            .filter(|(k, _)| !labels.iter().any(|(l, _)| l == k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        labels.extend(routing.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        own_alert::add_routing(&mut labels, &t.labels);
         let annotations = [
             (
                 "summary",
@@ -240,43 +235,16 @@ impl WalGuard {
         labels: &[(&str, String)],
         annotations: &[(&str, String)],
     ) -> Result<(Option<i64>, Option<Outcome>), StoreError> {
-        let map = |kv: &[(&str, String)]| -> BTreeMap<String, String> {
-            kv.iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect()
-        };
-        let status = if ends_at.is_some() {
-            AlertStatus::Resolved
-        } else {
-            AlertStatus::Firing
-        };
-        let alert = Alert {
-            name: WAL_ARCHIVE_FAILING.to_owned(),
-            status,
-            fingerprint: fingerprint.to_owned(),
+        let alert = OwnAlert {
+            name: WAL_ARCHIVE_FAILING,
+            receiver: "wal_guard",
+            fingerprint,
             starts_at,
             ends_at,
-            labels: map(labels),
-            annotations: map(annotations),
-            generator_url: String::new(),
-            adjustments: Vec::new(),
+            labels,
+            annotations,
         };
-        let n = Notification {
-            receiver: "wal_guard".to_owned(),
-            status,
-            group_key: format!("wal_guard:{fingerprint}"),
-            group_labels: BTreeMap::new(),
-            common_labels: alert.labels.clone(),
-            common_annotations: alert.annotations.clone(),
-            external_url: String::new(),
-            truncated_alerts: 0,
-            alerts: vec![alert],
-            adjustments: Vec::new(),
-        };
-        let results = self.intake.accept(&n).await?;
-        Ok(results
-            .first()
-            .map_or((None, None), |r| (r.incident_id, Some(r.outcome))))
+        own_alert::deliver(&self.intake, alert).await
     }
 }
 
