@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use crate::domain::alert::{Alert, AlertStatus, Notification};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use crate::workflow::intake::{Intake, Outcome};
 
 /// One alert of the service's own.
@@ -77,4 +77,30 @@ pub async fn deliver(
     Ok(results
         .first()
         .map_or((None, None), |r| (r.incident_id, Some(r.outcome))))
+}
+
+/// Resolves the live (open or escalated) incident of `fingerprint`, raised by `receiver` as
+/// `name`: its id when intake resolved it.
+pub async fn resolve(
+    store: &Store,
+    intake: &Intake,
+    name: &str,
+    receiver: &str,
+    fingerprint: &str,
+    labels: &[(&str, String)],
+) -> Result<Option<i64>, StoreError> {
+    let Some((_, starts_at)) = store.live_incident(fingerprint).await? else {
+        return Ok(None);
+    };
+    let alert = OwnAlert {
+        name,
+        receiver,
+        fingerprint,
+        starts_at,
+        ends_at: Some(Utc::now()),
+        labels,
+        annotations: &[],
+    };
+    let (id, outcome) = deliver(intake, alert).await?;
+    Ok(id.filter(|_| outcome == Some(Outcome::Resolved)))
 }

@@ -195,9 +195,16 @@ impl WalGuard {
                 ),
             ),
         ];
-        let (id, outcome) = self
-            .deliver(&fp, since, None, &labels, &annotations)
-            .await?;
+        let alert = OwnAlert {
+            name: WAL_ARCHIVE_FAILING,
+            receiver: "wal_guard",
+            fingerprint: &fp,
+            starts_at: since,
+            ends_at: None,
+            labels: &labels,
+            annotations: &annotations,
+        };
+        let (id, outcome) = own_alert::deliver(&self.intake, alert).await?;
         if outcome != Some(Outcome::Opened) {
             return Ok(None);
         }
@@ -213,38 +220,19 @@ impl WalGuard {
     /// Resolves the target's live incident: archiving works again.
     async fn resolve(&self, t: &Guarded) -> Result<Option<i64>, StoreError> {
         let fp = fingerprint(&t.name);
-        let Some((_, starts_at)) = self.store.live_incident(&fp).await? else {
-            return Ok(None);
-        };
         let labels = [
             ("alertname", WAL_ARCHIVE_FAILING.to_owned()),
             ("source", "wal_guard".to_owned()),
         ];
-        let (id, outcome) = self
-            .deliver(&fp, starts_at, Some(Utc::now()), &labels, &[])
-            .await?;
-        Ok(id.filter(|_| outcome == Some(Outcome::Resolved)))
-    }
-
-    /// Hands one alert to the intake, as Alertmanager's webhook would.
-    async fn deliver(
-        &self,
-        fingerprint: &str,
-        starts_at: DateTime<Utc>,
-        ends_at: Option<DateTime<Utc>>,
-        labels: &[(&str, String)],
-        annotations: &[(&str, String)],
-    ) -> Result<(Option<i64>, Option<Outcome>), StoreError> {
-        let alert = OwnAlert {
-            name: WAL_ARCHIVE_FAILING,
-            receiver: "wal_guard",
-            fingerprint,
-            starts_at,
-            ends_at,
-            labels,
-            annotations,
-        };
-        own_alert::deliver(&self.intake, alert).await
+        own_alert::resolve(
+            &self.store,
+            &self.intake,
+            WAL_ARCHIVE_FAILING,
+            "wal_guard",
+            &fp,
+            &labels,
+        )
+        .await
     }
 }
 

@@ -367,9 +367,16 @@ impl Watchdog {
             ),
             ("description", capitalise(&v.words.join("; "))),
         ];
-        let (id, outcome) = self
-            .deliver(&fp, period, None, &labels, &annotations)
-            .await?;
+        let alert = OwnAlert {
+            name: BACKUP_STALE,
+            receiver: "watchdog",
+            fingerprint: &fp,
+            starts_at: period,
+            ends_at: None,
+            labels: &labels,
+            annotations: &annotations,
+        };
+        let (id, outcome) = own_alert::deliver(&self.intake, alert).await?;
         if outcome != Some(Outcome::Opened) {
             return Ok(None);
         }
@@ -413,39 +420,20 @@ impl Watchdog {
     /// Resolves the database's live incident: its backups are fresh again.
     async fn resolve(&self, t: &Watched, v: &Verdict) -> Result<Option<i64>, StoreError> {
         let fp = t.fingerprint(&v.database);
-        let Some((_, starts_at)) = self.store.live_incident(&fp).await? else {
-            return Ok(None);
-        };
         let labels = [
             ("alertname", BACKUP_STALE.to_owned()),
             ("database", v.database.clone()),
             ("source", "watchdog".to_owned()),
         ];
-        let (id, outcome) = self
-            .deliver(&fp, starts_at, Some(Utc::now()), &labels, &[])
-            .await?;
-        Ok(id.filter(|_| outcome == Some(Outcome::Resolved)))
-    }
-
-    /// Hands one alert to the intake, as Alertmanager's webhook would.
-    async fn deliver(
-        &self,
-        fingerprint: &str,
-        starts_at: DateTime<Utc>,
-        ends_at: Option<DateTime<Utc>>,
-        labels: &[(&str, String)],
-        annotations: &[(&str, String)],
-    ) -> Result<(Option<i64>, Option<Outcome>), StoreError> {
-        let alert = OwnAlert {
-            name: BACKUP_STALE,
-            receiver: "watchdog",
-            fingerprint,
-            starts_at,
-            ends_at,
-            labels,
-            annotations,
-        };
-        own_alert::deliver(&self.intake, alert).await
+        own_alert::resolve(
+            &self.store,
+            &self.intake,
+            BACKUP_STALE,
+            "watchdog",
+            &fp,
+            &labels,
+        )
+        .await
     }
 }
 
