@@ -305,10 +305,10 @@ async fn pgbackrest_pushing_to_a_missing_repository_is_diagnosed_as_a_failing_ar
     );
     let (_db, store, guard, settings) = guard_of(&server, &extra).await;
 
-    let report = guard
-        .check_at(Utc::now() + chrono::Duration::minutes(11))
-        .await
-        .unwrap();
+    // The failure began 20 minutes ago (the segments' ready time), so the guard and the
+    // engine's probe both judge it at the real time.
+    server.age_ready_segments(20);
+    let report = guard.check_at(Utc::now()).await.unwrap();
     let id = report.opened["link-services"];
     let incident = store.get_incident(id).await.unwrap().unwrap();
     let description = incident.annotations["description"].as_str().unwrap();
@@ -349,6 +349,24 @@ async fn pgbackrest_pushing_to_a_missing_repository_is_diagnosed_as_a_failing_ar
             .any(|e| e.text.contains("of WAL kept in pg_wal")),
         "the forecast is in the evidence Slack shows: {:?}",
         diagnosis.diagnosis.evidence
+    );
+    let view = backup_remediator::workflow::notify::view::View {
+        incident: &incident,
+        diagnosis: Some(&diagnosis.diagnosis),
+        steps: &[],
+        timeline: &[],
+        last_good_backup: None,
+        now: Utc::now(),
+        external_url: "",
+        rpo_hours: 24,
+        buttons: false,
+    };
+    let slack = backup_remediator::workflow::notify::slack::render(&view).to_string();
+    assert!(
+        slack.contains("WAL archiving")
+            && slack.contains("of WAL kept in pg_wal for the archiver")
+            && slack.contains("is full in about"),
+        "the Slack message states the forecast: {slack}"
     );
 }
 

@@ -260,6 +260,6 @@ pub fn describe(signal: &Signal) -> String {
             cause,
             forecast,
             ..
-        } => format!("WAL archiving is failing ({failed_count} failures): {cause}; {forecast}"),
+        } => format!("WAL archiving is failing ({failed_count} failed attempts): {cause}; {forecast}"),
     }
 }
