@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::config::{Settings, TargetChoice};
+use crate::domain::source::BackupSource;
 use crate::runbook::manual_backup::ManualBackups;
 use crate::runbook::restore::{RestoreTester, TestRequest};
 use crate::store::Store;
@@ -126,9 +127,12 @@ impl RunbookFleet {
             .filter(|r| {
                 // The scheduled test restores pg_dump archives from S3; a pgBackRest target's
                 // restore test is `pgbackrest_restore::run_test`, not scheduled yet.
-                let pg_dump = r.restore.source() == crate::domain::source::BackupSource::PgDumpCronJob;
+                let pg_dump = r.restore.source() == BackupSource::PgDumpCronJob;
                 if !pg_dump {
-                    tracing::info!(target_name = %r.restore.target(), "no scheduled restore test: the target's backups are not pg_dump archives");
+                    tracing::info!(
+                        target_name = %r.restore.target(),
+                        "no scheduled restore test: the target's backups are not pg_dump archives"
+                    );
                 }
                 pg_dump
             })

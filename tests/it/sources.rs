@@ -448,3 +448,35 @@ async fn a_restored_backup_that_fails_a_check_fails_the_test_naming_the_check() 
     );
     assert_eq!(std::fs::read_dir(&restores).unwrap().count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_a_pg_dump_restore_test_of_a_pgbackrest_target_saying_why() {
+    const ADMIN: &str = "sources-admin-token-7c1f";
+    let app = crate::support::app::spawn_app_with(
+        Backend::Sqlite,
+        &format!(
+            "[auth]\nadmin_token = \"{ADMIN}\"\n[backup]\nsource = \"pgbackrest\"\n\
+             [pgbackrest]\nstanza = \"main\"\n[restore_test]\ntarget_url = \"{}\"\nallow_superuser = true\n",
+            crate::support::pg::admin_url()
+        ),
+    )
+    .await;
+
+    let r = app
+        .client
+        .post(format!("{}/api/v1/restore-tests", app.address))
+        .bearer_auth(ADMIN)
+        .header("x-actor", "jane.oncall")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let why = body["error"].as_str().unwrap();
+    assert!(
+        why.contains("backs up with pgbackrest: this restore test restores pg_dump archives"),
+        "{why}"
+    );
+}

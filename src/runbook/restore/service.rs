@@ -163,6 +163,14 @@ impl RestoreTester {
                 ));
             }
         }
+        if self.source() != crate::domain::source::BackupSource::PgDumpCronJob {
+            return Err(StartError::Invalid(format!(
+                "target {} backs up with {}: this restore test restores pg_dump archives from S3; \
+                 its own (pgbackrest restore into a scratch server) is not served here yet",
+                self.target,
+                self.source()
+            )));
+        }
         if !self.configured() {
             return Err(StartError::NotConfigured);
         }
