@@ -270,4 +270,21 @@ mod tests {
             "ERROR: [055]: unable to load info file HINT: is archive_command configured?"
         );
     }
+
+    #[tokio::test]
+    async fn a_missing_program_says_what_to_install_or_set() {
+        let cmd = Command {
+            binary: "/nonexistent/pgbackrest".into(),
+            config: String::new(),
+            stanza: "main".into(),
+            repo: 1,
+            deadline: Duration::from_secs(5),
+        };
+        let err = cmd.info().await.unwrap_err().to_string();
+        assert!(
+            err.starts_with("could not run /nonexistent/pgbackrest:")
+                && err.ends_with("(install pgbackrest or set pgbackrest.binary)"),
+            "{err}"
+        );
+    }
 }

@@ -207,3 +207,60 @@ fn judge(
         ProbeOutput::problem(summary, signals).with_evidence(evidence)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::finding::Status;
+    use crate::infra::pgbackrest::parse_info;
+
+    fn info(stop: i64) -> Vec<StanzaInfo> {
+        parse_info(&format!(
+            r#"[{{"name":"main","status":{{"code":0,"message":"ok"}},"repo":[{{"key":1,"status":{{"code":0,"message":"ok"}}}}],
+            "archive":[{{"id":"15-1","min":"000000010000000000000001","max":"000000010000000000000004","database":{{"repo-key":1}}}}],
+            "backup":[{{"label":"20261208-010000F","type":"full","timestamp":{{"start":{},"stop":{stop}}},"error":false,"database":{{"repo-key":1}}}}]}}]"#,
+            stop - 60
+        ))
+        .unwrap()
+    }
+
+    fn settings() -> Settings {
+        Settings::from_toml("[backup]\nsource = \"pgbackrest\"\n[pgbackrest]\nstanza = \"main\"")
+            .unwrap()
+    }
+
+    #[test]
+    fn a_run_that_must_write_nothing_skips_check_and_says_so() {
+        let now = Utc::now();
+        let out = judge(
+            &settings(),
+            Ok(info(now.timestamp() - 3600)),
+            Err("dry run"),
+            None,
+            now,
+        );
+        assert_eq!(out.status, Status::Ok, "{}", out.summary);
+        assert_eq!(out.evidence["check"]["skipped"], "dry run");
+        assert_eq!(out.evidence["info"]["newest"]["label"], "20261208-010000F");
+    }
+
+    #[test]
+    fn a_newest_backup_older_than_the_rpo_is_stale_in_the_rpos_words() {
+        let now = Utc::now();
+        let out = judge(
+            &settings(),
+            Ok(info(now.timestamp() - 50 * 3600)),
+            Err("replay"),
+            None,
+            now,
+        );
+        assert_eq!(out.status, Status::Problem);
+        assert!(
+            out.summary.contains(
+                "the newest backup of stanza main in the repository is 50 h old (RPO 24 h)"
+            ),
+            "{}",
+            out.summary
+        );
+    }
+}
