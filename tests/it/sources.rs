@@ -480,3 +480,39 @@ async fn the_api_refuses_a_pg_dump_restore_test_of_a_pgbackrest_target_saying_wh
         "{why}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_service_guards_the_archive_by_itself_and_opens_the_incident() {
+    let server = ArchivingServer::start(Archive::Command("false".into()));
+    server.generate_wal(2).await;
+    server.wait_for_failures().await;
+    server.age_ready_segments(20);
+    let app = crate::support::app::spawn_app_with(
+        Backend::Sqlite,
+        &format!(
+            "[alerts]\nhandled = [\"PostgreSQLBackupFailed\", \"PostgreSQLBackupStale\", \"{WAL_ARCHIVE_FAILING}\"]\n\
+             [wal_archive]\ndatabase_url = \"{}\"\nvolume_path = \"{}\"\ninterval_seconds = 1\n",
+            server.url(),
+            server.data().display()
+        ),
+    )
+    .await;
+
+    let mut opened = None;
+    for _ in 0..100 {
+        let page: serde_json::Value = app.api_get("/api/v1/incidents").await.json().await.unwrap();
+        opened = page["incidents"].as_array().and_then(|a| {
+            a.iter()
+                .find(|i| i["alertname"] == WAL_ARCHIVE_FAILING)
+                .cloned()
+        });
+        if opened.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let incident = opened.expect("the guard's loop opened the incident");
+    assert_eq!(incident["target"], "link-services");
+    assert_eq!(incident["status"], "open");
+}
