@@ -420,6 +420,10 @@ async fn a_pgbackrest_backup_restores_into_a_scratch_server_passes_its_checks_an
     assert_eq!(report.checks.len(), 1);
     assert!(report.checks[0].passed && report.checks[0].name == "shop: three orders");
     let rto = report.rto.as_ref().unwrap();
+    println!(
+        "pgbackrest restore to a promoted scratch server: {} ms (RTO {} min)",
+        rto.restore_ms, rto.rto_minutes
+    );
     assert!(
         rto.met && rto.restore_ms > 0 && rto.rto_minutes == 10.0,
         "{rto:?}"
