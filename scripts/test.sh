@@ -24,6 +24,7 @@ command -v python3 >/dev/null || missing+=(python3 python3-venv)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
 command -v npm >/dev/null || missing+=(npm)
+command -v pgbackrest >/dev/null || missing+=(pgbackrest)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root apt-get update -qq

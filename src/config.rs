@@ -14,11 +14,13 @@ mod auth;
 mod env;
 mod proxy;
 mod sections;
+mod sources;
 mod targets;
 pub use auth::*;
 pub use env::{var_name, EnvLayer, ALIASES as ENV_ALIASES};
 pub use proxy::{Cidr, TrustedProxy};
 pub use sections::*;
+pub use sources::{BackupSettings, PgBackRestSettings, WalArchiveSettings};
 pub use targets::{Target, TargetChoice, TargetEntry, OVERRIDABLE as TARGET_SECTIONS};
 
 /// The defaults shipped with the binary; the same file documents every key.
@@ -47,6 +49,9 @@ pub struct Settings {
     pub manual_backup: ManualBackupSettings,
     pub notify: NotifySettings,
     pub watchdog: WatchdogSettings,
+    pub backup: BackupSettings,
+    pub pgbackrest: PgBackRestSettings,
+    pub wal_archive: WalArchiveSettings,
     /// `[[targets]]` as written; empty: one target implied by the top-level sections.
     #[serde(default)]
     pub targets: Vec<TargetEntry>,
@@ -243,10 +248,11 @@ impl Settings {
             return bad("probes.concurrency", "must be at least 1");
         }
         for name in &self.probes.enabled {
-            if !crate::domain::finding::NAMES.contains(&name.as_str()) {
+            if !crate::domain::finding::is_probe(name) {
                 return Err(ConfigError::Invalid(format!(
-                    "probes.enabled: unknown probe {name:?}; known: {}",
-                    crate::domain::finding::NAMES.join(", ")
+                    "probes.enabled: unknown probe {name:?}; known: {}, {}",
+                    crate::domain::finding::NAMES.join(", "),
+                    crate::domain::finding::SOURCE_NAMES.join(", ")
                 )));
             }
         }
@@ -285,6 +291,7 @@ impl Settings {
             return bad("alerts.handled", "must name at least one alert");
         }
         self.notify.validate()?;
+        self.validate_sources()?;
         if self.watchdog.interval_minutes == 0 || self.watchdog.interval_minutes > 24 * 60 {
             return bad("watchdog.interval_minutes", "must be 1 to 1440");
         }

@@ -299,7 +299,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Probe { name, json } => {
             anyhow::ensure!(
-                backup_remediator::domain::finding::NAMES.contains(&name.as_str()),
+                backup_remediator::domain::finding::is_probe(&name),
                 "unknown probe {name:?}; known: {}",
                 backup_remediator::domain::finding::NAMES.join(", ")
             );

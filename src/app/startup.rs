@@ -96,6 +96,9 @@ pub struct Application {
     clock: Arc<dyn crate::workflow::notify::Clock>,
     /// The freshness watchdog (its loop runs only when `watchdog.enabled`).
     watchdog: Arc<crate::workflow::watchdog::Watchdog>,
+    /// The WAL-archive guard (its loop runs only when `wal_archive.enabled` and a target has a
+    /// `wal_archive.database_url`).
+    wal_guard: Arc<crate::workflow::wal_guard::WalGuard>,
 }
 
 impl Application {
@@ -218,6 +221,11 @@ impl Application {
             intake.clone(),
             kube.clone(),
         ));
+        let wal_guard = Arc::new(crate::workflow::wal_guard::WalGuard::new(
+            Arc::new(settings.clone()),
+            store.clone(),
+            intake.clone(),
+        ));
         let runbooks = Arc::new(runbook_fleet(&settings, &store, &kubes));
         // A superuser scratch role stops start-up, naming the key (restore_test.allow_superuser);
         // a scratch server that does not answer now is checked again before each test.
@@ -270,12 +278,18 @@ impl Application {
             engine,
             clock: Arc::new(crate::workflow::notify::SystemClock),
             watchdog,
+            wal_guard,
         })
     }
 
     /// The freshness watchdog (tests check a chosen period with it).
     pub fn watchdog(&self) -> Arc<crate::workflow::watchdog::Watchdog> {
         self.watchdog.clone()
+    }
+
+    /// The WAL-archive guard (tests check it at a chosen time).
+    pub fn wal_guard(&self) -> Arc<crate::workflow::wal_guard::WalGuard> {
+        self.wal_guard.clone()
     }
 
     /// Replaces the notifier's clock (tests drive the escalation deadline with a fake time).
@@ -308,12 +322,14 @@ impl Application {
             engine,
             clock,
             watchdog,
+            wal_guard,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let engine_task =
             engine.map(|(engine, queue)| tokio::spawn(engine.run(queue, stop_rx.clone())));
         let restore_schedule = tokio::spawn(state.runbooks.clone().run_schedule(stop_rx.clone()));
         let watchdog_task = tokio::spawn(watchdog.run(stop_rx.clone()));
+        let wal_guard_task = tokio::spawn(wal_guard.run(stop_rx.clone()));
         let notifier =
             crate::workflow::notify::Notifier::new(state.store.clone(), &settings, clock);
         let notifier_task = tokio::spawn(notifier.run(stop_rx.clone()));
@@ -357,6 +373,7 @@ impl Application {
         let _ = auth_watch.await;
         restore_schedule.abort();
         watchdog_task.abort();
+        wal_guard_task.abort();
         let _ = notifier_task.await;
         if let Some(task) = engine_task {
             let _ = task.await;

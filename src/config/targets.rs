@@ -1,6 +1,7 @@
 //! `[[targets]]`: the backup streams one service guards. Each entry names a target, the alert
 //! labels that select it (`match`), and overrides of the top-level sections (`[kubernetes]`,
-//! `[target]`, `[s3]`, `[iam]`, `[disk]`, `[encryption]`, `[restore_test]`, `[manual_backup]`)
+//! `[target]`, `[s3]`, `[iam]`, `[disk]`, `[encryption]`, `[restore_test]`, `[manual_backup]`,
+//! `[backup]`, `[pgbackrest]`, `[wal_archive]`)
 //! and of the policy file (`policy`). The top-level sections are the defaults every target
 //! inherits; each target gets its own complete, validated [`Settings`].
 //!
@@ -20,7 +21,7 @@ use super::{ConfigError, Settings};
 use crate::domain::target::{Matcher, Routes};
 
 /// The sections a target may override, each a top-level table of the config.
-pub const OVERRIDABLE: [&str; 8] = [
+pub const OVERRIDABLE: [&str; 11] = [
     "kubernetes",
     "target",
     "s3",
@@ -29,6 +30,9 @@ pub const OVERRIDABLE: [&str; 8] = [
     "encryption",
     "restore_test",
     "manual_backup",
+    "backup",
+    "pgbackrest",
+    "wal_archive",
 ];
 
 /// One `[[targets]]` entry as written.
@@ -56,6 +60,13 @@ pub struct TargetEntry {
     pub restore_test: Option<Dict>,
     #[serde(default)]
     pub manual_backup: Option<Dict>,
+    /// `source`: how this target's backups are taken.
+    #[serde(default)]
+    pub backup: Option<Dict>,
+    #[serde(default)]
+    pub pgbackrest: Option<Dict>,
+    #[serde(default)]
+    pub wal_archive: Option<Dict>,
     /// Overrides of the policy file for this target (modes, cooldowns, budgets), as its keys.
     #[serde(default)]
     pub policy: Option<Dict>,
@@ -72,6 +83,9 @@ impl TargetEntry {
             "encryption" => self.encryption.as_ref(),
             "restore_test" => self.restore_test.as_ref(),
             "manual_backup" => self.manual_backup.as_ref(),
+            "backup" => self.backup.as_ref(),
+            "pgbackrest" => self.pgbackrest.as_ref(),
+            "wal_archive" => self.wal_archive.as_ref(),
             _ => None,
         }
     }

@@ -17,6 +17,9 @@ pub const BACKUP_FAILED: &str = "PostgreSQLBackupFailed";
 /// The backups went stale with no failure reported: the freshness watchdog's incident (and the
 /// alert rules' for a metric gone absent). Answered by the same playbooks.
 pub const BACKUP_STALE: &str = "PostgreSQLBackupStale";
+/// WAL archiving has kept failing: the WAL-archive guard's incident (pg_wal grows until the
+/// volume fills and the primary stops).
+pub const WAL_ARCHIVE_FAILING: &str = "PostgreSQLWALArchiveFailing";
 
 /// Alertmanager's webhook body, as documented for `version: "4"`. Only [`decode`] reads it.
 #[derive(Debug, Deserialize, ToSchema)]

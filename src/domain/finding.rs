@@ -23,6 +23,15 @@ pub const NAMES: &[&str] = &[
     "encryption",
 ];
 
+/// The probes of sources other than the runbook's pg_dump CronJob (`backup.source`), run only
+/// for targets of that source (or, for `wal_archive`, targets with a guarded primary).
+pub const SOURCE_NAMES: &[&str] = &["pgbackrest", "wal_archive"];
+
+/// Whether `name` names a probe.
+pub fn is_probe(name: &str) -> bool {
+    NAMES.contains(&name) || SOURCE_NAMES.contains(&name)
+}
+
 string_enum!(
     /// What a probe concluded.
     #[derive(ToSchema)]
@@ -176,6 +185,46 @@ pub enum Signal {
     KeyMismatch { object: String },
     /// Encrypting and decrypting a test block in process failed.
     RoundTripFailed { detail: String },
+    // pgbackrest
+    /// `pgbackrest info` reports the stanza or its repository unhealthy (status code ≠ 0:
+    /// 1 missing stanza path, 2 no valid backups, 3 missing stanza data, …).
+    RepositoryUnhealthy {
+        stanza: String,
+        code: i64,
+        message: String,
+    },
+    /// `pgbackrest check` failed (pgBackRest's error code and message).
+    RepositoryCheckFailed {
+        stanza: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<i32>,
+        message: String,
+    },
+    /// The repository's newest good backup is older than the RPO, or there is none.
+    RepositoryBackupStale {
+        stanza: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        age_seconds: Option<i64>,
+        rpo_hours: u64,
+    },
+    /// The backup metric and the repository disagree on whether backups are fresh.
+    FreshnessDisagreement {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metric_age_seconds: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        repository_age_seconds: Option<i64>,
+        rpo_hours: u64,
+    },
+    // wal_archive
+    /// WAL archiving keeps failing: segments wait in pg_wal. `cause` and `forecast` are sentences.
+    WalArchiveFailing {
+        failed_count: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_failed_wal: Option<String>,
+        pending_bytes: u64,
+        cause: String,
+        forecast: String,
+    },
 }
 
 impl Signal {

@@ -56,6 +56,23 @@ pub fn format(bytes: u128) -> String {
     bytes.to_string()
 }
 
+/// `bytes` to one decimal in the largest binary unit it reaches ("1.5 GiB", "512 B"): for
+/// measured sizes, which are never round.
+pub fn approx(bytes: u64) -> String {
+    let mut v = bytes as f64;
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
+        if v < 1024.0 || unit == "TiB" {
+            return if unit == "B" {
+                format!("{bytes} B")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    format!("{bytes} B")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,11 +11,13 @@ pub mod database;
 pub mod disk;
 pub mod encryption;
 pub mod iam;
+pub mod pgbackrest;
 pub mod primary;
 pub mod s3;
 pub mod schedule;
 pub mod secret;
 pub mod versions;
+pub mod wal_archive;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,15 @@ pub use secret::{BackupSecret, SecretUnavailable};
 pub trait Probe: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn run(&self, ctx: Arc<ProbeContext>) -> BoxFuture<'static, ProbeOutput>;
+    /// Whether the probe asks anything of this target: by default, whether it belongs to the
+    /// target's backup source (`backup.source`).
+    fn applies(&self, settings: &Settings) -> bool {
+        settings.source().uses_probe(self.name())
+    }
+    /// A deadline of its own instead of `probes.deadline_ms` (a slow command line tool).
+    fn deadline(&self, _settings: &Settings) -> Option<Duration> {
+        None
+    }
 }
 
 /// Why a diagnosis must change nothing at all, not even a probe's own test object.
@@ -264,14 +275,17 @@ pub fn enabled(settings: &Settings) -> Vec<Arc<dyn Probe>> {
         Arc::new(s3::S3),
         Arc::new(iam::Iam),
         Arc::new(encryption::Encryption),
+        Arc::new(pgbackrest::PgBackRest),
+        Arc::new(wal_archive::WalArchive),
     ];
     all.into_iter()
         .filter(|p| settings.probes.enabled.iter().any(|n| n == p.name()))
         .collect()
 }
 
-/// Starts every probe at once and waits for each to finish or reach `deadline`. Findings come
-/// back in the order of `probes`; total time is that of the slowest probe (or the deadline).
+/// Starts every probe at once and waits for each to finish or reach `deadline` (or the probe's
+/// own, see [`Probe::deadline`]). Findings come back in the order of `probes`; total time is
+/// that of the slowest probe (or the deadline).
 pub async fn run_all(
     probes: &[Arc<dyn Probe>],
     ctx: Arc<ProbeContext>,
@@ -283,17 +297,18 @@ pub async fn run_all(
             let (probe, ctx) = (p.clone(), ctx.clone());
             let started_at = Utc::now();
             let clock = Instant::now();
+            let deadline = p.deadline(&ctx.settings).unwrap_or(deadline);
             // The probe's own duration is measured in its task: findings are collected in order,
             // so measuring at collection would charge a fast probe for a slow one before it.
             let task = tokio::spawn(async move {
                 let out = tokio::time::timeout(deadline, probe.run(ctx)).await;
                 (out, clock.elapsed())
             });
-            (p.name(), started_at, clock, task)
+            (p.name(), started_at, clock, deadline, task)
         })
         .collect();
     let mut findings = Vec::with_capacity(started.len());
-    for (name, started_at, clock, task) in started {
+    for (name, started_at, clock, deadline, task) in started {
         let (out, elapsed) = match task.await {
             Ok((Ok(out), elapsed)) => (out, elapsed),
             Ok((Err(_), elapsed)) => (

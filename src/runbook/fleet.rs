@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::config::{Settings, TargetChoice};
+use crate::domain::source::BackupSource;
 use crate::runbook::manual_backup::ManualBackups;
 use crate::runbook::restore::{RestoreTester, TestRequest};
 use crate::store::Store;
@@ -123,6 +124,18 @@ impl RunbookFleet {
             .targets
             .values()
             .filter(|r| r.restore.configured())
+            .filter(|r| {
+                // The scheduled test restores pg_dump archives from S3; a pgBackRest target's
+                // restore test is `pgbackrest_restore::run_test`, not scheduled yet.
+                let pg_dump = r.restore.source() == BackupSource::PgDumpCronJob;
+                if !pg_dump {
+                    tracing::info!(
+                        target_name = %r.restore.target(),
+                        "no scheduled restore test: the target's backups are not pg_dump archives"
+                    );
+                }
+                pg_dump
+            })
             .collect();
         if configured.is_empty() {
             tracing::info!("scheduled restore tests are off: restore_test.target_url is not set");

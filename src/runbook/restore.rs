@@ -31,6 +31,7 @@ mod pipeline;
 mod scratch;
 mod service;
 mod toc;
+pub use checks::{checks_for, run_checks};
 pub use objects::{database_of, key_matches, list_every_backup, ListingError};
 pub use pipeline::{check_restored, restore_stream, Checked, PipelineReport, RestoreInto};
 pub use scratch::{drop_database, quote_ident, scratch_name, PgTarget, ScratchDb, ScratchError};

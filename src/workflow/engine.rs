@@ -144,6 +144,16 @@ impl Examiner {
         Duration::from_millis(self.settings.probes.deadline_ms)
     }
 
+    /// The probes that ask something of this target (its backup source's, see
+    /// [`Probe::applies`]).
+    pub fn probes(&self) -> Vec<Arc<dyn Probe>> {
+        self.probes
+            .iter()
+            .filter(|p| p.applies(&self.settings))
+            .cloned()
+            .collect()
+    }
+
     /// A fresh context: the Secret is read again for every diagnosis; the clients are shared.
     pub fn context(&self) -> Arc<ProbeContext> {
         Arc::new(
@@ -155,7 +165,7 @@ impl Examiner {
 
     /// Runs the probes and the diagnosis.
     pub async fn examine(&self, ctx: Arc<ProbeContext>) -> Report {
-        let findings = probes::run_all(&self.probes, ctx, self.deadline()).await;
+        let findings = probes::run_all(&self.probes(), ctx, self.deadline()).await;
         let diagnosis = diagnosis::diagnose(&findings);
         Report {
             findings,
@@ -294,7 +304,8 @@ impl Engine {
         let ex = &lane.examiner;
         // Secret fingerprints in evidence are keyed by the installation's key.
         probes::use_installation_key(&self.store).await?;
-        let names: Vec<&str> = ex.probes.iter().map(|p| p.name()).collect();
+        let probes = ex.probes();
+        let names: Vec<&str> = probes.iter().map(|p| p.name()).collect();
         self.store
             .append_event(
                 incident_id,

@@ -31,6 +31,7 @@ mod read_only;
 mod restore;
 mod scenarios;
 mod silent_failures;
+mod sources;
 mod store_load;
 mod targets;
 mod ui;

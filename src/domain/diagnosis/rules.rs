@@ -39,6 +39,14 @@ pub(super) fn direct_support(signal: &Signal) -> Option<(Scenario, f64)> {
         | Signal::CronJobMissing { .. }
         | Signal::ScheduleNotFiring { .. } => (BackupSchedule, 1.0),
         Signal::ClientOlderThanServer { .. } => (VersionMismatch, 1.0),
+        Signal::WalArchiveFailing { .. } => (WalArchive, 1.0),
+        // pgBackRest's ArchiveTimeoutError: the check's WAL segment never reached the repository.
+        Signal::RepositoryCheckFailed { code: Some(82), .. } => (WalArchive, 0.9),
+        Signal::RepositoryUnhealthy { .. } | Signal::RepositoryCheckFailed { .. } => {
+            (Repository, 1.0)
+        }
+        // A healthy repository whose newest backup is old: backups are not being taken.
+        Signal::RepositoryBackupStale { .. } => (BackupSchedule, 0.7),
         Signal::BackupNeverReported
         | Signal::LastSuccessStale { .. }
         | Signal::BackupErrors { .. }
@@ -47,7 +55,8 @@ pub(super) fn direct_support(signal: &Signal) -> Option<(Scenario, f64)> {
         | Signal::PodFailed { .. }
         | Signal::LogMatch { .. }
         | Signal::ClientVersionUnknown { .. }
-        | Signal::RestoreClientOlder { .. } => return None,
+        | Signal::RestoreClientOlder { .. }
+        | Signal::FreshnessDisagreement { .. } => return None,
     })
 }
 
@@ -218,5 +227,39 @@ pub fn describe(signal: &Signal) -> String {
         } => format!(
             "{program} {client_major} is older than the server (PostgreSQL {server_major}): restore tests of its backups will fail"
         ),
+        Signal::RepositoryUnhealthy {
+            stanza,
+            code,
+            message,
+        } => format!("pgBackRest stanza {stanza}: status {code} ({message})"),
+        Signal::RepositoryCheckFailed {
+            stanza, message, ..
+        } => format!("pgbackrest check of stanza {stanza} failed: {message}"),
+        Signal::RepositoryBackupStale {
+            stanza,
+            age_seconds: Some(age),
+            rpo_hours,
+        } => format!(
+            "the newest backup of stanza {stanza} in the repository is {} old (RPO {rpo_hours} h)",
+            crate::domain::duration::human(*age)
+        ),
+        Signal::RepositoryBackupStale { stanza, .. } => {
+            format!("the repository holds no valid backup of stanza {stanza}")
+        }
+        Signal::FreshnessDisagreement {
+            metric_age_seconds,
+            repository_age_seconds,
+            rpo_hours,
+        } => crate::domain::freshness::disagreement_words(
+            *metric_age_seconds,
+            *repository_age_seconds,
+            *rpo_hours,
+        ),
+        Signal::WalArchiveFailing {
+            failed_count,
+            cause,
+            forecast,
+            ..
+        } => format!("WAL archiving is failing ({failed_count} failed attempts): {cause}; {forecast}"),
     }
 }

@@ -24,6 +24,11 @@ string_enum!(
         Encryption => "encryption",
         /// 4: access denied / bucket does not exist / invalid credentials.
         S3Access => "s3_access",
+        /// WAL archiving keeps failing: pg_wal grows until the volume fills (pgBackRest, or any
+        /// primary with archive_mode on).
+        WalArchive => "wal_archive",
+        /// The backup repository (a pgBackRest stanza) is unhealthy or its check fails.
+        Repository => "backup_repository",
         /// Every probe healthy, or nothing explains the failure.
         TransientUnknown => "transient_unknown",
         /// The alert names no configured target (or several): nothing was probed or changed.
@@ -41,7 +46,10 @@ impl Scenario {
             Scenario::Storage => Some(3),
             Scenario::S3Access => Some(4),
             Scenario::Encryption => Some(5),
-            Scenario::TransientUnknown | Scenario::NoTarget => None,
+            Scenario::TransientUnknown
+            | Scenario::NoTarget
+            | Scenario::WalArchive
+            | Scenario::Repository => None,
         }
     }
 
@@ -53,6 +61,8 @@ impl Scenario {
             Scenario::Authentication => "authentication",
             Scenario::Storage => "storage",
             Scenario::S3Access => "S3 access",
+            Scenario::WalArchive => "WAL archiving",
+            Scenario::Repository => "backup repository",
             Scenario::Encryption => "encryption",
             Scenario::TransientUnknown => "transient or unknown",
             Scenario::NoTarget => "no target matched",

@@ -123,6 +123,11 @@ impl RestoreTester {
         &self.target
     }
 
+    /// The target's backup source.
+    pub fn source(&self) -> crate::domain::source::BackupSource {
+        self.settings.source()
+    }
+
     /// Whether a scratch PostgreSQL is configured.
     pub fn configured(&self) -> bool {
         !self
@@ -157,6 +162,14 @@ impl RestoreTester {
                     "object must be an S3 key of 1 to 1024 bytes".into(),
                 ));
             }
+        }
+        if self.source() != crate::domain::source::BackupSource::PgDumpCronJob {
+            return Err(StartError::Invalid(format!(
+                "target {} backs up with {}: this restore test restores pg_dump archives from S3; \
+                 its own (pgbackrest restore into a scratch server) is not served here yet",
+                self.target,
+                self.source()
+            )));
         }
         if !self.configured() {
             return Err(StartError::NotConfigured);

@@ -10,11 +10,13 @@ mod authentication;
 mod connection;
 mod encryption;
 mod no_target;
+mod repository;
 mod s3_access;
 mod schedule;
 mod storage;
 mod transient;
 mod version_mismatch;
+mod wal_archive;
 
 use crate::config::Settings;
 use crate::domain::action::ActionName;
@@ -95,6 +97,10 @@ pub trait Playbook: Send + Sync {
     }
     /// The scenario it answers.
     fn scenario(&self) -> Scenario;
+    /// The alerts it answers whatever the scenario (its alert is its diagnosis).
+    fn any_scenario_of(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// The attempt groups, in order; the last should escalate.
     fn groups(&self, input: &PlanInput<'_>) -> Vec<Vec<Proposed>>;
 }
@@ -111,6 +117,8 @@ pub fn registry() -> Vec<Box<dyn Playbook>> {
         Box::new(schedule::BackupSchedule),
         Box::new(version_mismatch::VersionMismatch),
         Box::new(no_target::NoTarget),
+        Box::new(wal_archive::WalArchive),
+        Box::new(repository::Repository),
     ]
 }
 
@@ -168,10 +176,17 @@ pub fn plan(alertname: &str, input: &PlanInput<'_>, policy: &Policy) -> Option<V
     let registry = registry();
     // An alert routed to no target is escalated whatever its name.
     let any_name = input.diagnosis.scenario == Scenario::NoTarget;
-    let book = registry.iter().find(|p| {
-        (any_name || p.alertnames().contains(&alertname))
-            && p.scenario() == input.diagnosis.scenario
-    })?;
+    let book = registry
+        .iter()
+        .find(|p| {
+            (any_name || p.alertnames().contains(&alertname))
+                && p.scenario() == input.diagnosis.scenario
+        })
+        .or_else(|| {
+            registry
+                .iter()
+                .find(|p| p.any_scenario_of().contains(&alertname))
+        })?;
     let mut steps = Vec::new();
     for (i, group) in book.groups(input).into_iter().enumerate() {
         for p in group {
@@ -277,6 +292,8 @@ mod tests {
             Scenario::Encryption,
             Scenario::TransientUnknown,
             Scenario::NoTarget,
+            Scenario::WalArchive,
+            Scenario::Repository,
         ] {
             let s = steps(scenario, &live());
             assert_eq!(

@@ -34,12 +34,12 @@ pub use verdict::{judge, Listed, Reason, Verdict};
 
 use crate::config::Settings;
 use crate::domain::alert::BACKUP_STALE;
-use crate::domain::alert::{Alert, AlertStatus, Notification};
 use crate::infra::s3::Listing;
 use crate::probes::s3::job_s3;
 use crate::probes::{Clients, ProbeContext};
 use crate::store::{Store, StoreError};
 use crate::workflow::intake::{Intake, Outcome};
+use crate::workflow::own_alert::{self, OwnAlert};
 
 /// The metric the backup job reports (the alert rules' and the `backup_metrics` probe's).
 const LAST_SUCCESS: &str = "postgres_backup_last_success_timestamp";
@@ -359,13 +359,7 @@ impl Watchdog {
             ("source", "watchdog".to_owned()),
         ];
         // The target's own match labels, so that intake routes the incident to it.
-        let routing: Vec<(String, String)> = t
-            .labels
-            .iter()
-            .filter(|(k, _)| !labels.iter().any(|(l, _)| l == k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        labels.extend(routing.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        own_alert::add_routing(&mut labels, &t.labels);
         let annotations = [
             (
                 "summary",
@@ -373,9 +367,16 @@ impl Watchdog {
             ),
             ("description", capitalise(&v.words.join("; "))),
         ];
-        let (id, outcome) = self
-            .deliver(&fp, period, None, &labels, &annotations)
-            .await?;
+        let alert = OwnAlert {
+            name: BACKUP_STALE,
+            receiver: "watchdog",
+            fingerprint: &fp,
+            starts_at: period,
+            ends_at: None,
+            labels: &labels,
+            annotations: &annotations,
+        };
+        let (id, outcome) = own_alert::deliver(&self.intake, alert).await?;
         if outcome != Some(Outcome::Opened) {
             return Ok(None);
         }
@@ -419,66 +420,20 @@ impl Watchdog {
     /// Resolves the database's live incident: its backups are fresh again.
     async fn resolve(&self, t: &Watched, v: &Verdict) -> Result<Option<i64>, StoreError> {
         let fp = t.fingerprint(&v.database);
-        let Some((_, starts_at)) = self.store.live_incident(&fp).await? else {
-            return Ok(None);
-        };
         let labels = [
             ("alertname", BACKUP_STALE.to_owned()),
             ("database", v.database.clone()),
             ("source", "watchdog".to_owned()),
         ];
-        let (id, outcome) = self
-            .deliver(&fp, starts_at, Some(Utc::now()), &labels, &[])
-            .await?;
-        Ok(id.filter(|_| outcome == Some(Outcome::Resolved)))
-    }
-
-    /// Hands one alert to the intake, as Alertmanager's webhook would.
-    async fn deliver(
-        &self,
-        fingerprint: &str,
-        starts_at: DateTime<Utc>,
-        ends_at: Option<DateTime<Utc>>,
-        labels: &[(&str, String)],
-        annotations: &[(&str, String)],
-    ) -> Result<(Option<i64>, Option<Outcome>), StoreError> {
-        let map = |kv: &[(&str, String)]| -> BTreeMap<String, String> {
-            kv.iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect()
-        };
-        let status = if ends_at.is_some() {
-            AlertStatus::Resolved
-        } else {
-            AlertStatus::Firing
-        };
-        let alert = Alert {
-            name: BACKUP_STALE.to_owned(),
-            status,
-            fingerprint: fingerprint.to_owned(),
-            starts_at,
-            ends_at,
-            labels: map(labels),
-            annotations: map(annotations),
-            generator_url: String::new(),
-            adjustments: Vec::new(),
-        };
-        let n = Notification {
-            receiver: "watchdog".to_owned(),
-            status,
-            group_key: format!("watchdog:{fingerprint}"),
-            group_labels: BTreeMap::new(),
-            common_labels: alert.labels.clone(),
-            common_annotations: alert.annotations.clone(),
-            external_url: String::new(),
-            truncated_alerts: 0,
-            alerts: vec![alert],
-            adjustments: Vec::new(),
-        };
-        let results = self.intake.accept(&n).await?;
-        Ok(results
-            .first()
-            .map_or((None, None), |r| (r.incident_id, Some(r.outcome))))
+        own_alert::resolve(
+            &self.store,
+            &self.intake,
+            BACKUP_STALE,
+            "watchdog",
+            &fp,
+            &labels,
+        )
+        .await
     }
 }
 

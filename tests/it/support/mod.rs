@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod approvals;
+pub mod archiving;
 pub mod backup;
 pub mod cluster;
 pub mod incident;

@@ -1,0 +1,99 @@
+//! Backup sources: how a target's backups are taken, and so which probes, scenarios and
+//! playbooks apply to it. `pg_dump_cronjob` is the runbook's (a CronJob running pg_dump to S3);
+//! `pgbackrest` is a pgBackRest stanza the service reads with `pgbackrest info` and `check`.
+
+use crate::domain::names::string_enum;
+
+string_enum!(
+    /// The backup sources a target may name (`backup.source`).
+    pub BackupSource "backup source" {
+        /// The runbook's: a Kubernetes CronJob runs pg_dump, encrypts and uploads to S3.
+        PgDumpCronJob => "pg_dump_cronjob",
+        /// A pgBackRest stanza: full/diff/incr backups and WAL archived by `archive-push`.
+        PgBackRest => "pgbackrest",
+    }
+);
+
+/// Sources people may name that the service does not read yet: named so that start-up says so
+/// instead of calling them unknown.
+pub const NOT_YET: &[(&str, &str)] = &[(
+    "cloudnativepg",
+    "CloudNativePG is not supported yet (its Backup and Cluster objects are not read); use \
+     pg_dump_cronjob or pgbackrest",
+)];
+
+/// Why a configured source cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0:?}: {1}")]
+    NotSupportedYet(String, &'static str),
+    #[error(transparent)]
+    Unknown(#[from] crate::domain::names::UnknownName),
+}
+
+/// Probes that read the pg_dump CronJob, its Secret, its image and its S3 objects: they answer
+/// nothing about another source.
+const PG_DUMP_ONLY: &[&str] = &[
+    "backup_metrics",
+    "backup_job",
+    "secret",
+    "database",
+    "versions",
+    "s3",
+    "iam",
+    "encryption",
+];
+
+/// Probes of the pgBackRest source only.
+const PGBACKREST_ONLY: &[&str] = &["pgbackrest", "wal_archive"];
+
+impl BackupSource {
+    /// Parses `backup.source`, naming a source that is planned but not supported yet.
+    pub fn parse(text: &str) -> Result<Self, SourceError> {
+        if let Some((name, why)) = NOT_YET.iter().find(|(n, _)| *n == text) {
+            return Err(SourceError::NotSupportedYet((*name).to_owned(), why));
+        }
+        Ok(text.parse()?)
+    }
+
+    /// Whether the probe named `probe` asks a question about this source's backups.
+    pub fn uses_probe(self, probe: &str) -> bool {
+        match self {
+            Self::PgDumpCronJob => !PGBACKREST_ONLY.contains(&probe),
+            Self::PgBackRest => !PG_DUMP_ONLY.contains(&probe),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_parses_and_an_unsupported_one_says_so() {
+        assert_eq!(
+            BackupSource::parse("pgbackrest"),
+            Ok(BackupSource::PgBackRest)
+        );
+        let cnpg = BackupSource::parse("cloudnativepg")
+            .unwrap_err()
+            .to_string();
+        assert!(cnpg.contains("not supported yet"), "{cnpg}");
+        let typo = BackupSource::parse("pgbackrst").unwrap_err().to_string();
+        assert_eq!(
+            typo,
+            "unknown backup source \"pgbackrst\"; known: pg_dump_cronjob, pgbackrest"
+        );
+    }
+
+    #[test]
+    fn each_source_keeps_only_the_probes_that_ask_about_it() {
+        let pg_dump = BackupSource::PgDumpCronJob;
+        assert!(pg_dump.uses_probe("backup_job") && pg_dump.uses_probe("disk"));
+        assert!(!pg_dump.uses_probe("pgbackrest"));
+        let rest = BackupSource::PgBackRest;
+        assert!(rest.uses_probe("pgbackrest") && rest.uses_probe("wal_archive"));
+        assert!(rest.uses_probe("primary") && rest.uses_probe("disk"));
+        assert!(!rest.uses_probe("backup_job") && !rest.uses_probe("s3"));
+    }
+}
