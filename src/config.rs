@@ -20,7 +20,7 @@ pub use auth::*;
 pub use env::{var_name, EnvLayer, ALIASES as ENV_ALIASES};
 pub use proxy::{Cidr, TrustedProxy};
 pub use sections::*;
-pub use sources::{BackupSettings, PgBackRestSettings, WalArchiveSettings};
+pub use sources::{BackupSettings, CloudNativePgSettings, PgBackRestSettings, WalArchiveSettings};
 pub use targets::{Target, TargetChoice, TargetEntry, OVERRIDABLE as TARGET_SECTIONS};
 
 /// The defaults shipped with the binary; the same file documents every key.
@@ -51,6 +51,7 @@ pub struct Settings {
     pub watchdog: WatchdogSettings,
     pub backup: BackupSettings,
     pub pgbackrest: PgBackRestSettings,
+    pub cloudnativepg: CloudNativePgSettings,
     pub wal_archive: WalArchiveSettings,
     /// `[[targets]]` as written; empty: one target implied by the top-level sections.
     #[serde(default)]

@@ -1,5 +1,5 @@
-//! The backup source of a target (`[backup]`), the pgBackRest source's settings (`[pgbackrest]`)
-//! and the WAL-archive guard (`[wal_archive]`). Each is overridable per `[[targets]]` entry, so
+//! The backup source of a target (`[backup]`), the pgBackRest source's settings (`[pgbackrest]`),
+//! the CloudNativePG source's (`[cloudnativepg]`) and the WAL-archive guard (`[wal_archive]`). Each is overridable per `[[targets]]` entry, so
 //! one service can guard a pg_dump CronJob and a pgBackRest stanza side by side.
 
 use secrecy::{ExposeSecret, SecretString};
@@ -12,7 +12,7 @@ use crate::domain::source::BackupSource;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupSettings {
-    /// `pg_dump_cronjob` (the runbook's, the default) or `pgbackrest`.
+    /// `pg_dump_cronjob` (the runbook's, the default), `pgbackrest` or `cloudnativepg`.
     pub source: String,
 }
 
@@ -46,6 +46,15 @@ pub struct PgBackRestSettings {
     pub restore_user: String,
 }
 
+/// `[cloudnativepg]`: the CloudNativePG `Cluster` whose backups the service reads (in
+/// `kubernetes.namespace`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudNativePgSettings {
+    /// The `Cluster`'s name; required with `backup.source = "cloudnativepg"`.
+    pub cluster: String,
+}
+
 /// `[wal_archive]`: the WAL-archive guard.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +79,7 @@ impl Settings {
         BackupSource::parse(&self.backup.source).unwrap_or(BackupSource::PgDumpCronJob)
     }
 
-    /// Checks `[backup]`, `[pgbackrest]` and `[wal_archive]`.
+    /// Checks `[backup]`, `[pgbackrest]`, `[cloudnativepg]` and `[wal_archive]`.
     pub(super) fn validate_sources(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
         let source = match BackupSource::parse(&self.backup.source) {
@@ -93,6 +102,13 @@ impl Settings {
             if p.binary.trim().is_empty() {
                 return bad("pgbackrest.binary", "must name the pgbackrest program");
             }
+        }
+        if source == BackupSource::CloudNativePg && !is_object_name(&self.cloudnativepg.cluster) {
+            return bad(
+                "cloudnativepg.cluster",
+                "backup.source is cloudnativepg: name the Cluster (a Kubernetes object name: \
+                 lower-case letters, digits, - and ., at most 253)",
+            );
         }
         if !(1..=256).contains(&p.repo) {
             return bad("pgbackrest.repo", "must be 1 to 256");
@@ -122,6 +138,18 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Whether `name` is a valid Kubernetes object name (an RFC 1123 DNS subdomain).
+fn is_object_name(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 #[cfg(test)]
@@ -164,6 +192,12 @@ config = "/etc/pgbackrest/ledger.conf"
         assert_eq!(ledger.settings.source(), BackupSource::PgBackRest);
         assert_eq!(ledger.settings.pgbackrest.stanza, "ledger");
         assert_eq!(ledger.settings.pgbackrest.binary, "pgbackrest", "inherited");
+        let cnpg = Settings::from_toml(
+            "[backup]\nsource = \"cloudnativepg\"\n[cloudnativepg]\ncluster = \"ledger-db\"",
+        )
+        .unwrap();
+        assert_eq!(cnpg.source(), BackupSource::CloudNativePg);
+        assert_eq!(cnpg.cloudnativepg.cluster, "ledger-db");
     }
 
     #[test]
@@ -175,12 +209,19 @@ config = "/etc/pgbackrest/ledger.conf"
             (
                 target("[targets.backup]\nsource = \"pgbackrst\""),
                 "targets[0] (\"ledger\"): invalid configuration: backup.source: unknown backup \
-                 source \"pgbackrst\"; known: pg_dump_cronjob, pgbackrest",
+                 source \"pgbackrst\"; known: pg_dump_cronjob, pgbackrest, cloudnativepg",
             ),
             (
                 target("[targets.backup]\nsource = \"cloudnativepg\""),
-                "targets[0] (\"ledger\"): invalid configuration: backup.source: \"cloudnativepg\": \
-                 CloudNativePG is not supported yet",
+                "targets[0] (\"ledger\"): invalid configuration: cloudnativepg.cluster: \
+                 backup.source is cloudnativepg: name the Cluster",
+            ),
+            (
+                target(
+                    "[targets.backup]\nsource = \"cloudnativepg\"\n\
+                     [targets.cloudnativepg]\ncluster = \"Ledger_DB\"",
+                ),
+                "cloudnativepg.cluster: backup.source is cloudnativepg: name the Cluster",
             ),
             (
                 target("[targets.backup]\nsource = \"pgbackrest\""),
@@ -189,7 +230,7 @@ config = "/etc/pgbackrest/ledger.conf"
             ),
             (
                 "[backup]\nsource = \"cloudnativepg\"".to_owned(),
-                "backup.source: \"cloudnativepg\": CloudNativePG is not supported yet",
+                "cloudnativepg.cluster: backup.source is cloudnativepg: name the Cluster",
             ),
             (
                 "[wal_archive]\ndatabase_url = \"mysql://x\"".to_owned(),

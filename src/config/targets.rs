@@ -21,7 +21,7 @@ use super::{ConfigError, Settings};
 use crate::domain::target::{Matcher, Routes};
 
 /// The sections a target may override, each a top-level table of the config.
-pub const OVERRIDABLE: [&str; 11] = [
+pub const OVERRIDABLE: [&str; 12] = [
     "kubernetes",
     "target",
     "s3",
@@ -32,6 +32,7 @@ pub const OVERRIDABLE: [&str; 11] = [
     "manual_backup",
     "backup",
     "pgbackrest",
+    "cloudnativepg",
     "wal_archive",
 ];
 
@@ -66,6 +67,8 @@ pub struct TargetEntry {
     #[serde(default)]
     pub pgbackrest: Option<Dict>,
     #[serde(default)]
+    pub cloudnativepg: Option<Dict>,
+    #[serde(default)]
     pub wal_archive: Option<Dict>,
     /// Overrides of the policy file for this target (modes, cooldowns, budgets), as its keys.
     #[serde(default)]
@@ -85,6 +88,7 @@ impl TargetEntry {
             "manual_backup" => self.manual_backup.as_ref(),
             "backup" => self.backup.as_ref(),
             "pgbackrest" => self.pgbackrest.as_ref(),
+            "cloudnativepg" => self.cloudnativepg.as_ref(),
             "wal_archive" => self.wal_archive.as_ref(),
             _ => None,
         }

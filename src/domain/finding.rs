@@ -25,7 +25,7 @@ pub const NAMES: &[&str] = &[
 
 /// The probes of sources other than the runbook's pg_dump CronJob (`backup.source`), run only
 /// for targets of that source (or, for `wal_archive`, targets with a guarded primary).
-pub const SOURCE_NAMES: &[&str] = &["pgbackrest", "wal_archive"];
+pub const SOURCE_NAMES: &[&str] = &["pgbackrest", "wal_archive", "cloudnativepg"];
 
 /// Whether `name` names a probe.
 pub fn is_probe(name: &str) -> bool {
@@ -224,6 +224,29 @@ pub enum Signal {
         pending_bytes: u64,
         cause: String,
         forecast: String,
+    },
+    // cloudnativepg
+    /// The CloudNativePG Cluster's `ContinuousArchiving` condition is False: WAL does not reach
+    /// the object store (its reason and message, as the operator wrote them).
+    ClusterArchivingFailing {
+        cluster: String,
+        reason: String,
+        message: String,
+    },
+    /// The newest `Backup` of the Cluster failed (its `status.error`).
+    ClusterBackupFailed {
+        cluster: String,
+        backup: String,
+        error: String,
+    },
+    /// A `ScheduledBackup` of the Cluster is suspended: it takes no backup until resumed.
+    ScheduledBackupSuspended { scheduled_backup: String },
+    /// The Cluster's newest completed backup is older than the RPO, or there is none.
+    ClusterBackupStale {
+        cluster: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        age_seconds: Option<i64>,
+        rpo_hours: u64,
     },
 }
 

@@ -14,6 +14,8 @@ pub struct ApiCall {
     pub resource: &'static str,
     /// The action whose policy must not be `never` for this call to be made, if any.
     pub only_for_action: Option<&'static str>,
+    /// The backup source (`backup.source`) whose probe alone makes this call, if any.
+    pub only_for_source: Option<&'static str>,
 }
 
 const fn call(verb: &'static str, group: &'static str, resource: &'static str) -> ApiCall {
@@ -22,6 +24,7 @@ const fn call(verb: &'static str, group: &'static str, resource: &'static str) -
         group,
         resource,
         only_for_action: None,
+        only_for_source: None,
     }
 }
 
@@ -36,6 +39,22 @@ const fn call_for(
         group,
         resource,
         only_for_action: Some(action),
+        only_for_source: None,
+    }
+}
+
+const fn call_for_source(
+    source: &'static str,
+    verb: &'static str,
+    group: &'static str,
+    resource: &'static str,
+) -> ApiCall {
+    ApiCall {
+        verb,
+        group,
+        resource,
+        only_for_action: None,
+        only_for_source: Some(source),
     }
 }
 
@@ -57,6 +76,15 @@ pub const KUBE_API_CALLS: &[ApiCall] = &[
     call("watch", "batch", "jobs"),
     // A verification Job past its deadline (only Jobs it created: deploy/'s admission policy).
     call("delete", "batch", "jobs"),
+    // The CloudNativePG source's probe (deploy/components/cloudnativepg): read-only.
+    call_for_source("cloudnativepg", "get", "postgresql.cnpg.io", "clusters"),
+    call_for_source("cloudnativepg", "list", "postgresql.cnpg.io", "backups"),
+    call_for_source(
+        "cloudnativepg",
+        "list",
+        "postgresql.cnpg.io",
+        "scheduledbackups",
+    ),
     // Remediation actions.
     call_for("expand_pvc", "patch", "", "persistentvolumeclaims"),
     call_for("restart_primary", "patch", "apps", "statefulsets"),

@@ -7,6 +7,7 @@
 
 pub mod backup_job;
 pub mod backup_metrics;
+pub mod cloudnativepg;
 pub mod database;
 pub mod disk;
 pub mod encryption;
@@ -277,6 +278,7 @@ pub fn enabled(settings: &Settings) -> Vec<Arc<dyn Probe>> {
         Arc::new(encryption::Encryption),
         Arc::new(pgbackrest::PgBackRest),
         Arc::new(wal_archive::WalArchive),
+        Arc::new(cloudnativepg::CloudNativePg),
     ];
     all.into_iter()
         .filter(|p| settings.probes.enabled.iter().any(|n| n == p.name()))

@@ -32,6 +32,7 @@ mod restore;
 mod scenarios;
 mod silent_failures;
 mod sources;
+mod sources_cnpg;
 mod store_load;
 mod targets;
 mod ui;

@@ -39,7 +39,12 @@ pub(super) fn direct_support(signal: &Signal) -> Option<(Scenario, f64)> {
         | Signal::CronJobMissing { .. }
         | Signal::ScheduleNotFiring { .. } => (BackupSchedule, 1.0),
         Signal::ClientOlderThanServer { .. } => (VersionMismatch, 1.0),
-        Signal::WalArchiveFailing { .. } => (WalArchive, 1.0),
+        Signal::WalArchiveFailing { .. } | Signal::ClusterArchivingFailing { .. } => {
+            (WalArchive, 1.0)
+        }
+        Signal::ClusterBackupFailed { .. } => (Repository, 1.0),
+        Signal::ScheduledBackupSuspended { .. } => (BackupSchedule, 1.0),
+        Signal::ClusterBackupStale { .. } => (BackupSchedule, 0.7),
         // pgBackRest's ArchiveTimeoutError: the check's WAL segment never reached the repository.
         Signal::RepositoryCheckFailed { code: Some(82), .. } => (WalArchive, 0.9),
         Signal::RepositoryUnhealthy { .. } | Signal::RepositoryCheckFailed { .. } => {
@@ -261,5 +266,31 @@ pub fn describe(signal: &Signal) -> String {
             forecast,
             ..
         } => format!("WAL archiving is failing ({failed_count} failed attempts): {cause}; {forecast}"),
+        Signal::ClusterArchivingFailing {
+            cluster,
+            reason,
+            message,
+        } => format!(
+            "CloudNativePG Cluster {cluster}: WAL archiving is failing (ContinuousArchiving False, {reason}): {message}"
+        ),
+        Signal::ClusterBackupFailed {
+            cluster,
+            backup,
+            error,
+        } => format!("the newest Backup {backup} of CloudNativePG Cluster {cluster} failed: {error}"),
+        Signal::ScheduledBackupSuspended { scheduled_backup } => format!(
+            "ScheduledBackup {scheduled_backup} is suspended: it takes no backup until it is resumed"
+        ),
+        Signal::ClusterBackupStale {
+            cluster,
+            age_seconds: Some(age),
+            rpo_hours,
+        } => format!(
+            "the newest completed backup of CloudNativePG Cluster {cluster} is {} old (RPO {rpo_hours} h)",
+            crate::domain::duration::human(*age)
+        ),
+        Signal::ClusterBackupStale { cluster, .. } => {
+            format!("CloudNativePG Cluster {cluster} has no completed backup")
+        }
     }
 }

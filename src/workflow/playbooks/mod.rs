@@ -305,6 +305,72 @@ mod tests {
     }
 
     #[test]
+    fn a_cloudnativepg_target_escalates_with_the_operators_words() {
+        let settings = Settings::from_toml(
+            "[backup]\nsource = \"cloudnativepg\"\n[cloudnativepg]\ncluster = \"ledger-db\"",
+        )
+        .unwrap();
+        let reason = |scenario: Scenario, signal: Signal| {
+            let d = diagnosis(scenario);
+            let findings = [Finding {
+                probe: "cloudnativepg".into(),
+                status: crate::domain::finding::Status::Problem,
+                summary: String::new(),
+                evidence: serde_json::json!({}),
+                signals: vec![signal],
+                started_at: chrono::Utc::now(),
+                duration_ms: 1,
+            }];
+            let input = PlanInput {
+                diagnosis: &d,
+                findings: &findings,
+                settings: &settings,
+            };
+            let steps = plan(BACKUP_FAILED, &input, &live()).unwrap();
+            let last = steps.last().unwrap();
+            assert_eq!(last.name, ActionName::Escalate);
+            last.reason.clone()
+        };
+        let archive = reason(
+            Scenario::WalArchive,
+            Signal::ClusterArchivingFailing {
+                cluster: "ledger-db".into(),
+                reason: "ContinuousArchivingFailing".into(),
+                message: "exit status 4".into(),
+            },
+        );
+        assert!(
+            archive.contains(
+                "WAL archiving keeps failing: Cluster ledger-db: exit status 4. Fix the archive \
+                 destination (then the Cluster's ContinuousArchiving condition turns True again)"
+            ),
+            "{archive}"
+        );
+        let suspended = reason(
+            Scenario::BackupSchedule,
+            Signal::ScheduledBackupSuspended {
+                scheduled_backup: "nightly".into(),
+            },
+        );
+        assert!(
+            suspended.contains("kubectl -n link-services patch scheduledbackup/nightly"),
+            "{suspended}"
+        );
+        let repo = Scenario::Repository;
+        let failed = Signal::ClusterBackupFailed {
+            cluster: "ledger-db".into(),
+            backup: "b".into(),
+            error: "e".into(),
+        };
+        let failed = reason(repo, failed);
+        assert!(
+            failed
+                .contains("the backup repository needs a person (CloudNativePG Cluster ledger-db)"),
+            "{failed}"
+        );
+    }
+
+    #[test]
     fn authentication_repairs_the_role_then_verifies() {
         assert_eq!(
             steps(Scenario::Authentication, &live()),

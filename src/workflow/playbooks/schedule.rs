@@ -23,6 +23,9 @@ impl Playbook for BackupSchedule {
                 Signal::CronJobSuspended { cronjob } => Some(format!(
                     "resume it if the suspension is not deliberate: kubectl -n {ns} patch cronjob/{cronjob} -p '{{\"spec\":{{\"suspend\":false}}}}'"
                 )),
+                Signal::ScheduledBackupSuspended { scheduled_backup } => Some(format!(
+                    "resume it if the suspension is not deliberate: kubectl -n {ns} patch scheduledbackup/{scheduled_backup} --type merge -p '{{\"spec\":{{\"suspend\":false}}}}'"
+                )),
                 Signal::CronJobMissing { cronjob } => Some(format!(
                     "re-apply the manifest of CronJob {cronjob} in {ns} (it was deleted)"
                 )),

@@ -9,6 +9,7 @@ use super::{PlanInput, Playbook, Proposed};
 use crate::domain::alert::{BACKUP_FAILED, BACKUP_STALE, WAL_ARCHIVE_FAILING};
 use crate::domain::diagnosis::Scenario;
 use crate::domain::finding::Signal;
+use crate::domain::source::BackupSource;
 
 pub struct WalArchive;
 
@@ -34,13 +35,21 @@ impl Playbook for WalArchive {
                 Signal::WalArchiveFailing {
                     cause, forecast, ..
                 } => Some(format!("{cause}; {forecast}")),
+                Signal::ClusterArchivingFailing {
+                    cluster, message, ..
+                } => Some(format!("Cluster {cluster}: {message}")),
                 _ => None,
             });
         let what = read.unwrap_or_else(|| i.diagnosis.summary.clone());
+        let then = match i.settings.source() {
+            BackupSource::CloudNativePg => {
+                "the Cluster's ContinuousArchiving condition turns True again"
+            }
+            _ => "`pgbackrest check` shows it archives again",
+        };
         vec![vec![Proposed::escalate(format!(
-            "WAL archiving keeps failing: {what}. Fix the archive destination (then \
-             `pgbackrest check` shows it archives again); no WAL was deleted and archive_command \
-             was not changed"
+            "WAL archiving keeps failing: {what}. Fix the archive destination (then {then}); no \
+             WAL was deleted and archive_command was not changed"
         ))]]
     }
 }

@@ -68,12 +68,16 @@ const OPT_IN_COMPONENTS: &[(&str, &str)] = &[
     ("restart_primary", "components/restart-primary"),
 ];
 
+/// Backup sources whose probe's calls are granted by an opt-in kustomize component.
+const SOURCE_COMPONENTS: &[(&str, &str)] = &[("cloudnativepg", "components/cloudnativepg")];
+
 /// Every kustomize component in deploy/ (the RBAC ones above, the grants in other targets'
 /// namespaces, and the Prometheus Operator's objects, on by default).
 const COMPONENTS: &[&str] = &[
     "components/prometheus-operator",
     "components/expand-pvc",
     "components/restart-primary",
+    "components/cloudnativepg",
     TARGETS_COMPONENT,
 ];
 
@@ -509,7 +513,7 @@ fn the_kustomization_applies_every_file_in_deploy_except_the_examples() {
             "deploy/kustomization.yaml does not mention {component}"
         );
     }
-    for (action, component) in OPT_IN_COMPONENTS {
+    for (action, component) in OPT_IN_COMPONENTS.iter().chain(SOURCE_COMPONENTS) {
         assert!(COMPONENTS.contains(component), "{action}: {component}");
     }
     for (file, why) in NOT_APPLIED {

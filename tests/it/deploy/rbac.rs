@@ -34,7 +34,19 @@ fn known_resources() -> Vec<Known> {
         known::<StorageClass>(),
         known::<Service>(),
         known::<ConfigMap>(),
+        // CloudNativePG's (not in k8s-openapi): namespaced custom resources.
+        cnpg("clusters"),
+        cnpg("backups"),
+        cnpg("scheduledbackups"),
     ]
+}
+
+fn cnpg(plural: &'static str) -> Known {
+    Known {
+        group: "postgresql.cnpg.io",
+        plural,
+        cluster_scoped: false,
+    }
 }
 
 /// Whether `call` is to a cluster-scoped resource; panics on a resource Kubernetes does not have.
@@ -83,13 +95,14 @@ fn grants(file: &str, rules: &[PolicyRule]) -> BTreeSet<Grant> {
     out
 }
 
-/// The opt-in component an action's calls are granted by, if any.
+/// The opt-in component an action's (or a backup source's) calls are granted by, if any.
 fn component_of(call: &ApiCall) -> Option<&'static str> {
-    let action = call.only_for_action?;
-    OPT_IN_COMPONENTS
-        .iter()
-        .find(|(a, _)| *a == action)
-        .map(|(_, c)| *c)
+    let (name, components) = match (call.only_for_action, call.only_for_source) {
+        (Some(action), _) => (action, OPT_IN_COMPONENTS),
+        (None, Some(source)) => (source, SOURCE_COMPONENTS),
+        (None, None) => return None,
+    };
+    components.iter().find(|(a, _)| *a == name).map(|(_, c)| *c)
 }
 
 /// Objects the service reads by a configured name: their rules must name exactly that object.
@@ -198,6 +211,37 @@ fn each_opt_in_component_grants_exactly_its_actions_calls() {
         );
         assert_eq!(granted, needed, "{}", files[0]);
         assert_names_restricted(&files[0], &rules);
+    }
+}
+
+#[test]
+fn each_source_component_grants_exactly_its_probes_reads() {
+    for (source, component) in SOURCE_COMPONENTS {
+        let files = kustomization_resources(&format!("deploy/{component}"));
+        assert_eq!(
+            files.len(),
+            1,
+            "{component}: one file with a Role and its binding"
+        );
+        let role = bound_role(&files[0]);
+        let granted = grants(&files[0], &role.rules.unwrap_or_default());
+        let needed: BTreeSet<Grant> = KUBE_API_CALLS
+            .iter()
+            .filter(|c| c.only_for_source == Some(source))
+            .map(grant)
+            .collect();
+        assert!(
+            !needed.is_empty(),
+            "{source}: no call needs {component}; remove it"
+        );
+        assert_eq!(granted, needed, "{}", files[0]);
+        assert!(
+            granted
+                .iter()
+                .all(|(verb, _, _)| verb == "get" || verb == "list"),
+            "{}: a source's probe only reads",
+            files[0]
+        );
     }
 }
 

@@ -157,6 +157,10 @@ fn every_combination_of_components_renders_and_validates_against_kubernetes_1_30
                 "components/restart-primary",
                 "Role/backup-remediator-restart-primary",
             ),
+            (
+                "components/cloudnativepg",
+                "Role/backup-remediator-cloudnativepg",
+            ),
         ] {
             assert_eq!(
                 names.contains(role),

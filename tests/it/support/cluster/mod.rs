@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 mod apply;
+pub mod crds;
 pub mod fixtures;
 pub mod node;
 mod pki;
