@@ -112,6 +112,8 @@ pub fn redact(line: &str) -> String {
             r#"(?i)(\s-k\s+|\s-pass\s+pass:)("[^"]*"|'[^']*'|\S+)"#,
             r"(?i)(postgres(?:ql)?://[^:/\s]+:)[^@\s]+(@)",
             r"\b[A-Za-z0-9/+]{40}\b",
+            // SQL: `PASSWORD 'x'` (CREATE/ALTER ROLE as a server log shows a statement).
+            r#"(?i)(\bpassword\s+)('(?:[^']|'')*'|"[^"]*")"#,
         ]
         .iter()
         .filter_map(|r| Regex::new(r).ok())
@@ -122,6 +124,7 @@ pub fn redact(line: &str) -> String {
     out = res[1].replace_all(&out, "$1[redacted]").into_owned();
     out = res[2].replace_all(&out, "$1[redacted]$2").into_owned();
     out = res[3].replace_all(&out, "[redacted]").into_owned();
+    out = res[4].replace_all(&out, "$1[redacted]").into_owned();
     out
 }
 

@@ -114,7 +114,12 @@ pub fn archive_lines(log: &str) -> Vec<String> {
         .into_iter()
         .map(|i| lines[i])
         .filter(|l| !l.contains("The failed archive command was"))
-        .map(|l| l.trim().chars().take(300).collect())
+        .map(|l| {
+            crate::domain::patterns::redact(l.trim())
+                .chars()
+                .take(300)
+                .collect()
+        })
         .collect();
     picked[picked.len().saturating_sub(16)..].to_vec()
 }
@@ -192,5 +197,18 @@ mod tests {
                 "LOG:  archive command failed with exit code 103"
             ]
         );
+    }
+
+    /// The server log is not ours: a logged statement or connection string before the failure
+    /// must not carry its secret into the incident, Slack or the API.
+    #[test]
+    fn secrets_in_the_kept_server_log_lines_are_redacted() {
+        let log = "LOG:  statement: ALTER ROLE backup PASSWORD 'canary-pw-1' LOGIN\n\
+                   LOG:  connecting to postgres://app:canary-pw-2@db:5432/x\n\
+                   ERROR: aws secret_key=canary-pw-3 refused\n\
+                   LOG:  archive command failed with exit code 1\n";
+        let kept = archive_lines(log).join("\n");
+        assert!(!kept.contains("canary"), "{kept}");
+        assert!(kept.contains("archive command failed"), "{kept}");
     }
 }
