@@ -147,7 +147,12 @@ pub fn message_of(output: &str) -> String {
     } else {
         lines.join(" ")
     };
-    text.chars().take(1000).collect()
+    // pgBackRest quotes its configuration and the store's answers in errors: nothing that looks
+    // like a credential goes on into a finding.
+    crate::domain::patterns::redact(&text)
+        .chars()
+        .take(1000)
+        .collect()
 }
 
 impl Command {
@@ -286,5 +291,13 @@ mod tests {
                 && err.ends_with("(install pgbackrest or set pgbackrest.binary)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_credential_quoted_in_an_error_does_not_reach_the_message() {
+        let out = "ERROR: [029]: S3 request failed: repo1-s3-key-secret=canary-s3-secret rejected";
+        let m = message_of(out);
+        assert!(!m.contains("canary"), "{m}");
+        assert!(m.starts_with("ERROR: [029]"), "{m}");
     }
 }
